@@ -1,0 +1,38 @@
+# Every target does its own setup, so a fresh machine needs only python3 and make.
+PYTHON ?= python3
+TOOLS := .tools
+UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
+RUN := $(UV) run --frozen --no-sync
+
+.PHONY: run test lint typecheck pytest bench bench-quick sync clean
+
+$(TOOLS)/bin/uv:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv>=0.5,<1"
+
+sync: $(if $(findstring $(TOOLS),$(UV)),$(TOOLS)/bin/uv)
+	$(UV) sync --frozen
+
+run: sync
+	$(RUN) python -m bot run
+
+test: sync lint typecheck pytest
+
+lint:
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+typecheck:
+	$(RUN) mypy bot cogs storage tests
+
+pytest:
+	$(RUN) pytest -q
+
+bench: sync
+	$(RUN) python -m bench
+
+bench-quick: sync
+	$(RUN) python -m bench --quick
+
+clean:
+	rm -rf $(TOOLS) .venv .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,100 @@
+"""Command line: `python -m bot [--config PATH] [run | check-config | migrate]`.
+
+Every failure an operator can fix (a missing key, a broken file, a database from a newer
+version, a rejected token) ends in one clear message and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import discord
+
+from bot.app import Retouch
+from bot.config import ConfigError, Settings, load_settings, summary
+from bot.logs import setup_logging
+from storage.db import SchemaTooNew, connect, latest_version, migrate
+
+log = logging.getLogger("bot")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot", description="Retouch, the image-editing Discord bot."
+    )
+    parser.add_argument("--config", help="config file (default: $RETOUCH_CONFIG, else ./config.toml)")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="run the bot (the default)")
+    commands.add_parser("check-config", help="validate the configuration and print a summary")
+    commands.add_parser("migrate", help="bring the database schema up to date and exit")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(message, file=sys.stderr)  # noqa: T201
+    return 1
+
+
+async def _migrate(settings: Settings) -> int:
+    conn = await connect(settings.storage.path)
+    try:
+        applied = await migrate(conn)
+    finally:
+        await conn.close()
+    if applied:
+        print(f"Applied migrations {', '.join(map(str, applied))}; schema is at version {applied[-1]}.")  # noqa: T201
+    else:
+        print(f"Schema is up to date (version {latest_version()}).")  # noqa: T201
+    return 0
+
+
+async def _run(settings: Settings) -> int:
+    bot = Retouch(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, lambda: asyncio.create_task(bot.close()))
+    try:
+        async with bot:
+            await bot.start(settings.discord.token.get_secret_value())
+    except discord.LoginFailure:
+        return _fail(
+            "Discord rejected discord.token: check the bot token in the Developer Portal (Bot → Reset Token)."
+        )
+    except discord.PrivilegedIntentsRequired:
+        return _fail(
+            "Discord refused the gateway intents; Retouch needs none privileged, so check the application."
+        )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "run"
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        return _fail(exc.render())
+    if command == "check-config":
+        print("Configuration is valid:")  # noqa: T201
+        for line in summary(settings):
+            print(f"  {line}")  # noqa: T201
+        return 0
+    setup_logging(settings.log.level, json_format=settings.log.json_format)
+    try:
+        if command == "migrate":
+            return asyncio.run(_migrate(settings))
+        log.info("starting Retouch: %s", "; ".join(summary(settings)))
+        return asyncio.run(_run(settings))
+    except SchemaTooNew as exc:
+        return _fail(f"Refusing to start: {exc}.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The discord.py Bot: it owns the process's resources and wires services to cogs."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+import aiosqlite
+import discord
+import yarl
+from discord.ext import commands
+
+from bot.config import Settings
+from bot.files import FileStore
+from bot.jobs import JobService
+from bot.providers.runflow import RunflowProvider
+from bot.web import Health, WebServer, build_app
+from cogs.delivery import DiscordDelivery
+from storage.db import open_db
+from storage.jobs import JobRepository
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.edit",)
+
+
+def route_discord(settings: Settings) -> None:
+    """Point discord.py at a proxy or a test fake; both attributes are process-wide."""
+    if settings.discord.api_base:
+        discord.http.Route.BASE = settings.discord.api_base
+    if settings.discord.gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord.gateway_url)
+
+
+class Retouch(commands.Bot):
+    session: aiohttp.ClientSession
+    db: aiosqlite.Connection
+    jobs: JobService
+    web: WebServer
+
+    def __init__(self, settings: Settings, *, guild_ready_timeout: float = 2.0) -> None:
+        # Slash commands and components arrive without any privileged intent; `guilds` keeps
+        # channel and role caches for permission checks.
+        intents = discord.Intents.none()
+        intents.guilds = True
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions.none(),
+            guild_ready_timeout=guild_ready_timeout,
+        )
+        self.settings = settings
+        route_discord(settings)
+
+    async def setup_hook(self) -> None:
+        settings = self.settings
+        self.session = aiohttp.ClientSession()
+        self.db = await open_db(settings.storage.path)
+        provider = RunflowProvider(settings.providers.runflow, self.session)
+        self.jobs = JobService(
+            repo=JobRepository(self.db),
+            provider=provider,
+            files=FileStore(settings.storage.files_dir),
+            session=self.session,
+            concurrency=settings.providers.runflow.max_concurrency,
+            poll_interval=settings.providers.poll_interval,
+            poll_interval_max=settings.providers.poll_interval_max,
+            deadline=settings.providers.deadline,
+        )
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        await self._sync_commands()
+        self.web = WebServer(
+            build_app(Health(self.db, gateway_ready=self.is_ready, accepting=lambda: self.jobs.accepting)),
+            settings.web.host,
+            settings.web.port,
+        )
+        await self.web.start()
+        await self.jobs.start(DiscordDelivery(self))
+
+    async def _sync_commands(self) -> None:
+        if self.settings.discord.dev_guilds:
+            for guild_id in self.settings.discord.dev_guilds:
+                guild = discord.Object(id=guild_id)
+                self.tree.copy_global_to(guild=guild)
+                synced = await self.tree.sync(guild=guild)
+                log.info("synced %d commands to guild %d", len(synced), guild_id)
+        else:
+            synced = await self.tree.sync()
+            log.info("synced %d global commands", len(synced))
+
+    async def close(self) -> None:
+        """Stop taking edits first, then let go of Discord, HTTP and the database in that order."""
+        log.info("shutting down")
+        if hasattr(self, "jobs"):
+            await self.jobs.stop()
+        if hasattr(self, "web"):
+            await self.web.stop()
+        await super().close()
+        if hasattr(self, "session"):
+            await self.session.close()
+        if hasattr(self, "db"):
+            await self.db.close()

@@ -1,0 +1,237 @@
+"""Settings: a TOML file with `RETOUCH_*` environment overrides.
+
+The file is read with `tomllib` ourselves (rather than through pydantic-settings' TOML
+source) so that a broken file is reported with its path, line and column; the parsed table
+is then handed to pydantic-settings as the lowest-priority source, beneath the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_PATH = Path("config.toml")
+ENV_PREFIX = "RETOUCH_"
+
+HostName = Literal["runflow"]
+KNOWN_HOSTS: tuple[HostName, ...] = ("runflow",)
+
+
+class _Section(BaseModel):
+    """A config table: unknown keys are errors, so a typo never silently does nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _loopback_or_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.startswith(("http://", "https://", "ws://", "wss://")):
+        raise ValueError("must be a URL starting with http(s):// or ws(s)://")
+    return value.rstrip("/")
+
+
+class DiscordSettings(_Section):
+    token: SecretStr
+    api_base: str | None = None
+    gateway_url: str | None = None
+    dev_guilds: list[int] = Field(default_factory=list)
+
+    _urls = field_validator("api_base", "gateway_url")(_loopback_or_url)
+
+
+class RunflowSettings(_Section):
+    api_key: SecretStr | None = None
+    base_url: str = "https://api.runflow.io"
+    callback_secret: SecretStr | None = None
+    model: str = "openai/gpt-image-2/edit"
+    max_concurrency: Annotated[int, Field(ge=1, le=256)] = 8
+    request_timeout: Annotated[float, Field(gt=0)] = 60.0
+
+    _urls = field_validator("base_url")(_loopback_or_url)
+
+
+class ProvidersSettings(_Section):
+    order: list[HostName] = Field(default_factory=lambda: list(KNOWN_HOSTS), min_length=1)
+    runflow: RunflowSettings = Field(default_factory=RunflowSettings)
+    poll_interval: Annotated[float, Field(gt=0)] = 2.0
+    poll_interval_max: Annotated[float, Field(gt=0)] = 10.0
+    deadline: Annotated[float, Field(gt=0)] = 600.0
+
+
+class StorageSettings(_Section):
+    path: Path = Path("data/retouch.db")
+    files_dir: Path = Path("data/files")
+
+
+class WebSettings(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    public_url: str | None = None
+
+    _urls = field_validator("public_url")(_loopback_or_url)
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_format: bool = Field(default=False, alias="json")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class Settings(BaseSettings):
+    """The whole configuration; see config.example.toml for every key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+
+    discord: DiscordSettings
+    providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win: the environment overrides the file's table (passed as init).
+        return (env_settings, init_settings)
+
+    def host_problems(self) -> Iterator[tuple[str, str]]:
+        """Cross-key checks pydantic cannot express per field: every ordered host needs a key."""
+        for host in self.providers.order:
+            host_settings = getattr(self.providers, host)
+            if host_settings.api_key is None or not host_settings.api_key.get_secret_value():
+                yield f"providers.{host}.api_key", "missing: the host is in providers.order but has no key"
+
+
+class ConfigError(Exception):
+    """Raised with every problem found, each a (key, message) pair, so all are reported at once."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str) -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [f"Configuration problems ({self.source}):"]
+        for key, message in self.problems:
+            lines.append(f"  {key}: {message}{_how_to_set(key)}")
+        return "\n".join(lines)
+
+
+def _how_to_set(key: str) -> str:
+    if "." not in key:
+        return ""
+    table, _, leaf = key.rpartition(".")
+    env = ENV_PREFIX + key.upper().replace(".", "__")
+    return f" (set `{leaf}` under [{table}] in the config file, or the environment variable {env})"
+
+
+def resolve_config_path(cli_path: str | os.PathLike[str] | None) -> Path:
+    """`--config`, else `RETOUCH_CONFIG`, else ./config.toml."""
+    if cli_path is not None:
+        return Path(cli_path)
+    return Path(os.environ.get("RETOUCH_CONFIG", DEFAULT_CONFIG_PATH))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The file's table; a missing default file is an empty table, an unreadable one an error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([("file", f"cannot read {path}: {exc}")], str(path)) from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([("file", f"{path} is not valid TOML: {exc}")], str(path)) from exc
+
+
+def load_settings(cli_path: str | os.PathLike[str] | None = None) -> Settings:
+    """Validated settings, or a ConfigError naming every missing or wrong key."""
+    path = resolve_config_path(cli_path)
+    if cli_path is not None and not path.exists():
+        raise ConfigError([("file", f"{path} does not exist")], str(path))
+    source = f"{path}" if path.exists() else f"{path} (not found; environment only)"
+    table = read_toml(path)
+    try:
+        settings = Settings(**table)
+    except ValidationError as exc:
+        raise ConfigError([p for err in exc.errors() for p in _describe(err)], source) from None
+    problems = list(settings.host_problems())
+    if problems:
+        raise ConfigError(problems, source)
+    return settings
+
+
+def _describe(error: Any) -> Iterator[tuple[str, str]]:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "missing":
+        section = Settings.model_fields.get(key)
+        model = section.annotation if section is not None else None
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            # A whole missing table: name the keys inside it that have no default.
+            for name, field in model.model_fields.items():
+                if field.is_required():
+                    yield f"{key}.{name}", "missing"
+            return
+        yield key, "missing"
+    elif error["type"] == "extra_forbidden":
+        yield key, "unknown key (check its spelling against config.example.toml)"
+    else:
+        given = error.get("input")
+        shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
+        yield key, f"{error['msg']}{shown}"
+
+
+def summary(settings: Settings) -> list[str]:
+    """A short, secret-free description for `check-config` and the start-up log."""
+
+    def mask(secret: SecretStr | None) -> str:
+        if secret is None:
+            return "not set"
+        value = secret.get_secret_value()
+        return f"set (…{value[-4:]})" if len(value) >= 12 else "set"
+
+    lines = [
+        f"discord.token: {mask(settings.discord.token)}",
+        f"discord.api_base: {settings.discord.api_base or 'Discord'}",
+        "discord.dev_guilds: "
+        + (", ".join(map(str, settings.discord.dev_guilds)) or "none (commands sync globally)"),
+        f"providers.order: {', '.join(settings.providers.order)}",
+    ]
+    for host in settings.providers.order:
+        host_settings = getattr(settings.providers, host)
+        lines.append(f"providers.{host}.api_key: {mask(host_settings.api_key)}")
+        lines.append(f"providers.{host}.base_url: {host_settings.base_url}")
+    lines += [
+        f"storage.path: {settings.storage.path}",
+        f"storage.files_dir: {settings.storage.files_dir}",
+        f"web: {settings.web.host}:{settings.web.port}, callbacks "
+        + (f"at {settings.web.public_url}" if settings.web.public_url else "off (polling)"),
+        f"log: {settings.log.level}{' json' if settings.log.json_format else ''}",
+    ]
+    return lines

@@ -1,0 +1,76 @@
+"""Inputs and outputs kept on disk by job id.
+
+Discord's attachment URLs and the hosts' result URLs both expire, so anything a later Refine,
+Retry or recovery may need is copied here first. Downloads stream to a temporary file and are
+renamed into place, so a crash never leaves a half-written file under its final name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import aiohttp
+
+CHUNK = 256 * 1024
+
+
+class DownloadError(Exception):
+    """A file could not be fetched; the message names the reason, never the signed URL."""
+
+
+class FileStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def job_dir(self, job_id: int) -> Path:
+        return self.root / f"{job_id // 1000:04d}" / str(job_id)
+
+    def output_path(self, job_id: int, idx: int, extension: str) -> Path:
+        return self.job_dir(job_id) / f"output-{idx}.{extension}"
+
+    async def download(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        *,
+        max_bytes: int,
+        timeout: float = 120.0,
+    ) -> bytes:
+        """The body of `url`, refusing more than `max_bytes` while it streams."""
+        try:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                if response.status != 200:
+                    raise DownloadError(f"the file server answered HTTP {response.status}")
+                declared = response.content_length
+                if declared is not None and declared > max_bytes:
+                    raise DownloadError(f"the file is larger than {max_bytes // (1024 * 1024)} MiB")
+                chunks: list[bytes] = []
+                received = 0
+                async for chunk in response.content.iter_chunked(CHUNK):
+                    received += len(chunk)
+                    if received > max_bytes:
+                        raise DownloadError(f"the file is larger than {max_bytes // (1024 * 1024)} MiB")
+                    chunks.append(chunk)
+        except TimeoutError as exc:
+            raise DownloadError("the download timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise DownloadError(f"the download failed ({exc.__class__.__name__})") from exc
+        return b"".join(chunks)
+
+    async def write(self, path: Path, data: bytes) -> None:
+        await asyncio.to_thread(_write_atomic, path, data)
+
+    async def read(self, path: Path) -> bytes:
+        return await asyncio.to_thread(path.read_bytes)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".part")
+    with temporary.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)

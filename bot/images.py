@@ -1,0 +1,103 @@
+"""Pillow work: checking what a file really is, and fitting results under Discord's upload limit.
+
+Everything here is CPU-bound and synchronous; callers run it in a worker thread
+(`asyncio.to_thread`) so that a 4K re-encode never stalls the gateway heartbeat.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Larger than any input the model accepts (4096x4096 at most on some hosts), small enough that a
+# decompression bomb is refused before it is decoded.
+MAX_PIXELS = 40_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+
+
+class ImageProblem(ValueError):
+    """A file that cannot be used as an image; the message is written for the member."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    content_type: str
+    width: int
+    height: int
+    size: int
+
+    @property
+    def extension(self) -> str:
+        return _EXTENSIONS[self.content_type]
+
+
+def extension_for(content_type: str) -> str:
+    return _EXTENSIONS.get(content_type, "png")
+
+
+def inspect(data: bytes) -> ImageInfo:
+    """What the bytes are, judged by decoding them, never by a file name."""
+    if not data:
+        raise ImageProblem("the file is empty")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image_format = image.format or ""
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageProblem(f"the image is too large ({width}×{height} pixels)")
+            image.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageProblem("the image is too large to open safely") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ImageProblem("the file is not a readable PNG, JPEG, WebP or GIF image") from exc
+    content_type = _FORMATS.get(image_format)
+    if content_type is None:
+        raise ImageProblem(f"{image_format or 'this'} images are not supported; use PNG, JPEG, WebP or GIF")
+    return ImageInfo(content_type, width, height, len(data))
+
+
+@dataclass(frozen=True)
+class Fitted:
+    data: bytes
+    info: ImageInfo
+    changed: bool
+    """True when the image had to be re-encoded or shrunk to fit."""
+
+
+def fit_under(data: bytes, limit: int) -> Fitted:
+    """The image unchanged if it fits, else re-encoded, else downscaled until it does.
+
+    The order keeps quality where it can: first the same pixels in a smaller encoding
+    (optimised PNG, then WebP at high quality), and only then fewer pixels.
+    """
+    info = inspect(data)
+    if info.size <= limit:
+        return Fitted(data, info, changed=False)
+    with Image.open(io.BytesIO(data)) as opened:
+        image = ImageOps.exif_transpose(opened)
+        image.load()
+    for quality in (92, 85, 75):
+        encoded = _encode_webp(image, quality)
+        if len(encoded) <= limit:
+            return Fitted(encoded, ImageInfo("image/webp", image.width, image.height, len(encoded)), True)
+    scale = (limit / len(encoded)) ** 0.5 * 0.95
+    while True:
+        width = max(1, int(image.width * scale))
+        height = max(1, int(image.height * scale))
+        smaller = image.resize((width, height), Image.Resampling.LANCZOS)
+        encoded = _encode_webp(smaller, 85)
+        if len(encoded) <= limit or (width == 1 and height == 1):
+            return Fitted(encoded, ImageInfo("image/webp", width, height, len(encoded)), True)
+        scale *= 0.8
+
+
+def _encode_webp(image: Image.Image, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    mode = "RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB"
+    image.convert(mode).save(buffer, "WEBP", quality=quality, method=4)
+    return buffer.getvalue()

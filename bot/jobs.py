@@ -1,0 +1,420 @@
+"""The life of an edit: queued → submitting → running → delivering → done (or failed).
+
+Each step is written to the job row before the side effect that depends on it, so whatever
+line a crash lands on, `recover()` finds the job in a state it knows how to finish. Discord is
+reached only through the `Delivery` protocol, which the cogs implement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+
+from bot import images
+from bot.files import DownloadError, FileStore
+from bot.providers.base import (
+    EditRequest,
+    EditResult,
+    ErrorKind,
+    ImageRef,
+    Provider,
+    ProviderError,
+    Run,
+    RunStatus,
+    Unavailable,
+)
+from bot.queue import FairQueue
+from storage.jobs import Job, JobRepository, JobState, NewJob, utcnow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+PROGRESS_INTERVAL = 10.0
+# Discord invalidates an interaction token after 15 minutes; after that we post in the channel.
+TOKEN_LIFETIME = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class EditOptions:
+    quality: str = "high"
+    image_size: str = "auto"
+    resolution: str = "1K"
+    count: int = 1
+    output_format: str = "png"
+    private: bool = False
+    upload_limit: int = DEFAULT_UPLOAD_LIMIT
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EditOptions:
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**known)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """A reference image as Discord described it; `url` is signed and expires in about a day."""
+
+    url: str
+    filename: str
+    content_type: str | None = None
+    size: int | None = None
+    width: int | None = None
+    height: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EditOrder:
+    """Everything the member asked for, as the cog parsed it."""
+
+    guild_id: int | None
+    channel_id: int
+    user_id: int
+    prompt: str
+    images: Sequence[InputImage]
+    options: EditOptions = field(default_factory=EditOptions)
+    kind: str = "edit"
+    parent_id: int | None = None
+    parent_output: int | None = None
+    application_id: int | None = None
+    interaction_token: str | None = None
+    status_message_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    path: Path
+    filename: str
+    content_type: str
+    width: int
+    height: int
+    size: int
+    shrunk: bool
+
+
+@dataclass(frozen=True)
+class Progress:
+    state: JobState
+    queue_position: int | None = None
+    elapsed: float | None = None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    message_id: int
+    urls: Sequence[str]
+
+
+class Delivery(Protocol):
+    """How the job runner talks to members; the Discord layer implements it."""
+
+    async def show_progress(self, job: Job, progress: Progress) -> None: ...
+
+    async def deliver(self, job: Job, files: Sequence[ResultFile]) -> Receipt: ...
+
+    async def report_failure(self, job: Job, message: str) -> None: ...
+
+
+class EditsPaused(Exception):
+    """New edits are not being taken (shutting down, or paused by an admin)."""
+
+
+MEMBER_MESSAGES = {
+    ErrorKind.INVALID_REQUEST: "The image host could not use this request: {detail}. Try another image.",
+    ErrorKind.CONTENT_REJECTED: "The image host's safety filter refused this edit. Try another prompt.",
+    ErrorKind.AUTH_FAILED: "The bot's image host rejected its key or account; please tell the server owner.",
+    ErrorKind.RATE_LIMITED: "The image host is busy right now. Try again in a minute.",
+    ErrorKind.UNAVAILABLE: "The image host is not responding right now. Try again in a few minutes.",
+    ErrorKind.RUN_FAILED: "The image host could not finish this edit ({detail}). Try again.",
+}
+
+
+def member_message(error: ProviderError) -> str:
+    return MEMBER_MESSAGES[error.kind].format(detail=error.message.rstrip("."))
+
+
+class JobService:
+    def __init__(
+        self,
+        *,
+        repo: JobRepository,
+        provider: Provider,
+        files: FileStore,
+        session: aiohttp.ClientSession,
+        concurrency: int,
+        poll_interval: float,
+        poll_interval_max: float,
+        deadline: float,
+    ) -> None:
+        self._repo = repo
+        self._provider = provider
+        self._files = files
+        self._session = session
+        self._concurrency = concurrency
+        self._poll_interval = poll_interval
+        self._poll_interval_max = poll_interval_max
+        self._deadline = deadline
+        self._queue = FairQueue()
+        self._workers: list[asyncio.Task[None]] = []
+        self._delivery: Delivery | None = None
+        self.accepting = False
+
+    @property
+    def delivery(self) -> Delivery:
+        if self._delivery is None:
+            raise RuntimeError("JobService.start() was not called")
+        return self._delivery
+
+    async def start(self, delivery: Delivery) -> None:
+        """Recover what a previous process left, then begin serving the line."""
+        self._delivery = delivery
+        await self.recover()
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"job-worker-{n}") for n in range(self._concurrency)
+        ]
+        self.accepting = True
+
+    async def stop(self) -> None:
+        """Stop taking edits and drop the workers; unfinished jobs stay in the database for recovery."""
+        self.accepting = False
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+
+    async def submit(self, order: EditOrder) -> Job:
+        """Write the job row and put it in line; the row exists before anything else happens."""
+        if not self.accepting:
+            raise EditsPaused
+        job = await self._repo.insert(
+            NewJob(
+                guild_id=order.guild_id,
+                channel_id=order.channel_id,
+                user_id=order.user_id,
+                prompt=order.prompt,
+                options=order.options.to_dict(),
+                inputs=[image.to_dict() for image in order.images],
+                kind=order.kind,
+                parent_id=order.parent_id,
+                parent_output=order.parent_output,
+                application_id=order.application_id,
+                interaction_token=order.interaction_token,
+                status_message_id=order.status_message_id,
+                token_expires_at=utcnow() + TOKEN_LIFETIME if order.interaction_token else None,
+            )
+        )
+        await self._queue.put(job.user_id, job.id)
+        log.info("job %d queued for user %d in guild %s", job.id, job.user_id, job.guild_id)
+        return job
+
+    def queue_position(self, job_id: int) -> int | None:
+        return self._queue.position(job_id)
+
+    async def get(self, job_id: int) -> Job | None:
+        return await self._repo.get(job_id)
+
+    async def recover(self) -> None:
+        """Put every unfinished job back on its path; safe to run any number of times."""
+        for job in await self._repo.open_jobs():
+            log.info("recovering job %d from state %s", job.id, job.state)
+            if job.state in (JobState.QUEUED, JobState.SUBMITTING):
+                if job.state is JobState.SUBMITTING:
+                    await self._repo.move(job.id, [JobState.SUBMITTING], JobState.QUEUED)
+                await self._queue.put(job.user_id, job.id)
+            else:
+                asyncio.create_task(self._guarded(job.id), name=f"job-recover-{job.id}")  # noqa: RUF006
+
+    async def _work(self) -> None:
+        while True:
+            job_id = await self._queue.get()
+            await self._guarded(job_id)
+
+    async def _guarded(self, job_id: int) -> None:
+        try:
+            await self._process(job_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %d crashed; it is left for recovery", job_id)
+
+    async def _process(self, job_id: int) -> None:
+        job = await self._repo.get(job_id)
+        if job is None or job.state.final:
+            return
+        if job.state is JobState.QUEUED:
+            job = await self._submit(job)
+        if job is not None and job.state is JobState.RUNNING:
+            job = await self._wait(job)
+        if job is not None and job.state is JobState.DELIVERING:
+            await self._deliver(job)
+
+    async def _submit(self, job: Job) -> Job | None:
+        moved = await self._repo.move(
+            job.id, [JobState.QUEUED], JobState.SUBMITTING, attempts=job.attempts + 1
+        )
+        if moved is None:
+            return None
+        await self.delivery.show_progress(moved, Progress(JobState.SUBMITTING))
+        options = EditOptions.from_dict(moved.options)
+        request = EditRequest(
+            job_id=moved.id,
+            prompt=moved.prompt,
+            images=[
+                ImageRef(
+                    filename=item["filename"],
+                    url=item["url"],
+                    content_type=item.get("content_type") or "image/png",
+                )
+                for item in moved.inputs
+            ],
+            quality=options.quality,
+            image_size=options.image_size,
+            resolution=options.resolution,
+            count=options.count,
+            output_format=options.output_format,
+        )
+        try:
+            run = await self._provider.submit(request)
+        except ProviderError as error:
+            await self._fail(moved, error)
+            return None
+        return await self._repo.move(
+            moved.id,
+            [JobState.SUBMITTING],
+            JobState.RUNNING,
+            provider=run.host,
+            run_id=run.run_id,
+            submitted_at=utcnow(),
+        )
+
+    async def _wait(self, job: Job) -> Job | None:
+        assert job.run_id is not None and job.provider is not None
+        run = Run(job.provider, job.run_id)
+        started = job.submitted_at or job.created_at
+        interval = self._poll_interval
+        last_shown = 0.0
+        while True:
+            elapsed = (utcnow() - started).total_seconds()
+            if elapsed > self._deadline:
+                await self._provider.cancel(run)
+                await self._fail(job, Unavailable(f"no result after {self._deadline:g} s", host=run.host))
+                return None
+            try:
+                state = await self._provider.status(run)
+            except ProviderError as error:
+                if error.kind not in (ErrorKind.UNAVAILABLE, ErrorKind.RATE_LIMITED):
+                    await self._fail(job, error)
+                    return None
+                log.warning("job %d: polling %s failed (%s); will retry", job.id, run.host, error.message)
+            else:
+                if state.status.final:
+                    return await self._finish_run(job, state.result, state.error, state.status)
+            if time.monotonic() - last_shown >= PROGRESS_INTERVAL:
+                last_shown = time.monotonic()
+                await self.delivery.show_progress(job, Progress(JobState.RUNNING, elapsed=elapsed))
+            await asyncio.sleep(interval)
+            interval = min(interval * 1.5, self._poll_interval_max)
+
+    async def _finish_run(
+        self, job: Job, result: EditResult | None, error: ProviderError | None, status: RunStatus
+    ) -> Job | None:
+        if result is None:
+            await self._fail(job, error or Unavailable(f"the run ended {status}", host=job.provider or ""))
+            return None
+        moved = await self._repo.move(
+            job.id, [JobState.RUNNING], JobState.DELIVERING, usd_micros=result.usd_micros or 0
+        )
+        if moved is None:
+            return None
+        try:
+            await self._fetch_outputs(moved, result)
+        except (DownloadError, images.ImageProblem) as exc:
+            log.warning("job %d: fetching the result failed: %s", job.id, exc)
+            await self._fail(
+                moved, Unavailable(f"the result could not be downloaded: {exc}", host=job.provider or "")
+            )
+            return None
+        return moved
+
+    async def _fetch_outputs(self, job: Job, result: EditResult) -> None:
+        for idx, output in enumerate(result.images):
+            if output.data is not None:
+                data = output.data
+            elif output.url is not None:
+                data = await self._files.download(self._session, output.url, max_bytes=MAX_OUTPUT_BYTES)
+            else:
+                raise DownloadError("the host listed an output without a URL or data")
+            info = await asyncio.to_thread(images.inspect, data)
+            path = self._files.output_path(job.id, idx, info.extension)
+            await self._files.write(path, data)
+            await self._repo.add_output(
+                job.id,
+                idx,
+                source_url=output.url,
+                path=str(path),
+                content_type=info.content_type,
+                width=info.width,
+                height=info.height,
+                size=info.size,
+                nsfw=result.nsfw,
+            )
+
+    async def _deliver(self, job: Job) -> None:
+        limit = EditOptions.from_dict(job.options).upload_limit
+        files = []
+        for output in await self._repo.outputs(job.id):
+            assert output.path is not None
+            data = await self._files.read(Path(output.path))
+            fitted = await asyncio.to_thread(images.fit_under, data, limit)
+            path = Path(output.path)
+            if fitted.changed:
+                path = path.with_name(f"fitted-{output.idx}.{fitted.info.extension}")
+                await self._files.write(path, fitted.data)
+            files.append(
+                ResultFile(
+                    path=path,
+                    filename=f"retouch-{job.id}-{output.idx + 1}.{fitted.info.extension}",
+                    content_type=fitted.info.content_type,
+                    width=fitted.info.width,
+                    height=fitted.info.height,
+                    size=fitted.info.size,
+                    shrunk=fitted.changed,
+                )
+            )
+        receipt = await self.delivery.deliver(job, files)
+        await self._repo.set_output_urls(job.id, receipt.urls)
+        await self._repo.move(
+            job.id,
+            [JobState.DELIVERING],
+            JobState.DONE,
+            result_message_id=receipt.message_id,
+            completed_at=utcnow(),
+        )
+        log.info("job %d delivered as message %d", job.id, receipt.message_id)
+
+    async def _fail(self, job: Job, error: ProviderError) -> None:
+        log.warning("job %d failed at %s: %s (%s)", job.id, error.host or "?", error.message, error.kind)
+        moved = await self._repo.move(
+            job.id,
+            [JobState.QUEUED, JobState.SUBMITTING, JobState.RUNNING, JobState.DELIVERING],
+            JobState.FAILED,
+            error_kind=error.kind.value,
+            error=error.message,
+            completed_at=utcnow(),
+        )
+        if moved is not None:
+            await self.delivery.report_failure(moved, member_message(error))

@@ -1,0 +1,174 @@
+"""What every edit host looks like to the rest of the bot.
+
+Hosts differ in transport (queue + poll, callbacks, one long multipart request) but the job
+runner only ever sees these types, so failover and recovery are written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+QUALITIES = ("low", "medium", "high")
+IMAGE_SIZES = (
+    "auto",
+    "square_hd",
+    "square",
+    "portrait_4_3",
+    "portrait_16_9",
+    "landscape_4_3",
+    "landscape_16_9",
+)
+RESOLUTIONS = ("1K", "2K", "4K")
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+MAX_PROMPT_LENGTH = 20_000
+MAX_REFERENCE_IMAGES = 16
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A reference image: a URL the host can fetch, or bytes we send ourselves."""
+
+    filename: str
+    url: str | None = None
+    data: bytes | None = field(default=None, repr=False)
+    content_type: str = "image/png"
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    job_id: int
+    prompt: str
+    images: Sequence[ImageRef]
+    mask: ImageRef | None = None
+    quality: str = "high"
+    image_size: str = "auto"
+    resolution: str = "1K"
+    count: int = 1
+    output_format: str = "png"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A submitted run; `data` keeps whatever else the host needs to find it again."""
+
+    host: str
+    run_id: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class OutputImage:
+    url: str | None = None
+    data: bytes | None = field(default=None, repr=False)
+    content_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class EditResult:
+    images: Sequence[OutputImage]
+    seed: int | None = None
+    duration_ms: int | None = None
+    nsfw: bool = False
+    usd_micros: int | None = None
+
+
+@dataclass(frozen=True)
+class RunState:
+    status: RunStatus
+    queue_position: int | None = None
+    result: EditResult | None = None
+    error: ProviderError | None = None
+
+
+class ErrorKind(StrEnum):
+    INVALID_REQUEST = "invalid_request"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    CONTENT_REJECTED = "content_rejected"
+    AUTH_FAILED = "auth_failed"
+    RUN_FAILED = "run_failed"
+
+
+class ProviderError(Exception):
+    """A host said no. `kind` decides retry, failover and what the member is told."""
+
+    kind: ErrorKind = ErrorKind.UNAVAILABLE
+
+    def __init__(self, message: str, *, host: str = "", code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.host = host
+        self.code = code
+
+
+class InvalidRequest(ProviderError):
+    """Our fault or the member's: retrying or failing over would only fail again."""
+
+    kind = ErrorKind.INVALID_REQUEST
+
+
+class RateLimited(ProviderError):
+    kind = ErrorKind.RATE_LIMITED
+
+    def __init__(
+        self, message: str, *, retry_after: float | None, host: str = "", code: str | None = None
+    ) -> None:
+        super().__init__(message, host=host, code=code)
+        self.retry_after = retry_after
+
+
+class Unavailable(ProviderError):
+    """5xx, timeouts, connection errors, unreadable replies: retry, then fail over."""
+
+    kind = ErrorKind.UNAVAILABLE
+
+
+class ContentRejected(ProviderError):
+    """The host's safety system refused the prompt or an image."""
+
+    kind = ErrorKind.CONTENT_REJECTED
+
+
+class AuthFailed(ProviderError):
+    """The owner's key is wrong or out of funds; the member cannot fix it."""
+
+    kind = ErrorKind.AUTH_FAILED
+
+
+class RunFailed(ProviderError):
+    """The run was accepted and then failed at the host for a reason of its own."""
+
+    kind = ErrorKind.RUN_FAILED
+
+
+class Provider(Protocol):
+    name: str
+
+    async def submit(self, request: EditRequest, *, callback_url: str | None = None) -> Run: ...
+
+    async def status(self, run: Run) -> RunState: ...
+
+    async def result(self, run: Run) -> EditResult: ...
+
+    async def cancel(self, run: Run) -> bool:
+        """Ask the host to stop; False where the host cannot (the result is then ignored)."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,197 @@
+"""Runflow: create a run, then poll it (or take its callback) until it finishes.
+
+Facts from docs.runflow.io (see shared/providers.md): runs are created at
+`POST /v1/models/{model}/runs` and read at `GET /v1/runs/{id}`; `status_code` is one of
+queued, dispatching, running, succeeded, failed, canceled, partial_succeeded. There is no
+public cancel: cancelling means we stop waiting and ignore a late result.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import aiohttp
+
+from bot.config import RunflowSettings
+from bot.providers.base import (
+    ContentRejected,
+    EditRequest,
+    EditResult,
+    ImageRef,
+    InvalidRequest,
+    OutputImage,
+    ProviderError,
+    Run,
+    RunFailed,
+    RunState,
+    RunStatus,
+    Unavailable,
+)
+from bot.providers.http import request_json
+
+_STATUS = {
+    "queued": RunStatus.QUEUED,
+    "dispatching": RunStatus.QUEUED,
+    "running": RunStatus.RUNNING,
+    "succeeded": RunStatus.SUCCEEDED,
+    "partial_succeeded": RunStatus.SUCCEEDED,
+    "failed": RunStatus.FAILED,
+    "canceled": RunStatus.CANCELLED,
+    "cancelled": RunStatus.CANCELLED,
+}
+_CONTENT_MARKERS = ("CONTENT", "NSFW", "SAFETY", "MODERATION")
+_INPUT_MARKERS = ("INPUT", "VALIDATION")
+
+
+def _parse_error(body: Any) -> tuple[str | None, str | None]:
+    if isinstance(body, dict):
+        code = body.get("code")
+        message = body.get("message")
+        return (str(code) if code else None, str(message) if message else None)
+    return None, None
+
+
+def _image_url(image: ImageRef) -> str:
+    if image.url is not None:
+        return image.url
+    if image.data is None:
+        raise InvalidRequest(f"image {image.filename} has neither a URL nor bytes", host="runflow")
+    encoded = base64.b64encode(image.data).decode("ascii")
+    return f"data:{image.content_type};base64,{encoded}"
+
+
+def _outputs(output: Any) -> list[OutputImage]:
+    """Runflow documents two output shapes (`outputs[]` entries and `image_urls[]`); take either."""
+    if not isinstance(output, dict):
+        return []
+    images: list[OutputImage] = []
+    for entry in output.get("outputs") or output.get("images") or []:
+        if (
+            isinstance(entry, dict)
+            and isinstance(entry.get("url"), str)
+            and entry.get("type", "image") == "image"
+        ):
+            images.append(
+                OutputImage(
+                    url=entry["url"],
+                    content_type=entry.get("content_type"),
+                    width=entry.get("width"),
+                    height=entry.get("height"),
+                )
+            )
+    if not images:
+        images = [OutputImage(url=url) for url in output.get("image_urls") or [] if isinstance(url, str)]
+    return images
+
+
+def _usd_micros(cost: Any) -> int | None:
+    if isinstance(cost, int | float) and not isinstance(cost, bool):
+        return round(cost * 1_000_000)
+    if isinstance(cost, dict):
+        return _usd_micros(cost.get("total") or cost.get("amount") or cost.get("usd"))
+    return None
+
+
+def _failure(run: dict[str, Any]) -> ProviderError:
+    code = str(run.get("failure_code") or "RUN_FAILED")
+    message = str(run.get("failure_message") or "the run failed at Runflow")
+    if any(marker in code.upper() for marker in _CONTENT_MARKERS):
+        return ContentRejected(message, host="runflow", code=code)
+    if any(marker in code.upper() for marker in _INPUT_MARKERS):
+        return InvalidRequest(message, host="runflow", code=code)
+    return RunFailed(message, host="runflow", code=code)
+
+
+def run_state(run: dict[str, Any]) -> RunState:
+    """A Runflow run object (from a poll or a callback) as a RunState."""
+    raw_status = str(run.get("status_code") or run.get("status") or "")
+    status = _STATUS.get(raw_status)
+    if status is None:
+        raise Unavailable(f"Runflow reported an unknown status {raw_status!r}", host="runflow")
+    if status is RunStatus.FAILED:
+        return RunState(status, error=_failure(run))
+    if status is not RunStatus.SUCCEEDED:
+        return RunState(status)
+    output = run.get("output")
+    images = _outputs(output)
+    if not images:
+        return RunState(
+            RunStatus.FAILED, error=RunFailed("Runflow finished without any image", host="runflow")
+        )
+    nsfw = output.get("nsfw_detected") if isinstance(output, dict) else False
+    result = EditResult(
+        images=images,
+        seed=output.get("seed") if isinstance(output, dict) else None,
+        duration_ms=run.get("duration_ms"),
+        nsfw=any(nsfw) if isinstance(nsfw, list) else bool(nsfw),
+        usd_micros=_usd_micros(run.get("cost")),
+    )
+    return RunState(status, result=result)
+
+
+class RunflowProvider:
+    name = "runflow"
+
+    def __init__(self, settings: RunflowSettings, session: aiohttp.ClientSession) -> None:
+        if settings.api_key is None:
+            raise ValueError("providers.runflow.api_key is required")
+        self._settings = settings
+        self._session = session
+        self._headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        reply = await request_json(
+            self._session,
+            method,
+            f"{self._settings.base_url}{path}",
+            host=self.name,
+            parse_error=_parse_error,
+            timeout=self._settings.request_timeout,
+            headers=self._headers,
+            json_body=body,
+        )
+        if not isinstance(reply, dict):
+            raise Unavailable("Runflow sent a reply that is not a run object", host=self.name)
+        return reply
+
+    async def submit(self, request: EditRequest, *, callback_url: str | None = None) -> Run:
+        model_input: dict[str, Any] = {
+            "prompt": request.prompt,
+            "image_urls": [_image_url(image) for image in request.images],
+            "num_images": request.count,
+            "quality": request.quality,
+            "image_size": request.image_size,
+            "output_format": request.output_format,
+        }
+        if request.mask is not None:
+            model_input["mask_url"] = _image_url(request.mask)
+        body: dict[str, Any] = {
+            "input": model_input,
+            "metadata": {"job_id": request.job_id},
+            "client_ref": f"retouch-job-{request.job_id}",
+        }
+        if callback_url is not None:
+            body["callback_url"] = callback_url
+        run = await self._call("POST", f"/v1/models/{self._settings.model}/runs", body)
+        run_id = run.get("id")
+        if not isinstance(run_id, str) or not run_id:
+            raise Unavailable("Runflow accepted the run but sent no run id", host=self.name)
+        return Run(self.name, run_id)
+
+    async def status(self, run: Run) -> RunState:
+        return run_state(await self._call("GET", f"/v1/runs/{run.run_id}"))
+
+    async def result(self, run: Run) -> EditResult:
+        state = await self.status(run)
+        if state.error is not None:
+            raise state.error
+        if state.result is None:
+            raise InvalidRequest(f"run {run.run_id} has not finished ({state.status})", host=self.name)
+        return state.result
+
+    async def cancel(self, run: Run) -> bool:
+        return False
+
+    async def close(self) -> None:
+        """The session belongs to the app, which closes it."""

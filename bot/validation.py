@@ -1,0 +1,53 @@
+"""Checks that answer a member before anything is queued.
+
+These run on what Discord already told us about an attachment (type, size, dimensions), so
+they are cheap enough to run before deferring and their answers can be private.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.providers.base import MAX_PROMPT_LENGTH
+
+ACCEPTED_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
+MAX_INPUT_BYTES = 25 * 1024 * 1024
+MAX_INPUT_SIDE = 8192
+MIN_INPUT_SIDE = 16
+
+
+@dataclass(frozen=True)
+class AttachmentFacts:
+    filename: str
+    content_type: str | None
+    size: int
+    width: int | None
+    height: int | None
+
+
+def attachment_problem(facts: AttachmentFacts) -> str | None:
+    """One sentence saying what is wrong and what to do, or None when the file looks usable."""
+    name = facts.filename
+    content_type = (facts.content_type or "").split(";")[0].strip().lower()
+    if content_type not in ACCEPTED_TYPES or facts.width is None or facts.height is None:
+        return f"`{name}` is not an image I can edit; attach a PNG, JPEG, WebP or GIF."
+    if facts.size > MAX_INPUT_BYTES:
+        size = facts.size / 1048576
+        return f"`{name}` is {size:.1f} MiB; attach an image under {MAX_INPUT_BYTES // 1048576} MiB."
+    if max(facts.width, facts.height) > MAX_INPUT_SIDE:
+        return (
+            f"`{name}` is {facts.width}×{facts.height} pixels; "
+            f"attach one no larger than {MAX_INPUT_SIDE} pixels on a side."
+        )
+    if min(facts.width, facts.height) < MIN_INPUT_SIDE:
+        return f"`{name}` is only {facts.width}×{facts.height} pixels; attach a larger image."
+    return None
+
+
+def prompt_problem(prompt: str) -> str | None:
+    text = prompt.strip()
+    if not text:
+        return "The prompt is empty; say what to change, for example “make the sky stormy”."
+    if len(text) > MAX_PROMPT_LENGTH:
+        return f"The prompt is {len(text)} characters; keep it under {MAX_PROMPT_LENGTH}."
+    return None

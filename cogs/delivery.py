@@ -1,0 +1,117 @@
+"""The job runner's voice in Discord: progress, results and failures.
+
+While the interaction token lives (15 minutes) everything edits the member's original
+"thinking" message, so one edit is one message. After that the result goes to the channel
+with a mention, and if the channel is gone or closed to the bot, to the member's DMs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.jobs import Progress, Receipt, ResultFile
+from cogs import render
+from cogs.edit import result_view
+from storage.jobs import Job, JobState, utcnow
+
+if TYPE_CHECKING:
+    from bot.app import Retouch
+
+log = logging.getLogger(__name__)
+
+# Builds a message's keyword arguments; called once per attempt because a discord.File is
+# consumed by a send, and told whether the member must be mentioned (outside the interaction).
+_Builder = Callable[[bool], dict[str, Any]]
+
+_STAGE = {JobState.QUEUED: 0, JobState.SUBMITTING: 1, JobState.RUNNING: 2, JobState.DELIVERING: 3}
+
+
+class DiscordDelivery:
+    def __init__(self, bot: Retouch) -> None:
+        self._bot = bot
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._stage: dict[int, int] = {}
+
+    def _lock(self, job_id: int) -> asyncio.Lock:
+        return self._locks.setdefault(job_id, asyncio.Lock())
+
+    def _forget(self, job_id: int) -> None:
+        self._locks.pop(job_id, None)
+        self._stage.pop(job_id, None)
+
+    def _webhook(self, job: Job) -> tuple[discord.Webhook, int] | None:
+        """The interaction's webhook and original message while its token is valid, else None."""
+        if job.interaction_token is None or job.application_id is None or job.status_message_id is None:
+            return None
+        if job.token_expires_at is None or job.token_expires_at <= utcnow():
+            return None
+        webhook = discord.Webhook.partial(job.application_id, job.interaction_token, client=self._bot)
+        return webhook, job.status_message_id
+
+    async def show_progress(self, job: Job, progress: Progress) -> None:
+        found = self._webhook(job)
+        if found is None:
+            return
+        webhook, message_id = found
+        stage = _STAGE.get(progress.state, 0)
+        async with self._lock(job.id):
+            # Updates can arrive out of order (the queue notice races the worker); never go back.
+            if stage < self._stage.get(job.id, -1):
+                return
+            self._stage[job.id] = stage
+            try:
+                await webhook.edit_message(message_id, content=render.progress_text(job, progress))
+            except discord.HTTPException as exc:
+                log.info("job %d: progress update not shown (%s)", job.id, exc)
+
+    async def deliver(self, job: Job, files: Sequence[ResultFile]) -> Receipt:
+        async with self._lock(job.id):
+            message = await self._post(
+                job,
+                lambda mention: {
+                    "content": render.result_text(job, files, mention=mention),
+                    "files": [discord.File(f.path, filename=f.filename) for f in files],
+                    "view": result_view(job.id),
+                },
+            )
+        self._forget(job.id)
+        return Receipt(message.id, [attachment.url for attachment in message.attachments])
+
+    async def report_failure(self, job: Job, message: str) -> None:
+        async with self._lock(job.id):
+            try:
+                await self._post(
+                    job, lambda mention: {"content": render.failure_text(job, message, mention=mention)}
+                )
+            except discord.HTTPException as exc:
+                log.warning("job %d: could not tell the member it failed (%s)", job.id, exc)
+        self._forget(job.id)
+
+    async def _post(self, job: Job, build: _Builder) -> discord.Message:
+        """Edit the original response, else post in the channel, else DM the member."""
+        found = self._webhook(job)
+        if found is not None:
+            webhook, message_id = found
+            try:
+                payload = build(False)
+                return await webhook.edit_message(
+                    message_id,
+                    content=payload["content"],
+                    attachments=payload.get("files", []),
+                    view=payload.get("view", discord.utils.MISSING),
+                    allowed_mentions=render.NO_PINGS,
+                )
+            except discord.NotFound:
+                log.info("job %d: the interaction expired; posting in the channel instead", job.id)
+        channel = self._bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+        try:
+            return await channel.send(**build(True), allowed_mentions=render.ONLY_USERS)
+        except (discord.Forbidden, discord.NotFound):
+            log.info("job %d: channel %d unavailable; sending by DM", job.id, job.channel_id)
+        user = await self._bot.fetch_user(job.user_id)
+        return await user.send(**build(False))

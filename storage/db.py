@@ -1,0 +1,113 @@
+"""Opening the SQLite database and bringing its schema up to date.
+
+Migrations are numbered `.sql` files in `migrations/`; each one wraps itself in a
+transaction that ends by setting `PRAGMA user_version`, so a crash mid-migration leaves the
+previous version intact and the runner simply applies the file again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+BUSY_TIMEOUT_MS = 5000
+
+
+class SchemaTooNew(Exception):
+    """The database was written by a newer Retouch; running old code on it could corrupt it."""
+
+    def __init__(self, found: int, known: int) -> None:
+        self.found = found
+        self.known = known
+        super().__init__(
+            f"the database is at schema version {found}, but this version of Retouch knows only "
+            f"up to {known}: upgrade Retouch, or restore a backup made by this version"
+        )
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    path: Path
+
+
+def migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """The migration files in order; gaps or duplicates are a packaging bug, so they raise."""
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if match is None:
+            raise RuntimeError(f"migration file {path.name} is not named NNNN_name.sql")
+        found.append(Migration(int(match.group(1)), path))
+    for expected, migration in enumerate(found, start=1):
+        if migration.version != expected:
+            raise RuntimeError(
+                f"migration {migration.path.name} is out of sequence (expected {expected:04d})"
+            )
+    return found
+
+
+def latest_version() -> int:
+    return len(migrations())
+
+
+async def connect(path: Path | str) -> aiosqlite.Connection:
+    """A connection with the pragmas every part of the app relies on.
+
+    `isolation_level=None` leaves transactions to explicit BEGIN/COMMIT in the repositories,
+    so a multi-statement change (a job row plus its ledger reservation) is one unit.
+    """
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = await aiosqlite.connect(str(path), isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    await conn.execute("PRAGMA journal_mode = WAL")
+    await conn.execute("PRAGMA synchronous = NORMAL")
+    await conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+async def schema_version(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def migrate(conn: aiosqlite.Connection) -> list[int]:
+    """Apply every migration newer than the database; returns the versions applied."""
+    known = migrations()
+    current = await schema_version(conn)
+    if current > len(known):
+        raise SchemaTooNew(current, len(known))
+    applied = []
+    for migration in known[current:]:
+        log.info("applying migration %s", migration.path.name)
+        await conn.executescript(migration.path.read_text(encoding="utf-8"))
+        now = await schema_version(conn)
+        if now != migration.version:
+            raise RuntimeError(
+                f"migration {migration.path.name} did not set user_version to {migration.version}"
+            )
+        applied.append(migration.version)
+    return applied
+
+
+async def open_db(path: Path | str) -> aiosqlite.Connection:
+    """Connect and migrate: the one way the application opens its database."""
+    conn = await connect(path)
+    try:
+        await migrate(conn)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn

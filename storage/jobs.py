@@ -1,0 +1,300 @@
+"""Jobs and their outputs: the rows that make an edit durable.
+
+State changes are compare-and-set (`move`): a change applies only from the states the caller
+expects, so a callback and a poll racing for the same run, or recovery running twice, change
+a job once and the loser learns it lost.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import aiosqlite
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    SUBMITTING = "submitting"
+    RUNNING = "running"
+    DELIVERING = "delivering"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REFUNDED = "refunded"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED, JobState.REFUNDED})
+OPEN_STATES = frozenset(JobState) - FINAL_STATES
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    guild_id: int | None
+    channel_id: int
+    user_id: int
+    parent_id: int | None
+    parent_output: int | None
+    kind: str
+    state: JobState
+    prompt: str
+    options: Mapping[str, Any]
+    inputs: Sequence[Mapping[str, Any]]
+    mask: Mapping[str, Any] | None
+    provider: str | None
+    run_id: str | None
+    application_id: int | None
+    interaction_token: str | None
+    token_expires_at: datetime | None
+    status_message_id: int | None
+    result_message_id: int | None
+    credits_estimated: int
+    credits_charged: int
+    usd_micros: int
+    error_kind: str | None
+    error: str | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime | None
+    completed_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        return cls(
+            id=row["id"],
+            guild_id=row["guild_id"],
+            channel_id=row["channel_id"],
+            user_id=row["user_id"],
+            parent_id=row["parent_id"],
+            parent_output=row["parent_output"],
+            kind=row["kind"],
+            state=JobState(row["state"]),
+            prompt=row["prompt"],
+            options=json.loads(row["options"]),
+            inputs=json.loads(row["inputs"]),
+            mask=json.loads(row["mask"]) if row["mask"] else None,
+            provider=row["provider"],
+            run_id=row["run_id"],
+            application_id=row["application_id"],
+            interaction_token=row["interaction_token"],
+            token_expires_at=_dt(row["token_expires_at"]),
+            status_message_id=row["status_message_id"],
+            result_message_id=row["result_message_id"],
+            credits_estimated=row["credits_estimated"],
+            credits_charged=row["credits_charged"],
+            usd_micros=row["usd_micros"],
+            error_kind=row["error_kind"],
+            error=row["error"],
+            attempts=row["attempts"],
+            created_at=datetime.fromisoformat(row["created_at"]),
+            updated_at=datetime.fromisoformat(row["updated_at"]),
+            submitted_at=_dt(row["submitted_at"]),
+            completed_at=_dt(row["completed_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class NewJob:
+    guild_id: int | None
+    channel_id: int
+    user_id: int
+    prompt: str
+    options: Mapping[str, Any]
+    inputs: Sequence[Mapping[str, Any]]
+    mask: Mapping[str, Any] | None = None
+    kind: str = "edit"
+    parent_id: int | None = None
+    parent_output: int | None = None
+    application_id: int | None = None
+    interaction_token: str | None = None
+    token_expires_at: datetime | None = None
+    status_message_id: int | None = None
+    credits_estimated: int = 0
+
+
+@dataclass(frozen=True)
+class JobOutput:
+    job_id: int
+    idx: int
+    source_url: str | None
+    path: str | None
+    content_type: str | None
+    width: int | None
+    height: int | None
+    size: int | None
+    nsfw: bool
+    discord_url: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> JobOutput:
+        return cls(
+            job_id=row["job_id"],
+            idx=row["idx"],
+            source_url=row["source_url"],
+            path=row["path"],
+            content_type=row["content_type"],
+            width=row["width"],
+            height=row["height"],
+            size=row["size"],
+            nsfw=bool(row["nsfw"]),
+            discord_url=row["discord_url"],
+        )
+
+
+# Columns `move` may set alongside a state change; anything else is a programming error.
+_MOVABLE = frozenset(
+    {
+        "provider",
+        "run_id",
+        "status_message_id",
+        "result_message_id",
+        "credits_charged",
+        "usd_micros",
+        "error_kind",
+        "error",
+        "attempts",
+        "submitted_at",
+        "completed_at",
+    }
+)
+
+
+class JobRepository:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def insert(self, job: NewJob) -> Job:
+        now = _ts(utcnow())
+        cursor = await self._conn.execute(
+            """
+            INSERT INTO jobs (guild_id, channel_id, user_id, parent_id, parent_output, kind, state,
+                              prompt, options, inputs, mask, application_id, interaction_token,
+                              token_expires_at, status_message_id, credits_estimated, created_at,
+                              updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """,
+            (
+                job.guild_id,
+                job.channel_id,
+                job.user_id,
+                job.parent_id,
+                job.parent_output,
+                job.kind,
+                job.prompt,
+                json.dumps(dict(job.options)),
+                json.dumps([dict(item) for item in job.inputs]),
+                json.dumps(dict(job.mask)) if job.mask is not None else None,
+                job.application_id,
+                job.interaction_token,
+                _ts(job.token_expires_at),
+                job.status_message_id,
+                job.credits_estimated,
+                now,
+                now,
+            ),
+        )
+        job_id = cursor.lastrowid
+        await cursor.close()
+        assert job_id is not None
+        found = await self.get(job_id)
+        assert found is not None
+        return found
+
+    async def get(self, job_id: int) -> Job | None:
+        async with self._conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else Job.from_row(row)
+
+    async def move(
+        self,
+        job_id: int,
+        expected: Iterable[JobState],
+        to: JobState,
+        **fields: Any,
+    ) -> Job | None:
+        """Change state only from one of `expected`; None when the job was elsewhere."""
+        unknown = set(fields) - _MOVABLE
+        if unknown:
+            raise ValueError(f"cannot set {sorted(unknown)} through move()")
+        expected_states = [state.value for state in expected]
+        assignments = ["state = ?", "updated_at = ?"]
+        values: list[Any] = [to.value, _ts(utcnow())]
+        for name, value in fields.items():
+            assignments.append(f"{name} = ?")
+            values.append(_ts(value) if isinstance(value, datetime) else value)
+        marks = ", ".join("?" for _ in expected_states)
+        cursor = await self._conn.execute(
+            f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ? AND state IN ({marks})",  # noqa: S608
+            (*values, job_id, *expected_states),
+        )
+        changed = cursor.rowcount
+        await cursor.close()
+        return await self.get(job_id) if changed else None
+
+    async def open_jobs(self) -> list[Job]:
+        marks = ", ".join("?" for _ in OPEN_STATES)
+        async with self._conn.execute(
+            f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id",  # noqa: S608
+            tuple(state.value for state in OPEN_STATES),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [Job.from_row(row) for row in rows]
+
+    async def add_output(
+        self,
+        job_id: int,
+        idx: int,
+        *,
+        source_url: str | None,
+        path: str,
+        content_type: str,
+        width: int,
+        height: int,
+        size: int,
+        nsfw: bool,
+    ) -> None:
+        """Record a fetched output; fetching again after a crash replaces the row."""
+        await self._conn.execute(
+            """
+            INSERT OR REPLACE INTO job_outputs
+                (job_id, idx, source_url, path, content_type, width, height, size, nsfw, created_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """,
+            (job_id, idx, source_url, path, content_type, width, height, size, int(nsfw), _ts(utcnow())),
+        )
+
+    async def set_output_urls(self, job_id: int, urls: Sequence[str]) -> None:
+        await self._conn.executemany(
+            "UPDATE job_outputs SET discord_url = ? WHERE job_id = ? AND idx = ?",
+            [(url, job_id, idx) for idx, url in enumerate(urls)],
+        )
+
+    async def outputs(self, job_id: int) -> list[JobOutput]:
+        async with self._conn.execute(
+            "SELECT * FROM job_outputs WHERE job_id = ? ORDER BY idx", (job_id,)
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [JobOutput.from_row(row) for row in rows]
