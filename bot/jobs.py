@@ -171,6 +171,7 @@ class JobService:
         self._queue = FairQueue()
         self._workers: list[asyncio.Task[None]] = []
         self._delivery: Delivery | None = None
+        self._waiters: dict[int, list[asyncio.Future[Job]]] = {}
         self.accepting = False
 
     @property
@@ -226,6 +227,22 @@ class JobService:
 
     async def get(self, job_id: int) -> Job | None:
         return await self._repo.get(job_id)
+
+    async def wait_settled(self, job_id: int) -> Job:
+        """The job once it reaches a final state (for the CLI, and for tests that need the end)."""
+        waiter: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(job_id, []).append(waiter)
+        job = await self._repo.get(job_id)
+        if job is None:
+            raise KeyError(job_id)
+        if job.state.final:
+            self._settle(job)
+        return await waiter
+
+    def _settle(self, job: Job) -> None:
+        for waiter in self._waiters.pop(job.id, []):
+            if not waiter.done():
+                waiter.set_result(job)
 
     async def recover(self) -> None:
         """Put every unfinished job back on its path; safe to run any number of times."""
@@ -397,14 +414,16 @@ class JobService:
             )
         receipt = await self.delivery.deliver(job, files)
         await self._repo.set_output_urls(job.id, receipt.urls)
-        await self._repo.move(
+        done = await self._repo.move(
             job.id,
             [JobState.DELIVERING],
             JobState.DONE,
             result_message_id=receipt.message_id,
             completed_at=utcnow(),
         )
-        log.info("job %d delivered as message %d", job.id, receipt.message_id)
+        if done is not None:
+            log.info("job %d delivered as message %d", job.id, receipt.message_id)
+            self._settle(done)
 
     async def _fail(self, job: Job, error: ProviderError) -> None:
         log.warning("job %d failed at %s: %s (%s)", job.id, error.host or "?", error.message, error.kind)
@@ -418,3 +437,4 @@ class JobService:
         )
         if moved is not None:
             await self.delivery.report_failure(moved, member_message(error))
+            self._settle(moved)

@@ -1,0 +1,125 @@
+"""Configuration: the file, the environment over it, and messages that name the key to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.__main__ import main
+from bot.config import ConfigError, load_settings
+
+VALID = """
+[discord]
+token = "file-token-abcdefghijkl"
+
+[providers.runflow]
+api_key = "rf-file-key-abcdefgh"
+base_url = "http://127.0.0.1:9"
+
+[web]
+port = 8123
+"""
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("RETOUCH_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_file_values_are_read(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, VALID))
+    assert settings.discord.token.get_secret_value() == "file-token-abcdefghijkl"
+    assert settings.web.port == 8123
+    assert settings.providers.order == ["runflow"]
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETOUCH_WEB__PORT", "9999")
+    monkeypatch.setenv("RETOUCH_PROVIDERS__RUNFLOW__API_KEY", "rf-env-key-12345678")
+    settings = load_settings(write(tmp_path, VALID))
+    assert settings.web.port == 9999
+    assert settings.providers.runflow.api_key is not None
+    assert settings.providers.runflow.api_key.get_secret_value() == "rf-env-key-12345678"
+    # Overriding one key of a table keeps the file's other keys in it.
+    assert settings.providers.runflow.base_url == "http://127.0.0.1:9"
+
+
+def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = tmp_path / "elsewhere.toml"
+    other.write_text(VALID.replace("8123", "8124"), encoding="utf-8")
+    monkeypatch.setenv("RETOUCH_CONFIG", str(other))
+    assert load_settings().web.port == 8124
+
+
+def test_missing_token_names_the_key_and_the_variable() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    text = caught.value.render()
+    assert "discord.token: missing" in text
+    assert "RETOUCH_DISCORD__TOKEN" in text
+
+
+def test_missing_provider_key_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETOUCH_DISCORD__TOKEN", "t")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert [key for key, _ in caught.value.problems] == ["providers.runflow.api_key"]
+    assert "RETOUCH_PROVIDERS__RUNFLOW__API_KEY" in caught.value.render()
+
+
+def test_invalid_toml_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, '[discord]\ntoken = "abc\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    text = caught.value.render()
+    assert str(path) in text
+    assert "line 2" in text
+
+
+def test_wrong_type_and_unknown_key(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("port = 8123", 'port = "eighty"\nprot = 1'))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    problems = dict(caught.value.problems)
+    assert "web.port" in problems and "eighty" in problems["web.port"]
+    assert "unknown key" in problems["web.prot"]
+
+
+def test_unknown_host_in_order_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + '\n[providers]\norder = ["nowhere"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert "providers.order.0" in dict(caught.value.problems)
+
+
+def test_check_config_valid_masks_secrets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, VALID)
+    assert main(["--config", str(path), "check-config"]) == 0
+    out = capsys.readouterr().out
+    assert "Configuration is valid" in out
+    assert "file-token-abcdefghijkl" not in out and "rf-file-key-abcdefgh" not in out
+    assert "…ijkl" in out
+
+
+def test_check_config_invalid_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config"]) == 1
+    err = capsys.readouterr().err
+    assert "discord.token: missing" in err
+    assert "Traceback" not in err
+
+
+def test_explicit_missing_file_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(tmp_path / "nope.toml"), "check-config"]) == 1
+    assert "does not exist" in capsys.readouterr().err
