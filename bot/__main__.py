@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import aiohttp
 import discord
 
 from bot.app import Retouch
@@ -41,12 +42,16 @@ def _fail(message: str) -> int:
     return 1
 
 
-async def _migrate(settings: Settings) -> int:
+async def _migrate_database(settings: Settings) -> list[int]:
     conn = await connect(settings.storage.path)
     try:
-        applied = await migrate(conn)
+        return await migrate(conn)
     finally:
         await conn.close()
+
+
+async def _migrate(settings: Settings) -> int:
+    applied = await _migrate_database(settings)
     if applied:
         print(f"Applied migrations {', '.join(map(str, applied))}; schema is at version {applied[-1]}.")  # noqa: T201
     else:
@@ -55,6 +60,9 @@ async def _migrate(settings: Settings) -> int:
 
 
 async def _run(settings: Settings) -> int:
+    # The schema is checked before logging in, so a database from a newer version is refused
+    # without touching Discord.
+    await _migrate_database(settings)
     bot = Retouch(settings)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -70,6 +78,11 @@ async def _run(settings: Settings) -> int:
     except discord.PrivilegedIntentsRequired:
         return _fail(
             "Discord refused the gateway intents; Retouch needs none privileged, so check the application."
+        )
+    except (aiohttp.ClientConnectionError, OSError) as exc:
+        where = settings.discord.api_base or "discord.com"
+        return _fail(
+            f"Cannot reach Discord at {where} ({exc.__class__.__name__}); check the network or proxy."
         )
     return 0
 

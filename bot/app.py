@@ -32,6 +32,11 @@ def route_discord(settings: Settings) -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord.gateway_url)
 
 
+# Retouch never joins voice; without this discord.py warns at every start that voice is off.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
+
+
 class Retouch(commands.Bot):
     session: aiohttp.ClientSession
     db: aiosqlite.Connection

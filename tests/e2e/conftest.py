@@ -1,0 +1,149 @@
+"""The bot wired to loopback fakes: in this process, or as a real `python -m bot` subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import discord
+import pytest
+
+from bot.app import Retouch
+from bot.config import Settings
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.runflow import FakeRunflow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def discord_fake() -> AsyncIterator[FakeDiscord]:
+    fake = FakeDiscord()
+    await fake.start()
+    base, gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    yield fake
+    # The bot points these process-wide attributes at the fake; put Discord back for the next test.
+    discord.http.Route.BASE = base
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = gateway
+    await fake.close()
+
+
+def env_for(fake: FakeDiscord, runflow: FakeRunflow, data: Path) -> dict[str, str]:
+    """The configuration as environment variables, the way an operator would override it."""
+    return {
+        "RETOUCH_DISCORD__TOKEN": fake.token,
+        "RETOUCH_DISCORD__API_BASE": fake.api_base,
+        "RETOUCH_DISCORD__GATEWAY_URL": fake.gateway_url,
+        "RETOUCH_PROVIDERS__RUNFLOW__API_KEY": runflow.api_key,
+        "RETOUCH_PROVIDERS__RUNFLOW__BASE_URL": runflow.base_url,
+        "RETOUCH_PROVIDERS__POLL_INTERVAL": "0.05",
+        "RETOUCH_PROVIDERS__POLL_INTERVAL_MAX": "0.2",
+        "RETOUCH_STORAGE__PATH": str(data / "retouch.db"),
+        "RETOUCH_STORAGE__FILES_DIR": str(data / "files"),
+        "RETOUCH_WEB__PORT": "0",
+        "RETOUCH_LOG__LEVEL": "INFO",
+    }
+
+
+def settings_for(fake: FakeDiscord, runflow: FakeRunflow, data: Path) -> Settings:
+    table: dict[str, Any] = {}
+    for name, value in env_for(fake, runflow, data).items():
+        keys = name.removeprefix("RETOUCH_").lower().split("__")
+        node = table
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return Settings(**table)
+
+
+class InProcessBot:
+    """A Retouch bot in the test's event loop; `restart()` swaps in a brand-new instance."""
+
+    def __init__(self, fake: FakeDiscord, settings: Settings) -> None:
+        self.fake = fake
+        self.settings = settings
+        self.bot: Retouch | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> Retouch:
+        identifies = self.fake.identifies
+        bot = Retouch(self.settings, guild_ready_timeout=0.1)
+        self.bot = bot
+        self._task = asyncio.create_task(bot.start(self.settings.discord.token.get_secret_value()))
+        async with asyncio.timeout(15):
+            while self.fake.identifies == identifies:
+                await asyncio.wait({self._task}, timeout=0.05)
+                if self._task.done():
+                    self._task.result()
+                    raise AssertionError("the bot stopped before identifying")
+        await self.fake.wait_ready()
+        return bot
+
+    async def stop(self) -> None:
+        if self.bot is not None:
+            await self.bot.close()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.bot = None
+        self._task = None
+
+    async def restart(self) -> Retouch:
+        await self.stop()
+        return await self.start()
+
+
+@pytest.fixture
+async def retouch(
+    discord_fake: FakeDiscord, runflow: FakeRunflow, tmp_path: Path
+) -> AsyncIterator[InProcessBot]:
+    runner = InProcessBot(discord_fake, settings_for(discord_fake, runflow, tmp_path))
+    await runner.start()
+    yield runner
+    await runner.stop()
+
+
+class BotProcess:
+    """`python -m bot` as a child process, configured only through its environment."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RETOUCH_")}
+        env.update(self.env)
+        self._log = self.log_path.open("ab")
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "run", cwd=ROOT, env=env, stdout=self._log, stderr=self._log
+        )
+
+    async def terminate(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(sig)
+        async with asyncio.timeout(20):
+            code = await self.process.wait()
+        self._log.close()
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+@pytest.fixture
+async def bot_process(
+    discord_fake: FakeDiscord, runflow: FakeRunflow, tmp_path: Path
+) -> AsyncIterator[BotProcess]:
+    process = BotProcess(env_for(discord_fake, runflow, tmp_path), tmp_path / "bot.log")
+    yield process
+    if process.process is not None and process.process.returncode is None:
+        await process.terminate(signal.SIGKILL)
+
