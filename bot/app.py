@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import aiohttp
-import aiosqlite
 import discord
 import yarl
 from discord.ext import commands
@@ -16,7 +15,7 @@ from bot.jobs import JobService
 from bot.providers.runflow import RunflowProvider
 from bot.web import Health, WebServer, build_app
 from cogs.delivery import DiscordDelivery
-from storage.db import open_db
+from storage.db import Database, open_db
 from storage.jobs import JobRepository
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ discord.VoiceClient.warn_dave = False
 
 class Retouch(commands.Bot):
     session: aiohttp.ClientSession
-    db: aiosqlite.Connection
+    db: Database
     jobs: JobService
     web: WebServer
 
@@ -77,7 +76,7 @@ class Retouch(commands.Bot):
             await self.load_extension(extension)
         await self._sync_commands()
         self.web = WebServer(
-            build_app(Health(self.db, gateway_ready=self.is_ready, accepting=lambda: self.jobs.accepting)),
+            build_app(Health(self.db.conn, gateway_ready=self.is_ready, accepting=lambda: self.jobs.accepting)),
             settings.web.host,
             settings.web.port,
         )

@@ -7,9 +7,13 @@ previous version intact and the runner simply applies the file again.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import re
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,7 +106,7 @@ async def migrate(conn: aiosqlite.Connection) -> list[int]:
     return applied
 
 
-async def open_db(path: Path | str) -> aiosqlite.Connection:
+async def open_db(path: Path | str) -> Database:
     """Connect and migrate: the one way the application opens its database."""
     conn = await connect(path)
     try:
@@ -110,4 +114,42 @@ async def open_db(path: Path | str) -> aiosqlite.Connection:
     except BaseException:
         await conn.close()
         raise
-    return conn
+    return Database(conn)
+
+
+_in_transaction: contextvars.ContextVar[bool] = contextvars.ContextVar("in_transaction", default=False)
+
+
+class Database:
+    """One connection shared by the whole process, with transactions that cannot interleave.
+
+    aiosqlite runs statements in order on one thread, but coroutines interleave between them:
+    without the lock, another task's write could land inside (and be rolled back with) our
+    transaction. A transaction opened inside another one in the same task simply joins it, so
+    a service can make a job row and its credit reservation one unit by wrapping both calls.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+        self._lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        if _in_transaction.get():
+            yield self.conn
+            return
+        async with self._lock:
+            token = _in_transaction.set(True)
+            try:
+                await self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.conn
+                except BaseException:
+                    await self.conn.rollback()
+                    raise
+                await self.conn.commit()
+            finally:
+                _in_transaction.reset(token)
+
+    async def close(self) -> None:
+        await self.conn.close()

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-import aiosqlite
+from storage.db import Database
 
 
 class JobState(StrEnum):
@@ -183,41 +183,43 @@ _MOVABLE = frozenset(
 
 
 class JobRepository:
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._conn = db.conn
 
     async def insert(self, job: NewJob) -> Job:
         now = _ts(utcnow())
-        cursor = await self._conn.execute(
-            """
-            INSERT INTO jobs (guild_id, channel_id, user_id, parent_id, parent_output, kind, state,
-                              prompt, options, inputs, mask, application_id, interaction_token,
-                              token_expires_at, status_message_id, credits_estimated, created_at,
-                              updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """,
-            (
-                job.guild_id,
-                job.channel_id,
-                job.user_id,
-                job.parent_id,
-                job.parent_output,
-                job.kind,
-                job.prompt,
-                json.dumps(dict(job.options)),
-                json.dumps([dict(item) for item in job.inputs]),
-                json.dumps(dict(job.mask)) if job.mask is not None else None,
-                job.application_id,
-                job.interaction_token,
-                _ts(job.token_expires_at),
-                job.status_message_id,
-                job.credits_estimated,
-                now,
-                now,
-            ),
-        )
-        job_id = cursor.lastrowid
-        await cursor.close()
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                """
+                INSERT INTO jobs (guild_id, channel_id, user_id, parent_id, parent_output, kind, state,
+                                  prompt, options, inputs, mask, application_id, interaction_token,
+                                  token_expires_at, status_message_id, credits_estimated, created_at,
+                                  updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+                (
+                    job.guild_id,
+                    job.channel_id,
+                    job.user_id,
+                    job.parent_id,
+                    job.parent_output,
+                    job.kind,
+                    job.prompt,
+                    json.dumps(dict(job.options)),
+                    json.dumps([dict(item) for item in job.inputs]),
+                    json.dumps(dict(job.mask)) if job.mask is not None else None,
+                    job.application_id,
+                    job.interaction_token,
+                    _ts(job.token_expires_at),
+                    job.status_message_id,
+                    job.credits_estimated,
+                    now,
+                    now,
+                ),
+            )
+            job_id = cursor.lastrowid
+            await cursor.close()
         assert job_id is not None
         found = await self.get(job_id)
         assert found is not None
@@ -246,12 +248,13 @@ class JobRepository:
             assignments.append(f"{name} = ?")
             values.append(_ts(value) if isinstance(value, datetime) else value)
         marks = ", ".join("?" for _ in expected_states)
-        cursor = await self._conn.execute(
-            f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ? AND state IN ({marks})",  # noqa: S608
-            (*values, job_id, *expected_states),
-        )
-        changed = cursor.rowcount
-        await cursor.close()
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ? AND state IN ({marks})",  # noqa: S608
+                (*values, job_id, *expected_states),
+            )
+            changed = cursor.rowcount
+            await cursor.close()
         return await self.get(job_id) if changed else None
 
     async def open_jobs(self) -> list[Job]:
@@ -277,20 +280,22 @@ class JobRepository:
         nsfw: bool,
     ) -> None:
         """Record a fetched output; fetching again after a crash replaces the row."""
-        await self._conn.execute(
-            """
-            INSERT OR REPLACE INTO job_outputs
-                (job_id, idx, source_url, path, content_type, width, height, size, nsfw, created_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """,
-            (job_id, idx, source_url, path, content_type, width, height, size, int(nsfw), _ts(utcnow())),
-        )
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                """
+                INSERT OR REPLACE INTO job_outputs
+                    (job_id, idx, source_url, path, content_type, width, height, size, nsfw, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+                (job_id, idx, source_url, path, content_type, width, height, size, int(nsfw), _ts(utcnow())),
+            )
 
     async def set_output_urls(self, job_id: int, urls: Sequence[str]) -> None:
-        await self._conn.executemany(
-            "UPDATE job_outputs SET discord_url = ? WHERE job_id = ? AND idx = ?",
-            [(url, job_id, idx) for idx, url in enumerate(urls)],
-        )
+        async with self._db.transaction() as conn:
+            await conn.executemany(
+                "UPDATE job_outputs SET discord_url = ? WHERE job_id = ? AND idx = ?",
+                [(url, job_id, idx) for idx, url in enumerate(urls)],
+            )
 
     async def outputs(self, job_id: int) -> list[JobOutput]:
         async with self._conn.execute(

@@ -6,30 +6,38 @@ from pathlib import Path
 
 import pytest
 
+import aiosqlite
+
 from storage.db import SchemaTooNew, connect, latest_version, migrate, open_db, schema_version
 
 
+async def scalar(conn: aiosqlite.Connection, sql: str) -> object:
+    async with conn.execute(sql) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return row[0]
+
+
 async def test_fresh_database_gets_every_table(tmp_path: Path) -> None:
-    conn = await open_db(tmp_path / "r.db")
+    db = await open_db(tmp_path / "r.db")
+    conn = db.conn
     try:
         assert await schema_version(conn) == latest_version()
         async with conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cursor:
             tables = {row[0] for row in await cursor.fetchall()}
         assert {"jobs", "job_outputs", "ledger", "allowances", "guild_settings", "member_blocks"} <= tables
-        async with conn.execute("PRAGMA journal_mode") as cursor:
-            assert (await cursor.fetchone())[0] == "wal"
-        async with conn.execute("PRAGMA foreign_keys") as cursor:
-            assert (await cursor.fetchone())[0] == 1
+        assert await scalar(conn, "PRAGMA journal_mode") == "wal"
+        assert await scalar(conn, "PRAGMA foreign_keys") == 1
     finally:
-        await conn.close()
+        await db.close()
 
 
 async def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
-    conn = await open_db(tmp_path / "r.db")
+    db = await open_db(tmp_path / "r.db")
     try:
-        assert await migrate(conn) == []
+        assert await migrate(db.conn) == []
     finally:
-        await conn.close()
+        await db.close()
 
 
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -39,3 +47,17 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     await conn.close()
     with pytest.raises(SchemaTooNew, match="upgrade Retouch"):
         await open_db(path)
+
+
+async def test_a_failed_transaction_leaves_nothing_behind(tmp_path: Path) -> None:
+    db = await open_db(tmp_path / "r.db")
+    try:
+        with pytest.raises(RuntimeError):
+            async with db.transaction() as conn:
+                await conn.execute(
+                    "INSERT INTO audit_log (actor_id, action, created_at) VALUES (1, 'x', 'now')"
+                )
+                raise RuntimeError("crash between two writes")
+        assert await scalar(db.conn, "SELECT COUNT(*) FROM audit_log") == 0
+    finally:
+        await db.close()

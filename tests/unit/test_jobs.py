@@ -127,7 +127,9 @@ async def test_large_result_is_fitted_under_the_upload_limit(
     from tests.images import noisy_png
 
     source = noisy_png(400, 400)
-    job = await harness.service.submit(order(static_files.add("a.png", source), upload_limit=len(source) // 6))
+    job = await harness.service.submit(
+        order(static_files.add("a.png", source), upload_limit=len(source) // 6)
+    )
     await harness.service.wait_settled(job.id)
     _, files = harness.delivery.delivered[0]
     assert files[0].shrunk and files[0].size <= len(source) // 6

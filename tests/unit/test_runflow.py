@@ -37,7 +37,11 @@ async def provider(runflow: FakeRunflow) -> AsyncIterator[RunflowProvider]:
 
 
 def request(url: str, **overrides: object) -> EditRequest:
-    fields: dict[str, object] = {"job_id": 7, "prompt": "make it blue", "images": [ImageRef("a.png", url=url)]}
+    fields: dict[str, object] = {
+        "job_id": 7,
+        "prompt": "make it blue",
+        "images": [ImageRef("a.png", url=url)],
+    }
     fields.update(overrides)
     return EditRequest(**fields)  # type: ignore[arg-type]
 
