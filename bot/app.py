@@ -12,7 +12,7 @@ from discord.ext import commands
 from bot.config import Settings
 from bot.files import FileStore
 from bot.jobs import JobService
-from bot.providers.runflow import RunflowProvider
+from bot.providers.registry import build_providers
 from bot.web import Health, WebServer, build_app
 from cogs.delivery import DiscordDelivery
 from storage.db import Database, open_db
@@ -61,10 +61,10 @@ class Retouch(commands.Bot):
         settings = self.settings
         self.session = aiohttp.ClientSession()
         self.db = await open_db(settings.storage.path)
-        provider = RunflowProvider(settings.providers.runflow, self.session)
+        providers = build_providers(settings.providers, self.session)
         self.jobs = JobService(
             repo=JobRepository(self.db),
-            provider=provider,
+            provider=providers[0],
             files=FileStore(settings.storage.files_dir),
             session=self.session,
             concurrency=settings.providers.runflow.max_concurrency,
@@ -76,7 +76,9 @@ class Retouch(commands.Bot):
             await self.load_extension(extension)
         await self._sync_commands()
         self.web = WebServer(
-            build_app(Health(self.db.conn, gateway_ready=self.is_ready, accepting=lambda: self.jobs.accepting)),
+            build_app(
+                Health(self.db.conn, gateway_ready=self.is_ready, accepting=lambda: self.jobs.accepting)
+            ),
             settings.web.host,
             settings.web.port,
         )

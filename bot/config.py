@@ -19,8 +19,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 DEFAULT_CONFIG_PATH = Path("config.toml")
 ENV_PREFIX = "RETOUCH_"
 
-HostName = Literal["runflow"]
-KNOWN_HOSTS: tuple[HostName, ...] = ("runflow",)
+HostName = Literal["runflow", "fal", "eachlabs", "openai"]
+KNOWN_HOSTS: tuple[HostName, ...] = ("runflow", "fal", "eachlabs", "openai")
 
 
 class _Section(BaseModel):
@@ -46,20 +46,51 @@ class DiscordSettings(_Section):
     _urls = field_validator("api_base", "gateway_url")(_loopback_or_url)
 
 
-class RunflowSettings(_Section):
+class HostSettings(_Section):
+    """Keys every edit host has; subclasses set each host's own defaults."""
+
     api_key: SecretStr | None = None
-    base_url: str = "https://api.runflow.io"
+    base_url: str
     callback_secret: SecretStr | None = None
-    model: str = "openai/gpt-image-2/edit"
+    model: str
     max_concurrency: Annotated[int, Field(ge=1, le=256)] = 8
     request_timeout: Annotated[float, Field(gt=0)] = 60.0
+    # Owner-side USD per output image by quality, used where the host does not report cost.
+    usd_per_image: dict[str, float] = Field(
+        default_factory=lambda: {"low": 0.009, "medium": 0.034, "high": 0.133}
+    )
 
     _urls = field_validator("base_url")(_loopback_or_url)
 
 
+class RunflowSettings(HostSettings):
+    base_url: str = "https://api.runflow.io"
+    model: str = "openai/gpt-image-2/edit"
+
+
+class FalSettings(HostSettings):
+    base_url: str = "https://queue.fal.run"
+    model: str = "openai/gpt-image-2/edit"
+
+
+class EachlabsSettings(HostSettings):
+    base_url: str = "https://api.eachlabs.ai"
+    model: str = "openai-gpt-image-2-edit"
+
+
+class OpenAISettings(HostSettings):
+    base_url: str = "https://api.openai.com"
+    model: str = "gpt-image-2"
+    # One synchronous request carries the whole edit, and high quality can take minutes.
+    request_timeout: Annotated[float, Field(gt=0)] = 300.0
+
+
 class ProvidersSettings(_Section):
-    order: list[HostName] = Field(default_factory=lambda: list(KNOWN_HOSTS), min_length=1)
+    order: list[HostName] = Field(default_factory=lambda: [KNOWN_HOSTS[0]], min_length=1)
     runflow: RunflowSettings = Field(default_factory=RunflowSettings)
+    fal: FalSettings = Field(default_factory=FalSettings)
+    eachlabs: EachlabsSettings = Field(default_factory=EachlabsSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
     poll_interval: Annotated[float, Field(gt=0)] = 2.0
     poll_interval_max: Annotated[float, Field(gt=0)] = 10.0
     deadline: Annotated[float, Field(gt=0)] = 600.0
@@ -120,8 +151,13 @@ class Settings(BaseSettings):
 
     def host_problems(self) -> Iterator[tuple[str, str]]:
         """Cross-key checks pydantic cannot express per field: every ordered host needs a key."""
+        from bot.providers.registry import FACTORIES
+
         for host in self.providers.order:
-            host_settings = getattr(self.providers, host)
+            if host not in FACTORIES:
+                yield "providers.order", f"{host!r} is not supported by this version of Retouch"
+                continue
+            host_settings: HostSettings = getattr(self.providers, host)
             if host_settings.api_key is None or not host_settings.api_key.get_secret_value():
                 yield f"providers.{host}.api_key", "missing: the host is in providers.order but has no key"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.config import RunflowSettings
+from bot.config import HostSettings
 from bot.providers.base import (
     ContentRejected,
     EditRequest,
@@ -133,7 +133,7 @@ def run_state(run: dict[str, Any]) -> RunState:
 class RunflowProvider:
     name = "runflow"
 
-    def __init__(self, settings: RunflowSettings, session: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: HostSettings, session: aiohttp.ClientSession) -> None:
         if settings.api_key is None:
             raise ValueError("providers.runflow.api_key is required")
         self._settings = settings

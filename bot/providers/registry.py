@@ -1,0 +1,22 @@
+"""Building the configured hosts by name, so the app never lists them itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import aiohttp
+
+from bot.config import HostSettings, ProvidersSettings
+from bot.providers.base import Provider
+from bot.providers.runflow import RunflowProvider
+
+Factory = Callable[[HostSettings, aiohttp.ClientSession], Provider]
+
+FACTORIES: dict[str, Factory] = {
+    "runflow": RunflowProvider,
+}
+
+
+def build_providers(settings: ProvidersSettings, session: aiohttp.ClientSession) -> list[Provider]:
+    """The hosts in `providers.order`, each built from its own settings table."""
+    return [FACTORIES[name](getattr(settings, name), session) for name in settings.order]
