@@ -96,6 +96,33 @@ class ProvidersSettings(_Section):
     deadline: Annotated[float, Field(gt=0)] = 600.0
 
 
+Period = Literal["day", "week", "month", "none"]
+
+
+class CreditsSettings(_Section):
+    """Defaults for every server; moderators override allowances and the period per server."""
+
+    # Credits per output image at 1K, by quality; 2K and 4K multiply it.
+    prices: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: {"low": 1, "medium": 4, "high": 14}
+    )
+    resolution_multiplier: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: {"1K": 1, "2K": 2, "4K": 4}
+    )
+    default_allowance: Annotated[int, Field(ge=0)] = 50
+    period: Period = "day"
+    dm_allowance: Annotated[int, Field(ge=0)] = 0
+    # Ask the member to confirm an edit that costs more than this many credits.
+    confirm_above: Annotated[int, Field(ge=0)] = 20
+
+
+class BudgetSettings(_Section):
+    """The owner's hard caps on real money across all servers; unset = no cap."""
+
+    usd_per_day: Annotated[float, Field(gt=0)] | None = None
+    usd_per_month: Annotated[float, Field(gt=0)] | None = None
+
+
 class StorageSettings(_Section):
     path: Path = Path("data/retouch.db")
     files_dir: Path = Path("data/files")
@@ -133,6 +160,8 @@ class Settings(BaseSettings):
 
     discord: DiscordSettings
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
+    credits: CreditsSettings = Field(default_factory=CreditsSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     log: LogSettings = Field(default_factory=LogSettings)
