@@ -69,8 +69,7 @@ async def _run(settings: Settings) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, lambda: asyncio.create_task(bot.close()))
     try:
-        async with bot:
-            await bot.start(settings.discord.token.get_secret_value())
+        await bot.start(settings.discord.token.get_secret_value())
     except discord.LoginFailure:
         return _fail(
             "Discord rejected discord.token: check the bot token in the Developer Portal (Bot → Reset Token)."
@@ -84,6 +83,8 @@ async def _run(settings: Settings) -> int:
         return _fail(
             f"Cannot reach Discord at {where} ({exc.__class__.__name__}); check the network or proxy."
         )
+    finally:
+        await bot.close()
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import aiohttp
@@ -55,6 +56,7 @@ class Retouch(commands.Bot):
             guild_ready_timeout=guild_ready_timeout,
         )
         self.settings = settings
+        self._shutdown: asyncio.Task[None] | None = None
         route_discord(settings)
 
     async def setup_hook(self) -> None:
@@ -97,6 +99,16 @@ class Retouch(commands.Bot):
             log.info("synced %d global commands", len(synced))
 
     async def close(self) -> None:
+        """Shut down once, however many callers ask (a signal, the end of `start`, a test).
+
+        Every caller waits for the whole sequence, so the process never exits while the
+        database is still closing.
+        """
+        if self._shutdown is None:
+            self._shutdown = asyncio.create_task(self._close_all())
+        await asyncio.shield(self._shutdown)
+
+    async def _close_all(self) -> None:
         """Stop taking edits first, then let go of Discord, HTTP and the database in that order."""
         log.info("shutting down")
         if hasattr(self, "jobs"):

@@ -129,6 +129,10 @@ class Delivery(Protocol):
     async def report_failure(self, job: Job, message: str) -> None: ...
 
 
+class DeliveryFailed(Exception):
+    """Discord refused the result everywhere it could go (interaction, channel, DMs)."""
+
+
 class EditsPaused(Exception):
     """New edits are not being taken (shutting down, or paused by an admin)."""
 
@@ -412,7 +416,11 @@ class JobService:
                     shrunk=fitted.changed,
                 )
             )
-        receipt = await self.delivery.deliver(job, files)
+        try:
+            receipt = await self.delivery.deliver(job, files)
+        except DeliveryFailed as exc:
+            await self._fail(job, Unavailable(f"the result could not be posted: {exc}", host="discord"))
+            return
         await self._repo.set_output_urls(job.id, receipt.urls)
         done = await self._repo.move(
             job.id,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.jobs import Progress, Receipt, ResultFile
+from bot.jobs import DeliveryFailed, Progress, Receipt, ResultFile
 from cogs import render
 from cogs.edit import result_view
 from storage.jobs import Job, JobState, utcnow
@@ -88,7 +88,7 @@ class DiscordDelivery:
                 await self._post(
                     job, lambda mention: {"content": render.failure_text(job, message, mention=mention)}
                 )
-            except discord.HTTPException as exc:
+            except (discord.HTTPException, DeliveryFailed) as exc:
                 log.warning("job %d: could not tell the member it failed (%s)", job.id, exc)
         self._forget(job.id)
 
@@ -113,5 +113,10 @@ class DiscordDelivery:
             return await channel.send(**build(True), allowed_mentions=render.ONLY_USERS)
         except (discord.Forbidden, discord.NotFound):
             log.info("job %d: channel %d unavailable; sending by DM", job.id, job.channel_id)
-        user = await self._bot.fetch_user(job.user_id)
-        return await user.send(**build(False))
+        try:
+            user = await self._bot.fetch_user(job.user_id)
+            return await user.send(**build(False))
+        except (discord.Forbidden, discord.NotFound) as exc:
+            raise DeliveryFailed(
+                f"the channel and the member's DMs are closed to the bot ({exc.code})"
+            ) from exc

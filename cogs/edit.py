@@ -97,6 +97,7 @@ async def start_edit(
 class RefineModal(discord.ui.Modal, title="Refine this edit"):
     prompt: discord.ui.TextInput[RefineModal] = discord.ui.TextInput(
         label="What should change next?",
+        custom_id="prompt",
         style=discord.TextStyle.paragraph,
         max_length=MODAL_PROMPT_MAX,
         placeholder="e.g. now make it night time",

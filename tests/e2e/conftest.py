@@ -72,17 +72,18 @@ class InProcessBot:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> Retouch:
-        identifies = self.fake.identifies
         bot = Retouch(self.settings, guild_ready_timeout=0.1)
         self.bot = bot
         self._task = asyncio.create_task(bot.start(self.settings.discord.token.get_secret_value()))
-        async with asyncio.timeout(15):
-            while self.fake.identifies == identifies:
-                await asyncio.wait({self._task}, timeout=0.05)
-                if self._task.done():
-                    self._task.result()
-                    raise AssertionError("the bot stopped before identifying")
-        await self.fake.wait_ready()
+        ready = asyncio.create_task(self.fake.wait_ready(timeout=15))
+        await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task.done():
+            ready.cancel()
+            self._task.result()
+            raise AssertionError("the bot stopped before it was ready")
+        await ready
+        async with asyncio.timeout(10):
+            await bot.wait_until_ready()
         return bot
 
     async def stop(self) -> None:
@@ -93,6 +94,7 @@ class InProcessBot:
                 await self._task
         self.bot = None
         self._task = None
+        await self.fake.wait_disconnected()
 
     async def restart(self) -> Retouch:
         await self.stop()
@@ -146,4 +148,3 @@ async def bot_process(
     yield process
     if process.process is not None and process.process.returncode is None:
         await process.terminate(signal.SIGKILL)
-

@@ -498,7 +498,7 @@ class FakeRunflow:
     # ------------------------------------------------------------------ waiting
     # (the `timeout` parameters are part of the agreed test API, hence the ASYNC109 waivers)
 
-    async def wait_for_run(self, *, count: int = 1, timeout: float = 10) -> FakeRun:  # noqa: ASYNC109
+    async def wait_for_run(self, *, count: int = 1, timeout: float = 10) -> FakeRun:
         """The ``count``-th run created (1-based), waiting for it to be created."""
         return await self._wait_until(
             lambda: self._run_order[count - 1] if len(self._run_order) >= count else None,
@@ -506,11 +506,11 @@ class FakeRunflow:
             f"run #{count} to be created",
         )
 
-    async def wait_finished(self, run_id: str, timeout: float = 10) -> FakeRun:  # noqa: ASYNC109
+    async def wait_finished(self, run_id: str, timeout: float = 10) -> FakeRun:
         """Wait until the run is terminal (succeeded, failed or canceled)."""
         return await self.wait_status(run_id, *TERMINAL_STATUSES, timeout=timeout)
 
-    async def wait_status(self, run_id: str, *statuses: str, timeout: float = 10) -> FakeRun:  # noqa: ASYNC109
+    async def wait_status(self, run_id: str, *statuses: str, timeout: float = 10) -> FakeRun:
         """Wait until the run's ``status_code`` is one of ``statuses``."""
 
         def check() -> FakeRun | None:
@@ -519,7 +519,7 @@ class FakeRunflow:
 
         return await self._wait_until(check, timeout, f"run {run_id} to reach {sorted(statuses)}")
 
-    async def wait_callbacks(self, count: int = 1, timeout: float = 10) -> list[dict[str, Any]]:  # noqa: ASYNC109
+    async def wait_callbacks(self, count: int = 1, timeout: float = 10) -> list[dict[str, Any]]:
         """Wait until ``count`` callback attempts have been made; returns ``callbacks_sent``."""
         return await self._wait_until(
             lambda: self.callbacks_sent if len(self.callbacks_sent) >= count else None,
@@ -527,7 +527,7 @@ class FakeRunflow:
             f"{count} callback attempt(s)",
         )
 
-    async def wait_idle(self, timeout: float = 10) -> None:  # noqa: ASYNC109
+    async def wait_idle(self, timeout: float = 10) -> None:
         """Wait until no run is in flight and every callback delivery (with retries) is over."""
         try:
             async with asyncio.timeout(timeout):
@@ -536,7 +536,7 @@ class FakeRunflow:
         except TimeoutError:
             raise TimeoutError(f"FakeRunflow: timed out after {timeout} s waiting to be idle") from None
 
-    async def _wait_until(self, check: Callable[[], _T | None], timeout: float, what: str) -> _T:  # noqa: ASYNC109
+    async def _wait_until(self, check: Callable[[], _T | None], timeout: float, what: str) -> _T:
         try:
             async with asyncio.timeout(timeout):
                 while True:

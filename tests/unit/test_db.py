@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 import aiosqlite
+import pytest
 
 from storage.db import SchemaTooNew, connect, latest_version, migrate, open_db, schema_version
 
