@@ -70,6 +70,8 @@ class Retouch(commands.Bot):
             files=FileStore(settings.storage.files_dir),
             session=self.session,
             concurrency=settings.providers.runflow.max_concurrency,
+            max_per_member=settings.editing.max_jobs_per_member,
+            max_per_server=settings.editing.max_jobs_per_server,
             poll_interval=settings.providers.poll_interval,
             poll_interval_max=settings.providers.poll_interval_max,
             deadline=settings.providers.deadline,

@@ -96,6 +96,17 @@ class ProvidersSettings(_Section):
     deadline: Annotated[float, Field(gt=0)] = 600.0
 
 
+class EditingSettings(_Section):
+    """Defaults and limits for edits; servers override the defaults with /retouch settings."""
+
+    default_quality: Literal["low", "medium", "high"] = "high"
+    # Edits a member (or a whole server) may have waiting or running at once.
+    max_jobs_per_member: Annotated[int, Field(ge=1, le=100)] = 3
+    max_jobs_per_server: Annotated[int, Field(ge=1, le=10_000)] = 20
+    # Let members use /edit in DMs with the bot (credits from credits.dm_allowance).
+    allow_dms: bool = False
+
+
 Period = Literal["day", "week", "month", "none"]
 
 
@@ -160,6 +171,7 @@ class Settings(BaseSettings):
 
     discord: DiscordSettings
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
+    editing: EditingSettings = Field(default_factory=EditingSettings)
     credits: CreditsSettings = Field(default_factory=CreditsSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)

@@ -137,6 +137,15 @@ class EditsPaused(Exception):
     """New edits are not being taken (shutting down, or paused by an admin)."""
 
 
+class TooManyJobs(Exception):
+    """The member (or the server) already has as many edits in flight as allowed."""
+
+    def __init__(self, scope: str, limit: int) -> None:
+        super().__init__(scope, limit)
+        self.scope = scope
+        self.limit = limit
+
+
 MEMBER_MESSAGES = {
     ErrorKind.INVALID_REQUEST: "The image host could not use this request: {detail}. Try another image.",
     ErrorKind.CONTENT_REJECTED: "The image host's safety filter refused this edit. Try another prompt.",
@@ -160,6 +169,8 @@ class JobService:
         files: FileStore,
         session: aiohttp.ClientSession,
         concurrency: int,
+        max_per_member: int = 3,
+        max_per_server: int = 20,
         poll_interval: float,
         poll_interval_max: float,
         deadline: float,
@@ -169,6 +180,8 @@ class JobService:
         self._files = files
         self._session = session
         self._concurrency = concurrency
+        self._max_per_member = max_per_member
+        self._max_per_server = max_per_server
         self._poll_interval = poll_interval
         self._poll_interval_max = poll_interval_max
         self._deadline = deadline
@@ -205,6 +218,7 @@ class JobService:
         """Write the job row and put it in line; the row exists before anything else happens."""
         if not self.accepting:
             raise EditsPaused
+        await self.check_limits(order.user_id, order.guild_id)
         job = await self._repo.insert(
             NewJob(
                 guild_id=order.guild_id,
@@ -226,11 +240,37 @@ class JobService:
         log.info("job %d queued for user %d in guild %s", job.id, job.user_id, job.guild_id)
         return job
 
+    async def check_limits(self, user_id: int, guild_id: int | None) -> None:
+        """Raise TooManyJobs when the member or the server has no room for another edit."""
+        member_open, server_open = await self._repo.count_open(user_id, guild_id)
+        if member_open >= self._max_per_member:
+            raise TooManyJobs("member", self._max_per_member)
+        if guild_id is not None and server_open >= self._max_per_server:
+            raise TooManyJobs("server", self._max_per_server)
+
     def queue_position(self, job_id: int) -> int | None:
         return self._queue.position(job_id)
 
     async def get(self, job_id: int) -> Job | None:
         return await self._repo.get(job_id)
+
+    async def recent(self, user_id: int, *, limit: int = 10) -> list[Job]:
+        return await self._repo.recent(user_id, limit=limit)
+
+    async def kept_outputs(self, job_id: int) -> list[Path]:
+        """The job's result files still on disk (retention may have pruned them)."""
+        paths = [Path(o.path) for o in await self._repo.outputs(job_id) if o.path is not None]
+        return await asyncio.to_thread(lambda: [path for path in paths if path.exists()])
+
+    async def chain(self, job_id: int, *, limit: int = 10) -> list[Job]:
+        """The edits this one continued from, nearest first, so a chain can be retraced."""
+        found: list[Job] = []
+        job = await self._repo.get(job_id)
+        while job is not None and job.parent_id is not None and len(found) < limit:
+            job = await self._repo.get(job.parent_id)
+            if job is not None:
+                found.append(job)
+        return found
 
     async def wait_settled(self, job_id: int) -> Job:
         """The job once it reaches a final state (for the CLI, and for tests that need the end)."""
@@ -242,6 +282,36 @@ class JobService:
         if job.state.final:
             self._settle(job)
         return await waiter
+
+    async def cancel(self, job_id: int) -> Job | None:
+        """Stop an edit that has not started delivering; None when it is too late or already over.
+
+        The row moves first, so a worker that is mid-submit or mid-poll finds it cancelled at
+        its next step and stops; the host is then asked to stop the run where it can.
+        """
+        self._queue.remove(job_id)
+        moved = await self._repo.move(
+            job_id,
+            [JobState.QUEUED, JobState.SUBMITTING, JobState.RUNNING],
+            JobState.CANCELLED,
+            completed_at=utcnow(),
+        )
+        if moved is None:
+            return None
+        log.info("job %d cancelled", job_id)
+        if moved.run_id is not None and moved.provider is not None:
+            await self._stop_run(Run(moved.provider, moved.run_id))
+        self._settle(moved)
+        return moved
+
+    async def _stop_run(self, run: Run) -> None:
+        try:
+            stopped = await self._provider.cancel(run)
+        except ProviderError as error:
+            log.warning("could not cancel run %s at %s: %s", run.run_id, run.host, error.message)
+            return
+        if not stopped:
+            log.info("%s cannot cancel run %s; its late result will be ignored", run.host, run.run_id)
 
     def _settle(self, job: Job) -> None:
         for waiter in self._waiters.pop(job.id, []):
@@ -313,7 +383,7 @@ class JobService:
         except ProviderError as error:
             await self._fail(moved, error)
             return None
-        return await self._repo.move(
+        running = await self._repo.move(
             moved.id,
             [JobState.SUBMITTING],
             JobState.RUNNING,
@@ -321,6 +391,10 @@ class JobService:
             run_id=run.run_id,
             submitted_at=utcnow(),
         )
+        if running is None:
+            # Cancelled while the submit was in flight: the run exists, so stop it.
+            await self._stop_run(run)
+        return running
 
     async def _wait(self, job: Job) -> Job | None:
         assert job.run_id is not None and job.provider is not None
@@ -329,6 +403,9 @@ class JobService:
         interval = self._poll_interval
         last_shown = 0.0
         while True:
+            current = await self._repo.get(job.id)
+            if current is None or current.state is not JobState.RUNNING:
+                return None  # cancelled (or finished by a callback) while we waited
             elapsed = (utcnow() - started).total_seconds()
             if elapsed > self._deadline:
                 await self._provider.cancel(run)

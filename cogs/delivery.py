@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.jobs import DeliveryFailed, Progress, Receipt, ResultFile
+from bot.jobs import DeliveryFailed, EditOptions, Progress, Receipt, ResultFile
 from cogs import render
-from cogs.edit import result_view
+from cogs.buttons import progress_view, result_view
 from storage.jobs import Job, JobState, utcnow
 
 if TYPE_CHECKING:
@@ -65,7 +65,9 @@ class DiscordDelivery:
                 return
             self._stage[job.id] = stage
             try:
-                await webhook.edit_message(message_id, content=render.progress_text(job, progress))
+                await webhook.edit_message(
+                    message_id, content=render.progress_text(job, progress), view=progress_view(job.id)
+                )
             except discord.HTTPException as exc:
                 log.info("job %d: progress update not shown (%s)", job.id, exc)
 
@@ -76,7 +78,7 @@ class DiscordDelivery:
                 lambda mention: {
                     "content": render.result_text(job, files, mention=mention),
                     "files": [discord.File(f.path, filename=f.filename) for f in files],
-                    "view": result_view(job.id),
+                    "view": result_view(job.id, len(files)),
                 },
             )
         self._forget(job.id)
@@ -86,14 +88,18 @@ class DiscordDelivery:
         async with self._lock(job.id):
             try:
                 await self._post(
-                    job, lambda mention: {"content": render.failure_text(job, message, mention=mention)}
+                    job,
+                    lambda mention: {
+                        "content": render.failure_text(job, message, mention=mention),
+                        "view": None,
+                    },
                 )
             except (discord.HTTPException, DeliveryFailed) as exc:
                 log.warning("job %d: could not tell the member it failed (%s)", job.id, exc)
         self._forget(job.id)
 
     async def _post(self, job: Job, build: _Builder) -> discord.Message:
-        """Edit the original response, else post in the channel, else DM the member."""
+        """Edit the original response, else post in the channel (never a private one), else DM."""
         found = self._webhook(job)
         if found is not None:
             webhook, message_id = found
@@ -108,11 +114,12 @@ class DiscordDelivery:
                 )
             except discord.NotFound:
                 log.info("job %d: the interaction expired; posting in the channel instead", job.id)
-        channel = self._bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
-        try:
-            return await channel.send(**build(True), allowed_mentions=render.ONLY_USERS)
-        except (discord.Forbidden, discord.NotFound):
-            log.info("job %d: channel %d unavailable; sending by DM", job.id, job.channel_id)
+        if not EditOptions.from_dict(job.options).private:
+            channel = self._bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+            try:
+                return await channel.send(**build(True), allowed_mentions=render.ONLY_USERS)
+            except (discord.Forbidden, discord.NotFound):
+                log.info("job %d: channel %d unavailable; sending by DM", job.id, job.channel_id)
         try:
             user = await self._bot.fetch_user(job.user_id)
             return await user.send(**build(False))

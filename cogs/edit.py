@@ -1,196 +1,173 @@
-"""/edit and the Refine button: parse, check, hand to the job service, answer."""
+"""/edit, the "Edit image" message command, /history and /show."""
 
 from __future__ import annotations
 
 import logging
-import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.jobs import EditOptions, EditOrder, EditsPaused, InputImage, Progress
-from bot.validation import AttachmentFacts, attachment_problem, prompt_problem
+from bot.jobs import EditOptions
+from bot.providers.base import IMAGE_SIZES
+from cogs import render
+from cogs.buttons import DYNAMIC_ITEMS, MODAL_PROMPT_MAX, result_view
+from cogs.flow import as_input, can_moderate, first_problem, start_edit
 from storage.jobs import JobState
 
 if TYPE_CHECKING:
     from bot.app import Retouch
 
+    Interaction = discord.Interaction[Retouch]
+
 log = logging.getLogger(__name__)
 
-# A text input in a modal holds at most 4000 characters (Discord's limit).
-MODAL_PROMPT_MAX = 4000
 # Discord's limit for a slash command's string option.
 SLASH_PROMPT_MAX = 6000
-PAUSED = "Retouch is not taking new edits right now (it may be restarting); try again in a minute."
+SIZE_NAMES = {
+    "auto": "Same shape as the image",
+    "square_hd": "Square, high detail",
+    "square": "Square",
+    "portrait_4_3": "Portrait 3:4",
+    "portrait_16_9": "Portrait 9:16",
+    "landscape_4_3": "Landscape 4:3",
+    "landscape_16_9": "Landscape 16:9",
+}
+SIZE_CHOICES = [app_commands.Choice(name=SIZE_NAMES[size], value=size) for size in IMAGE_SIZES]
+Quality = Literal["low", "medium", "high"]
+Format = Literal["png", "jpeg", "webp"]
 
 
-def _facts(attachment: discord.Attachment) -> AttachmentFacts:
-    return AttachmentFacts(
-        filename=attachment.filename,
-        content_type=attachment.content_type,
-        size=attachment.size,
-        width=attachment.width,
-        height=attachment.height,
-    )
-
-
-def _input(attachment: discord.Attachment) -> InputImage:
-    return InputImage(
-        url=attachment.url,
-        filename=attachment.filename,
-        content_type=attachment.content_type,
-        size=attachment.size,
-        width=attachment.width,
-        height=attachment.height,
-    )
-
-
-async def start_edit(
-    interaction: discord.Interaction[Retouch],
-    *,
-    prompt: str,
-    images: list[discord.Attachment],
-    kind: str = "edit",
-    parent_id: int | None = None,
-    options: EditOptions | None = None,
-) -> None:
-    """The shared path of every edit: check cheaply and privately, defer, queue, show the place."""
-    bot = interaction.client
-    problem = prompt_problem(prompt) or next(
-        (found for found in (attachment_problem(_facts(a)) for a in images) if found), None
-    )
-    if problem is None and not bot.jobs.accepting:
-        problem = PAUSED
-    if problem is not None:
-        await interaction.response.send_message(problem, ephemeral=True)
-        return
-    chosen = options or EditOptions()
-    chosen = EditOptions.from_dict({**chosen.to_dict(), "upload_limit": interaction.filesize_limit})
-    deferred = await interaction.response.defer(thinking=True, ephemeral=chosen.private)
-    status_message_id = deferred.message_id if deferred is not None else None
-    if status_message_id is None:
-        status_message_id = (await interaction.original_response()).id
-    order = EditOrder(
-        guild_id=interaction.guild_id,
-        channel_id=interaction.channel_id or 0,
-        user_id=interaction.user.id,
-        prompt=prompt.strip(),
-        images=[_input(a) for a in images],
-        options=chosen,
-        kind=kind,
-        parent_id=parent_id,
-        application_id=interaction.application_id,
-        interaction_token=interaction.token,
-        status_message_id=status_message_id,
-    )
-    try:
-        job = await bot.jobs.submit(order)
-    except EditsPaused:
-        await interaction.edit_original_response(content=PAUSED)
-        return
-    position = bot.jobs.queue_position(job.id)
-    await bot.jobs.delivery.show_progress(job, Progress(JobState.QUEUED, queue_position=position))
-
-
-class RefineModal(discord.ui.Modal, title="Refine this edit"):
-    prompt: discord.ui.TextInput[RefineModal] = discord.ui.TextInput(
-        label="What should change next?",
+class EditImageModal(discord.ui.Modal, title="Edit this image"):
+    prompt: discord.ui.TextInput[EditImageModal] = discord.ui.TextInput(
+        label="What should change?",
         custom_id="prompt",
         style=discord.TextStyle.paragraph,
         max_length=MODAL_PROMPT_MAX,
-        placeholder="e.g. now make it night time",
+        placeholder="e.g. replace the sky with a sunset",
     )
 
-    def __init__(self, parent_id: int, parent_options: EditOptions) -> None:
-        super().__init__(custom_id=f"retouch:refine-modal:{parent_id}")
-        self.parent_id = parent_id
-        self.parent_options = parent_options
+    def __init__(self, images: list[discord.Attachment], default_quality: str) -> None:
+        super().__init__(custom_id="retouch:edit-image-modal")
+        self.images = images
+        self.default_quality = default_quality
 
-    async def on_submit(self, interaction: discord.Interaction[Retouch]) -> None:  # type: ignore[override]
-        message = interaction.message
-        outputs = [a for a in (message.attachments if message else []) if a.content_type and a.width]
-        if not outputs:
-            await interaction.response.send_message(
-                "That result has no image left to refine; run a new /edit instead.", ephemeral=True
-            )
+    async def on_submit(self, interaction: Interaction) -> None:  # type: ignore[override]
+        problem = first_problem(self.prompt.value, self.images)
+        if problem is not None:
+            await interaction.response.send_message(problem, ephemeral=True)
             return
         await start_edit(
             interaction,
             prompt=self.prompt.value,
-            images=outputs[:1],
-            kind="refine",
-            parent_id=self.parent_id,
-            options=self.parent_options,
+            inputs=[as_input(image) for image in self.images],
+            options=EditOptions(quality=self.default_quality),
         )
-
-
-class RefineButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"retouch:refine:(?P<job_id>[0-9]{1,20})",
-):
-    """Refine under a result, alive across restarts because its state is in the custom_id.
-
-    The job id carries no authority: anyone may refine any result and pays with their own
-    credits; actions that need authority (Delete, Cancel) check the job's owner in the database.
-    """
-
-    def __init__(self, job_id: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Refine",
-                emoji="✏️",
-                style=discord.ButtonStyle.primary,
-                custom_id=f"retouch:refine:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Item[Any],
-        match: re.Match[str],
-        /,
-    ) -> RefineButton:
-        return cls(int(match["job_id"]))
-
-    async def callback(self, interaction: discord.Interaction[Retouch]) -> None:  # type: ignore[override]
-        job = await interaction.client.jobs.get(self.job_id)
-        if job is None:
-            await interaction.response.send_message("That edit no longer exists.", ephemeral=True)
-            return
-        modal = RefineModal(job.id, EditOptions.from_dict(job.options))
-        modal.prompt.default = job.prompt[:MODAL_PROMPT_MAX]
-        await interaction.response.send_modal(modal)
-
-
-def result_view(job_id: int) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(RefineButton(job_id))
-    return view
 
 
 class Edit(commands.Cog):
     def __init__(self, bot: Retouch) -> None:
         self.bot = bot
+        self.edit_image_menu = app_commands.ContextMenu(name="Edit image", callback=self.edit_image)
+        bot.tree.add_command(self.edit_image_menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.edit_image_menu.name, type=self.edit_image_menu.type)
 
     @app_commands.command(name="edit", description="Edit a picture with AI: attach it and say what to change")
     @app_commands.describe(
         prompt="What to change, e.g. “replace the sky with a sunset”",
         image="The picture to edit (PNG, JPEG, WebP or GIF)",
+        image2="Another reference picture (optional)",
+        image3="Another reference picture (optional)",
+        image4="Another reference picture (optional)",
+        quality="Higher quality costs more credits (low 1, medium 4, high 14 per image)",
+        size="Shape of the result (default: same as the picture)",
+        count="How many versions to make, 1–4 (each costs credits)",
+        format="File type of the result (default PNG)",
+        private="Only you see the result",
     )
+    @app_commands.choices(size=SIZE_CHOICES)
     async def edit(
         self,
-        interaction: discord.Interaction[Retouch],
+        interaction: Interaction,
         prompt: app_commands.Range[str, 1, SLASH_PROMPT_MAX],
         image: discord.Attachment,
+        image2: discord.Attachment | None = None,
+        image3: discord.Attachment | None = None,
+        image4: discord.Attachment | None = None,
+        quality: Quality | None = None,
+        size: app_commands.Choice[str] | None = None,
+        count: app_commands.Range[int, 1, 4] = 1,
+        format: Format = "png",
+        private: bool = False,
     ) -> None:
-        await start_edit(interaction, prompt=prompt, images=[image])
+        images = [a for a in (image, image2, image3, image4) if a is not None]
+        problem = first_problem(prompt, images)
+        if problem is not None:
+            await interaction.response.send_message(problem, ephemeral=True)
+            return
+        options = EditOptions(
+            quality=quality or self.bot.settings.editing.default_quality,
+            image_size=size.value if size is not None else "auto",
+            count=count,
+            output_format=format,
+            private=private,
+        )
+        await start_edit(interaction, prompt=prompt, inputs=[as_input(a) for a in images], options=options)
+
+    async def edit_image(self, interaction: Interaction, message: discord.Message) -> None:
+        images = [a for a in message.attachments if a.width and (a.content_type or "").startswith("image/")][
+            :4
+        ]
+        if not images:
+            await interaction.response.send_message(
+                "That message has no image I can edit; use it on a message with a picture attached.",
+                ephemeral=True,
+            )
+            return
+        await interaction.response.send_modal(
+            EditImageModal(images, self.bot.settings.editing.default_quality)
+        )
+
+    @app_commands.command(name="history", description="Your recent edits, with links to the results")
+    async def history(self, interaction: Interaction) -> None:
+        jobs = await self.bot.jobs.recent(interaction.user.id, limit=10)
+        await interaction.response.send_message(
+            render.history_text(jobs), ephemeral=True, allowed_mentions=render.NO_PINGS
+        )
+
+    @app_commands.command(name="show", description="Bring back one of your edits with its buttons")
+    @app_commands.describe(job="The edit's number, as shown in /history (e.g. 42)")
+    async def show(self, interaction: Interaction, job: app_commands.Range[int, 1]) -> None:
+        found = await self.bot.jobs.get(job)
+        if found is None or (found.user_id != interaction.user.id and not can_moderate(interaction)):
+            await interaction.response.send_message(
+                f"You have no edit #{job}; /history lists yours.", ephemeral=True
+            )
+            return
+        if found.state is not JobState.DONE:
+            await interaction.response.send_message(render.not_done_text(found), ephemeral=True)
+            return
+        paths = await self.bot.jobs.kept_outputs(found.id)
+        if not paths:
+            await interaction.response.send_message(
+                f"The images of edit #{job} are no longer kept; run it again with Retry on the original.",
+                ephemeral=True,
+            )
+            return
+        await interaction.response.send_message(
+            content=render.shown_text(found),
+            files=[
+                discord.File(path, filename=f"retouch-{found.id}-{n + 1}{path.suffix}")
+                for n, path in enumerate(paths)
+            ],
+            view=result_view(found.id, len(paths)),
+            allowed_mentions=render.NO_PINGS,
+        )
 
 
 async def setup(bot: Retouch) -> None:
-    bot.add_dynamic_items(RefineButton)
+    bot.add_dynamic_items(*DYNAMIC_ITEMS)
     await bot.add_cog(Edit(bot))

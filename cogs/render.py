@@ -47,3 +47,72 @@ def result_text(job: Job, files: Sequence[ResultFile], *, mention: bool) -> str:
 def failure_text(job: Job, message: str, *, mention: bool) -> str:
     who = f"<@{job.user_id}> " if mention else ""
     return f"{who}> {quote_prompt(job.prompt)}\n❌ {message}"
+
+
+def cancelled_text(job: Job) -> str:
+    return f"> {quote_prompt(job.prompt)}\n✖️ Edit #{job.id} was cancelled; it cost nothing."
+
+
+def not_done_text(job: Job) -> str:
+    if job.state.final:
+        return f"Edit #{job.id} did not finish ({job.state.value}), so there is nothing to show."
+    return f"Edit #{job.id} is still in progress ({job.state.value}); it will appear when done."
+
+
+def shown_text(job: Job) -> str:
+    return f"> {quote_prompt(job.prompt)}\n🖼️ Edit #{job.id}, by <@{job.user_id}>"
+
+
+def _when(job: Job) -> str:
+    return discord.utils.format_dt(job.created_at, "R")
+
+
+def _link(job: Job) -> str:
+    if job.result_message_id is None:
+        return ""
+    guild = job.guild_id if job.guild_id is not None else "@me"
+    return f" — [result](https://discord.com/channels/{guild}/{job.channel_id}/{job.result_message_id})"
+
+
+_STATE_MARK = {
+    JobState.DONE: "✅",
+    JobState.FAILED: "❌",
+    JobState.CANCELLED: "✖️",
+    JobState.REFUNDED: "↩️",
+}
+
+
+def history_text(jobs: Sequence[Job]) -> str:
+    if not jobs:
+        return "You have no edits yet; start one with /edit."
+    lines = ["Your recent edits (use /show with the number to bring one back):"]
+    for job in jobs:
+        mark = _STATE_MARK.get(job.state, "⏳")
+        prompt = quote_prompt(job.prompt)[:80]
+        cost = f" · {job.credits_charged} credits" if job.credits_charged else ""
+        lines.append(f"{mark} **#{job.id}** {_when(job)} · {prompt}{cost}{_link(job)}")
+    return "\n".join(lines)[:2000]
+
+
+def info_embed(job: Job, chain: Sequence[Job]) -> discord.Embed:
+    options = job.options
+    embed = discord.Embed(title=f"Edit #{job.id}", description=quote_prompt(job.prompt))
+    embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
+    embed.add_field(name="State", value=job.state.value)
+    embed.add_field(
+        name="Options",
+        value=(
+            f"quality {options.get('quality')}, size {options.get('image_size')}, "
+            f"{options.get('count')} image(s), {options.get('output_format')}"
+        ),
+        inline=False,
+    )
+    embed.add_field(name="Host", value=f"{job.provider or '—'} · run `{job.run_id or '—'}`", inline=False)
+    embed.add_field(name="Cost", value=f"{job.credits_charged} credits")
+    if job.submitted_at is not None and job.completed_at is not None:
+        seconds = (job.completed_at - job.submitted_at).total_seconds()
+        embed.add_field(name="Time", value=f"{seconds:.0f} s")
+    if chain:
+        steps = " ← ".join(f"#{parent.id}" for parent in chain)
+        embed.add_field(name="Continues from", value=steps, inline=False)
+    return embed

@@ -257,6 +257,29 @@ class JobRepository:
             await cursor.close()
         return await self.get(job_id) if changed else None
 
+    async def count_open(self, user_id: int, guild_id: int | None) -> tuple[int, int]:
+        """Edits not yet finished: the member's own, and the whole server's."""
+        marks = ", ".join("?" for _ in OPEN_STATES)
+        states = tuple(state.value for state in OPEN_STATES)
+        async with self._conn.execute(
+            f"""
+            SELECT COALESCE(SUM(user_id = ?), 0), COALESCE(SUM(guild_id IS ?), 0)
+            FROM jobs WHERE state IN ({marks})
+            """,  # noqa: S608
+            (user_id, guild_id, *states),
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    async def recent(self, user_id: int, *, limit: int = 10, offset: int = 0) -> list[Job]:
+        async with self._conn.execute(
+            "SELECT * FROM jobs WHERE user_id = ? ORDER BY id DESC LIMIT ? OFFSET ?",
+            (user_id, limit, offset),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [Job.from_row(row) for row in rows]
+
     async def open_jobs(self) -> list[Job]:
         marks = ", ".join("?" for _ in OPEN_STATES)
         async with self._conn.execute(

@@ -391,7 +391,15 @@ class Interaction:
         )
 
     async def wait_modal(self, timeout: float = 10) -> JSON:
-        await self._fake._wait(lambda: True if self.acknowledged else None, timeout, f"an answer to {self!r}")
+        """The modal (type-9 ``data``) this interaction was answered with."""
+
+        def answered() -> JSON | None:
+            return next((response for response in self.responses if response["status"] == 200), None)
+
+        try:
+            await self._fake._wait(answered, timeout, f"an answer to {self!r}")
+        except TimeoutError:
+            raise TimeoutError(f"no successful answer to {self!r}; attempts: {self.responses}") from None
         assert self.modal is not None, (
             f"expected a modal, got {[(r['type'], r['status']) for r in self.responses]}"
         )
@@ -1026,14 +1034,15 @@ class FakeDiscord:
         if interaction is None or not hmac.compare_digest(interaction.token, request.params["token"]):
             raise _unknown(404, 10062, "interaction")
         kind, data = request.payload.get("type"), request.payload.get("data")
-        record: JSON = {"type": kind, "data": data, "files": request.files, "status": 0}
-        interaction.responses.append(record)
+        record: JSON = {"type": kind, "data": data, "files": request.files}
         try:
             result = await self._answer(interaction, kind, data or {}, request.files)
         except DiscordError as error:
-            record["status"] = error.status
+            interaction.responses.append(record | {"status": error.status})
             raise
-        record["status"] = 200
+        finally:
+            self._bump()
+        interaction.responses.append(record | {"status": 200})
         return result
 
     async def _answer(self, interaction: Interaction, kind: Any, data: JSON, files: list[JSON]) -> JSON:
@@ -1049,6 +1058,26 @@ class FakeDiscord:
             errors = _FormErrors()
             errors.add(("type",), "INTERACTION_RESPONSE_TYPE_INVALID", f"Type {kind} is not valid here")
             errors.raise_if_any()
+        interaction.acknowledged = True  # claimed before any await: a concurrent second callback gets 40060
+        try:
+            message = await self._acknowledge(interaction, kind, data, files)
+        except DiscordError:
+            interaction.acknowledged = False  # an invalid answer acknowledges nothing; the bot may retry
+            raise
+        meta: JSON = {"id": str(interaction.id), "type": interaction.type}
+        if message is None:
+            return {"interaction": meta, "resource": {"type": kind}}
+        interaction.original_id = int(message["id"])
+        meta["response_message_id"] = message["id"]
+        meta["response_message_loading"] = bool(message["flags"] & LOADING)
+        meta["response_message_ephemeral"] = bool(message["flags"] & EPHEMERAL)
+        resource = {"type": kind, **({"message": message} if kind != 5 else {})}
+        return {"interaction": meta, "resource": resource}
+
+    async def _acknowledge(
+        self, interaction: Interaction, kind: int, data: JSON, files: list[JSON]
+    ) -> JSON | None:
+        """What each callback type does; returns the message it created or edited, if any."""
         message: JSON | None = None
         if kind == 4:
             message = await self._create_message(
@@ -1074,20 +1103,8 @@ class FakeDiscord:
             errors.raise_if_any()
         elif kind == 9:
             interaction.modal = validate_modal(data)
-        interaction.acknowledged = True
         interaction.loading = kind == 5
-        self._bump()
-        meta: JSON = {"id": str(interaction.id), "type": interaction.type}
-        if message is None:
-            return {"interaction": meta, "resource": {"type": kind}}
-        interaction.original_id = int(message["id"])
-        meta["response_message_id"] = message["id"]
-        meta["response_message_loading"] = bool(message["flags"] & LOADING)
-        meta["response_message_ephemeral"] = bool(message["flags"] & EPHEMERAL)
-        return {
-            "interaction": meta,
-            "resource": {"type": kind, **({"message": message} if kind != 5 else {})},
-        }
+        return message
 
     def _webhook_interaction(self, request: _Request) -> Interaction:
         """The interaction behind a webhook token: acknowledged, and not older than ``token_lifetime``."""
@@ -1580,8 +1597,8 @@ class FakeDiscord:
         self, name: str, *, user: int | None = None, subcommand: str | None = None, **options: Any
     ) -> Interaction:
         """A slash command. Options are typed from the synced definition (an int for a STRING option is
-        sent as a string); an ``add_cdn_file()`` dict fills an attachment option; ``None`` omits one;
-        ``subcommand`` may be "group sub". Discord's client-side checks (required, choices, min/max)
+        sent as a string); an ``add_cdn_file()`` dict fills an attachment option, a user id a user option;
+        ``None`` omits one; ``user_=`` passes an option named ``user``; ``subcommand`` may be "group sub". Discord's client-side checks (required, choices, min/max)
         raise AssertionError; ``default_member_permissions`` is not enforced, so server-side checks
         can be tested."""
         await self.wait_ready(timeout=10)
@@ -1619,7 +1636,8 @@ class FakeDiscord:
         assert not any(o["type"] in (1, 2) for o in definitions), f"/{command['name']} needs a subcommand"
         built: list[JSON] = []
         resolved: JSON = {}
-        for name, value in values.items():
+        for key, value in values.items():
+            name = key.removesuffix("_")  # user_= for an option named like a keyword of slash()
             definition = next((o for o in definitions if o["name"] == name), None)
             names = [o["name"] for o in definitions]
             assert definition is not None, f"/{command['name']} has no option {name!r}; options: {names}"

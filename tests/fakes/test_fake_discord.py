@@ -98,7 +98,14 @@ class TinyBot(commands.Bot):
             await interaction.followup.send("first", ephemeral=not ephemeral)
             await interaction.followup.send("second", ephemeral=not ephemeral)
 
-        commands_: list[app_commands.Command[Any, Any, None]] = [edit, ping, slow, big, defer]
+        @app_commands.command(description="Who is that?")
+        async def whois(interaction: discord.Interaction, user: discord.Member) -> None:
+            invoker = interaction.user
+            assert isinstance(invoker, discord.Member)
+            admin = (user.guild_permissions.administrator, invoker.guild_permissions.administrator)
+            await interaction.response.send_message(f"{user.id} admin={admin}", ephemeral=True)
+
+        commands_: list[app_commands.Command[Any, Any, None]] = [edit, ping, slow, big, defer, whois]
         for command in commands_:
             self.tree.add_command(command, guild=self.guild)
 
@@ -150,7 +157,7 @@ async def test_startup_sequence_sync_and_bad_token(fake: FakeDiscord, bot: TinyB
     ]
     assert fake.identifies == 1
     assert [e.get("t") for e in fake.gateway_events_sent if e["op"] == 0][:2] == ["READY", "GUILD_CREATE"]
-    assert set(fake.commands) == {"edit", "ping", "slow", "big", "defer"}
+    assert set(fake.commands) == {"edit", "ping", "slow", "big", "defer", "whois"}
     assert fake.commands["edit"]["guild_id"] == str(fake.guild_id)
     assert bot.application_id == fake.app_id
     assert bot.user is not None and bot.user.id == fake.bot_user_id
@@ -166,6 +173,16 @@ async def test_startup_sequence_sync_and_bad_token(fake: FakeDiscord, bot: TinyB
             fake.api_base + "/nope", headers={"Authorization": f"Bot {fake.token}"}
         ) as response:
             assert (await response.json())["message"] == "fake discord: no route GET /nope"
+
+
+async def test_user_option_and_member_permissions(fake: FakeDiscord, bot: TinyBot) -> None:
+    whois = await fake.slash("whois", user_=fake.owner_id)  # the option is named like slash()'s `user`
+    assert (await whois.wait_response())["data"]["content"] == f"{fake.owner_id} admin=(True, False)"
+    moderator = fake.add_member("mod", permissions=discord.Permissions(administrator=True).value)
+    whois = await fake.slash("whois", user_=fake.member_id, user=moderator)
+    assert (await whois.wait_response())["data"]["content"] == f"{fake.member_id} admin=(False, True)"
+    with pytest.raises(AssertionError, match="missing required options"):
+        await fake.slash("whois")
 
 
 async def test_command_validation(fake: FakeDiscord, bot: TinyBot) -> None:

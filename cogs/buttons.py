@@ -1,0 +1,231 @@
+"""The buttons under progress and results, alive across restarts.
+
+Each is a `DynamicItem` whose custom_id holds only a job id (and an output index). The id
+carries no authority: anyone may Refine, Retry or Use a result and pays with their own
+credits, while Cancel and Delete check the job's owner (or Manage Server) in the database.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.jobs import EditOptions, InputImage
+from cogs import render
+from cogs.flow import as_input, can_moderate, start_edit
+from storage.jobs import Job
+
+if TYPE_CHECKING:
+    from bot.app import Retouch
+
+    Interaction = discord.Interaction[Retouch]
+
+# A text input in a modal holds at most 4000 characters (Discord's limit).
+MODAL_PROMPT_MAX = 4000
+GONE = "That edit no longer exists."
+
+
+async def _job(interaction: Interaction, job_id: int) -> Job | None:
+    job = await interaction.client.jobs.get(job_id)
+    if job is None:
+        await interaction.response.send_message(GONE, ephemeral=True)
+    return job
+
+
+def _result_images(message: discord.Message | None) -> list[discord.Attachment]:
+    return [a for a in (message.attachments if message else []) if a.width]
+
+
+class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"$^"):
+    """A button about one job: `retouch:<action>:<job id>[:<output>]`."""
+
+    action = ""
+    label = ""
+    emoji: str | None = None
+    style = discord.ButtonStyle.secondary
+
+    def __init__(self, job_id: int, output: int | None = None) -> None:
+        suffix = "" if output is None else f":{output}"
+        super().__init__(
+            discord.ui.Button(
+                label=self.label if output is None else f"{self.label} {output + 1}",
+                emoji=self.emoji,
+                style=self.style,
+                custom_id=f"retouch:{self.action}:{job_id}{suffix}",
+            )
+        )
+        self.job_id = job_id
+        self.output = output
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> _JobButton:
+        output = match.groupdict().get("output")
+        return cls(int(match["job_id"]), int(output) if output is not None else None)
+
+
+def _template(action: str) -> str:
+    return rf"retouch:{action}:(?P<job_id>[0-9]{{1,20}})(?::(?P<output>[0-3]))?"
+
+
+class RefineModal(discord.ui.Modal, title="Refine this edit"):
+    prompt: discord.ui.TextInput[RefineModal] = discord.ui.TextInput(
+        label="What should change next?",
+        custom_id="prompt",
+        style=discord.TextStyle.paragraph,
+        max_length=MODAL_PROMPT_MAX,
+        placeholder="e.g. now make it night time",
+    )
+
+    def __init__(self, parent: Job, output: int) -> None:
+        super().__init__(custom_id=f"retouch:refine-modal:{parent.id}:{output}")
+        self.parent = parent
+        self.output = output
+        self.prompt.default = parent.prompt[:MODAL_PROMPT_MAX]
+
+    async def on_submit(self, interaction: Interaction) -> None:  # type: ignore[override]
+        images = _result_images(interaction.message)
+        if self.output >= len(images):
+            await interaction.response.send_message(
+                "That result has no image left to refine; run a new /edit instead.", ephemeral=True
+            )
+            return
+        await start_edit(
+            interaction,
+            prompt=self.prompt.value,
+            inputs=[as_input(images[self.output])],
+            options=EditOptions.from_dict(self.parent.options),
+            kind="refine",
+            parent=self.parent,
+            parent_output=self.output,
+        )
+
+
+class RefineButton(_JobButton, template=_template("refine")):
+    """Refine (or, with an output index, "Use N"): this result becomes the next reference."""
+
+    action = "refine"
+    label = "Refine"
+    emoji: str | None = "✏️"
+    style = discord.ButtonStyle.primary
+
+    async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
+        job = await _job(interaction, self.job_id)
+        if job is not None:
+            await interaction.response.send_modal(RefineModal(job, self.output or 0))
+
+
+class UseButton(RefineButton, template=_template("use")):
+    action = "use"
+    label = "Use"
+    emoji = None
+    style = discord.ButtonStyle.secondary
+
+
+class RetryButton(_JobButton, template=_template("retry")):
+    """The same request again: same references, prompt and options."""
+
+    action = "retry"
+    label = "Retry"
+    emoji = "🔁"
+
+    async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
+        job = await _job(interaction, self.job_id)
+        if job is None:
+            return
+        await start_edit(
+            interaction,
+            prompt=job.prompt,
+            inputs=[InputImage(**item) for item in job.inputs],
+            options=EditOptions.from_dict(job.options),
+            kind="retry",
+            parent=job,
+        )
+
+
+class InfoButton(_JobButton, template=_template("info")):
+    action = "info"
+    label = "Info"
+    emoji = "ℹ️"
+
+    async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
+        job = await _job(interaction, self.job_id)
+        if job is None:
+            return
+        chain = await interaction.client.jobs.chain(job.id)
+        await interaction.response.send_message(
+            embed=render.info_embed(job, chain), ephemeral=True, allowed_mentions=render.NO_PINGS
+        )
+
+
+class DeleteButton(_JobButton, template=_template("delete")):
+    action = "delete"
+    label = "Delete"
+    emoji = "🗑️"
+    style = discord.ButtonStyle.danger
+
+    async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
+        job = await _job(interaction, self.job_id)
+        if job is None:
+            return
+        if interaction.user.id != job.user_id and not can_moderate(interaction):
+            await interaction.response.send_message(
+                "Only the member who asked for this edit, or a moderator, can delete it.", ephemeral=True
+            )
+            return
+        await interaction.response.defer()
+        if interaction.message is not None:
+            await interaction.message.delete()
+
+
+class CancelButton(_JobButton, template=_template("cancel")):
+    action = "cancel"
+    label = "Cancel"
+    emoji = "✖️"
+    style = discord.ButtonStyle.danger
+
+    async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
+        job = await _job(interaction, self.job_id)
+        if job is None:
+            return
+        if interaction.user.id != job.user_id and not can_moderate(interaction):
+            await interaction.response.send_message(
+                "Only the member who asked for this edit, or a moderator, can cancel it.", ephemeral=True
+            )
+            return
+        cancelled = await interaction.client.jobs.cancel(job.id)
+        if cancelled is None:
+            await interaction.response.send_message(
+                "This edit has already finished, so there is nothing to cancel.", ephemeral=True
+            )
+            return
+        await interaction.response.edit_message(content=render.cancelled_text(cancelled), view=None)
+
+
+DYNAMIC_ITEMS: tuple[type[_JobButton], ...] = (
+    RefineButton,
+    UseButton,
+    RetryButton,
+    InfoButton,
+    DeleteButton,
+    CancelButton,
+)
+
+
+def result_view(job_id: int, outputs: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for button in (RefineButton(job_id), RetryButton(job_id), InfoButton(job_id), DeleteButton(job_id)):
+        view.add_item(button)
+    if outputs > 1:
+        for index in range(outputs):
+            view.add_item(UseButton(job_id, index))
+    return view
+
+
+def progress_view(job_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(job_id))
+    return view
