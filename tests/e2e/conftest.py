@@ -34,7 +34,9 @@ async def discord_fake() -> AsyncIterator[FakeDiscord]:
     await fake.close()
 
 
-def env_for(fake: FakeDiscord, runflow: FakeRunflow, data: Path) -> dict[str, str]:
+def env_for(
+    fake: FakeDiscord, runflow: FakeRunflow, data: Path, overrides: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The configuration as environment variables, the way an operator would override it."""
     return {
         "RETOUCH_DISCORD__TOKEN": fake.token,
@@ -48,12 +50,15 @@ def env_for(fake: FakeDiscord, runflow: FakeRunflow, data: Path) -> dict[str, st
         "RETOUCH_STORAGE__FILES_DIR": str(data / "files"),
         "RETOUCH_WEB__PORT": "0",
         "RETOUCH_LOG__LEVEL": "INFO",
+        **(overrides or {}),
     }
 
 
-def settings_for(fake: FakeDiscord, runflow: FakeRunflow, data: Path) -> Settings:
+def settings_for(
+    fake: FakeDiscord, runflow: FakeRunflow, data: Path, overrides: Mapping[str, str] | None = None
+) -> Settings:
     table: dict[str, Any] = {}
-    for name, value in env_for(fake, runflow, data).items():
+    for name, value in env_for(fake, runflow, data, overrides).items():
         keys = name.removeprefix("RETOUCH_").lower().split("__")
         node = table
         for key in keys[:-1]:
@@ -102,10 +107,16 @@ class InProcessBot:
 
 
 @pytest.fixture
+def overrides() -> dict[str, str]:
+    """Extra RETOUCH_* settings for one test: `@pytest.mark.parametrize("overrides", [...])`."""
+    return {}
+
+
+@pytest.fixture
 async def retouch(
-    discord_fake: FakeDiscord, runflow: FakeRunflow, tmp_path: Path
+    discord_fake: FakeDiscord, runflow: FakeRunflow, tmp_path: Path, overrides: dict[str, str]
 ) -> AsyncIterator[InProcessBot]:
-    runner = InProcessBot(discord_fake, settings_for(discord_fake, runflow, tmp_path))
+    runner = InProcessBot(discord_fake, settings_for(discord_fake, runflow, tmp_path, overrides))
     await runner.start()
     yield runner
     await runner.stop()
