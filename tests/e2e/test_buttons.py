@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.e2e.conftest import InProcessBot
@@ -13,7 +15,7 @@ from tests.images import png
 ONE_WORKER = {"RETOUCH_PROVIDERS__RUNFLOW__MAX_CONCURRENCY": "1"}
 
 
-async def edit(fake: FakeDiscord, prompt: str = "make it blue", **options: object) -> dict:
+async def edit(fake: FakeDiscord, prompt: str = "make it blue", **options: Any) -> dict[str, Any]:
     await fake.slash("edit", prompt=prompt, image=fake.add_cdn_file(png(), "p.png"), **options)
     return await fake.wait_for_message(has_image)
 
