@@ -438,17 +438,30 @@ class JobService:
         )
         if moved is None:
             return None
+        return moved if await self._fetch_outputs(moved, result) else None
+
+    async def _fetch_outputs(self, job: Job, result: EditResult | None = None) -> bool:
+        """Download the outputs to disk; when a crash lost them, ask the host for the result again.
+
+        False when the job had to be failed instead (the member has been told).
+        """
         try:
-            await self._fetch_outputs(moved, result)
+            if result is None:
+                assert job.provider is not None and job.run_id is not None
+                result = await self._provider.result(Run(job.provider, job.run_id))
+            await self._store_outputs(job, result)
+        except ProviderError as error:
+            await self._fail(job, error)
+            return False
         except (DownloadError, images.ImageProblem) as exc:
             log.warning("job %d: fetching the result failed: %s", job.id, exc)
             await self._fail(
-                moved, Unavailable(f"the result could not be downloaded: {exc}", host=job.provider or "")
+                job, Unavailable(f"the result could not be downloaded: {exc}", host=job.provider or "")
             )
-            return None
-        return moved
+            return False
+        return True
 
-    async def _fetch_outputs(self, job: Job, result: EditResult) -> None:
+    async def _store_outputs(self, job: Job, result: EditResult) -> None:
         for idx, output in enumerate(result.images):
             if output.data is not None:
                 data = output.data
@@ -473,8 +486,13 @@ class JobService:
 
     async def _deliver(self, job: Job) -> None:
         limit = EditOptions.from_dict(job.options).upload_limit
+        outputs = await self._repo.outputs(job.id)
+        if not outputs:
+            if not await self._fetch_outputs(job):
+                return
+            outputs = await self._repo.outputs(job.id)
         files = []
-        for output in await self._repo.outputs(job.id):
+        for output in outputs:
             assert output.path is not None
             data = await self._files.read(Path(output.path))
             fitted = await asyncio.to_thread(images.fit_under, data, limit)

@@ -80,6 +80,7 @@ class DiscordDelivery:
                     "files": [discord.File(f.path, filename=f.filename) for f in files],
                     "view": result_view(job.id, len(files)),
                 },
+                nonce=f"retouch-{job.id}",
             )
         self._forget(job.id)
         return Receipt(message.id, [attachment.url for attachment in message.attachments])
@@ -93,13 +94,19 @@ class DiscordDelivery:
                         "content": render.failure_text(job, message, mention=mention),
                         "view": None,
                     },
+                    nonce=f"retouch-{job.id}-failed",
                 )
             except (discord.HTTPException, DeliveryFailed) as exc:
                 log.warning("job %d: could not tell the member it failed (%s)", job.id, exc)
         self._forget(job.id)
 
-    async def _post(self, job: Job, build: _Builder) -> discord.Message:
-        """Edit the original response, else post in the channel (never a private one), else DM."""
+    async def _post(self, job: Job, build: _Builder, *, nonce: str) -> discord.Message:
+        """Edit the original response, else post in the channel (never a private one), else DM.
+
+        Each way is safe to repeat after a crash: editing the original twice leaves one message,
+        and a channel or DM send carries a nonce Discord enforces, so a re-send within a few
+        minutes returns the first message instead of posting a second.
+        """
         found = self._webhook(job)
         if found is not None:
             webhook, message_id = found
@@ -117,12 +124,12 @@ class DiscordDelivery:
         if not EditOptions.from_dict(job.options).private:
             channel = self._bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
             try:
-                return await channel.send(**build(True), allowed_mentions=render.ONLY_USERS)
+                return await channel.send(**build(True), allowed_mentions=render.ONLY_USERS, nonce=nonce)
             except (discord.Forbidden, discord.NotFound):
                 log.info("job %d: channel %d unavailable; sending by DM", job.id, job.channel_id)
         try:
             user = await self._bot.fetch_user(job.user_id)
-            return await user.send(**build(False))
+            return await user.send(**build(False), nonce=nonce)
         except (discord.Forbidden, discord.NotFound) as exc:
             raise DeliveryFailed(
                 f"the channel and the member's DMs are closed to the bot ({exc.code})"

@@ -8,12 +8,18 @@ import aiohttp
 
 from bot.config import HostSettings, ProvidersSettings
 from bot.providers.base import Provider
+from bot.providers.eachlabs import EachlabsProvider
+from bot.providers.fal import FalProvider
+from bot.providers.openai import OpenAIProvider
 from bot.providers.runflow import RunflowProvider
 
 Factory = Callable[[HostSettings, aiohttp.ClientSession], Provider]
 
 FACTORIES: dict[str, Factory] = {
     "runflow": RunflowProvider,
+    "fal": FalProvider,
+    "eachlabs": EachlabsProvider,
+    "openai": OpenAIProvider,
 }
 
 

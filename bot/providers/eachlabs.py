@@ -1,0 +1,217 @@
+"""each::labs predictions: create one, then poll it (or take its webhook) until it finishes.
+
+Facts from docs.eachlabs.ai (API reference, errors, webhooks pages): `POST /v1/prediction`
+with `X-API-Key`, body `{model, version, input, webhook_url?, webhook_secret?}`, answers
+`{"status": "success", "predictionID": ...}`; `GET /v1/prediction/{id}` returns `{id, status,
+output, logs, metrics: {predict_time, cost}, urls}` with status starting | processing |
+success | failed | cancelled; `POST /v1/prediction/{id}/cancel` is best effort; every error is
+`{"error": "..."}` with the HTTP status saying which kind (429 may carry Retry-After).
+
+How often to poll is the job runner's business (it backs off from `providers.poll_interval`
+to `poll_interval_max`), so `status` is a single request like every other host's.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+
+from bot.config import HostSettings
+from bot.providers.base import (
+    ContentRejected,
+    EditRequest,
+    EditResult,
+    ImageRef,
+    InvalidRequest,
+    OutputImage,
+    ProviderError,
+    Run,
+    RunFailed,
+    RunState,
+    RunStatus,
+    Unavailable,
+)
+from bot.providers.fal import MASK_FIELD, int_or_none, nsfw_flag, output_images
+from bot.providers.http import request_json
+from bot.providers.openai import OPENAI_PRICES, token_usd_micros
+
+log = logging.getLogger(__name__)
+
+# The GPT image skill docs use "0.0.1"; the newest reference says the field is ignored.
+VERSION = "0.0.1"
+_STATUS = {
+    "starting": RunStatus.QUEUED,
+    "in_queue": RunStatus.QUEUED,
+    "queued": RunStatus.QUEUED,
+    "processing": RunStatus.RUNNING,
+    "success": RunStatus.SUCCEEDED,
+    "succeeded": RunStatus.SUCCEEDED,
+    # "error" is what each::labs' own skill docs poll for; the API reference says "failed".
+    "failed": RunStatus.FAILED,
+    "error": RunStatus.FAILED,
+    "cancelled": RunStatus.CANCELLED,
+    "canceled": RunStatus.CANCELLED,
+}
+# ASSUMPTION: a failed prediction carries only a message (`error`, else `logs`), so a safety
+# refusal can only be recognised by its wording.
+_CONTENT_MARKERS = ("content policy", "content_policy", "safety", "nsfw", "moderation")
+
+
+def _parse_error(body: Any) -> tuple[str | None, str | None]:
+    if isinstance(body, dict) and body.get("error"):
+        return None, str(body["error"])
+    return None, None
+
+
+def _image_url(image: ImageRef) -> str:
+    """each::labs documents that data URIs are refused, so only URLs can go there."""
+    if image.url is None:
+        raise InvalidRequest(
+            f"image {image.filename} is not at a URL, which each::labs requires", host="eachlabs"
+        )
+    return image.url
+
+
+def _outputs(output: Any) -> list[OutputImage]:
+    """`output` "varies by model": a URL, a list of URLs, or fal's `{images: [...]}`."""
+    if isinstance(output, str) and output:
+        return [OutputImage(url=output)]
+    if isinstance(output, list):
+        urls = [OutputImage(url=item) for item in output if isinstance(item, str) and item]
+        return urls or output_images({"images": output})
+    return output_images(output)
+
+
+def _usd_micros(prediction: dict[str, Any]) -> int | None:
+    metrics = prediction.get("metrics")
+    cost = metrics.get("cost") if isinstance(metrics, dict) else None
+    if isinstance(cost, int | float) and not isinstance(cost, bool) and 0 <= cost < 1_000_000:
+        return round(cost * 1_000_000)
+    output = prediction.get("output")
+    return token_usd_micros(output.get("usage"), OPENAI_PRICES) if isinstance(output, dict) else None
+
+
+def _duration_ms(prediction: dict[str, Any]) -> int | None:
+    metrics = prediction.get("metrics")
+    seconds = metrics.get("predict_time") if isinstance(metrics, dict) else None
+    if isinstance(seconds, int | float) and not isinstance(seconds, bool) and 0 <= seconds < 86_400:
+        return round(seconds * 1000)
+    return None
+
+
+def _failure(prediction: dict[str, Any]) -> ProviderError:
+    message = prediction.get("error") or prediction.get("logs") or "the prediction failed at each::labs"
+    text = str(message)
+    if any(marker in text.lower() for marker in _CONTENT_MARKERS):
+        return ContentRejected(text, host="eachlabs")
+    return RunFailed(text, host="eachlabs")
+
+
+def prediction_state(prediction: dict[str, Any]) -> RunState:
+    """A prediction (from a poll or a webhook) as a RunState."""
+    raw = prediction.get("status")
+    status = _STATUS.get(raw) if isinstance(raw, str) else None
+    if status is None:
+        raise Unavailable(f"each::labs reported an unknown status {raw!r}", host="eachlabs")
+    if status is RunStatus.FAILED:
+        return RunState(status, error=_failure(prediction))
+    if status is not RunStatus.SUCCEEDED:
+        return RunState(status)
+    output = prediction.get("output")
+    images = _outputs(output)
+    if not images:
+        return RunState(
+            RunStatus.FAILED, error=RunFailed("each::labs finished without any image", host="eachlabs")
+        )
+    result = EditResult(
+        images=images,
+        seed=int_or_none(output.get("seed")) if isinstance(output, dict) else None,
+        duration_ms=_duration_ms(prediction),
+        nsfw=nsfw_flag(output) if isinstance(output, dict) else False,
+        usd_micros=_usd_micros(prediction),
+    )
+    return RunState(status, result=result)
+
+
+class EachlabsProvider:
+    name = "eachlabs"
+
+    def __init__(self, settings: HostSettings, session: aiohttp.ClientSession) -> None:
+        if settings.api_key is None:
+            raise ValueError("providers.eachlabs.api_key is required")
+        self._settings = settings
+        self._session = session
+        self._headers = {"X-API-Key": settings.api_key.get_secret_value()}
+
+    async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        reply = await request_json(
+            self._session,
+            method,
+            f"{self._settings.base_url}{path}",
+            host=self.name,
+            parse_error=_parse_error,
+            timeout=self._settings.request_timeout,
+            headers=self._headers,
+            json_body=body,
+        )
+        if not isinstance(reply, dict):
+            raise Unavailable("each::labs sent a reply that is not a JSON object", host=self.name)
+        return reply
+
+    async def submit(self, request: EditRequest, *, callback_url: str | None = None) -> Run:
+        if not request.images:
+            raise InvalidRequest("an edit needs at least one image", host=self.name)
+        urls = [_image_url(image) for image in request.images]
+        model_input: dict[str, Any] = {
+            "prompt": request.prompt,
+            # The GPT Image v2 edit schema documents a single required `image_url`.
+            "image_url": urls[0],
+            "num_images": request.count,
+            "quality": request.quality,
+            # ASSUMPTION: fal's presets, since each::labs' GPT image schemas mirror fal's models.
+            "image_size": request.image_size,
+            "output_format": request.output_format,
+        }
+        if len(urls) > 1:
+            # ASSUMPTION: the GPT image family's `image_urls` (documented for v1.5 edit) for the
+            # extra references; the v2 schema is documented as open beyond `image_url`.
+            model_input["image_urls"] = urls
+        if request.mask is not None:
+            model_input[MASK_FIELD] = _image_url(request.mask)  # ASSUMPTION: the same name as fal
+        body: dict[str, Any] = {"model": self._settings.model, "version": VERSION, "input": model_input}
+        if callback_url is not None:
+            body["webhook_url"] = callback_url
+            if self._settings.callback_secret is not None:
+                body["webhook_secret"] = self._settings.callback_secret.get_secret_value()
+        reply = await self._call("POST", "/v1/prediction", body)
+        prediction_id = reply.get("predictionID")
+        if not isinstance(prediction_id, str) or not prediction_id:
+            raise Unavailable("each::labs accepted the prediction but sent no predictionID", host=self.name)
+        return Run(self.name, prediction_id)
+
+    async def status(self, run: Run) -> RunState:
+        return prediction_state(await self._call("GET", f"/v1/prediction/{run.run_id}"))
+
+    async def result(self, run: Run) -> EditResult:
+        state = await self.status(run)
+        if state.error is not None:
+            raise state.error
+        if state.result is None:
+            raise InvalidRequest(f"prediction {run.run_id} has not finished ({state.status})", host=self.name)
+        return state.result
+
+    async def cancel(self, run: Run) -> bool:
+        """Best effort at each::labs too: some upstreams finish (and bill) anyway."""
+        try:
+            reply = await self._call("POST", f"/v1/prediction/{run.run_id}/cancel")
+        except InvalidRequest:
+            return False  # unknown or already finished
+        except ProviderError as error:
+            log.warning("cancelling each::labs prediction %s failed: %s", run.run_id, error.message)
+            return False
+        return reply.get("status") in ("cancelled", "canceled")
+
+    async def close(self) -> None:
+        """The session belongs to the app, which closes it."""

@@ -1,0 +1,256 @@
+"""fal's queue: submit a request, then follow the URLs it hands back (or take its webhook).
+
+Facts from fal's queue docs and official client (see shared/providers.md, section 1):
+`POST {queue}/{model}` with the model input at the top level and `Authorization: Key ...`,
+optionally `?fal_webhook=<url>`; the reply carries `request_id`, `status_url`, `response_url`
+and `cancel_url`. Those URLs name the app without the endpoint's sub-path, so they are kept in
+`Run.data` and used as given, never rebuilt. Status is IN_QUEUE (with `queue_position`),
+IN_PROGRESS or COMPLETED, where a set `error`/`error_type` means the run failed. Model errors
+are `{"detail": [{"loc", "msg", "type"}]}` and infrastructure errors `{"detail": "...",
+"error_type": "..."}`; the `type`, never the message, says what happened.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+
+from bot.config import HostSettings
+from bot.providers.base import (
+    ContentRejected,
+    EditRequest,
+    EditResult,
+    ErrorKind,
+    ImageRef,
+    InvalidRequest,
+    OutputImage,
+    ProviderError,
+    Run,
+    RunFailed,
+    RunState,
+    RunStatus,
+    Unavailable,
+)
+from bot.providers.http import request_json
+from bot.providers.openai import TokenPrices, token_usd_micros
+
+log = logging.getLogger(__name__)
+
+CONTENT_CODES = frozenset({"content_policy_violation"})
+# ASSUMPTION: the mask field of `openai/gpt-image-2/edit`. providers.md found `mask_image_url` in
+# community code for fal's older GPT image endpoints; Runflow's proxy of this very model and
+# another host serving it through fal both document `mask_url`, as does design.md, so that wins.
+MASK_FIELD = "mask_url"
+# fal's model page for openai/gpt-image-2/edit: text in $5/M, image in $8/M, text out $10/M,
+# image out $30/M (not OpenAI's own prices).
+FAL_PRICES = TokenPrices(text_in=5, image_in=8, text_out=10, image_out=30)
+_URL_KEYS = ("status_url", "response_url", "cancel_url")
+_CANCELLED = ("OK", "CANCELLATION_REQUESTED")
+
+
+def parse_error(body: Any) -> tuple[str | None, str | None]:
+    """fal's error body as (type, message); a content-policy entry wins over the others."""
+    if not isinstance(body, dict):
+        return None, None
+    detail = body.get("detail")
+    error_type = body.get("error_type")
+    code = str(error_type) if error_type else None
+    message: str | None = None
+    if isinstance(detail, list):
+        entries = [entry for entry in detail if isinstance(entry, dict)]
+        types = [str(entry["type"]) for entry in entries if entry.get("type")]
+        if types:
+            code = next((kind for kind in types if kind in CONTENT_CODES), types[0])
+        message = "; ".join(str(entry["msg"]) for entry in entries if entry.get("msg")) or None
+    elif isinstance(detail, str) and detail:
+        message = detail
+    return code, message
+
+
+def run_error(body: Any, fallback: str) -> ProviderError:
+    """The error of a run fal has already finished: content, input, or a failure of its own."""
+    code, message = parse_error(body)
+    text = message or fallback
+    if code is not None and code in CONTENT_CODES:
+        return ContentRejected(text, host="fal", code=code)
+    if isinstance(body, dict) and isinstance(body.get("detail"), list):
+        return InvalidRequest(text, host="fal", code=code)
+    return RunFailed(text, host="fal", code=code)
+
+
+def int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def output_images(payload: Any) -> list[OutputImage]:
+    """The `images[]` of a fal-style model output (each::labs serves the same shape)."""
+    entries = payload.get("images") if isinstance(payload, dict) else None
+    if not isinstance(entries, list):
+        return []
+    return [
+        OutputImage(
+            url=entry["url"],
+            content_type=entry.get("content_type") if isinstance(entry.get("content_type"), str) else None,
+            width=int_or_none(entry.get("width")),
+            height=int_or_none(entry.get("height")),
+        )
+        for entry in entries
+        if isinstance(entry, dict) and isinstance(entry.get("url"), str) and entry["url"]
+    ]
+
+
+def nsfw_flag(payload: dict[str, Any]) -> bool:
+    """fal models report NSFW as `has_nsfw_concepts` (one bool per image) or a single flag."""
+    for key in ("has_nsfw_concepts", "nsfw_content_detected", "nsfw_detected", "nsfw"):
+        value = payload.get(key)
+        if isinstance(value, list):
+            return any(item is True for item in value)
+        if isinstance(value, bool):
+            return value
+    return False
+
+
+def output_state(payload: Any, duration_ms: int | None = None) -> RunState:
+    """A finished fal model output (result body or webhook payload) as a RunState."""
+    images = output_images(payload)
+    if not images or not isinstance(payload, dict):
+        return RunState(RunStatus.FAILED, error=RunFailed("fal finished without any image", host="fal"))
+    result = EditResult(
+        images=images,
+        seed=int_or_none(payload.get("seed")),
+        duration_ms=duration_ms,
+        nsfw=nsfw_flag(payload),
+        usd_micros=token_usd_micros(payload.get("usage"), FAL_PRICES),
+    )
+    return RunState(RunStatus.SUCCEEDED, result=result)
+
+
+def _image_url(image: ImageRef) -> str:
+    """fal fetches URLs itself and also accepts data URIs, so bytes travel inline."""
+    if image.url is not None:
+        return image.url
+    if image.data is None:
+        raise InvalidRequest(f"image {image.filename} has neither a URL nor bytes", host="fal")
+    return f"data:{image.content_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+
+
+def _duration_ms(status: dict[str, Any]) -> int | None:
+    metrics = status.get("metrics")
+    seconds = metrics.get("inference_time") if isinstance(metrics, dict) else None
+    if isinstance(seconds, int | float) and not isinstance(seconds, bool) and 0 <= seconds < 86_400:
+        return round(seconds * 1000)
+    return None
+
+
+class FalProvider:
+    name = "fal"
+
+    def __init__(self, settings: HostSettings, session: aiohttp.ClientSession) -> None:
+        if settings.api_key is None:
+            raise ValueError("providers.fal.api_key is required")
+        self._settings = settings
+        self._session = session
+        self._headers = {"Authorization": f"Key {settings.api_key.get_secret_value()}"}
+
+    async def _call(self, method: str, url: str, body: Any = None) -> dict[str, Any]:
+        reply = await request_json(
+            self._session,
+            method,
+            url,
+            host=self.name,
+            parse_error=parse_error,
+            timeout=self._settings.request_timeout,
+            headers=self._headers,
+            json_body=body,
+            content_codes=CONTENT_CODES,
+        )
+        if not isinstance(reply, dict):
+            raise Unavailable("fal sent a reply that is not a JSON object", host=self.name)
+        return reply
+
+    def _url(self, run: Run, key: str) -> str:
+        url = run.data.get(key)
+        if not isinstance(url, str) or not url:
+            # Rebuilding it would drop or keep the endpoint sub-path wrongly; only fal knows it.
+            raise InvalidRequest(
+                f"run {run.run_id} has no {key}: its Run.data was not kept with the job", host=self.name
+            )
+        return url
+
+    async def submit(self, request: EditRequest, *, callback_url: str | None = None) -> Run:
+        body: dict[str, Any] = {
+            "prompt": request.prompt,
+            "image_urls": [_image_url(image) for image in request.images],
+            "num_images": request.count,
+            "quality": request.quality,
+            "image_size": request.image_size,
+            "output_format": request.output_format,
+        }
+        if request.mask is not None:
+            body[MASK_FIELD] = _image_url(request.mask)
+        url = f"{self._settings.base_url}/{self._settings.model}"
+        if callback_url is not None:
+            url = f"{url}?{urlencode({'fal_webhook': callback_url})}"
+        reply = await self._call("POST", url, body)
+        request_id = reply.get("request_id")
+        urls = {key: reply.get(key) for key in _URL_KEYS}
+        if not isinstance(request_id, str) or not request_id:
+            raise Unavailable("fal accepted the request but sent no request_id", host=self.name)
+        if not all(isinstance(value, str) and value for value in urls.values()):
+            raise Unavailable(f"fal accepted request {request_id} but sent no queue URLs", host=self.name)
+        return Run(self.name, request_id, urls)
+
+    async def status(self, run: Run) -> RunState:
+        status = await self._call("GET", self._url(run, "status_url"))
+        raw = status.get("status")
+        if raw == "IN_QUEUE":
+            return RunState(RunStatus.QUEUED, queue_position=int_or_none(status.get("queue_position")))
+        if raw == "IN_PROGRESS":
+            return RunState(RunStatus.RUNNING)
+        if raw != "COMPLETED":
+            raise Unavailable(f"fal reported an unknown status {raw!r}", host=self.name)
+        if status.get("error") or status.get("error_type"):
+            return RunState(RunStatus.FAILED, error=await self._failure(run, status))
+        payload = await self._call("GET", self._url(run, "response_url"))
+        return output_state(payload, _duration_ms(status))
+
+    async def _failure(self, run: Run, status: dict[str, Any]) -> ProviderError:
+        """Why a finished run failed; the result URL answers with the model's typed error."""
+        fallback = str(status.get("error") or "the run failed at fal")
+        error_type = status.get("error_type")
+        code = str(error_type) if error_type else None
+        if code in CONTENT_CODES:
+            return ContentRejected(fallback, host=self.name, code=code)
+        try:
+            await self._call("GET", self._url(run, "response_url"))
+        except ProviderError as error:
+            if error.kind in (ErrorKind.CONTENT_REJECTED, ErrorKind.INVALID_REQUEST):
+                return error
+        # The run is over either way: a blip while asking why must not make it look unfinished.
+        return RunFailed(fallback, host=self.name, code=code)
+
+    async def result(self, run: Run) -> EditResult:
+        state = await self.status(run)
+        if state.error is not None:
+            raise state.error
+        if state.result is None:
+            raise InvalidRequest(f"run {run.run_id} has not finished ({state.status})", host=self.name)
+        return state.result
+
+    async def cancel(self, run: Run) -> bool:
+        """True when fal removed the request from its queue or signalled the runner to stop."""
+        try:
+            reply = await self._call("PUT", self._url(run, "cancel_url"))
+        except InvalidRequest:
+            return False  # ALREADY_COMPLETED or NOT_FOUND: nothing left to stop
+        except ProviderError as error:
+            log.warning("cancelling fal request %s failed: %s", run.run_id, error.message)
+            return False
+        return reply.get("status") in _CANCELLED
+
+    async def close(self) -> None:
+        """The session belongs to the app, which closes it."""

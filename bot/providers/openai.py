@@ -1,0 +1,297 @@
+"""OpenAI's own Images edits endpoint: one synchronous multipart request carries the whole edit.
+
+Facts from the API reference and the official SDK (see shared/providers.md, section 2):
+`POST /v1/images/edits` takes `image[]` file parts (up to 16, each under 50 MB), an optional
+`mask` PNG whose fully transparent pixels mark where to edit (same size as the first image,
+under 4 MB), and `model`, `prompt`, `n`, `size`, `quality`, `output_format`. GPT image models
+always answer with base64 images and a token `usage` block. Errors are
+`{"error": {"message", "type", "code"}}`.
+
+There is no job to look up later, so `submit` performs the edit and keeps the result in this
+process under a run id of our own; `status` and `result` then answer from memory. A restart
+while the request is in flight (or before the job runner has read the result) loses the run:
+OpenAI cannot be asked for it again, so `status` reports it failed and the job runner fails the
+job, which releases its credits; the member may Retry. The owner may still be billed by OpenAI
+for that lost edit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from bot.config import HostSettings
+from bot.files import DownloadError, FileStore
+from bot.providers.base import (
+    AuthFailed,
+    EditRequest,
+    EditResult,
+    ImageRef,
+    InvalidRequest,
+    OutputImage,
+    RateLimited,
+    Run,
+    RunFailed,
+    RunState,
+    RunStatus,
+    Unavailable,
+)
+from bot.providers.http import request_json
+
+# OpenAI accepts only these three fixed sizes (plus auto) for GPT image edits.
+SIZES = {
+    "auto": "auto",
+    "square": "1024x1024",
+    "square_hd": "1024x1024",
+    "landscape_4_3": "1536x1024",
+    "landscape_16_9": "1536x1024",
+    "portrait_4_3": "1024x1536",
+    "portrait_16_9": "1024x1536",
+}
+MAX_IMAGE_BYTES = 50_000_000
+MAX_MASK_BYTES = 4_000_000
+_CONTENT_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
+# Finished edits wait here until the job runner reads them, which it does right after submit
+# returns; the cap only bounds memory if nobody ever asks (each entry can hold several MB).
+_KEEP_RESULTS = 16
+
+
+@dataclass(frozen=True)
+class TokenPrices:
+    """USD per million tokens, which is also micro-USD per token."""
+
+    text_in: float
+    image_in: float
+    text_out: float
+    image_out: float
+
+
+# design.md: text in $5/M, image in $10/M, text out $40/M, image out $30/M.
+OPENAI_PRICES = TokenPrices(text_in=5, image_in=10, text_out=40, image_out=30)
+
+
+def _count(value: Any) -> int:
+    """A token count, or 0 for anything that cannot be one (a bigger count would be a lie)."""
+    plausible = isinstance(value, int) and not isinstance(value, bool) and 0 < value < 10**12
+    return value if plausible else 0
+
+
+def token_usd_micros(usage: Any, prices: TokenPrices) -> int | None:
+    """What a GPT image `usage` block costs; None when the reply carries no token counts.
+
+    Input tokens without a text/image split are priced as image tokens and output tokens
+    without one as image output, since image tokens dominate an edit and over-counting is the
+    safe side for the owner's budget cap.
+    """
+    if not isinstance(usage, dict):
+        return None
+    details_in = usage.get("input_tokens_details")
+    details_out = usage.get("output_tokens_details")
+    if isinstance(details_in, dict):
+        text_in, image_in = _count(details_in.get("text_tokens")), _count(details_in.get("image_tokens"))
+    else:
+        text_in, image_in = 0, _count(usage.get("input_tokens"))
+    if isinstance(details_out, dict):
+        text_out, image_out = _count(details_out.get("text_tokens")), _count(details_out.get("image_tokens"))
+    else:
+        text_out, image_out = 0, _count(usage.get("output_tokens"))
+    if not (text_in or image_in or text_out or image_out):
+        return None
+    return round(
+        text_in * prices.text_in
+        + image_in * prices.image_in
+        + text_out * prices.text_out
+        + image_out * prices.image_out
+    )
+
+
+def _parse_error(body: Any) -> tuple[str | None, str | None]:
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None, None
+    code = error.get("code") or error.get("type")
+    message = error.get("message")
+    return (str(code) if code else None, str(message) if message else None)
+
+
+def _alpha_mask(mask: bytes, first_image: bytes) -> bytes:
+    """The member's mask as OpenAI wants it: a PNG, transparent where the edit may change pixels.
+
+    ASSUMPTION (the bot has no mask convention of its own yet): a mask that already has some
+    transparency is taken as OpenAI-style; an opaque one is read as the white-means-edit
+    convention of the URL hosts' `mask_url`. It is resized to the first image, which OpenAI
+    requires.
+    """
+    try:
+        with Image.open(io.BytesIO(first_image)) as image:
+            size = image.size
+        with Image.open(io.BytesIO(mask)) as opened:
+            opened.load()
+            rgba = opened.convert("RGBA")
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise InvalidRequest("the mask or the first image is not a readable image", host="openai") from exc
+    alpha = rgba.getchannel("A")
+    low, _ = alpha.getextrema()
+    if low == 255:
+        alpha = ImageOps.invert(rgba.convert("L"))
+    if alpha.size != size:
+        alpha = alpha.resize(size, Image.Resampling.NEAREST)
+    out = Image.new("RGBA", size, (0, 0, 0, 255))
+    out.putalpha(alpha)
+    buffer = io.BytesIO()
+    out.save(buffer, "PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _dimensions(size: Any) -> tuple[int | None, int | None]:
+    if isinstance(size, str) and "x" in size:
+        width, _, height = size.partition("x")
+        if width.isdigit() and height.isdigit():
+            return int(width), int(height)
+    return None, None
+
+
+def _edit_result(reply: Any, duration_ms: int | None = None) -> EditResult:
+    if not isinstance(reply, dict) or not isinstance(reply.get("data"), list):
+        raise Unavailable("OpenAI sent a reply without a data list", host="openai")
+    output_format = reply.get("output_format") if isinstance(reply.get("output_format"), str) else "png"
+    width, height = _dimensions(reply.get("size"))
+    images: list[OutputImage] = []
+    for entry in reply["data"]:
+        encoded = entry.get("b64_json") if isinstance(entry, dict) else None
+        if not isinstance(encoded, str):
+            continue
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise Unavailable("OpenAI sent an image that is not valid base64", host="openai") from exc
+        images.append(
+            OutputImage(data=data, content_type=f"image/{output_format}", width=width, height=height)
+        )
+    if not images:
+        raise RunFailed("OpenAI finished without any image", host="openai")
+    usd_micros = token_usd_micros(reply.get("usage"), OPENAI_PRICES)
+    return EditResult(images=images, duration_ms=duration_ms, usd_micros=usd_micros)
+
+
+class OpenAIProvider:
+    name = "openai"
+
+    def __init__(self, settings: HostSettings, session: aiohttp.ClientSession) -> None:
+        if settings.api_key is None:
+            raise ValueError("providers.openai.api_key is required")
+        self._settings = settings
+        self._session = session
+        self._headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
+        # Only its capped, streaming download is used; it never touches the disk.
+        self._downloads = FileStore(Path())
+        self._finished: OrderedDict[str, RunState] = OrderedDict()
+
+    async def _bytes(self, image: ImageRef) -> bytes:
+        if image.data is not None:
+            data = image.data
+        elif image.url is not None:
+            try:
+                data = await self._downloads.download(
+                    self._session,
+                    image.url,
+                    max_bytes=MAX_IMAGE_BYTES,
+                    timeout=self._settings.request_timeout,
+                )
+            except DownloadError as exc:
+                # The same URL is what every other host would need, so this is not OpenAI's outage.
+                raise InvalidRequest(
+                    f"image {image.filename} could not be fetched: {exc}", host=self.name
+                ) from exc
+        else:
+            raise InvalidRequest(f"image {image.filename} has neither a URL nor bytes", host=self.name)
+        if len(data) > MAX_IMAGE_BYTES:
+            raise InvalidRequest(f"image {image.filename} is larger than OpenAI accepts", host=self.name)
+        return data
+
+    async def _form(self, request: EditRequest) -> aiohttp.FormData:
+        images = await asyncio.gather(*(self._bytes(image) for image in request.images))
+        form = aiohttp.FormData()
+        form.add_field("model", self._settings.model)
+        form.add_field("prompt", request.prompt)
+        form.add_field("n", str(request.count))
+        form.add_field("size", SIZES.get(request.image_size, "auto"))
+        form.add_field("quality", request.quality)
+        form.add_field("output_format", request.output_format)
+        for image, data in zip(request.images, images, strict=True):
+            form.add_field("image[]", data, filename=image.filename, content_type=image.content_type)
+        if request.mask is not None:
+            mask = await asyncio.to_thread(_alpha_mask, await self._bytes(request.mask), images[0])
+            if len(mask) > MAX_MASK_BYTES:
+                raise InvalidRequest("the mask is larger than the 4 MB OpenAI accepts", host=self.name)
+            form.add_field("mask", mask, filename="mask.png", content_type="image/png")
+        return form
+
+    async def submit(self, request: EditRequest, *, callback_url: str | None = None) -> Run:
+        """The whole edit; `callback_url` is ignored because OpenAI answers on this request."""
+        if not request.images:
+            raise InvalidRequest("an edit needs at least one image", host=self.name)
+        form = await self._form(request)
+        started = time.monotonic()
+        try:
+            reply = await request_json(
+                self._session,
+                "POST",
+                f"{self._settings.base_url}/v1/images/edits",
+                host=self.name,
+                parse_error=_parse_error,
+                timeout=self._settings.request_timeout,
+                headers=self._headers,
+                data=form,
+                content_codes=_CONTENT_CODES,
+            )
+        except RateLimited as exc:
+            if exc.code == "insufficient_quota":
+                # A 429 by status, but it is the owner's billing: waiting will not help.
+                raise AuthFailed(exc.message, host=self.name, code=exc.code) from exc
+            raise
+        elapsed_ms = round((time.monotonic() - started) * 1000)
+        state = RunState(RunStatus.SUCCEEDED, result=_edit_result(reply, elapsed_ms))
+        run_id = f"openai-{request.job_id}-{uuid.uuid4().hex[:12]}"
+        self._finished[run_id] = state
+        while len(self._finished) > _KEEP_RESULTS:
+            self._finished.popitem(last=False)
+        return Run(self.name, run_id)
+
+    async def status(self, run: Run) -> RunState:
+        state = self._finished.get(run.run_id)
+        if state is None:
+            return RunState(
+                RunStatus.FAILED,
+                error=RunFailed(
+                    "the edit's result was lost (the bot restarted); retry the edit",
+                    host=self.name,
+                    code="lost_on_restart",
+                ),
+            )
+        return state
+
+    async def result(self, run: Run) -> EditResult:
+        state = await self.status(run)
+        if state.error is not None:
+            raise state.error
+        assert state.result is not None  # a kept run always succeeded
+        return state.result
+
+    async def cancel(self, run: Run) -> bool:
+        """Nothing runs at OpenAI once `submit` has returned, so there is nothing to stop."""
+        return False
+
+    async def close(self) -> None:
+        self._finished.clear()
