@@ -11,10 +11,11 @@ import yarl
 from discord.ext import commands
 
 from bot.config import Settings
+from bot.credits import CreditService
 from bot.files import FileStore
 from bot.jobs import JobService
-from bot.providers.registry import build_providers
-from bot.web import Health, WebServer, build_app
+from bot.providers.router import Router, build_router
+from bot.web import Callbacks, Health, WebServer, build_app, callback_hosts
 from cogs.delivery import DiscordDelivery
 from storage.db import Database, open_db
 from storage.jobs import JobRepository
@@ -42,6 +43,8 @@ class Retouch(commands.Bot):
     db: Database
     jobs: JobService
     web: WebServer
+    router: Router
+    credits: CreditService
 
     def __init__(self, settings: Settings, *, guild_ready_timeout: float = 2.0) -> None:
         # Slash commands and components arrive without any privileged intent; `guilds` keeps
@@ -63,25 +66,33 @@ class Retouch(commands.Bot):
         settings = self.settings
         self.session = aiohttp.ClientSession()
         self.db = await open_db(settings.storage.path)
-        providers = build_providers(settings.providers, self.session)
+        self.router = build_router(settings.providers, self.session)
+        self.credits = CreditService(self.db, settings.credits, settings.budget)
+        first_host = getattr(settings.providers, settings.providers.order[0])
         self.jobs = JobService(
             repo=JobRepository(self.db),
-            provider=providers[0],
+            provider=self.router,
+            credits=self.credits,
+            usd_per_image=first_host.usd_per_image,
             files=FileStore(settings.storage.files_dir),
             session=self.session,
-            concurrency=settings.providers.runflow.max_concurrency,
+            concurrency=sum(
+                getattr(settings.providers, host).max_concurrency for host in settings.providers.order
+            ),
             max_per_member=settings.editing.max_jobs_per_member,
             max_per_server=settings.editing.max_jobs_per_server,
             poll_interval=settings.providers.poll_interval,
             poll_interval_max=settings.providers.poll_interval_max,
             deadline=settings.providers.deadline,
+            callback_url=f"{settings.web.public_url}/callbacks/{{host}}" if settings.web.public_url else None,
         )
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self._sync_commands()
         self.web = WebServer(
             build_app(
-                Health(self.db.conn, gateway_ready=self.is_ready, accepting=lambda: self.jobs.accepting)
+                Health(self.db.conn, gateway_ready=self.is_ready, accepting=lambda: self.jobs.accepting),
+                Callbacks(callback_hosts(settings.providers), self.jobs.run_update),
             ),
             settings.web.host,
             settings.web.port,

@@ -75,7 +75,7 @@ class FalSettings(HostSettings):
 
 class EachlabsSettings(HostSettings):
     base_url: str = "https://api.eachlabs.ai"
-    model: str = "openai-gpt-image-2-edit"
+    model: str = "gpt-image-v2-edit"
 
 
 class OpenAISettings(HostSettings):

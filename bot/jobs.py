@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from bot import images
+from bot.credits import Balance, CreditService, Estimate, InsufficientCredits, MemberBlocked
 from bot.files import DownloadError, FileStore
 from bot.providers.base import (
     EditRequest,
@@ -93,6 +94,12 @@ class EditOrder:
     application_id: int | None = None
     interaction_token: str | None = None
     status_message_id: int | None = None
+    role_ids: Sequence[int] = ()
+
+    @property
+    def credit_guild(self) -> int:
+        """Credits are kept per server; edits in DMs share the pseudo-server 0."""
+        return self.guild_id or 0
 
 
 @dataclass(frozen=True)
@@ -160,12 +167,20 @@ def member_message(error: ProviderError) -> str:
     return MEMBER_MESSAGES[error.kind].format(detail=error.message.rstrip("."))
 
 
+def _run_of(job: Job) -> Run:
+    """The host's handle on a submitted job, as stored with it."""
+    assert job.provider is not None and job.run_id is not None
+    return Run(job.provider, job.run_id, job.run_data)
+
+
 class JobService:
     def __init__(
         self,
         *,
         repo: JobRepository,
         provider: Provider,
+        credits: CreditService,
+        usd_per_image: Mapping[str, float],
         files: FileStore,
         session: aiohttp.ClientSession,
         concurrency: int,
@@ -174,9 +189,12 @@ class JobService:
         poll_interval: float,
         poll_interval_max: float,
         deadline: float,
+        callback_url: str | None = None,
     ) -> None:
         self._repo = repo
         self._provider = provider
+        self._credits = credits
+        self._usd_per_image = usd_per_image
         self._files = files
         self._session = session
         self._concurrency = concurrency
@@ -185,6 +203,8 @@ class JobService:
         self._poll_interval = poll_interval
         self._poll_interval_max = poll_interval_max
         self._deadline = deadline
+        self._callback_url = callback_url
+        self._wakeups: dict[int, asyncio.Event] = {}
         self._queue = FairQueue()
         self._workers: list[asyncio.Task[None]] = []
         self._delivery: Delivery | None = None
@@ -214,12 +234,55 @@ class JobService:
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
 
-    async def submit(self, order: EditOrder) -> Job:
-        """Write the job row and put it in line; the row exists before anything else happens."""
+    def estimate(self, options: EditOptions) -> Estimate:
+        """What an edit with these options costs, priced at the first host's rates."""
+        return self._credits.estimate(
+            quality=options.quality,
+            resolution=options.resolution,
+            count=options.count,
+            usd_per_image=self._usd_per_image,
+        )
+
+    async def preflight(self, order: EditOrder, estimate: Estimate) -> Balance:
+        """Every refusal that can be known before the job exists, so it can be answered privately.
+
+        Raises EditsPaused, TooManyJobs or a CreditError; returns the member's balance, which
+        the caller uses to decide whether to ask for confirmation.
+        """
         if not self.accepting:
             raise EditsPaused
         await self.check_limits(order.user_id, order.guild_id)
-        job = await self._repo.insert(
+        if await self._credits.is_blocked(order.credit_guild, order.user_id):
+            raise MemberBlocked
+        balance = await self._credits.balance(order.credit_guild, order.user_id, order.role_ids)
+        if estimate.credits > balance.available:
+            raise InsufficientCredits(estimate.credits, balance.available, balance.refills_at)
+        return balance
+
+    async def submit(self, order: EditOrder, estimate: Estimate) -> Job:
+        """Write the job row and reserve its credits in one transaction, then put it in line.
+
+        The row exists before anything else happens; if the reservation is refused (a
+        CreditError), the row is rolled back with it and nothing is left behind.
+        """
+        if not self.accepting:
+            raise EditsPaused
+        await self.check_limits(order.user_id, order.guild_id)
+        async with self._repo.transaction():
+            job = await self._insert(order, estimate)
+            await self._credits.reserve(
+                guild_id=order.credit_guild,
+                user_id=order.user_id,
+                role_ids=order.role_ids,
+                job_id=job.id,
+                estimate=estimate,
+            )
+        await self._queue.put(job.user_id, job.id)
+        log.info("job %d queued for user %d in guild %s", job.id, job.user_id, job.guild_id)
+        return job
+
+    async def _insert(self, order: EditOrder, estimate: Estimate) -> Job:
+        return await self._repo.insert(
             NewJob(
                 guild_id=order.guild_id,
                 channel_id=order.channel_id,
@@ -234,11 +297,9 @@ class JobService:
                 interaction_token=order.interaction_token,
                 status_message_id=order.status_message_id,
                 token_expires_at=utcnow() + TOKEN_LIFETIME if order.interaction_token else None,
+                credits_estimated=estimate.credits,
             )
         )
-        await self._queue.put(job.user_id, job.id)
-        log.info("job %d queued for user %d in guild %s", job.id, job.user_id, job.guild_id)
-        return job
 
     async def check_limits(self, user_id: int, guild_id: int | None) -> None:
         """Raise TooManyJobs when the member or the server has no room for another edit."""
@@ -280,7 +341,7 @@ class JobService:
         if job is None:
             raise KeyError(job_id)
         if job.state.final:
-            self._settle(job)
+            self._notify_waiters(job)
         return await waiter
 
     async def cancel(self, job_id: int) -> Job | None:
@@ -298,10 +359,11 @@ class JobService:
         )
         if moved is None:
             return None
+        await self._credits.release(job_id, reason="cancelled")
         log.info("job %d cancelled", job_id)
         if moved.run_id is not None and moved.provider is not None:
-            await self._stop_run(Run(moved.provider, moved.run_id))
-        self._settle(moved)
+            await self._stop_run(_run_of(moved))
+        self._notify_waiters(moved)
         return moved
 
     async def _stop_run(self, run: Run) -> None:
@@ -313,13 +375,35 @@ class JobService:
         if not stopped:
             log.info("%s cannot cancel run %s; its late result will be ignored", run.host, run.run_id)
 
-    def _settle(self, job: Job) -> None:
+    async def run_update(self, host: str, run_id: str) -> bool:
+        """A host says a run changed: poll it now rather than at the next interval.
+
+        The callback's own body is never trusted for the outcome; the poll asks the host
+        through its authenticated API, so a forged or replayed callback costs one request.
+        False when no running job has that run.
+        """
+        job = await self._repo.find_by_run(host, run_id)
+        if job is None or job.state is not JobState.RUNNING:
+            return False
+        self._wakeups.setdefault(job.id, asyncio.Event()).set()
+        return True
+
+    def _notify_waiters(self, job: Job) -> None:
         for waiter in self._waiters.pop(job.id, []):
             if not waiter.done():
                 waiter.set_result(job)
 
     async def recover(self) -> None:
         """Put every unfinished job back on its path; safe to run any number of times."""
+        for job in await self._repo.final_with_open_hold():
+            # A crash between the final state change and the ledger entry: finish the latter.
+            if job.state is JobState.DONE:
+                delivered = len(await self._repo.outputs(job.id))
+                await self._credits.settle(
+                    job.id, delivered_images=delivered, usd_micros=job.usd_micros or None
+                )
+            else:
+                await self._credits.release(job.id, reason=f"{job.state.value} (recovered)")
         for job in await self._repo.open_jobs():
             log.info("recovering job %d from state %s", job.id, job.state)
             if job.state in (JobState.QUEUED, JobState.SUBMITTING):
@@ -379,7 +463,7 @@ class JobService:
             output_format=options.output_format,
         )
         try:
-            run = await self._provider.submit(request)
+            run = await self._provider.submit(request, callback_url=self._callback_url)
         except ProviderError as error:
             await self._fail(moved, error)
             return None
@@ -389,6 +473,7 @@ class JobService:
             JobState.RUNNING,
             provider=run.host,
             run_id=run.run_id,
+            run_data=run.data,
             submitted_at=utcnow(),
         )
         if running is None:
@@ -397,8 +482,14 @@ class JobService:
         return running
 
     async def _wait(self, job: Job) -> Job | None:
-        assert job.run_id is not None and job.provider is not None
-        run = Run(job.provider, job.run_id)
+        try:
+            return await self._poll(job)
+        finally:
+            self._wakeups.pop(job.id, None)
+
+    async def _poll(self, job: Job) -> Job | None:
+        """Ask the host until the run ends, backing off, or sooner when a callback says so."""
+        run = _run_of(job)
         started = job.submitted_at or job.created_at
         interval = self._poll_interval
         last_shown = 0.0
@@ -424,8 +515,12 @@ class JobService:
             if time.monotonic() - last_shown >= PROGRESS_INTERVAL:
                 last_shown = time.monotonic()
                 await self.delivery.show_progress(job, Progress(JobState.RUNNING, elapsed=elapsed))
-            await asyncio.sleep(interval)
-            interval = min(interval * 1.5, self._poll_interval_max)
+            wakeup = self._wakeups.setdefault(job.id, asyncio.Event())
+            try:
+                await asyncio.wait_for(wakeup.wait(), interval)
+            except TimeoutError:
+                interval = min(interval * 1.5, self._poll_interval_max)
+            wakeup.clear()
 
     async def _finish_run(
         self, job: Job, result: EditResult | None, error: ProviderError | None, status: RunStatus
@@ -447,8 +542,7 @@ class JobService:
         """
         try:
             if result is None:
-                assert job.provider is not None and job.run_id is not None
-                result = await self._provider.result(Run(job.provider, job.run_id))
+                result = await self._provider.result(_run_of(job))
             await self._store_outputs(job, result)
         except ProviderError as error:
             await self._fail(job, error)
@@ -517,6 +611,7 @@ class JobService:
             await self._fail(job, Unavailable(f"the result could not be posted: {exc}", host="discord"))
             return
         await self._repo.set_output_urls(job.id, receipt.urls)
+        await self._credits.settle(job.id, delivered_images=len(files), usd_micros=job.usd_micros or None)
         done = await self._repo.move(
             job.id,
             [JobState.DELIVERING],
@@ -526,7 +621,7 @@ class JobService:
         )
         if done is not None:
             log.info("job %d delivered as message %d", job.id, receipt.message_id)
-            self._settle(done)
+            self._notify_waiters(done)
 
     async def _fail(self, job: Job, error: ProviderError) -> None:
         log.warning("job %d failed at %s: %s (%s)", job.id, error.host or "?", error.message, error.kind)
@@ -539,5 +634,6 @@ class JobService:
             completed_at=utcnow(),
         )
         if moved is not None:
+            await self._credits.release(job.id, reason=f"failed: {error.kind.value}")
             await self.delivery.report_failure(moved, member_message(error))
-            self._settle(moved)
+            self._notify_waiters(moved)

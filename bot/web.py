@@ -1,13 +1,21 @@
-"""The bot's own HTTP server: health for Docker and monitors (later: metrics and host callbacks)."""
+"""The bot's own HTTP server: health for Docker and monitors, and the hosts' run callbacks."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiosqlite
 from aiohttp import web
+
+from bot.config import ProvidersSettings
+from bot.providers.callbacks import (
+    parse_eachlabs_webhook,
+    parse_fal_webhook,
+    parse_runflow_callback,
+    verify_runflow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +30,57 @@ class Health:
 
 
 HEALTH_KEY = web.AppKey("health", Health)
+
+MAX_CALLBACK_BYTES = 1024 * 1024
+RunIdParser = Callable[[bytes], str]
+"""A host's callback body -> the run id it is about; ValueError when it cannot say."""
+Verifier = Callable[[bytes, Mapping[str, str]], bool]
+
+
+@dataclass(frozen=True)
+class CallbackHost:
+    parse_run_id: RunIdParser
+    verify: Verifier | None
+    """None when the host's callbacks cannot be verified (unsigned); they only prompt a poll."""
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    hosts: Mapping[str, CallbackHost]
+    on_run_update: Callable[[str, str], Awaitable[bool]]
+
+
+CALLBACKS_KEY = web.AppKey("callbacks", Callbacks)
+
+
+async def callback(request: web.Request) -> web.Response:
+    """Answer fast and idempotently: verify, find the run, wake its poll; never trust the body."""
+    callbacks = request.app[CALLBACKS_KEY]
+    host_name = request.match_info["host"]
+    host = callbacks.hosts.get(host_name)
+    if host is None:
+        return web.json_response({"error": "unknown host"}, status=404)
+    if request.content_length is not None and request.content_length > MAX_CALLBACK_BYTES:
+        return web.json_response({"error": "body too large"}, status=413)
+    raw = await request.content.read(MAX_CALLBACK_BYTES + 1)
+    if len(raw) > MAX_CALLBACK_BYTES:
+        return web.json_response({"error": "body too large"}, status=413)
+    if host.verify is not None and not host.verify(raw, request.headers):
+        log.warning(
+            "rejected a %s callback with a missing or wrong signature from %s", host_name, request.remote
+        )
+        return web.json_response({"error": "bad signature"}, status=401)
+    try:
+        run_id = host.parse_run_id(raw)
+    except ValueError as exc:
+        log.warning("rejected an unreadable %s callback: %s", host_name, exc)
+        return web.json_response({"error": "unreadable body"}, status=400)
+    known = await callbacks.on_run_update(host_name, run_id)
+    if not known:
+        log.info(
+            "%s callback for run %s matches no running edit (late, repeated or unknown)", host_name, run_id
+        )
+    return web.json_response({"ok": True})
 
 
 async def _database_ok(db: aiosqlite.Connection) -> bool:
@@ -47,10 +106,13 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if database and gateway else 503)
 
 
-def build_app(health: Health) -> web.Application:
-    app = web.Application()
+def build_app(health: Health, callbacks: Callbacks | None = None) -> web.Application:
+    app = web.Application(client_max_size=MAX_CALLBACK_BYTES)
     app[HEALTH_KEY] = health
     app.router.add_get("/healthz", healthz)
+    if callbacks is not None:
+        app[CALLBACKS_KEY] = callbacks
+        app.router.add_post("/callbacks/{host}", callback)
     return app
 
 
@@ -70,3 +132,24 @@ class WebServer:
 
     async def stop(self) -> None:
         await self._runner.cleanup()
+
+
+def _runflow_verifier(secret: str) -> Verifier:
+    return lambda raw, headers: verify_runflow(raw, headers, secret)
+
+
+def callback_hosts(settings: ProvidersSettings) -> dict[str, CallbackHost]:
+    """The configured hosts that call back, each with its parser and, with a secret, its check."""
+    parsers: dict[str, RunIdParser] = {
+        "runflow": lambda raw: parse_runflow_callback(raw)[0],
+        "fal": lambda raw: parse_fal_webhook(raw)[0],
+        "eachlabs": lambda raw: parse_eachlabs_webhook(raw)[0],
+    }
+    hosts: dict[str, CallbackHost] = {}
+    for name in settings.order:
+        if name not in parsers:
+            continue
+        secret = getattr(settings, name).callback_secret
+        verify = _runflow_verifier(secret.get_secret_value()) if name == "runflow" and secret else None
+        hosts[name] = CallbackHost(parsers[name], verify)
+    return hosts

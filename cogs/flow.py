@@ -1,26 +1,33 @@
 """The one path every edit takes in Discord, whichever command or button started it.
 
-Cheap checks run before deferring, so their answers can be private; the member then sees a
-public (or, with `private`, ephemeral) "thinking" message that becomes the progress display
-and, in the end, the result.
+Every refusal that can be known before the job exists (prompt, DMs, pause, limits, block,
+credits) is answered privately before deferring. Edits that cost more than the server's
+threshold, or more than half of what the member has left, ask for confirmation first. The
+member then sees a "thinking" message that becomes the progress display and the result.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import discord
 
+from bot.credits import Balance, CreditError, Estimate
 from bot.jobs import EditOptions, EditOrder, EditsPaused, InputImage, Progress, TooManyJobs
 from bot.validation import AttachmentFacts, attachment_problem, prompt_problem
+from cogs import render
 from storage.jobs import Job, JobState
 
 if TYPE_CHECKING:
     from bot.app import Retouch
 
+    Interaction = discord.Interaction[Retouch]
+
 PAUSED = "Retouch is not taking new edits right now (it may be restarting); try again in a minute."
 NOT_IN_DMS = "Editing in direct messages is turned off on this bot; use /edit in a server channel."
+CONFIRM_TIMEOUT = 300.0
 
 
 def image_facts(attachment: discord.Attachment) -> AttachmentFacts:
@@ -57,13 +64,42 @@ def too_many_text(error: TooManyJobs) -> str:
     return f"This server already has {error.limit} edits in progress; try again in a minute."
 
 
-def can_moderate(interaction: discord.Interaction[Retouch]) -> bool:
+def refusal(error: Exception) -> str:
+    if isinstance(error, TooManyJobs):
+        return too_many_text(error)
+    if isinstance(error, CreditError):
+        return error.message
+    return PAUSED
+
+
+def can_moderate(interaction: Interaction) -> bool:
     """Manage Server in this channel; checked here, not only by Discord's command defaults."""
     return interaction.guild is not None and interaction.permissions.manage_guild
 
 
+def role_ids(interaction: Interaction) -> list[int]:
+    user = interaction.user
+    return [role.id for role in user.roles] if isinstance(user, discord.Member) else []
+
+
+def needs_confirmation(interaction: Interaction, estimate: Estimate, balance: Balance) -> bool:
+    threshold = interaction.client.settings.credits.confirm_above
+    return estimate.credits > threshold or estimate.credits * 2 > balance.available
+
+
+async def open_status(interaction: Interaction, private: bool) -> int:
+    """The message that will show progress and then the result; its id is kept with the job."""
+    if not interaction.response.is_done():
+        deferred = await interaction.response.defer(thinking=True, ephemeral=private)
+        if deferred is not None and deferred.message_id is not None:
+            return deferred.message_id
+        return (await interaction.original_response()).id
+    message = await interaction.followup.send("⏳ Starting…", ephemeral=private, wait=True)
+    return message.id
+
+
 async def start_edit(
-    interaction: discord.Interaction[Retouch],
+    interaction: Interaction,
     *,
     prompt: str,
     inputs: Sequence[InputImage],
@@ -71,27 +107,11 @@ async def start_edit(
     kind: str = "edit",
     parent: Job | None = None,
     parent_output: int | None = None,
+    confirmed: bool = False,
 ) -> Job | None:
-    """Check, defer, queue and show the place in line; None when the member was told no."""
+    """Check, maybe confirm, defer, queue and show the place in line; None when refused."""
     bot = interaction.client
-    problem = prompt_problem(prompt)
-    if problem is None and interaction.guild_id is None and not bot.settings.editing.allow_dms:
-        problem = NOT_IN_DMS
-    if problem is None and not bot.jobs.accepting:
-        problem = PAUSED
-    if problem is None:
-        try:
-            await bot.jobs.check_limits(interaction.user.id, interaction.guild_id)
-        except TooManyJobs as error:
-            problem = too_many_text(error)
-    if problem is not None:
-        await interaction.response.send_message(problem, ephemeral=True)
-        return None
     chosen = EditOptions.from_dict({**options.to_dict(), "upload_limit": interaction.filesize_limit})
-    deferred = await interaction.response.defer(thinking=True, ephemeral=chosen.private)
-    status_message_id = deferred.message_id if deferred is not None else None
-    if status_message_id is None:
-        status_message_id = (await interaction.original_response()).id
     order = EditOrder(
         guild_id=interaction.guild_id,
         channel_id=interaction.channel_id or 0,
@@ -104,16 +124,78 @@ async def start_edit(
         parent_output=parent_output,
         application_id=interaction.application_id,
         interaction_token=interaction.token,
-        status_message_id=status_message_id,
+        role_ids=role_ids(interaction),
     )
-    try:
-        job = await bot.jobs.submit(order)
-    except EditsPaused:
-        await interaction.edit_original_response(content=PAUSED)
+    estimate = bot.jobs.estimate(chosen)
+    problem = prompt_problem(prompt)
+    if problem is None and interaction.guild_id is None and not bot.settings.editing.allow_dms:
+        problem = NOT_IN_DMS
+    balance: Balance | None = None
+    if problem is None:
+        try:
+            balance = await bot.jobs.preflight(order, estimate)
+        except (EditsPaused, TooManyJobs, CreditError) as error:
+            problem = refusal(error)
+    if problem is not None or balance is None:
+        await _answer_privately(interaction, problem or PAUSED)
         return None
-    except TooManyJobs as error:
-        await interaction.edit_original_response(content=too_many_text(error))
+    if not confirmed and needs_confirmation(interaction, estimate, balance):
+        view = ConfirmView(order, estimate, parent)
+        await interaction.response.send_message(
+            render.confirm_text(estimate, balance), view=view, ephemeral=True
+        )
+        return None
+    status_message_id = await open_status(interaction, chosen.private)
+    return await _submit(interaction, replace(order, status_message_id=status_message_id), estimate)
+
+
+async def _answer_privately(interaction: Interaction, text: str) -> None:
+    if interaction.response.is_done():
+        await interaction.followup.send(text, ephemeral=True)
+    else:
+        await interaction.response.send_message(text, ephemeral=True)
+
+
+async def _submit(interaction: Interaction, order: EditOrder, estimate: Estimate) -> Job | None:
+    bot = interaction.client
+    try:
+        job = await bot.jobs.submit(order, estimate)
+    except (EditsPaused, TooManyJobs, CreditError) as error:
+        # Rare: the situation changed between the private checks and now.
+        await interaction.followup.edit_message(order.status_message_id or 0, content=refusal(error))
         return None
     position = bot.jobs.queue_position(job.id)
     await bot.jobs.delivery.show_progress(job, Progress(JobState.QUEUED, queue_position=position))
     return job
+
+
+class ConfirmView(discord.ui.View):
+    """Go / no-go on an expensive edit; in memory only, as it is answered within minutes."""
+
+    def __init__(self, order: EditOrder, estimate: Estimate, parent: Job | None) -> None:
+        super().__init__(timeout=CONFIRM_TIMEOUT)
+        self.order = order
+        self.estimate = estimate
+        self.parent = parent
+
+    @discord.ui.button(label="Confirm", style=discord.ButtonStyle.success)
+    async def confirm(self, interaction: Interaction, button: discord.ui.Button[ConfirmView]) -> None:
+        self.stop()
+        await interaction.response.edit_message(
+            content=f"✅ Confirmed: {self.estimate.credits} credits.", view=None
+        )
+        await start_edit(
+            interaction,
+            prompt=self.order.prompt,
+            inputs=self.order.images,
+            options=self.order.options,
+            kind=self.order.kind,
+            parent=self.parent,
+            parent_output=self.order.parent_output,
+            confirmed=True,
+        )
+
+    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
+    async def cancel(self, interaction: Interaction, button: discord.ui.Button[ConfirmView]) -> None:
+        self.stop()
+        await interaction.response.edit_message(content="Cancelled; nothing was charged.", view=None)

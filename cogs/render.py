@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import discord
 
+from bot.credits import Balance, Estimate
 from bot.jobs import Progress, ResultFile
 from storage.jobs import Job, JobState
 
@@ -41,7 +42,9 @@ def result_text(job: Job, files: Sequence[ResultFile], *, mention: bool) -> str:
     if job.submitted_at is not None:
         seconds = f" · {int((discord.utils.utcnow() - job.submitted_at).total_seconds())} s"
     shrunk = " · shrunk to fit Discord's upload limit" if any(f.shrunk for f in files) else ""
-    return f"{who}> {quote_prompt(job.prompt)}\n✅ Edit #{job.id}{seconds}{shrunk}"
+    per_image = job.credits_estimated // max(1, int(job.options.get("count", 1)))
+    cost = f" · {per_image * len(files)} credits" if per_image else ""
+    return f"{who}> {quote_prompt(job.prompt)}\n✅ Edit #{job.id}{seconds}{cost}{shrunk}"
 
 
 def failure_text(job: Job, message: str, *, mention: bool) -> str:
@@ -116,3 +119,11 @@ def info_embed(job: Job, chain: Sequence[Job]) -> discord.Embed:
         steps = " ← ".join(f"#{parent.id}" for parent in chain)
         embed.add_field(name="Continues from", value=steps, inline=False)
     return embed
+
+
+def confirm_text(estimate: Estimate, balance: Balance) -> str:
+    images = f"{estimate.images} images" if estimate.images > 1 else "1 image"
+    return (
+        f"This edit ({images}) costs **{estimate.credits} credits**; you have {balance.available}, "
+        f"so {balance.available - estimate.credits} would be left. Go ahead?"
+    )

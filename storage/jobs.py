@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+import aiosqlite
 
 from storage.db import Database
 
@@ -65,6 +68,7 @@ class Job:
     mask: Mapping[str, Any] | None
     provider: str | None
     run_id: str | None
+    run_data: Mapping[str, Any]
     application_id: int | None
     interaction_token: str | None
     token_expires_at: datetime | None
@@ -98,6 +102,7 @@ class Job:
             mask=json.loads(row["mask"]) if row["mask"] else None,
             provider=row["provider"],
             run_id=row["run_id"],
+            run_data=json.loads(row["run_data"]),
             application_id=row["application_id"],
             interaction_token=row["interaction_token"],
             token_expires_at=_dt(row["token_expires_at"]),
@@ -169,6 +174,7 @@ _MOVABLE = frozenset(
     {
         "provider",
         "run_id",
+        "run_data",
         "status_message_id",
         "result_message_id",
         "credits_charged",
@@ -225,6 +231,13 @@ class JobRepository:
         assert found is not None
         return found
 
+    async def find_by_run(self, provider: str, run_id: str) -> Job | None:
+        async with self._conn.execute(
+            "SELECT * FROM jobs WHERE provider = ? AND run_id = ?", (provider, run_id)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else Job.from_row(row)
+
     async def get(self, job_id: int) -> Job | None:
         async with self._conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cursor:
             row = await cursor.fetchone()
@@ -246,7 +259,11 @@ class JobRepository:
         values: list[Any] = [to.value, _ts(utcnow())]
         for name, value in fields.items():
             assignments.append(f"{name} = ?")
-            values.append(_ts(value) if isinstance(value, datetime) else value)
+            if isinstance(value, datetime):
+                value = _ts(value)
+            elif isinstance(value, Mapping):
+                value = json.dumps(dict(value))
+            values.append(value)
         marks = ", ".join("?" for _ in expected_states)
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
@@ -276,6 +293,28 @@ class JobRepository:
         async with self._conn.execute(
             "SELECT * FROM jobs WHERE user_id = ? ORDER BY id DESC LIMIT ? OFFSET ?",
             (user_id, limit, offset),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [Job.from_row(row) for row in rows]
+
+    def transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
+        """A unit the job row shares with other repositories' writes (its credit reservation)."""
+        return self._db.transaction()
+
+    async def final_with_open_hold(self) -> list[Job]:
+        """Finished jobs whose credit reservation was never captured or released."""
+        final = tuple(state.value for state in FINAL_STATES)
+        marks = ", ".join("?" for _ in final)
+        async with self._conn.execute(
+            f"""
+            SELECT jobs.* FROM jobs JOIN ledger AS held ON held.job_id = jobs.id AND held.kind = 'reserve'
+            WHERE jobs.state IN ({marks}) AND NOT EXISTS (
+                SELECT 1 FROM ledger AS done
+                WHERE done.job_id = jobs.id AND done.kind IN ('capture', 'release')
+            )
+            ORDER BY jobs.id
+            """,  # noqa: S608
+            final,
         ) as cursor:
             rows = await cursor.fetchall()
         return [Job.from_row(row) for row in rows]

@@ -181,7 +181,12 @@ class Router:
             attempt += 1
             async with host.slots:
                 try:
-                    run = await host.provider.submit(request, callback_url=callback_url)
+                    run = await host.provider.submit(
+                        request,
+                        callback_url=callback_url.replace("{host}", host.provider.name)
+                        if callback_url
+                        else None,
+                    )
                 except ProviderError as error:
                     if error.kind not in _HOST_DOWN:
                         host.breaker.succeeded()  # the host answered: it is up
@@ -201,6 +206,7 @@ class Router:
             await self._sleep(delay)
 
     async def submit(self, request: EditRequest, *, callback_url: str | None = None) -> Run:
+        """Submit to the first host that takes it; `{host}` in `callback_url` becomes its name."""
         last: ProviderError | None = None
         for name, host in self._hosts.items():
             if not host.breaker.allow():

@@ -9,7 +9,6 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import discord
 import pytest
@@ -50,21 +49,20 @@ def env_for(
         "RETOUCH_STORAGE__FILES_DIR": str(data / "files"),
         "RETOUCH_WEB__PORT": "0",
         "RETOUCH_LOG__LEVEL": "INFO",
+        # Enough that tests about something else never stop to confirm a cost.
+        "RETOUCH_CREDITS__DEFAULT_ALLOWANCE": "1000",
+        "RETOUCH_CREDITS__CONFIRM_ABOVE": "1000",
         **(overrides or {}),
     }
 
 
-def settings_for(
-    fake: FakeDiscord, runflow: FakeRunflow, data: Path, overrides: Mapping[str, str] | None = None
-) -> Settings:
-    table: dict[str, Any] = {}
-    for name, value in env_for(fake, runflow, data, overrides).items():
-        keys = name.removeprefix("RETOUCH_").lower().split("__")
-        node = table
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-        node[keys[-1]] = value
-    return Settings(**table)
+def settings_for(env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings read from the environment exactly as `python -m bot` would read them."""
+    for name in [name for name in os.environ if name.startswith("RETOUCH_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Settings()
 
 
 class InProcessBot:
@@ -114,9 +112,14 @@ def overrides() -> dict[str, str]:
 
 @pytest.fixture
 async def retouch(
-    discord_fake: FakeDiscord, runflow: FakeRunflow, tmp_path: Path, overrides: dict[str, str]
+    discord_fake: FakeDiscord,
+    runflow: FakeRunflow,
+    tmp_path: Path,
+    overrides: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[InProcessBot]:
-    runner = InProcessBot(discord_fake, settings_for(discord_fake, runflow, tmp_path, overrides))
+    env = env_for(discord_fake, runflow, tmp_path, overrides)
+    runner = InProcessBot(discord_fake, settings_for(env, monkeypatch))
     await runner.start()
     yield runner
     await runner.stop()

@@ -14,7 +14,8 @@ The output is a list of image URLs (the GPT Image v2 skill docs say "array of im
 ``output_shape = "fal"`` switches to fal's ``{images, has_nsfw_concepts, seed}`` instead, the
 only shape in which an NSFW flag can travel. ASSUMPTIONS of the fake: a failed prediction
 carries its reason in ``error`` (and ``logs``), and cancelling a finished prediction is a 400.
-Webhooks are not sent: the header carrying their signature is undocumented.
+When a prediction has a ``webhook_url``, the finished prediction object is POSTed to it
+(loopback only) without a signature: the header carrying one is undocumented.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ def _input_problem(data: Any) -> str | None:
 
 class FakeEachlabs(LoopbackFake):
     """The fake each::labs API (see the module docstring)."""
+
+    webhook_retry_delays: tuple[float, ...] = (0.0, 0.0)
 
     def __init__(self, *, api_key: str = "each-test-key", delay: float = 0.0) -> None:
         super().__init__(api_key=api_key, delay=delay)
@@ -196,3 +199,8 @@ class FakeEachlabs(LoopbackFake):
         prediction.cost = round(COST_PER_IMAGE * count, 6)
         prediction.status = "success"
         self.notify()
+        if prediction.webhook_url is not None:
+            body = json.dumps(prediction.to_api(self.base_url)).encode()
+            await self.post_callback(
+                prediction.webhook_url, body, {"Content-Type": "application/json"}, self.webhook_retry_delays
+            )

@@ -536,6 +536,11 @@ class FakeRunflow:
         except TimeoutError:
             raise TimeoutError(f"FakeRunflow: timed out after {timeout} s waiting to be idle") from None
 
+    async def wait_until(self, check: Callable[[], _T | None], what: str, timeout: float = 10) -> _T:
+        """Until `check` returns something other than None (re-checked on every request and change);
+        the same signature as the other hosts' fakes, so tests can treat hosts alike."""
+        return await self._wait_until(check, timeout, what)
+
     async def _wait_until(self, check: Callable[[], _T | None], timeout: float, what: str) -> _T:
         try:
             async with asyncio.timeout(timeout):

@@ -9,12 +9,13 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from bot.config import RunflowSettings
+from bot.config import BudgetSettings, CreditsSettings, RunflowSettings
+from bot.credits import CreditService, Estimate
 from bot.files import FileStore
 from bot.jobs import EditOptions, EditOrder, InputImage, JobService, Progress, Receipt, ResultFile
 from bot.providers.runflow import RunflowProvider
 from storage.db import open_db
-from storage.jobs import Job, JobRepository, JobState
+from storage.jobs import Job, JobRepository, JobState, NewJob
 from tests.conftest import StaticFiles
 from tests.fakes.runflow import FakeRunflow, expected_output_image
 from tests.images import decode, png
@@ -42,10 +43,16 @@ class RecordingDelivery:
 
 
 class Harness:
-    def __init__(self, service: JobService, repo: JobRepository, delivery: RecordingDelivery) -> None:
+    def __init__(
+        self, service: JobService, repo: JobRepository, delivery: RecordingDelivery, credits: CreditService
+    ) -> None:
         self.service = service
         self.repo = repo
         self.delivery = delivery
+        self.credits = credits
+
+    async def submit(self, order: EditOrder) -> Job:
+        return await self.service.submit(order, self.service.estimate(order.options))
 
 
 @pytest.fixture
@@ -54,9 +61,12 @@ async def harness(tmp_path: Path, runflow: FakeRunflow) -> AsyncIterator[Harness
     async with aiohttp.ClientSession() as session:
         repo = JobRepository(db)
         settings = RunflowSettings(api_key=SecretStr(runflow.api_key), base_url=runflow.base_url)
+        credits = CreditService(db, CreditsSettings(), BudgetSettings())
         service = JobService(
             repo=repo,
             provider=RunflowProvider(settings, session),
+            credits=credits,
+            usd_per_image=settings.usd_per_image,
             files=FileStore(tmp_path / "files"),
             session=session,
             concurrency=2,
@@ -66,7 +76,7 @@ async def harness(tmp_path: Path, runflow: FakeRunflow) -> AsyncIterator[Harness
         )
         delivery = RecordingDelivery()
         await service.start(delivery)
-        yield Harness(service, repo, delivery)
+        yield Harness(service, repo, delivery, credits)
         await service.stop()
     await db.close()
 
@@ -84,7 +94,7 @@ def order(url: str, **options: object) -> EditOrder:
 
 async def test_edit_is_delivered_and_recorded(harness: Harness, static_files: StaticFiles) -> None:
     source = png(40, 30)
-    job = await harness.service.submit(order(static_files.add("a.png", source)))
+    job = await harness.submit(order(static_files.add("a.png", source)))
     final = await harness.service.wait_settled(job.id)
     delivered_job, files = harness.delivery.delivered[0]
     assert delivered_job.id == job.id
@@ -92,6 +102,9 @@ async def test_edit_is_delivered_and_recorded(harness: Harness, static_files: St
     result = decode(files[0].path.read_bytes())
     assert result.tobytes() == expected_output_image(decode(source)).convert(result.mode).tobytes()
     assert final.state is JobState.DONE
+    assert final.credits_charged == 14  # one high-quality image at 1K
+    balance = await harness.credits.balance(1, 3)
+    assert (balance.available, balance.reserved) == (50 - 14, 0)
     assert final.result_message_id == 1001
     assert final.run_id is not None and final.usd_micros == 133_000
     outputs = await harness.repo.outputs(job.id)
@@ -104,11 +117,13 @@ async def test_host_failure_fails_the_job_with_a_member_message(
     harness: Harness, runflow: FakeRunflow, static_files: StaticFiles
 ) -> None:
     runflow.fail_runs = {"failure_code": "CONTENT_POLICY_VIOLATION", "failure_message": "nope"}
-    job = await harness.service.submit(order(static_files.add("a.png", png())))
+    job = await harness.submit(order(static_files.add("a.png", png())))
     final = await harness.service.wait_settled(job.id)
     failed_job, message = harness.delivery.failures[0]
     assert failed_job.id == job.id
     assert "safety filter" in message
+    balance = await harness.credits.balance(1, 3)
+    assert (balance.available, balance.reserved) == (50, 0)  # a failed edit costs nothing
     assert final.state is JobState.FAILED and final.error_kind == "content_rejected"
 
 
@@ -116,7 +131,7 @@ async def test_polling_survives_a_transient_outage(
     harness: Harness, runflow: FakeRunflow, static_files: StaticFiles
 ) -> None:
     runflow.fail_next("GET", r"/v1/runs/", 503, times=2)
-    job = await harness.service.submit(order(static_files.add("a.png", png())))
+    job = await harness.submit(order(static_files.add("a.png", png())))
     assert (await harness.service.wait_settled(job.id)).state is JobState.DONE
     assert len(harness.delivery.delivered) == 1
 
@@ -127,9 +142,50 @@ async def test_large_result_is_fitted_under_the_upload_limit(
     from tests.images import noisy_png
 
     source = noisy_png(400, 400)
-    job = await harness.service.submit(
-        order(static_files.add("a.png", source), upload_limit=len(source) // 6)
-    )
+    job = await harness.submit(order(static_files.add("a.png", source), upload_limit=len(source) // 6))
     await harness.service.wait_settled(job.id)
     _, files = harness.delivery.delivered[0]
     assert files[0].shrunk and files[0].size <= len(source) // 6
+
+
+async def test_cancel_while_running_releases_the_credits(
+    harness: Harness, runflow: FakeRunflow, static_files: StaticFiles
+) -> None:
+    runflow.hold = True
+    job = await harness.submit(order(static_files.add("a.png", png())))
+    assert (await harness.credits.balance(1, 3)).reserved == 14
+    await runflow.wait_for_run()
+    cancelled = await harness.service.cancel(job.id)
+    assert cancelled is not None and cancelled.state is JobState.CANCELLED
+    balance = await harness.credits.balance(1, 3)
+    assert (balance.available, balance.reserved) == (50, 0)
+    assert await harness.service.cancel(job.id) is None  # a second cancel changes nothing
+    runflow.release()
+
+
+async def test_an_edit_the_member_cannot_afford_leaves_no_job(
+    harness: Harness, static_files: StaticFiles
+) -> None:
+    from bot.credits import InsufficientCredits
+
+    expensive = order(static_files.add("a.png", png()), count=4)  # 4 x 14 = 56 > 50
+    with pytest.raises(InsufficientCredits) as caught:
+        await harness.submit(expensive)
+    assert caught.value.needed == 56 and caught.value.available == 50
+    assert await harness.repo.get(1) is None
+
+
+async def test_recovery_settles_a_job_that_finished_without_its_ledger_entry(harness: Harness) -> None:
+    # A job that reached a final state, and a crash before its credits were released.
+    job = await harness.repo.insert(
+        NewJob(guild_id=1, channel_id=2, user_id=3, prompt="p", options={}, inputs=[])
+    )
+    estimate = Estimate(credits=14, usd_micros=133_000, images=1)
+    await harness.credits.reserve(guild_id=1, user_id=3, role_ids=[], job_id=job.id, estimate=estimate)
+    await harness.repo.move(job.id, [JobState.QUEUED], JobState.FAILED)
+    assert (await harness.credits.balance(1, 3)).reserved == 14
+    await harness.service.recover()
+    await harness.service.recover()  # twice: changes nothing more
+    balance = await harness.credits.balance(1, 3)
+    assert (balance.available, balance.reserved) == (50, 0)
+    assert await harness.credits.verify() == []

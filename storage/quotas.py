@@ -1,0 +1,178 @@
+"""What moderators set: allowances, a server's credit period and cap, blocks, and the audit trail.
+
+These rows are current settings, not history, so they are updated in place; the history of who
+changed what lives in `audit_log`, which `audit` appends to inside the same transaction as the
+change. The period and the cap live in `guild_settings.settings` (JSON) beside keys other parts
+of the bot own, so they are changed with `json_set`/`json_remove` rather than by rewriting the
+whole document.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from storage.db import Database
+from storage.ledger import ts
+
+Scope = Literal["default", "role", "user"]
+
+PERIOD_KEY = "credit_period"
+SERVER_CAP_KEY = "credit_server_cap"
+
+
+@dataclass(frozen=True)
+class Allowances:
+    """A server's allowance rows; `default` is None when the server never set one."""
+
+    default: int | None = None
+    roles: Mapping[int, int] = field(default_factory=dict)
+    users: Mapping[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GuildCredits:
+    period: str | None
+    server_cap: int | None
+
+
+class QuotaRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def allowances(self, guild_id: int) -> Allowances:
+        """Every row the server has, for moderators reviewing its settings."""
+        return await self._allowances("guild_id = ?", [guild_id])
+
+    async def member_allowances(self, guild_id: int, user_id: int, role_ids: Sequence[int]) -> Allowances:
+        """Only the rows that can apply to this member: the default, their override, their roles."""
+        marks = ", ".join("?" for _ in role_ids)
+        return await self._allowances(
+            "guild_id = ? AND (scope = 'default' OR (scope = 'user' AND target_id = ?)"
+            f" OR (scope = 'role' AND target_id IN ({marks})))",
+            [guild_id, user_id, *role_ids],
+        )
+
+    async def _allowances(self, where: str, params: Sequence[int]) -> Allowances:
+        sql = f"SELECT scope, target_id, amount FROM allowances WHERE {where}"  # noqa: S608
+        async with self._db.transaction() as conn:
+            rows = await conn.execute_fetchall(sql, tuple(params))
+        default: int | None = None
+        roles: dict[int, int] = {}
+        users: dict[int, int] = {}
+        for row in rows:
+            if row["scope"] == "default":
+                default = row["amount"]
+            elif row["scope"] == "role":
+                roles[row["target_id"]] = row["amount"]
+            else:
+                users[row["target_id"]] = row["amount"]
+        return Allowances(default, roles, users)
+
+    async def set_allowance(
+        self, guild_id: int, scope: Scope, target_id: int, amount: int | None, *, actor_id: int, now: datetime
+    ) -> None:
+        async with self._db.transaction() as conn:
+            if amount is None:
+                await conn.execute(
+                    "DELETE FROM allowances WHERE guild_id = ? AND scope = ? AND target_id = ?",
+                    (guild_id, scope, target_id),
+                )
+            else:
+                await conn.execute(
+                    """
+                    INSERT INTO allowances (guild_id, scope, target_id, amount, updated_by, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (guild_id, scope, target_id) DO UPDATE
+                    SET amount = excluded.amount, updated_by = excluded.updated_by,
+                        updated_at = excluded.updated_at
+                    """,
+                    (guild_id, scope, target_id, amount, actor_id, ts(now)),
+                )
+
+    async def guild_credits(self, guild_id: int) -> GuildCredits:
+        async with self._db.transaction() as conn:
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT json_extract(settings, ?) AS period, json_extract(settings, ?) AS cap "
+                    "FROM guild_settings WHERE guild_id = ?",
+                    (f"$.{PERIOD_KEY}", f"$.{SERVER_CAP_KEY}", guild_id),
+                )
+            )
+        if not rows:
+            return GuildCredits(None, None)
+        return GuildCredits(rows[0]["period"], rows[0]["cap"])
+
+    async def set_guild_credit(
+        self, guild_id: int, key: str, value: str | int | None, *, actor_id: int, now: datetime
+    ) -> None:
+        """Set (or with None, remove) one of this module's keys in the server's settings document."""
+        path = f"$.{key}"
+        async with self._db.transaction() as conn:
+            if value is None:
+                await conn.execute(
+                    "UPDATE guild_settings SET settings = json_remove(settings, ?), updated_by = ?, "
+                    "updated_at = ? WHERE guild_id = ?",
+                    (path, actor_id, ts(now), guild_id),
+                )
+            else:
+                await conn.execute(
+                    """
+                    INSERT INTO guild_settings (guild_id, settings, updated_by, updated_at)
+                    VALUES (?, json_set('{}', ?, ?), ?, ?)
+                    ON CONFLICT (guild_id) DO UPDATE
+                    SET settings = json_set(settings, ?, ?), updated_by = excluded.updated_by,
+                        updated_at = excluded.updated_at
+                    """,
+                    (guild_id, path, value, actor_id, ts(now), path, value),
+                )
+
+    async def block(self, guild_id: int, user_id: int, *, actor_id: int, reason: str, now: datetime) -> bool:
+        """False when the member was already blocked (the first block's reason stays)."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                """
+                INSERT INTO member_blocks (guild_id, user_id, actor_id, reason, created_at)
+                VALUES (?, ?, ?, ?, ?) ON CONFLICT (guild_id, user_id) DO NOTHING
+                """,
+                (guild_id, user_id, actor_id, reason, ts(now)),
+            )
+            added = cursor.rowcount == 1
+            await cursor.close()
+        return added
+
+    async def unblock(self, guild_id: int, user_id: int) -> bool:
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM member_blocks WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+            )
+            removed = cursor.rowcount == 1
+            await cursor.close()
+        return removed
+
+    async def is_blocked(self, guild_id: int, user_id: int) -> bool:
+        async with self._db.transaction() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT 1 FROM member_blocks WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+            )
+        return bool(list(rows))
+
+    async def audit(
+        self,
+        guild_id: int,
+        *,
+        actor_id: int,
+        action: str,
+        target_id: int | None,
+        detail: Mapping[str, Any],
+        now: datetime,
+    ) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO audit_log (guild_id, actor_id, action, target_id, detail, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (guild_id, actor_id, action, target_id, json.dumps(dict(detail), sort_keys=True), ts(now)),
+            )
