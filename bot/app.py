@@ -22,7 +22,7 @@ from storage.jobs import JobRepository
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.edit",)
+EXTENSIONS = ("cogs.edit", "cogs.credits", "cogs.quota")
 
 
 def route_discord(settings: Settings) -> None:

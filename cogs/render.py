@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import discord
 
-from bot.credits import Balance, Estimate
+from bot.credits import Balance, Estimate, LedgerEntry, QuotaView, UsageRow
 from bot.jobs import Progress, ResultFile
 from storage.jobs import Job, JobState
 
@@ -127,3 +127,81 @@ def confirm_text(estimate: Estimate, balance: Balance) -> str:
         f"This edit ({images}) costs **{estimate.credits} credits**; you have {balance.available}, "
         f"so {balance.available - estimate.credits} would be left. Go ahead?"
     )
+
+
+def _refill(balance: Balance) -> str:
+    if balance.refills_at is None:
+        return "Your allowance does not refill."
+    return (
+        f"Your allowance of {balance.allowance} refills {discord.utils.format_dt(balance.refills_at, 'R')}."
+    )
+
+
+def balance_text(balance: Balance) -> str:
+    held = f" ({balance.reserved} held for edits in progress)" if balance.reserved else ""
+    bonus = f" · bonus {balance.bonus}" if balance.bonus else ""
+    return (
+        f"You have **{balance.available} credits** to spend{held}: "
+        f"{max(0, balance.allowance - balance.allowance_used)} of this {balance.period}'s "
+        f"{balance.allowance}{bonus}. {_refill(balance)}"
+    )
+
+
+_ENTRY_WORDS = {
+    "grant": "granted",
+    "revoke": "taken away",
+    "reserve": "held for edit",
+    "capture": "charged for edit",
+    "release": "returned from edit",
+    "adjust": "adjusted",
+}
+
+
+def ledger_text(entries: Sequence[LedgerEntry], page: int) -> str:
+    if not entries:
+        return "No credit entries yet." if page == 1 else f"There is no page {page}."
+    lines = [f"Your credit history, page {page} (newest first):"]
+    for entry in entries:
+        job = f" #{entry.job_id}" if entry.job_id is not None else ""
+        reason = f" — {discord.utils.escape_markdown(entry.reason)}" if entry.reason else ""
+        amount = f"{entry.amount:+d}" if entry.kind.value != "capture" else f"{-entry.amount}"
+        when = discord.utils.format_dt(entry.created_at, "R")
+        lines.append(f"`{amount:>6}` {_ENTRY_WORDS[entry.kind.value]}{job} {when}{reason}")
+    return "\n".join(lines)[:2000]
+
+
+def prices_text(table: Mapping[str, Mapping[str, int]]) -> str:
+    lines = ["Credits per edited image:"]
+    for quality, by_resolution in table.items():
+        prices = ", ".join(f"{credits} at {resolution}" for resolution, credits in by_resolution.items())
+        lines.append(f"**{quality}**: {prices}")
+    typical = table.get("medium", {}).get("1K")
+    if typical is not None:
+        lines.append(f"A typical edit (one medium-quality image) costs {typical} credits.")
+    return "\n".join(lines)
+
+
+def quota_text(view: QuotaView) -> str:
+    roles = ", ".join(f"<@&{role}> {amount}" for role, amount in view.roles.items()) or "none"
+    users = ", ".join(f"<@{user}> {amount}" for user, amount in view.users.items()) or "none"
+    cap = f"{view.server_cap} credits" if view.server_cap is not None else "none"
+    refill = "never" if view.period == "none" else f"every {view.period} (UTC)"
+    return (
+        f"Default allowance: **{view.default_allowance}** credits, refilling {refill}.\n"
+        f"Roles: {roles}\nMembers: {users}\nServer cap per period: {cap}"
+    )
+
+
+def usage_text(rows: Sequence[UsageRow], period: str) -> str:
+    span = "all time" if period == "all" else f"this {period}"
+    if not rows:
+        return f"No credits were spent {span}."
+    credits = sum(row.credits for row in rows)
+    usd = sum(row.usd_micros for row in rows) / 1_000_000
+    edits = sum(row.edits for row in rows)
+    lines = [f"Usage {span}: {credits} credits, {edits} edits, ${usd:.2f} at the hosts."]
+    for row in rows[:15]:
+        lines.append(
+            f"<@{row.user_id}>: {row.credits} credits, {row.edits} edits, ${row.usd_micros / 1_000_000:.2f}"
+        )
+    return "\n".join(lines)[:2000]

@@ -1,0 +1,120 @@
+"""Credits as members and moderators meet them: balances, refusals, confirmation, /quota."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from tests.e2e.conftest import InProcessBot
+from tests.e2e.helpers import EPHEMERAL, buttons, has_image, shows
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.runflow import FakeRunflow
+from tests.images import png
+
+REAL_PRICES = {"RETOUCH_CREDITS__DEFAULT_ALLOWANCE": "50", "RETOUCH_CREDITS__CONFIRM_ABOVE": "20"}
+pytestmark = pytest.mark.parametrize("overrides", [REAL_PRICES])
+
+
+async def balance_of(retouch: InProcessBot, fake: FakeDiscord, user: int | None = None) -> int:
+    assert retouch.bot is not None
+    return (await retouch.bot.credits.balance(fake.guild_id, user or fake.member_id)).available
+
+
+async def test_balance_and_prices_are_private(retouch: InProcessBot, discord_fake: FakeDiscord) -> None:
+    balance = await (await discord_fake.slash("credits", subcommand="balance")).wait_response()
+    assert balance["data"]["flags"] & EPHEMERAL
+    assert "**50 credits**" in balance["data"]["content"]
+    prices = await (await discord_fake.slash("credits", subcommand="prices")).wait_response()
+    assert "**high**: 14 at 1K, 28 at 2K, 56 at 4K" in prices["data"]["content"]
+
+
+async def test_an_edit_the_member_cannot_afford_is_refused_with_cost_balance_and_refill(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
+) -> None:
+    image = discord_fake.add_cdn_file(png(), "p.png")
+    response = await (await discord_fake.slash("edit", prompt="x", image=image, count=4)).wait_response()
+    assert response["type"] == 4 and response["data"]["flags"] & EPHEMERAL
+    text = response["data"]["content"]
+    assert "costs 56 credits but you have 50" in text and "refills" in text
+    assert runflow.runs == {}
+
+
+async def test_an_expensive_edit_asks_first_and_charges_once_delivered(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
+) -> None:
+    image = discord_fake.add_cdn_file(png(), "p.png")
+    ask = await (await discord_fake.slash("edit", prompt="two", image=image, count=2)).wait_response()
+    assert ask["data"]["flags"] & EPHEMERAL and "costs **28 credits**" in ask["data"]["content"]
+    assert runflow.runs == {}
+    question = await discord_fake.wait_for_message(shows("Go ahead?"))
+    assert buttons(question) == ["Confirm", "Cancel"]
+    await discord_fake.click(question, "Confirm")
+    result = await discord_fake.wait_for_message(has_image)
+    assert len(result["attachments"]) == 2 and "28 credits" in result["content"]
+    assert retouch.bot is not None
+    await retouch.bot.jobs.wait_settled(1)
+    assert await balance_of(retouch, discord_fake) == 50 - 28
+
+
+async def test_declining_the_confirmation_costs_nothing(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
+) -> None:
+    image = discord_fake.add_cdn_file(png(), "p.png")
+    await discord_fake.slash("edit", prompt="two", image=image, count=2)
+    question = await discord_fake.wait_for_message(shows("Go ahead?"))
+    declined = await (await discord_fake.click(question, "Cancel")).wait_response()
+    assert "nothing was charged" in declined["data"]["content"]
+    assert runflow.runs == {} and await balance_of(retouch, discord_fake) == 50
+
+
+async def test_a_failed_edit_costs_nothing(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
+) -> None:
+    runflow.fail_runs = {"failure_code": "PROVIDER_ERROR", "failure_message": "boom"}
+    await discord_fake.slash("edit", prompt="x", image=discord_fake.add_cdn_file(png(), "p.png"))
+    await discord_fake.wait_for_message(shows("❌"))
+    assert retouch.bot is not None
+    await retouch.bot.jobs.wait_settled(1)
+    assert await balance_of(retouch, discord_fake) == 50
+    history = await (await discord_fake.slash("credits", subcommand="history")).wait_response()
+    assert "held for edit #1" in history["data"]["content"]
+    assert "returned from edit #1" in history["data"]["content"]
+
+
+async def test_quota_refuses_members_without_manage_server(
+    retouch: InProcessBot, discord_fake: FakeDiscord
+) -> None:
+    for name, options in [("grant", {"member": discord_fake.member_id, "amount": 5}), ("export", {})]:
+        response = await (await discord_fake.slash("quota", subcommand=name, **options)).wait_response()
+        assert response["data"]["flags"] & EPHEMERAL
+        assert "Manage Server" in response["data"]["content"]
+    assert await balance_of(retouch, discord_fake) == 50
+
+
+async def test_moderator_grants_blocks_and_exports(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
+) -> None:
+    owner, member = discord_fake.owner_id, discord_fake.member_id
+    granted = await (
+        await discord_fake.slash(
+            "quota", subcommand="grant", user=owner, member=member, amount=25, reason="contest prize"
+        )
+    ).wait_response()
+    assert (
+        "Granted 25 credits" in granted["data"]["content"] and "contest prize" in granted["data"]["content"]
+    )
+    assert await balance_of(retouch, discord_fake) == 75
+    await (
+        await discord_fake.slash("quota", subcommand="set-default", user=owner, amount=100)
+    ).wait_response()
+    assert await balance_of(retouch, discord_fake) == 125
+    await (await discord_fake.slash("quota", subcommand="block", user=owner, member=member)).wait_response()
+    refused = await (
+        await discord_fake.slash("edit", prompt="x", image=discord_fake.add_cdn_file(png(), "p.png"))
+    ).wait_response()
+    assert refused["data"]["flags"] & EPHEMERAL and "blocked" in refused["data"]["content"]
+    exported = await (await discord_fake.slash("quota", subcommand="export", user=owner)).wait_response()
+    rows = list(csv.DictReader(io.StringIO(exported["files"][0]["data"].decode())))
+    assert [(row["kind"], row["amount"]) for row in rows] == [("grant", "25")]
