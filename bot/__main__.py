@@ -1,4 +1,4 @@
-"""Command line: `python -m bot [--config PATH] [run | check-config | migrate]`.
+"""Command line: `python -m bot [--config PATH] [run | check-config | migrate | backup PATH]`.
 
 Every failure an operator can fix (a missing key, a broken file, a database from a newer
 version, a rejected token) ends in one clear message and a non-zero exit, never a traceback.
@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import aiohttp
 import discord
@@ -20,7 +22,7 @@ import discord
 from bot.app import Retouch
 from bot.config import ConfigError, Settings, load_settings, summary
 from bot.logs import setup_logging
-from storage.db import SchemaTooNew, connect, latest_version, migrate
+from storage.db import SchemaTooNew, backup, latest_version, migrate_with_backup
 
 log = logging.getLogger("bot")
 
@@ -34,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("run", help="run the bot (the default)")
     commands.add_parser("check-config", help="validate the configuration and print a summary")
     commands.add_parser("migrate", help="bring the database schema up to date and exit")
+    backup_parser = commands.add_parser("backup", help="copy the database safely, even while the bot runs")
+    backup_parser.add_argument("path", help="a file to write, or a directory for a timestamped file")
     return parser
 
 
@@ -42,16 +46,10 @@ def _fail(message: str) -> int:
     return 1
 
 
-async def _migrate_database(settings: Settings) -> list[int]:
-    conn = await connect(settings.storage.path)
-    try:
-        return await migrate(conn)
-    finally:
-        await conn.close()
-
-
 async def _migrate(settings: Settings) -> int:
-    applied = await _migrate_database(settings)
+    applied, copy = await migrate_with_backup(settings.storage.path)
+    if copy is not None:
+        print(f"Backed up the database to {copy} first.")  # noqa: T201
     if applied:
         print(f"Applied migrations {', '.join(map(str, applied))}; schema is at version {applied[-1]}.")  # noqa: T201
     else:
@@ -62,7 +60,7 @@ async def _migrate(settings: Settings) -> int:
 async def _run(settings: Settings) -> int:
     # The schema is checked before logging in, so a database from a newer version is refused
     # without touching Discord.
-    await _migrate_database(settings)
+    await migrate_with_backup(settings.storage.path)
     bot = Retouch(settings)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -88,6 +86,17 @@ async def _run(settings: Settings) -> int:
     return 0
 
 
+def _backup(settings: Settings, destination: Path) -> int:
+    if not settings.storage.path.exists():
+        return _fail(f"There is no database at {settings.storage.path} to back up (storage.path).")
+    try:
+        written = backup(settings.storage.path, destination)
+    except sqlite3.Error as exc:
+        return _fail(f"The backup failed: {exc}.")
+    print(f"Backed up {settings.storage.path} to {written}.")  # noqa: T201
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command or "run"
@@ -104,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "migrate":
             return asyncio.run(_migrate(settings))
+        if command == "backup":
+            return _backup(settings, Path(args.path))
         log.info("starting Retouch: %s", "; ".join(summary(settings)))
         return asyncio.run(_run(settings))
     except SchemaTooNew as exc:

@@ -14,8 +14,9 @@ from bot.config import Settings
 from bot.credits import CreditService
 from bot.files import FileStore
 from bot.jobs import JobService
+from bot.metrics import Metrics
 from bot.providers.router import Router, build_router
-from bot.web import Callbacks, Health, WebServer, build_app, callback_hosts
+from bot.web import Callbacks, Exposition, Health, WebServer, build_app, callback_hosts
 from cogs.delivery import DiscordDelivery
 from storage.db import Database, open_db
 from storage.jobs import JobRepository
@@ -45,6 +46,7 @@ class Retouch(commands.Bot):
     web: WebServer
     router: Router
     credits: CreditService
+    metrics: Metrics
 
     def __init__(self, settings: Settings, *, guild_ready_timeout: float = 2.0) -> None:
         # Slash commands and components arrive without any privileged intent; `guilds` keeps
@@ -69,8 +71,11 @@ class Retouch(commands.Bot):
         self.router = build_router(settings.providers, self.session)
         self.credits = CreditService(self.db, settings.credits, settings.budget)
         first_host = getattr(settings.providers, settings.providers.order[0])
+        self.metrics = Metrics()
+        repo = JobRepository(self.db)
         self.jobs = JobService(
-            repo=JobRepository(self.db),
+            repo=repo,
+            metrics=self.metrics,
             provider=self.router,
             credits=self.credits,
             usd_per_image=first_host.usd_per_image,
@@ -93,6 +98,7 @@ class Retouch(commands.Bot):
             build_app(
                 Health(self.db.conn, gateway_ready=self.is_ready, accepting=lambda: self.jobs.accepting),
                 Callbacks(callback_hosts(settings.providers), self.jobs.run_update),
+                Exposition(self.metrics, repo),
             ),
             settings.web.host,
             settings.web.port,

@@ -21,6 +21,7 @@ import aiohttp
 from bot import images
 from bot.credits import Balance, CreditService, Estimate, InsufficientCredits, MemberBlocked
 from bot.files import DownloadError, FileStore
+from bot.metrics import Metrics
 from bot.providers.base import (
     EditRequest,
     EditResult,
@@ -190,6 +191,7 @@ class JobService:
         poll_interval_max: float,
         deadline: float,
         callback_url: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._repo = repo
         self._provider = provider
@@ -204,6 +206,8 @@ class JobService:
         self._poll_interval_max = poll_interval_max
         self._deadline = deadline
         self._callback_url = callback_url
+        self.metrics = metrics or Metrics()
+        self.metrics.watch_queue(lambda: len(self._queue))
         self._wakeups: dict[int, asyncio.Event] = {}
         self._queue = FairQueue()
         self._workers: list[asyncio.Task[None]] = []
@@ -309,6 +313,9 @@ class JobService:
         if guild_id is not None and server_open >= self._max_per_server:
             raise TooManyJobs("server", self._max_per_server)
 
+    def queue_length(self) -> int:
+        return len(self._queue)
+
     def queue_position(self, job_id: int) -> int | None:
         return self._queue.position(job_id)
 
@@ -363,7 +370,7 @@ class JobService:
         log.info("job %d cancelled", job_id)
         if moved.run_id is not None and moved.provider is not None:
             await self._stop_run(_run_of(moved))
-        self._notify_waiters(moved)
+        self._finished(moved)
         return moved
 
     async def _stop_run(self, run: Run) -> None:
@@ -387,6 +394,16 @@ class JobService:
             return False
         self._wakeups.setdefault(job.id, asyncio.Event()).set()
         return True
+
+    def _observe(self, host: str, operation: str, started: float, error: ProviderError | None = None) -> None:
+        self.metrics.host_latency.labels(host, operation).observe(time.monotonic() - started)
+        if error is not None:
+            self.metrics.host_errors.labels(host, error.kind.value).inc()
+
+    def _finished(self, job: Job) -> None:
+        """A job reached its final state just now: count it and wake whoever waits for it."""
+        self.metrics.edits.labels(job.state.value, job.provider or "none").inc()
+        self._notify_waiters(job)
 
     def _notify_waiters(self, job: Job) -> None:
         for waiter in self._waiters.pop(job.id, []):
@@ -462,11 +479,14 @@ class JobService:
             count=options.count,
             output_format=options.output_format,
         )
+        started = time.monotonic()
         try:
             run = await self._provider.submit(request, callback_url=self._callback_url)
         except ProviderError as error:
+            self._observe(error.host or "unknown", "submit", started, error)
             await self._fail(moved, error)
             return None
+        self._observe(run.host, "submit", started)
         running = await self._repo.move(
             moved.id,
             [JobState.SUBMITTING],
@@ -499,17 +519,20 @@ class JobService:
                 return None  # cancelled (or finished by a callback) while we waited
             elapsed = (utcnow() - started).total_seconds()
             if elapsed > self._deadline:
-                await self._provider.cancel(run)
+                await self._stop_run(run)
                 await self._fail(job, Unavailable(f"no result after {self._deadline:g} s", host=run.host))
                 return None
+            asked = time.monotonic()
             try:
                 state = await self._provider.status(run)
             except ProviderError as error:
+                self._observe(run.host, "status", asked, error)
                 if error.kind not in (ErrorKind.UNAVAILABLE, ErrorKind.RATE_LIMITED):
                     await self._fail(job, error)
                     return None
                 log.warning("job %d: polling %s failed (%s); will retry", job.id, run.host, error.message)
             else:
+                self._observe(run.host, "status", asked)
                 if state.status.final:
                     return await self._finish_run(job, state.result, state.error, state.status)
             if time.monotonic() - last_shown >= PROGRESS_INTERVAL:
@@ -611,7 +634,11 @@ class JobService:
             await self._fail(job, Unavailable(f"the result could not be posted: {exc}", host="discord"))
             return
         await self._repo.set_output_urls(job.id, receipt.urls)
-        await self._credits.settle(job.id, delivered_images=len(files), usd_micros=job.usd_micros or None)
+        charged = await self._credits.settle(
+            job.id, delivered_images=len(files), usd_micros=job.usd_micros or None
+        )
+        self.metrics.credits_spent.inc(charged)
+        self.metrics.usd_spent.inc(job.usd_micros / 1_000_000)
         done = await self._repo.move(
             job.id,
             [JobState.DELIVERING],
@@ -621,7 +648,7 @@ class JobService:
         )
         if done is not None:
             log.info("job %d delivered as message %d", job.id, receipt.message_id)
-            self._notify_waiters(done)
+            self._finished(done)
 
     async def _fail(self, job: Job, error: ProviderError) -> None:
         log.warning("job %d failed at %s: %s (%s)", job.id, error.host or "?", error.message, error.kind)
@@ -636,4 +663,4 @@ class JobService:
         if moved is not None:
             await self._credits.release(job.id, reason=f"failed: {error.kind.value}")
             await self.delivery.report_failure(moved, member_message(error))
-            self._notify_waiters(moved)
+            self._finished(moved)

@@ -10,12 +10,14 @@ import aiosqlite
 from aiohttp import web
 
 from bot.config import ProvidersSettings
+from bot.metrics import CONTENT_TYPE, Metrics
 from bot.providers.callbacks import (
     parse_eachlabs_webhook,
     parse_fal_webhook,
     parse_runflow_callback,
     verify_runflow,
 )
+from storage.jobs import JobRepository
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,17 @@ class Health:
     db: aiosqlite.Connection
     gateway_ready: Callable[[], bool]
     accepting: Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class Exposition:
+    """What /metrics serves: the bot's registry, refreshed from the job table on each scrape."""
+
+    metrics: Metrics
+    repo: JobRepository
+
+
+EXPOSITION_KEY = web.AppKey("exposition", Exposition)
 
 
 HEALTH_KEY = web.AppKey("health", Health)
@@ -106,10 +119,21 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if database and gateway else 503)
 
 
-def build_app(health: Health, callbacks: Callbacks | None = None) -> web.Application:
+async def metrics(request: web.Request) -> web.Response:
+    exposition = request.app[EXPOSITION_KEY]
+    body = await exposition.metrics.render(exposition.repo)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def build_app(
+    health: Health, callbacks: Callbacks | None = None, exposition: Exposition | None = None
+) -> web.Application:
     app = web.Application(client_max_size=MAX_CALLBACK_BYTES)
     app[HEALTH_KEY] = health
     app.router.add_get("/healthz", healthz)
+    if exposition is not None:
+        app[EXPOSITION_KEY] = exposition
+        app.router.add_get("/metrics", metrics)
     if callbacks is not None:
         app[CALLBACKS_KEY] = callbacks
         app.router.add_post("/callbacks/{host}", callback)

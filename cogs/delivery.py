@@ -37,6 +37,9 @@ class DiscordDelivery:
         self._locks: dict[int, asyncio.Lock] = {}
         self._stage: dict[int, int] = {}
 
+    def _count(self, error: discord.HTTPException) -> None:
+        self._bot.metrics.discord_errors.labels(str(error.status)).inc()
+
     def _lock(self, job_id: int) -> asyncio.Lock:
         return self._locks.setdefault(job_id, asyncio.Lock())
 
@@ -69,6 +72,7 @@ class DiscordDelivery:
                     message_id, content=render.progress_text(job, progress), view=progress_view(job.id)
                 )
             except discord.HTTPException as exc:
+                self._count(exc)
                 log.info("job %d: progress update not shown (%s)", job.id, exc)
 
     async def deliver(self, job: Job, files: Sequence[ResultFile]) -> Receipt:
@@ -119,13 +123,15 @@ class DiscordDelivery:
                     view=payload.get("view", discord.utils.MISSING),
                     allowed_mentions=render.NO_PINGS,
                 )
-            except discord.NotFound:
+            except discord.NotFound as exc:
+                self._count(exc)
                 log.info("job %d: the interaction expired; posting in the channel instead", job.id)
         if not EditOptions.from_dict(job.options).private:
             channel = self._bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
             try:
                 return await channel.send(**build(True), allowed_mentions=render.ONLY_USERS, nonce=nonce)
-            except (discord.Forbidden, discord.NotFound):
+            except (discord.Forbidden, discord.NotFound) as exc:
+                self._count(exc)
                 log.info("job %d: channel %d unavailable; sending by DM", job.id, job.channel_id)
         try:
             user = await self._bot.fetch_user(job.user_id)

@@ -13,8 +13,9 @@ import logging
 import re
 import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiosqlite
@@ -104,6 +105,37 @@ async def migrate(conn: aiosqlite.Connection) -> list[int]:
             )
         applied.append(migration.version)
     return applied
+
+
+def backup(source: Path, destination: Path) -> Path:
+    """Copy a live database with SQLite's online backup API (consistent while others write).
+
+    Synchronous: run it in a thread. A destination that is a directory gets a timestamped
+    file name inside it.
+    """
+    if destination.is_dir():
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        destination = destination / f"{source.stem}-{stamp}.db"
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(destination)) as dst:
+        src.backup(dst)
+    return destination
+
+
+async def migrate_with_backup(path: Path) -> tuple[list[int], Path | None]:
+    """Bring the schema up to date, first copying a database that has data and needs changes."""
+    conn = await connect(path)
+    try:
+        current = await schema_version(conn)
+        copy = None
+        if 0 < current < latest_version():
+            copy = await asyncio.to_thread(
+                backup, path, path.with_name(f"{path.stem}.pre-v{latest_version()}.db")
+            )
+            log.info("backed up the database to %s before migrating", copy)
+        return await migrate(conn), copy
+    finally:
+        await conn.close()
 
 
 async def open_db(path: Path | str) -> Database:

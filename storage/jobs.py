@@ -301,6 +301,23 @@ class JobRepository:
         """A unit the job row shares with other repositories' writes (its credit reservation)."""
         return self._db.transaction()
 
+    async def count_by_state(self) -> dict[JobState, int]:
+        async with self._conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state") as cursor:
+            rows = await cursor.fetchall()
+        return {JobState(row[0]): int(row[1]) for row in rows}
+
+    async def count_open_holds(self) -> int:
+        async with self._conn.execute(
+            """
+            SELECT COUNT(*) FROM ledger AS held WHERE held.kind = 'reserve' AND NOT EXISTS (
+                SELECT 1 FROM ledger AS done
+                WHERE done.job_id = held.job_id AND done.kind IN ('capture', 'release')
+            )
+            """
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
     async def final_with_open_hold(self) -> list[Job]:
         """Finished jobs whose credit reservation was never captured or released."""
         final = tuple(state.value for state in FINAL_STATES)
