@@ -13,6 +13,7 @@ from discord.ext import commands
 from bot.config import Settings
 from bot.credits import CreditService
 from bot.files import FileStore
+from bot.guilds import GuildSettingsService
 from bot.jobs import JobService
 from bot.metrics import Metrics
 from bot.providers.router import Router, build_router
@@ -23,7 +24,7 @@ from storage.jobs import JobRepository
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.edit", "cogs.credits", "cogs.quota")
+EXTENSIONS = ("cogs.errors", "cogs.edit", "cogs.credits", "cogs.quota", "cogs.admin")
 
 
 def route_discord(settings: Settings) -> None:
@@ -47,6 +48,7 @@ class Retouch(commands.Bot):
     router: Router
     credits: CreditService
     metrics: Metrics
+    guild_settings: GuildSettingsService
 
     def __init__(self, settings: Settings, *, guild_ready_timeout: float = 2.0) -> None:
         # Slash commands and components arrive without any privileged intent; `guilds` keeps
@@ -61,6 +63,7 @@ class Retouch(commands.Bot):
             guild_ready_timeout=guild_ready_timeout,
         )
         self.settings = settings
+        self.started_at = discord.utils.utcnow()
         self._shutdown: asyncio.Task[None] | None = None
         route_discord(settings)
 
@@ -70,6 +73,7 @@ class Retouch(commands.Bot):
         self.db = await open_db(settings.storage.path)
         self.router = build_router(settings.providers, self.session)
         self.credits = CreditService(self.db, settings.credits, settings.budget)
+        self.guild_settings = GuildSettingsService(self.db)
         first_host = getattr(settings.providers, settings.providers.order[0])
         self.metrics = Metrics()
         repo = JobRepository(self.db)
@@ -96,7 +100,11 @@ class Retouch(commands.Bot):
         await self._sync_commands()
         self.web = WebServer(
             build_app(
-                Health(self.db.conn, gateway_ready=self.is_ready, accepting=lambda: self.jobs.accepting),
+                Health(
+                    self.db.conn,
+                    gateway_ready=self.is_ready,
+                    accepting=lambda: self.jobs.accepting and not self.jobs.paused,
+                ),
                 Callbacks(callback_hosts(settings.providers), self.jobs.run_update),
                 Exposition(self.metrics, repo),
             ),

@@ -23,6 +23,7 @@ from bot.credits import Balance, CreditService, Estimate, InsufficientCredits, M
 from bot.files import DownloadError, FileStore
 from bot.metrics import Metrics
 from bot.providers.base import (
+    ContentRejected,
     EditRequest,
     EditResult,
     ErrorKind,
@@ -54,6 +55,18 @@ class EditOptions:
     output_format: str = "png"
     private: bool = False
     upload_limit: int = DEFAULT_UPLOAD_LIMIT
+    # The server's NSFW policy and the channel's age restriction, as they were when asked.
+    nsfw_policy: str = "block"
+    channel_nsfw: bool = False
+
+    def shows_nsfw(self) -> bool | None:
+        """How a result the host flagged as NSFW may be shown: True openly, False behind a
+        spoiler, None not at all."""
+        if self.nsfw_policy == "spoiler":
+            return False
+        if self.nsfw_policy == "age_restricted" and self.channel_nsfw:
+            return True
+        return None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EditOptions:
@@ -112,6 +125,7 @@ class ResultFile:
     height: int
     size: int
     shrunk: bool
+    spoiler: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,6 +178,11 @@ MEMBER_MESSAGES = {
 }
 
 
+NSFW_BLOCKED = (
+    "The image host flagged the result as NSFW, which this server does not allow here; nothing was charged."
+)
+
+
 def member_message(error: ProviderError) -> str:
     return MEMBER_MESSAGES[error.kind].format(detail=error.message.rstrip("."))
 
@@ -214,6 +233,8 @@ class JobService:
         self._delivery: Delivery | None = None
         self._waiters: dict[int, list[asyncio.Future[Job]]] = {}
         self.accepting = False
+        # The owner's switch for every server at once; running edits still finish.
+        self.paused = False
 
     @property
     def delivery(self) -> Delivery:
@@ -253,7 +274,7 @@ class JobService:
         Raises EditsPaused, TooManyJobs or a CreditError; returns the member's balance, which
         the caller uses to decide whether to ask for confirmation.
         """
-        if not self.accepting:
+        if not self.accepting or self.paused:
             raise EditsPaused
         await self.check_limits(order.user_id, order.guild_id)
         if await self._credits.is_blocked(order.credit_guild, order.user_id):
@@ -269,7 +290,7 @@ class JobService:
         The row exists before anything else happens; if the reservation is refused (a
         CreditError), the row is rolled back with it and nothing is left behind.
         """
-        if not self.accepting:
+        if not self.accepting or self.paused:
             raise EditsPaused
         await self.check_limits(order.user_id, order.guild_id)
         async with self._repo.transaction():
@@ -315,6 +336,13 @@ class JobService:
 
     def queue_length(self) -> int:
         return len(self._queue)
+
+    async def in_flight(self) -> int:
+        """Edits past the line: being submitted, running at a host, or being delivered."""
+        counts = await self._repo.count_by_state()
+        return sum(
+            counts.get(state, 0) for state in (JobState.SUBMITTING, JobState.RUNNING, JobState.DELIVERING)
+        )
 
     def queue_position(self, job_id: int) -> int | None:
         return self._queue.position(job_id)
@@ -602,12 +630,22 @@ class JobService:
             )
 
     async def _deliver(self, job: Job) -> None:
-        limit = EditOptions.from_dict(job.options).upload_limit
+        options = EditOptions.from_dict(job.options)
+        limit = options.upload_limit
         outputs = await self._repo.outputs(job.id)
         if not outputs:
             if not await self._fetch_outputs(job):
                 return
             outputs = await self._repo.outputs(job.id)
+        flagged = any(output.nsfw for output in outputs)
+        shown = options.shows_nsfw() if flagged else True
+        if shown is None:
+            await self._fail(
+                job,
+                ContentRejected("the host flagged the result as NSFW", host=job.provider or ""),
+                member_text=NSFW_BLOCKED,
+            )
+            return
         files = []
         for output in outputs:
             assert output.path is not None
@@ -626,6 +664,7 @@ class JobService:
                     height=fitted.info.height,
                     size=fitted.info.size,
                     shrunk=fitted.changed,
+                    spoiler=flagged and not shown,
                 )
             )
         try:
@@ -650,7 +689,7 @@ class JobService:
             log.info("job %d delivered as message %d", job.id, receipt.message_id)
             self._finished(done)
 
-    async def _fail(self, job: Job, error: ProviderError) -> None:
+    async def _fail(self, job: Job, error: ProviderError, *, member_text: str | None = None) -> None:
         log.warning("job %d failed at %s: %s (%s)", job.id, error.host or "?", error.message, error.kind)
         moved = await self._repo.move(
             job.id,
@@ -662,5 +701,5 @@ class JobService:
         )
         if moved is not None:
             await self._credits.release(job.id, reason=f"failed: {error.kind.value}")
-            await self.delivery.report_failure(moved, member_message(error))
+            await self.delivery.report_failure(moved, member_text or member_message(error))
             self._finished(moved)

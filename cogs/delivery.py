@@ -81,7 +81,7 @@ class DiscordDelivery:
                 job,
                 lambda mention: {
                     "content": render.result_text(job, files, mention=mention),
-                    "files": [discord.File(f.path, filename=f.filename) for f in files],
+                    "files": [discord.File(f.path, filename=f.filename, spoiler=f.spoiler) for f in files],
                     "view": result_view(job.id, len(files)),
                 },
                 nonce=f"retouch-{job.id}",

@@ -83,8 +83,8 @@ class Edit(commands.Cog):
         image3="Another reference picture (optional)",
         image4="Another reference picture (optional)",
         quality="Higher quality costs more credits (low 1, medium 4, high 14 per image)",
-        size="Shape of the result (default: same as the picture)",
-        count="How many versions to make, 1–4 (each costs credits)",
+        size="Shape of the result (default: the server's, else the same as the picture)",
+        count="How many versions to make, 1–4 (each costs credits; default 1)",
         format="File type of the result (default PNG)",
         private="Only you see the result",
     )
@@ -99,7 +99,7 @@ class Edit(commands.Cog):
         image4: discord.Attachment | None = None,
         quality: Quality | None = None,
         size: app_commands.Choice[str] | None = None,
-        count: app_commands.Range[int, 1, 4] = 1,
+        count: app_commands.Range[int, 1, 4] | None = None,
         format: Format = "png",
         private: bool = False,
     ) -> None:
@@ -108,10 +108,11 @@ class Edit(commands.Cog):
         if problem is not None:
             await interaction.response.send_message(problem, ephemeral=True)
             return
+        server = await self.bot.guild_settings.get(interaction.guild_id)
         options = EditOptions(
-            quality=quality or self.bot.settings.editing.default_quality,
-            image_size=size.value if size is not None else "auto",
-            count=count,
+            quality=quality or server.default_quality or self.bot.settings.editing.default_quality,
+            image_size=size.value if size is not None else server.default_size or "auto",
+            count=count or server.default_count or 1,
             output_format=format,
             private=private,
         )
@@ -127,9 +128,9 @@ class Edit(commands.Cog):
                 ephemeral=True,
             )
             return
-        await interaction.response.send_modal(
-            EditImageModal(images, self.bot.settings.editing.default_quality)
-        )
+        server = await self.bot.guild_settings.get(interaction.guild_id)
+        quality = server.default_quality or self.bot.settings.editing.default_quality
+        await interaction.response.send_modal(EditImageModal(images, quality))
 
     @app_commands.command(name="history", description="Your recent edits, with links to the results")
     async def history(self, interaction: Interaction) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.credits import Balance, CreditError, Estimate
+from bot.guilds import ServerSettings
 from bot.jobs import EditOptions, EditOrder, EditsPaused, InputImage, Progress, TooManyJobs
 from bot.validation import AttachmentFacts, attachment_problem, prompt_problem
 from cogs import render
@@ -27,7 +28,18 @@ if TYPE_CHECKING:
 
 PAUSED = "Retouch is not taking new edits right now (it may be restarting); try again in a minute."
 NOT_IN_DMS = "Editing in direct messages is turned off on this bot; use /edit in a server channel."
+SERVER_PAUSED = "Editing is paused on this server by its moderators; try again later."
 CONFIRM_TIMEOUT = 300.0
+
+
+def wrong_channel_text(server: ServerSettings) -> str:
+    channels = ", ".join(f"<#{channel}>" for channel in server.allowed_channels[:5])
+    return f"Editing is not allowed in this channel; use {channels}."
+
+
+def is_age_restricted(channel: object) -> bool:
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
 
 
 def image_facts(attachment: discord.Attachment) -> AttachmentFacts:
@@ -82,8 +94,12 @@ def role_ids(interaction: Interaction) -> list[int]:
     return [role.id for role in user.roles] if isinstance(user, discord.Member) else []
 
 
-def needs_confirmation(interaction: Interaction, estimate: Estimate, balance: Balance) -> bool:
-    threshold = interaction.client.settings.credits.confirm_above
+def needs_confirmation(
+    interaction: Interaction, server: ServerSettings, estimate: Estimate, balance: Balance
+) -> bool:
+    threshold = server.confirm_above
+    if threshold is None:
+        threshold = interaction.client.settings.credits.confirm_above
     return estimate.credits > threshold or estimate.credits * 2 > balance.available
 
 
@@ -111,7 +127,15 @@ async def start_edit(
 ) -> Job | None:
     """Check, maybe confirm, defer, queue and show the place in line; None when refused."""
     bot = interaction.client
-    chosen = EditOptions.from_dict({**options.to_dict(), "upload_limit": interaction.filesize_limit})
+    server = await bot.guild_settings.get(interaction.guild_id)
+    chosen = EditOptions.from_dict(
+        {
+            **options.to_dict(),
+            "upload_limit": interaction.filesize_limit,
+            "nsfw_policy": server.nsfw_policy,
+            "channel_nsfw": is_age_restricted(interaction.channel),
+        }
+    )
     order = EditOrder(
         guild_id=interaction.guild_id,
         channel_id=interaction.channel_id or 0,
@@ -130,6 +154,10 @@ async def start_edit(
     problem = prompt_problem(prompt)
     if problem is None and interaction.guild_id is None and not bot.settings.editing.allow_dms:
         problem = NOT_IN_DMS
+    if problem is None and server.paused:
+        problem = SERVER_PAUSED
+    if problem is None and not server.allows_channel(interaction.channel_id):
+        problem = wrong_channel_text(server)
     balance: Balance | None = None
     if problem is None:
         try:
@@ -139,7 +167,7 @@ async def start_edit(
     if problem is not None or balance is None:
         await _answer_privately(interaction, problem or PAUSED)
         return None
-    if not confirmed and needs_confirmation(interaction, estimate, balance):
+    if not confirmed and needs_confirmation(interaction, server, estimate, balance):
         view = ConfirmView(order, estimate, parent)
         await interaction.response.send_message(
             render.confirm_text(estimate, balance), view=view, ephemeral=True

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 import discord
 
-from bot.credits import Balance, Estimate, LedgerEntry, QuotaView, UsageRow
+from bot.credits import Balance, Estimate, LedgerEntry, QuotaView, Spend, UsageRow
+from bot.guilds import ServerSettings
 from bot.jobs import Progress, ResultFile
+from bot.providers.router import HostHealth
+from storage.guilds import AuditEntry
 from storage.jobs import Job, JobState
 
 PROMPT_PREVIEW = 300
@@ -203,5 +208,89 @@ def usage_text(rows: Sequence[UsageRow], period: str) -> str:
     for row in rows[:15]:
         lines.append(
             f"<@{row.user_id}>: {row.credits} credits, {row.edits} edits, ${row.usd_micros / 1_000_000:.2f}"
+        )
+    return "\n".join(lines)[:2000]
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    version: str
+    started_at: datetime
+    latency: float
+    queued: int
+    in_flight: int
+    hosts: Sequence[HostHealth]
+    spend: Spend
+    paused_here: bool
+    paused_everywhere: bool
+
+
+def _usd(micros: int) -> str:
+    return f"${micros / 1_000_000:.2f}"
+
+
+def spend_text(spend: Spend) -> str:
+    def line(label: str, used: int, cap: int | None, resets: datetime) -> str:
+        limit = f" of {_usd(cap)}" if cap is not None else " (no cap)"
+        return f"{label}: {_usd(used)}{limit}, resets {discord.utils.format_dt(resets, 'R')}"
+
+    return "\n".join(
+        [
+            "Host spend (delivered and in progress):",
+            line("Today", spend.day_usd_micros, spend.day_cap_micros, spend.day_resets_at),
+            line("This month", spend.month_usd_micros, spend.month_cap_micros, spend.month_resets_at),
+        ]
+    )
+
+
+def status_text(status: StatusSnapshot) -> str:
+    hosts = ", ".join(
+        f"{host.name} {host.state.value}"
+        + (f" ({host.consecutive_failures} failures)" if host.consecutive_failures else "")
+        for host in status.hosts
+    )
+    paused = (
+        "paused everywhere"
+        if status.paused_everywhere
+        else "paused here"
+        if status.paused_here
+        else "taking edits"
+    )
+    latency = f"{status.latency * 1000:.0f} ms" if status.latency == status.latency else "unknown"
+    return "\n".join(
+        [
+            f"**Retouch {status.version}**, up since {discord.utils.format_dt(status.started_at, 'R')}, {paused}.",
+            f"Gateway latency {latency}; {status.queued} waiting, {status.in_flight} in progress.",
+            f"Hosts: {hosts}.",
+            spend_text(status.spend),
+        ]
+    )
+
+
+def server_settings_text(settings: ServerSettings) -> str:
+    channels = ", ".join(f"<#{channel}>" for channel in settings.allowed_channels) or "every channel"
+    confirm = (
+        f"above {settings.confirm_above} credits"
+        if settings.confirm_above is not None
+        else "the bot's default"
+    )
+    return (
+        f"Defaults: quality {settings.default_quality or 'the bot default'}, size {settings.default_size or 'auto'}, "
+        f"{settings.default_count or 1} version(s). NSFW results: {settings.nsfw_policy.replace('_', ' ')}. "
+        f"Editing allowed in {channels}. Confirmation {confirm}. "
+        + ("Editing is paused." if settings.paused else "")
+    ).strip()
+
+
+def audit_text(entries: Sequence[AuditEntry]) -> str:
+    if not entries:
+        return "No moderator actions recorded on this server yet."
+    lines = ["Recent actions (newest first):"]
+    for entry in entries:
+        target = f" on <@{entry.target_id}>" if entry.target_id else ""
+        detail = ", ".join(f"{key}={value}" for key, value in entry.detail.items())
+        when = discord.utils.format_dt(entry.created_at, "R")
+        lines.append(
+            f"{when} <@{entry.actor_id}> {entry.action}{target}" + (f" ({detail})" if detail else "")
         )
     return "\n".join(lines)[:2000]

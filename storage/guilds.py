@@ -1,0 +1,91 @@
+"""A server's own settings: the pause switch and the edit defaults its moderators choose.
+
+The settings document is shared with the credit settings (`storage.quotas`), so each key is
+changed with `json_set` rather than by rewriting the whole document.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from storage.db import Database
+from storage.ledger import ts
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    actor_id: int
+    action: str
+    target_id: int | None
+    detail: dict[str, Any]
+    created_at: datetime
+
+
+class GuildRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def load(self, guild_id: int) -> tuple[bool, dict[str, Any]]:
+        """(paused, settings document); a server never configured is (False, {})."""
+        async with self._db.conn.execute(
+            "SELECT paused, settings FROM guild_settings WHERE guild_id = ?", (guild_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return False, {}
+        return bool(row["paused"]), json.loads(row["settings"])
+
+    async def set_value(self, guild_id: int, key: str, value: Any, *, actor_id: int, now: datetime) -> None:
+        """Set one key (any JSON value), or remove it with None."""
+        path = f"$.{key}"
+        async with self._db.transaction() as conn:
+            if value is None:
+                await conn.execute(
+                    "UPDATE guild_settings SET settings = json_remove(settings, ?), updated_by = ?, updated_at = ? "
+                    "WHERE guild_id = ?",
+                    (path, actor_id, ts(now), guild_id),
+                )
+                return
+            encoded = json.dumps(value)
+            await conn.execute(
+                """
+                INSERT INTO guild_settings (guild_id, settings, updated_by, updated_at)
+                VALUES (?, json_set('{}', ?, json(?)), ?, ?)
+                ON CONFLICT (guild_id) DO UPDATE
+                SET settings = json_set(settings, ?, json(?)), updated_by = excluded.updated_by,
+                    updated_at = excluded.updated_at
+                """,
+                (guild_id, path, encoded, actor_id, ts(now), path, encoded),
+            )
+
+    async def set_paused(self, guild_id: int, paused: bool, *, actor_id: int, now: datetime) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                """
+                INSERT INTO guild_settings (guild_id, paused, updated_by, updated_at) VALUES (?, ?, ?, ?)
+                ON CONFLICT (guild_id) DO UPDATE
+                SET paused = excluded.paused, updated_by = excluded.updated_by, updated_at = excluded.updated_at
+                """,
+                (guild_id, int(paused), actor_id, ts(now)),
+            )
+
+    async def audit_entries(self, guild_id: int, *, limit: int) -> list[AuditEntry]:
+        async with self._db.conn.execute(
+            "SELECT actor_id, action, target_id, detail, created_at FROM audit_log "
+            "WHERE guild_id = ? ORDER BY id DESC LIMIT ?",
+            (guild_id, limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            AuditEntry(
+                actor_id=row["actor_id"],
+                action=row["action"],
+                target_id=row["target_id"],
+                detail=json.loads(row["detail"]),
+                created_at=datetime.fromisoformat(row["created_at"]),
+            )
+            for row in rows
+        ]
