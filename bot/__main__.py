@@ -1,4 +1,4 @@
-"""Command line: `python -m bot [--config PATH] [run | check-config | migrate | backup PATH]`.
+"""Command line: `python -m bot [--config PATH] [run | check-config | migrate | edit ... | backup PATH]`.
 
 Every failure an operator can fix (a missing key, a broken file, a database from a newer
 version, a rejected token) ends in one clear message and a non-zero exit, never a traceback.
@@ -20,8 +20,12 @@ import aiohttp
 import discord
 
 from bot.app import Retouch
-from bot.config import ConfigError, Settings, load_settings, summary
+from bot.config import KNOWN_HOSTS, ConfigError, Settings, load_settings, summary
+from bot.files import DownloadError
+from bot.images import ImageProblem
 from bot.logs import setup_logging
+from bot.oneshot import OneShot, run_oneshot
+from bot.providers.base import IMAGE_SIZES, QUALITIES, ProviderError
 from storage.db import SchemaTooNew, backup, latest_version, migrate_with_backup
 
 log = logging.getLogger("bot")
@@ -36,6 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("run", help="run the bot (the default)")
     commands.add_parser("check-config", help="validate the configuration and print a summary")
     commands.add_parser("migrate", help="bring the database schema up to date and exit")
+    edit = commands.add_parser("edit", help="run one edit without Discord, to test a key and a host")
+    edit.add_argument("images", nargs="+", metavar="IMAGE", help="local files or http(s) URLs (up to 16)")
+    edit.add_argument("--prompt", required=True, help="what to change")
+    edit.add_argument("--mask", help="where changes are allowed: white (or transparent) = may change")
+    edit.add_argument("--quality", choices=QUALITIES, default="high")
+    edit.add_argument("--size", choices=IMAGE_SIZES, default="auto")
+    edit.add_argument("--count", type=int, choices=range(1, 5), default=1)
+    edit.add_argument("--host", choices=KNOWN_HOSTS, help="use only this host (default: providers.order)")
+    edit.add_argument("--out", required=True, type=Path, help="a file (result.png) or a directory")
     backup_parser = commands.add_parser("backup", help="copy the database safely, even while the bot runs")
     backup_parser.add_argument("path", help="a file to write, or a directory for a timestamped file")
     return parser
@@ -86,6 +99,32 @@ async def _run(settings: Settings) -> int:
     return 0
 
 
+def _edit(settings: Settings, args: argparse.Namespace) -> int:
+    order = OneShot(
+        images=args.images,
+        prompt=args.prompt,
+        out=args.out,
+        mask=args.mask,
+        quality=args.quality,
+        size=args.size,
+        count=args.count,
+        host=args.host,
+    )
+    try:
+        written = asyncio.run(run_oneshot(settings, order))
+    except FileNotFoundError as exc:
+        return _fail(f"No such image file: {exc.filename}.")
+    except ImageProblem as exc:
+        return _fail(f"An input image cannot be used: {exc}.")
+    except ProviderError as exc:
+        return _fail(f"The edit failed at {exc.host or 'the host'} ({exc.kind.value}): {exc.message}")
+    except DownloadError as exc:
+        return _fail(f"The result could not be downloaded: {exc}.")
+    for path in written:
+        print(f"Wrote {path}")  # noqa: T201
+    return 0
+
+
 def _backup(settings: Settings, destination: Path) -> int:
     if not settings.storage.path.exists():
         return _fail(f"There is no database at {settings.storage.path} to back up (storage.path).")
@@ -115,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_migrate(settings))
         if command == "backup":
             return _backup(settings, Path(args.path))
+        if command == "edit":
+            return _edit(settings, args)
         log.info("starting Retouch: %s", "; ".join(summary(settings)))
         return asyncio.run(_run(settings))
     except SchemaTooNew as exc:

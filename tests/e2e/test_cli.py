@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 
 from storage.db import connect, latest_version
+from tests.conftest import StaticFiles
+from tests.fakes.openai import FakeOpenAI
+from tests.fakes.runflow import FakeRunflow, expected_output_image
+from tests.images import decode, png
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,3 +72,49 @@ async def test_migrate_then_refuse_a_newer_database(tmp_path: Path) -> None:
     assert code == 1
     assert "Refusing to start" in err and "newer" not in out
     assert "Traceback" not in err
+
+
+async def test_edit_without_discord_writes_the_result(
+    tmp_path: Path, static_files: StaticFiles, runflow: FakeRunflow
+) -> None:
+    source = png(40, 30)
+    url = static_files.add("photo.png", source)
+    env = {
+        "RETOUCH_DISCORD__TOKEN": "x",
+        "RETOUCH_PROVIDERS__RUNFLOW__API_KEY": runflow.api_key,
+        "RETOUCH_PROVIDERS__RUNFLOW__BASE_URL": runflow.base_url,
+        "RETOUCH_PROVIDERS__POLL_INTERVAL": "0.05",
+    }
+    code, out, err = await run_cli(
+        "edit", url, "--prompt", "invert", "--out", str(tmp_path / "result.png"), env=env, cwd=tmp_path
+    )
+    assert code == 0, err
+    assert "Wrote" in out and "runflow: succeeded" in err
+    edited = decode((tmp_path / "result.png").read_bytes())
+    assert edited.tobytes() == expected_output_image(decode(source)).convert(edited.mode).tobytes()
+
+
+async def test_edit_sends_local_files_as_bytes(tmp_path: Path) -> None:
+    fake = FakeOpenAI()
+    await fake.start()
+    try:
+        (tmp_path / "in.png").write_bytes(png(32, 32))
+        env = {
+            "RETOUCH_DISCORD__TOKEN": "x",
+            "RETOUCH_PROVIDERS__ORDER": '["openai"]',
+            "RETOUCH_PROVIDERS__OPENAI__API_KEY": fake.api_key,
+            "RETOUCH_PROVIDERS__OPENAI__BASE_URL": fake.base_url,
+        }
+        code, out, err = await run_cli(
+            "edit", "in.png", "--prompt", "x", "--count", "2", "--out", "outs", env=env, cwd=tmp_path
+        )
+        assert code == 0, err
+        assert sorted(p.name for p in (tmp_path / "outs").iterdir()) == ["retouch-1.png", "retouch-2.png"]
+    finally:
+        await fake.close()
+
+
+async def test_edit_with_a_missing_file_says_so(tmp_path: Path) -> None:
+    env = {"RETOUCH_DISCORD__TOKEN": "x", "RETOUCH_PROVIDERS__RUNFLOW__API_KEY": "y"}
+    code, _, err = await run_cli("edit", "nope.png", "--prompt", "x", "--out", "o.png", env=env, cwd=tmp_path)
+    assert code == 1 and "No such image file: nope.png" in err and "Traceback" not in err

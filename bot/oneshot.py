@@ -1,0 +1,106 @@
+"""`python -m bot edit`: one edit without Discord, to check a key and a host from a terminal.
+
+It goes through the same router and host clients as the bot, but keeps nothing in the
+database: no job, no credits. Images may be local files (sent as bytes: multipart for OpenAI,
+data URIs for the others) or http(s) URLs (passed to the host as they are).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from bot import images
+from bot.config import Settings
+from bot.files import DownloadError, FileStore
+from bot.providers.base import EditRequest, EditResult, ImageRef, ProviderError, RunStatus
+from bot.providers.router import build_router
+
+MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class OneShot:
+    images: list[str]
+    prompt: str
+    out: Path
+    mask: str | None = None
+    quality: str = "high"
+    size: str = "auto"
+    count: int = 1
+    host: str | None = None
+
+
+def _reference(source: str) -> ImageRef:
+    if source.startswith(("http://", "https://")):
+        return ImageRef(filename=source.rsplit("/", 1)[-1] or "image", url=source)
+    path = Path(source)
+    data = path.read_bytes()
+    info = images.inspect(data)
+    return ImageRef(filename=path.name, data=data, content_type=info.content_type)
+
+
+def _progress(text: str) -> None:
+    sys.stderr.write(f"\r{text:<70}")
+    sys.stderr.flush()
+
+
+def _output_path(out: Path, index: int, count: int, extension: str) -> Path:
+    """`--out result.png` names the file (numbered when several); otherwise it is a directory."""
+    if out.suffix:
+        return out if count == 1 else out.with_name(f"{out.stem}-{index + 1}{out.suffix}")
+    return out / f"retouch-{index + 1}.{extension}"
+
+
+async def run_oneshot(settings: Settings, order: OneShot) -> list[Path]:
+    """Submit, wait with a progress line, download; raises ProviderError or DownloadError."""
+    providers = settings.providers
+    if order.host is not None:
+        providers = providers.model_copy(update={"order": [order.host]})
+    request = EditRequest(
+        job_id=0,
+        prompt=order.prompt,
+        images=[_reference(source) for source in order.images],
+        mask=_reference(order.mask) if order.mask else None,
+        quality=order.quality,
+        image_size=order.size,
+        count=order.count,
+    )
+    async with aiohttp.ClientSession() as session:
+        router = build_router(providers, session)
+        started = time.monotonic()
+        run = await router.submit(request)
+        interval = providers.poll_interval
+        while True:
+            state = await router.status(run)
+            _progress(f"{run.host}: {state.status.value}, {time.monotonic() - started:.0f} s")
+            if state.status.final:
+                break
+            await asyncio.sleep(interval)
+            interval = min(interval * 1.5, providers.poll_interval_max)
+        sys.stderr.write("\n")
+        if state.status is not RunStatus.SUCCEEDED or state.result is None:
+            raise state.error or ProviderError(f"the run ended {state.status.value}", host=run.host)
+        return await _save(state.result, order.out, session)
+
+
+async def _save(result: EditResult, out: Path, session: aiohttp.ClientSession) -> list[Path]:
+    store = FileStore(out.parent if out.suffix else out)
+    written = []
+    for index, output in enumerate(result.images):
+        if output.data is not None:
+            data = output.data
+        elif output.url is not None:
+            data = await store.download(session, output.url, max_bytes=MAX_OUTPUT_BYTES)
+        else:
+            raise DownloadError("the host listed an output without a URL or data")
+        info = images.inspect(data)
+        path = _output_path(out, index, len(result.images), info.extension)
+        await store.write(path, data)
+        written.append(path)
+    return written
