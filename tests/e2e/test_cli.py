@@ -105,7 +105,7 @@ async def test_edit_sends_local_files_as_bytes(tmp_path: Path) -> None:
             "RETOUCH_PROVIDERS__OPENAI__API_KEY": fake.api_key,
             "RETOUCH_PROVIDERS__OPENAI__BASE_URL": fake.base_url,
         }
-        code, out, err = await run_cli(
+        code, _, err = await run_cli(
             "edit", "in.png", "--prompt", "x", "--count", "2", "--out", "outs", env=env, cwd=tmp_path
         )
         assert code == 0, err
