@@ -39,8 +39,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from bot.config import BudgetSettings, CreditsSettings, Period
-from storage.db import Database
-from storage.ledger import EntryKind, Hold, LedgerEntry, LedgerRepository, NewEntry, UsageRow, ts
+from storage.db import Database, ts
+from storage.ledger import EntryKind, Hold, LedgerEntry, LedgerRepository, NewEntry, UsageRow
 from storage.quotas import PERIOD_KEY, SERVER_CAP_KEY, Allowances, QuotaRepository, Scope
 
 __all__ = [

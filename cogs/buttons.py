@@ -34,6 +34,17 @@ async def _job(interaction: Interaction, job_id: int) -> Job | None:
     return job
 
 
+async def _owned_job(interaction: Interaction, job_id: int, verb: str) -> Job | None:
+    """The job when the presser asked for it or moderates here; otherwise they are told no."""
+    job = await _job(interaction, job_id)
+    if job is not None and interaction.user.id != job.user_id and not can_moderate(interaction):
+        await interaction.response.send_message(
+            f"Only the member who asked for this edit, or a moderator, can {verb} it.", ephemeral=True
+        )
+        return None
+    return job
+
+
 def _result_images(message: discord.Message | None) -> list[discord.Attachment]:
     return [a for a in (message.attachments if message else []) if a.width]
 
@@ -168,13 +179,7 @@ class DeleteButton(_JobButton, template=_template("delete")):
     style = discord.ButtonStyle.danger
 
     async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
-        job = await _job(interaction, self.job_id)
-        if job is None:
-            return
-        if interaction.user.id != job.user_id and not can_moderate(interaction):
-            await interaction.response.send_message(
-                "Only the member who asked for this edit, or a moderator, can delete it.", ephemeral=True
-            )
+        if await _owned_job(interaction, self.job_id, "delete") is None:
             return
         await interaction.response.defer()
         if interaction.message is not None:
@@ -188,13 +193,8 @@ class CancelButton(_JobButton, template=_template("cancel")):
     style = discord.ButtonStyle.danger
 
     async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
-        job = await _job(interaction, self.job_id)
+        job = await _owned_job(interaction, self.job_id, "cancel")
         if job is None:
-            return
-        if interaction.user.id != job.user_id and not can_moderate(interaction):
-            await interaction.response.send_message(
-                "Only the member who asked for this edit, or a moderator, can cancel it.", ephemeral=True
-            )
             return
         cancelled = await interaction.client.jobs.cancel(job.id)
         if cancelled is None:

@@ -149,6 +149,11 @@ async def open_db(path: Path | str) -> Database:
     return Database(conn)
 
 
+def ts(value: datetime) -> str:
+    """Fixed-width UTC text, so comparing the strings in SQL compares the instants."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
 _in_transaction: contextvars.ContextVar[bool] = contextvars.ContextVar("in_transaction", default=False)
 
 

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from storage.db import Database
-from storage.ledger import ts
+from storage.db import Database, ts
 
 
 @dataclass(frozen=True)

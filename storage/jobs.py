@@ -18,7 +18,7 @@ from typing import Any
 
 import aiosqlite
 
-from storage.db import Database
+from storage.db import Database, ts
 
 
 class JobState(StrEnum):
@@ -45,7 +45,7 @@ def utcnow() -> datetime:
 
 
 def _ts(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat()
+    return None if value is None else ts(value)
 
 
 def _dt(value: str | None) -> datetime | None:

@@ -17,10 +17,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
-from storage.db import Database
+from storage.db import Database, ts
 
 
 class EntryKind(StrEnum):
@@ -30,11 +30,6 @@ class EntryKind(StrEnum):
     CAPTURE = "capture"
     RELEASE = "release"
     ADJUST = "adjust"
-
-
-def ts(value: datetime) -> str:
-    """Fixed-width UTC text, so comparing the strings in SQL compares the instants."""
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _dt(value: str | None) -> datetime | None:

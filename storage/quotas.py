@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from storage.db import Database
-from storage.ledger import ts
+from storage.db import Database, ts
 
 Scope = Literal["default", "role", "user"]
 

@@ -6,6 +6,7 @@ runner only ever sees these types, so failover and recovery are written once.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -156,6 +157,24 @@ class RunFailed(ProviderError):
     """The run was accepted and then failed at the host for a reason of its own."""
 
     kind = ErrorKind.RUN_FAILED
+
+
+def url_or_data_uri(image: ImageRef, host: str) -> str:
+    """The image as URL-taking hosts accept it: its URL, else its bytes inline as a data URI."""
+    if image.url is not None:
+        return image.url
+    if image.data is None:
+        raise InvalidRequest(f"image {image.filename} has neither a URL nor bytes", host=host)
+    return f"data:{image.content_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+
+
+def finished_result(state: RunState, run: Run, host: str) -> EditResult:
+    """The result of a run that has ended, or the error it ended with."""
+    if state.error is not None:
+        raise state.error
+    if state.result is None:
+        raise InvalidRequest(f"run {run.run_id} has not finished ({state.status})", host=host)
+    return state.result
 
 
 class Provider(Protocol):

@@ -32,6 +32,7 @@ from bot.providers.base import (
     RunState,
     RunStatus,
     Unavailable,
+    finished_result,
 )
 from bot.providers.fal import MASK_FIELD, int_or_none, nsfw_flag, output_images
 from bot.providers.http import request_json
@@ -195,12 +196,7 @@ class EachlabsProvider:
         return prediction_state(await self._call("GET", f"/v1/prediction/{run.run_id}"))
 
     async def result(self, run: Run) -> EditResult:
-        state = await self.status(run)
-        if state.error is not None:
-            raise state.error
-        if state.result is None:
-            raise InvalidRequest(f"prediction {run.run_id} has not finished ({state.status})", host=self.name)
-        return state.result
+        return finished_result(await self.status(run), run, self.name)
 
     async def cancel(self, run: Run) -> bool:
         """Best effort at each::labs too: some upstreams finish (and bill) anyway."""

@@ -12,7 +12,6 @@ are `{"detail": [{"loc", "msg", "type"}]}` and infrastructure errors `{"detail":
 
 from __future__ import annotations
 
-import base64
 import logging
 from typing import Any
 from urllib.parse import urlencode
@@ -34,6 +33,7 @@ from bot.providers.base import (
     RunState,
     RunStatus,
     Unavailable,
+    url_or_data_uri,
 )
 from bot.providers.http import request_json
 from bot.providers.openai import TokenPrices, token_usd_micros
@@ -131,11 +131,7 @@ def output_state(payload: Any, duration_ms: int | None = None) -> RunState:
 
 def _image_url(image: ImageRef) -> str:
     """fal fetches URLs itself and also accepts data URIs, so bytes travel inline."""
-    if image.url is not None:
-        return image.url
-    if image.data is None:
-        raise InvalidRequest(f"image {image.filename} has neither a URL nor bytes", host="fal")
-    return f"data:{image.content_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+    return url_or_data_uri(image, "fal")
 
 
 def _duration_ms(status: dict[str, Any]) -> int | None:

@@ -8,7 +8,6 @@ public cancel: cancelling means we stop waiting and ignore a late result.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import aiohttp
@@ -27,6 +26,8 @@ from bot.providers.base import (
     RunState,
     RunStatus,
     Unavailable,
+    finished_result,
+    url_or_data_uri,
 )
 from bot.providers.http import request_json
 
@@ -53,12 +54,9 @@ def _parse_error(body: Any) -> tuple[str | None, str | None]:
 
 
 def _image_url(image: ImageRef) -> str:
-    if image.url is not None:
-        return image.url
-    if image.data is None:
-        raise InvalidRequest(f"image {image.filename} has neither a URL nor bytes", host="runflow")
-    encoded = base64.b64encode(image.data).decode("ascii")
-    return f"data:{image.content_type};base64,{encoded}"
+    # ASSUMPTION: Runflow documents URLs only; bytes go as a data URI, which fal (that serves the
+    # same model) documents and Runflow is believed to pass through.
+    return url_or_data_uri(image, "runflow")
 
 
 def _outputs(output: Any) -> list[OutputImage]:
@@ -183,12 +181,7 @@ class RunflowProvider:
         return run_state(await self._call("GET", f"/v1/runs/{run.run_id}"))
 
     async def result(self, run: Run) -> EditResult:
-        state = await self.status(run)
-        if state.error is not None:
-            raise state.error
-        if state.result is None:
-            raise InvalidRequest(f"run {run.run_id} has not finished ({state.status})", host=self.name)
-        return state.result
+        return finished_result(await self.status(run), run, self.name)
 
     async def cancel(self, run: Run) -> bool:
         return False

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from storage.db import Database, open_db
+from storage.db import Database, open_db, ts
 from storage.jobs import JobRepository, NewJob
-from storage.ledger import EntryKind, Hold, LedgerRepository, NewEntry, ts
+from storage.ledger import EntryKind, Hold, LedgerRepository, NewEntry
 from storage.quotas import QuotaRepository
 
 T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
