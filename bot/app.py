@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 import aiohttp
 import discord
@@ -15,9 +16,10 @@ from bot.credits import CreditService
 from bot.files import FileStore
 from bot.guilds import GuildSettingsService
 from bot.jobs import JobService
+from bot.links import FileLinks
 from bot.metrics import Metrics
 from bot.providers.router import Router, build_router
-from bot.web import Callbacks, Exposition, Health, WebServer, build_app, callback_hosts
+from bot.web import Callbacks, Exposition, Health, Served, WebServer, build_app, callback_hosts
 from cogs.delivery import DiscordDelivery
 from storage.db import Database, open_db
 from storage.jobs import JobRepository
@@ -76,14 +78,20 @@ class Retouch(commands.Bot):
         self.guild_settings = GuildSettingsService(self.db)
         first_host = getattr(settings.providers, settings.providers.order[0])
         self.metrics = Metrics()
+        files = FileStore(settings.storage.files_dir)
+        links = FileLinks(settings.web.public_url) if settings.web.public_url else None
         repo = JobRepository(self.db)
         self.jobs = JobService(
             repo=repo,
             metrics=self.metrics,
+            cdn_hosts=settings.discord.cdn_hosts,
+            links=links,
+            retention=timedelta(days=settings.storage.retention_days),
+            max_stored_bytes=int(settings.storage.max_gib * 1024**3),
             provider=self.router,
             credits=self.credits,
             usd_per_image=first_host.usd_per_image,
-            files=FileStore(settings.storage.files_dir),
+            files=files,
             session=self.session,
             concurrency=sum(
                 getattr(settings.providers, host).max_concurrency for host in settings.providers.order
@@ -107,6 +115,7 @@ class Retouch(commands.Bot):
                 ),
                 Callbacks(callback_hosts(settings.providers), self.jobs.run_update),
                 Exposition(self.metrics, repo),
+                Served(links, files) if links is not None else None,
             ),
             settings.web.host,
             settings.web.port,

@@ -42,6 +42,8 @@ class DiscordSettings(_Section):
     api_base: str | None = None
     gateway_url: str | None = None
     dev_guilds: list[int] = Field(default_factory=list)
+    # The only hosts members' images are fetched from (no fetching arbitrary URLs: SSRF).
+    cdn_hosts: list[str] = Field(default_factory=lambda: ["cdn.discordapp.com", "media.discordapp.net"])
 
     _urls = field_validator("api_base", "gateway_url")(_loopback_or_url)
 
@@ -137,6 +139,9 @@ class BudgetSettings(_Section):
 class StorageSettings(_Section):
     path: Path = Path("data/retouch.db")
     files_dir: Path = Path("data/files")
+    # Inputs and outputs older than this are deleted, and the oldest first above the size cap.
+    retention_days: Annotated[int, Field(ge=1)] = 30
+    max_gib: Annotated[float, Field(gt=0)] = 5.0
 
 
 class WebSettings(_Section):

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 import aiohttp
+import yarl
 
 CHUNK = 256 * 1024
 
@@ -30,6 +33,26 @@ class FileStore:
     def output_path(self, job_id: int, idx: int, extension: str) -> Path:
         return self.job_dir(job_id) / f"output-{idx}.{extension}"
 
+    def input_path(self, job_id: int, idx: int, extension: str) -> Path:
+        return self.job_dir(job_id) / f"input-{idx}.{extension}"
+
+    def prune(self, *, older_than: float, max_bytes: int) -> int:
+        """Delete job folders past retention, then the oldest until under the cap; returns how
+        many. Synchronous (walks the disk): run it in a thread."""
+        folders = [folder for group in self.root.glob("*") if group.is_dir() for folder in group.iterdir()]
+        aged = sorted(
+            (folder.stat().st_mtime, folder, _size(folder)) for folder in folders if folder.is_dir()
+        )
+        total = sum(size for _, _, size in aged)
+        removed = 0
+        for modified, folder, size in aged:
+            if modified >= older_than and total <= max_bytes:
+                break
+            shutil.rmtree(folder, ignore_errors=True)
+            total -= size
+            removed += 1
+        return removed
+
     async def download(
         self,
         session: aiohttp.ClientSession,
@@ -37,10 +60,16 @@ class FileStore:
         *,
         max_bytes: int,
         timeout: float = 120.0,
+        allowed_hosts: Collection[str] | None = None,
     ) -> bytes:
-        """The body of `url`, refusing more than `max_bytes` while it streams."""
+        """The body of `url`, refusing more than `max_bytes` while it streams, and any host
+        outside `allowed_hosts` when given (redirects are not followed, so they cannot escape)."""
+        if allowed_hosts is not None and yarl.URL(url).host not in allowed_hosts:
+            raise DownloadError("the image is not on Discord's CDN")
         try:
-            async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            async with session.get(
+                url, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=allowed_hosts is None
+            ) as response:
                 if response.status != 200:
                     raise DownloadError(f"the file server answered HTTP {response.status}")
                 declared = response.content_length
@@ -64,6 +93,10 @@ class FileStore:
 
     async def read(self, path: Path) -> bytes:
         return await asyncio.to_thread(path.read_bytes)
+
+
+def _size(folder: Path) -> int:
+    return sum(entry.stat().st_size for entry in folder.iterdir() if entry.is_file())
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 # Larger than any input the model accepts (4096x4096 at most on some hosts), small enough that a
 # decompression bomb is refused before it is decoded.
@@ -101,3 +101,62 @@ def _encode_webp(image: Image.Image, quality: int) -> bytes:
     mode = "RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB"
     image.convert(mode).save(buffer, "WEBP", quality=quality, method=4)
     return buffer.getvalue()
+
+
+# Pixel layouts that every host decodes the same way; anything else is converted before upload.
+_READY_MODES = frozenset({"RGB", "RGBA", "L", "LA"})
+# EXIF orientations other than "as stored" (1); hosts disagree on whether they honour them.
+_TURNED = frozenset(range(2, 9))
+
+
+def as_8bit(image: Image.Image) -> Image.Image:
+    """The picture in RGB, RGBA, L or LA with 8-bit samples.
+
+    Pillow's own conversion clips 16-bit grey to white instead of scaling it, so those are
+    scaled here; every other layout (CMYK, palette, bilevel) converts as Pillow does.
+    """
+    if image.mode in _READY_MODES:
+        return image
+    if image.mode.startswith("I"):
+        # point() truncates, so +0.5 rounds to the nearest 8-bit value.
+        return image.convert("I").point(lambda value: value / 257 + 0.5).convert("L")
+    if image.mode == "1":
+        return image.convert("L")
+    return image.convert("RGBA" if image.has_transparency_data else "RGB")
+
+
+@dataclass(frozen=True)
+class Normalized:
+    info: ImageInfo
+    """What the host will receive: the original's facts when `data` is None, else the new file's."""
+    data: bytes | None
+    """The re-encoded upload, or None when the original (and so its Discord URL) can go as it is."""
+
+
+def normalize(data: bytes) -> Normalized:
+    """The upload in a form every host reads the same way: upright, one frame, 8-bit RGB(A) or grey.
+
+    Hosts differ on EXIF orientation, CMYK, 16-bit samples, palettes and animation (OpenAI takes
+    no GIF at all), so an image any of them could misread is re-encoded: JPEG stays JPEG, the
+    rest become PNG. The EXIF block is dropped with the orientation, which also drops GPS tags.
+    A CMYK file's colour profile describes ink, not the converted pixels, so it is not carried over.
+    """
+    info = inspect(data)
+    with Image.open(io.BytesIO(data)) as opened:
+        # A PNG's bit depth is byte 24: the signature, then the IHDR chunk's length, type and size.
+        sixteen_bit = info.content_type == "image/png" and data[24] == 16
+        turned = opened.getexif().get(ExifTags.Base.Orientation, 1) in _TURNED
+        animated = bool(getattr(opened, "is_animated", False))
+        plain = opened.mode in _READY_MODES and not (sixteen_bit or turned or animated)
+        if plain and info.content_type != "image/gif":
+            return Normalized(info, None)
+        pixels = as_8bit(ImageOps.exif_transpose(opened))
+        profile = None if opened.mode == "CMYK" else opened.info.get("icc_profile")
+    buffer = io.BytesIO()
+    if info.content_type == "image/jpeg":
+        pixels.save(buffer, "JPEG", quality=95, icc_profile=profile)
+    else:
+        pixels.save(buffer, "PNG", icc_profile=profile)
+    encoded = buffer.getvalue()
+    content_type = "image/jpeg" if info.content_type == "image/jpeg" else "image/png"
+    return Normalized(ImageInfo(content_type, pixels.width, pixels.height, len(encoded)), encoded)

@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+import yarl
 
 from bot import images
 from bot.credits import Balance, CreditService, Estimate, InsufficientCredits, MemberBlocked
 from bot.files import DownloadError, FileStore
+from bot.links import FileLinks
 from bot.metrics import Metrics
 from bot.providers.base import (
     ContentRejected,
@@ -28,6 +30,7 @@ from bot.providers.base import (
     EditResult,
     ErrorKind,
     ImageRef,
+    InvalidRequest,
     Provider,
     ProviderError,
     Run,
@@ -40,6 +43,10 @@ from storage.jobs import Job, JobRepository, JobState, NewJob, utcnow
 log = logging.getLogger(__name__)
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+MAX_INPUT_BYTES = 25 * 1024 * 1024
+PRUNE_EVERY = timedelta(hours=6)
+# Use the stored bytes instead of a Discord URL that expires within this long.
+URL_MARGIN = timedelta(minutes=30)
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 PROGRESS_INTERVAL = 10.0
 # Discord invalidates an interaction token after 15 minutes; after that we post in the channel.
@@ -87,6 +94,8 @@ class InputImage:
     size: int | None = None
     width: int | None = None
     height: int | None = None
+    path: str | None = None
+    """Where the bytes are kept once fetched, so a Retry after the URL expired still works."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -193,6 +202,18 @@ def _run_of(job: Job) -> Run:
     return Run(job.provider, job.run_id, job.run_data)
 
 
+def url_expired(url: str) -> bool:
+    """Discord's attachment URLs carry their expiry as `ex=<hex unix time>`; others never expire."""
+    expires = yarl.URL(url).query.get("ex")
+    if expires is None:
+        return False
+    try:
+        moment = datetime.fromtimestamp(int(expires, 16), UTC)
+    except ValueError:
+        return True
+    return moment - URL_MARGIN <= utcnow()
+
+
 class JobService:
     def __init__(
         self,
@@ -211,6 +232,10 @@ class JobService:
         deadline: float,
         callback_url: str | None = None,
         metrics: Metrics | None = None,
+        cdn_hosts: Collection[str] | None = None,
+        links: FileLinks | None = None,
+        retention: timedelta = timedelta(days=30),
+        max_stored_bytes: int = 5 * 1024**3,
     ) -> None:
         self._repo = repo
         self._provider = provider
@@ -225,6 +250,10 @@ class JobService:
         self._poll_interval_max = poll_interval_max
         self._deadline = deadline
         self._callback_url = callback_url
+        self._cdn_hosts = cdn_hosts
+        self._links = links
+        self._retention = retention
+        self._max_stored_bytes = max_stored_bytes
         self.metrics = metrics or Metrics()
         self.metrics.watch_queue(lambda: len(self._queue))
         self._wakeups: dict[int, asyncio.Event] = {}
@@ -249,6 +278,7 @@ class JobService:
         self._workers = [
             asyncio.create_task(self._work(), name=f"job-worker-{n}") for n in range(self._concurrency)
         ]
+        self._workers.append(asyncio.create_task(self._prune_forever(), name="prune-files"))
         self.accepting = True
 
     async def stop(self) -> None:
@@ -401,6 +431,48 @@ class JobService:
         self._finished(moved)
         return moved
 
+    async def _prepare_inputs(self, job: Job) -> list[ImageRef]:
+        """Fetch each reference (Discord's CDN only) to disk once, check what it really is, and
+        choose how the host gets it: the Discord URL when the file is fine as it is and the URL
+        is still valid, else the bytes (normalised: upright, one frame, 8-bit)."""
+        references = []
+        kept = []
+        for idx, item in enumerate(InputImage(**entry) for entry in job.inputs):
+            stored = Path(item.path) if item.path else None
+            if stored is not None and await asyncio.to_thread(stored.exists):
+                data = await self._files.read(stored)
+            else:
+                data = await self._files.download(
+                    self._session, item.url, max_bytes=MAX_INPUT_BYTES, allowed_hosts=self._cdn_hosts
+                )
+                info = await asyncio.to_thread(images.inspect, data)
+                stored = self._files.input_path(job.id, idx, info.extension)
+                await self._files.write(stored, data)
+            kept.append(replace(item, path=str(stored)).to_dict())
+            references.append(await self._reference(job.id, idx, item, stored, data))
+        await self._repo.set_inputs(job.id, kept)
+        return references
+
+    async def _reference(
+        self, job_id: int, idx: int, item: InputImage, stored: Path, data: bytes
+    ) -> ImageRef:
+        """The Discord URL when it still works and the file needs no change; otherwise our own
+        signed link to the (normalised) bytes where callbacks are public, else the bytes."""
+        ready = await asyncio.to_thread(images.normalize, data)
+        content_type = ready.info.content_type
+        if ready.data is None and not url_expired(item.url):
+            return ImageRef(filename=item.filename, url=item.url, content_type=content_type)
+        upload, path = data, stored
+        if ready.data is not None:
+            upload = ready.data
+            path = self._files.job_dir(job_id) / f"input-{idx}-ready.{ready.info.extension}"
+            await self._files.write(path, upload)
+        if self._links is not None:
+            # A Retry reuses its parent's kept file, which lives in the parent's folder.
+            link = self._links.url_for(int(path.parent.name), path.name)
+            return ImageRef(filename=item.filename, url=link, content_type=content_type)
+        return ImageRef(filename=item.filename, data=upload, content_type=content_type)
+
     async def _stop_run(self, run: Run) -> None:
         try:
             stopped = await self._provider.cancel(run)
@@ -458,6 +530,21 @@ class JobService:
             else:
                 asyncio.create_task(self._guarded(job.id), name=f"job-recover-{job.id}")  # noqa: RUF006
 
+    async def prune_files(self) -> int:
+        """Delete kept inputs and outputs past retention, oldest first above the size cap."""
+        older_than = (utcnow() - self._retention).timestamp()
+        removed = await asyncio.to_thread(
+            self._files.prune, older_than=older_than, max_bytes=self._max_stored_bytes
+        )
+        if removed:
+            log.info("pruned the files of %d old edits", removed)
+        return removed
+
+    async def _prune_forever(self) -> None:
+        while True:
+            await self.prune_files()
+            await asyncio.sleep(PRUNE_EVERY.total_seconds())
+
     async def _work(self) -> None:
         while True:
             job_id = await self._queue.get()
@@ -490,17 +577,17 @@ class JobService:
             return None
         await self.delivery.show_progress(moved, Progress(JobState.SUBMITTING))
         options = EditOptions.from_dict(moved.options)
+        try:
+            references = await self._prepare_inputs(moved)
+        except (DownloadError, images.ImageProblem) as exc:
+            await self._fail(
+                moved, InvalidRequest(str(exc), host="discord"), member_text=f"{exc}; try another image."
+            )
+            return None
         request = EditRequest(
             job_id=moved.id,
             prompt=moved.prompt,
-            images=[
-                ImageRef(
-                    filename=item["filename"],
-                    url=item["url"],
-                    content_type=item.get("content_type") or "image/png",
-                )
-                for item in moved.inputs
-            ],
+            images=references,
             quality=options.quality,
             image_size=options.image_size,
             resolution=options.resolution,

@@ -51,3 +51,17 @@ def prompt_problem(prompt: str) -> str | None:
     if len(text) > MAX_PROMPT_LENGTH:
         return f"The prompt is {len(text)} characters; keep it under {MAX_PROMPT_LENGTH}."
     return None
+
+
+# C0 and C1 control characters, except the newline and tab a modal's paragraph input can hold.
+_CONTROLS = dict.fromkeys(code for code in (*range(0x20), *range(0x7F, 0xA0)) if chr(code) not in "\n\t")
+
+
+def clean_prompt(prompt: str) -> str:
+    """The prompt without control characters, to run before `prompt_problem`.
+
+    Invisible bytes would let a prompt of nothing pass the emptiness check and be paid for, and
+    NUL is refused by PostgreSQL text columns, where the job table is meant to move.
+    Carriage returns become newlines rather than vanish, so pasted lines stay apart.
+    """
+    return prompt.replace("\r\n", "\n").replace("\r", "\n").translate(_CONTROLS)

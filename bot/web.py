@@ -1,4 +1,4 @@
-"""The bot's own HTTP server: health for Docker and monitors, and the hosts' run callbacks."""
+"""The bot's own HTTP server: health, metrics, the hosts' run callbacks, and signed file links."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import aiosqlite
 from aiohttp import web
 
 from bot.config import ProvidersSettings
+from bot.files import FileStore
+from bot.links import FileLinks
 from bot.metrics import CONTENT_TYPE, Metrics
 from bot.providers.callbacks import (
     parse_eachlabs_webhook,
@@ -119,6 +121,27 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if database and gateway else 503)
 
 
+@dataclass(frozen=True)
+class Served:
+    """Kept input files, reachable only through signed links (see bot.links)."""
+
+    links: FileLinks
+    files: FileStore
+
+
+SERVED_KEY = web.AppKey("served", Served)
+
+
+async def served_file(request: web.Request) -> web.StreamResponse:
+    served = request.app[SERVED_KEY]
+    job_id, name = request.match_info["job_id"], request.match_info["name"]
+    expires, signature = request.query.get("exp", ""), request.query.get("sig", "")
+    if not job_id.isdigit() or not served.links.valid(int(job_id), name, expires, signature):
+        return web.json_response({"error": "no such file, or the link has expired"}, status=404)
+    # A pruned file is a plain 404 from FileResponse.
+    return web.FileResponse(served.files.job_dir(int(job_id)) / name)
+
+
 async def metrics(request: web.Request) -> web.Response:
     exposition = request.app[EXPOSITION_KEY]
     body = await exposition.metrics.render(exposition.repo)
@@ -126,7 +149,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def build_app(
-    health: Health, callbacks: Callbacks | None = None, exposition: Exposition | None = None
+    health: Health,
+    callbacks: Callbacks | None = None,
+    exposition: Exposition | None = None,
+    served: Served | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_CALLBACK_BYTES)
     app[HEALTH_KEY] = health
@@ -134,6 +160,9 @@ def build_app(
     if exposition is not None:
         app[EXPOSITION_KEY] = exposition
         app.router.add_get("/metrics", metrics)
+    if served is not None:
+        app[SERVED_KEY] = served
+        app.router.add_get("/files/{job_id}/{name}", served_file)
     if callbacks is not None:
         app[CALLBACKS_KEY] = callbacks
         app.router.add_post("/callbacks/{host}", callback)

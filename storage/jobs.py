@@ -369,6 +369,13 @@ class JobRepository:
                 (job_id, idx, source_url, path, content_type, width, height, size, int(nsfw), _ts(utcnow())),
             )
 
+    async def set_inputs(self, job_id: int, inputs: Sequence[Mapping[str, Any]]) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "UPDATE jobs SET inputs = ? WHERE id = ?",
+                (json.dumps([dict(item) for item in inputs]), job_id),
+            )
+
     async def set_output_urls(self, job_id: int, urls: Sequence[str]) -> None:
         async with self._db.transaction() as conn:
             await conn.executemany(

@@ -48,6 +48,7 @@ def env_for(
         "RETOUCH_STORAGE__PATH": str(data / "retouch.db"),
         "RETOUCH_STORAGE__FILES_DIR": str(data / "files"),
         "RETOUCH_WEB__PORT": "0",
+        "RETOUCH_DISCORD__CDN_HOSTS": '["127.0.0.1"]',
         "RETOUCH_LOG__LEVEL": "INFO",
         # Enough that tests about something else never stop to confirm a cost.
         "RETOUCH_CREDITS__DEFAULT_ALLOWANCE": "1000",

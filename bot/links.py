@@ -1,0 +1,46 @@
+"""Short-lived, unguessable links to files we keep, for hosts that only take URLs.
+
+An image that had to be changed (rotated, converted) or whose Discord URL has expired cannot
+go to such a host by its Discord URL. Instead the bot serves it from `web.public_url` under a
+link signed with a secret that lives only in this process: it cannot be guessed or extended,
+and it stops working at its expiry or when the bot restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+
+from yarl import URL
+
+NAME = re.compile(r"input-[0-9]{1,2}(?:-ready)?\.(?:png|jpg|webp|gif)")
+LINK_TTL = 3600.0
+
+
+class FileLinks:
+    def __init__(self, public_url: str, *, secret: bytes | None = None) -> None:
+        self._base = public_url.rstrip("/")
+        self._secret = secret or secrets.token_bytes(32)
+
+    def _sign(self, job_id: int, name: str, expires: int) -> str:
+        message = f"{job_id}/{name}/{expires}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+    def url_for(self, job_id: int, name: str, *, ttl: float = LINK_TTL, now: float | None = None) -> str:
+        if not NAME.fullmatch(name):
+            raise ValueError(f"not a servable file name: {name!r}")
+        expires = int((now or time.time()) + ttl)
+        query = {"exp": str(expires), "sig": self._sign(job_id, name, expires)}
+        return str(URL(f"{self._base}/files/{job_id}/{name}").with_query(query))
+
+    def valid(
+        self, job_id: int, name: str, expires: str, signature: str, *, now: float | None = None
+    ) -> bool:
+        if not NAME.fullmatch(name) or not expires.isdigit():
+            return False
+        if int(expires) < (now or time.time()):
+            return False
+        return hmac.compare_digest(self._sign(job_id, name, int(expires)), signature)

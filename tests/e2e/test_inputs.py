@@ -1,0 +1,71 @@
+"""Inputs as Discord hands them over: signed URLs that expire, files a host could misread, and
+URLs that are not Discord's at all."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from storage.jobs import JobRepository
+from tests.e2e.conftest import InProcessBot
+from tests.e2e.helpers import has_image, shows
+from tests.e2e.test_hosts import free_port
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.runflow import FakeRunflow
+from tests.images import png
+
+PORT = free_port()
+PUBLIC = {"RETOUCH_WEB__PORT": str(PORT), "RETOUCH_WEB__PUBLIC_URL": f"http://127.0.0.1:{PORT}"}
+
+
+def cmyk_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("CMYK", (48, 32), (0, 200, 200, 0)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+async def first_result(fake: FakeDiscord, data: bytes, filename: str, prompt: str = "x") -> dict[str, Any]:
+    await fake.slash("edit", prompt=prompt, image=fake.add_cdn_file(data, filename))
+    return await fake.wait_for_message(has_image)
+
+
+@pytest.mark.parametrize("overrides", [PUBLIC])
+async def test_retry_after_the_discord_url_expired_uses_a_signed_link_to_the_kept_file(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
+) -> None:
+    result = await first_result(discord_fake, png(), "p.png")
+    assert retouch.bot is not None
+    job = await retouch.bot.jobs.wait_settled(1)
+    stale = [{**item, "url": item["url"].replace("ex=", "ex=00000001&old=")} for item in job.inputs]
+    await JobRepository(retouch.bot.db).set_inputs(job.id, stale)
+    await discord_fake.click(result, "Retry")
+    second = await runflow.wait_for_run(count=2)
+    # The retry reuses the first edit's kept file, linked from its folder.
+    assert second.input["image_urls"][0].startswith(f"http://127.0.0.1:{PORT}/files/1/input-0.png?exp=")
+    await discord_fake.wait_for_message(lambda m: has_image(m) and m["id"] != result["id"])
+
+
+@pytest.mark.parametrize("overrides", [PUBLIC])
+async def test_a_cmyk_photo_is_converted_before_the_host_sees_it(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
+) -> None:
+    await first_result(discord_fake, cmyk_jpeg(), "print.jpg")
+    run = await runflow.wait_for_run()
+    assert "/files/1/input-0-ready.jpg" in run.input["image_urls"][0]
+
+
+@pytest.mark.parametrize("overrides", [{"RETOUCH_DISCORD__CDN_HOSTS": '["cdn.discordapp.com"]'}])
+async def test_images_from_anywhere_but_discords_cdn_are_not_fetched(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
+) -> None:
+    await discord_fake.slash("edit", prompt="x", image=discord_fake.add_cdn_file(png(), "p.png"))
+    failed = await discord_fake.wait_for_message(shows("❌"))
+    assert "not on Discord's CDN" in failed["content"]
+    assert runflow.runs == {}
+    assert retouch.bot is not None
+    job = await retouch.bot.jobs.wait_settled(1)
+    assert job.credits_charged == 0
+    assert (await retouch.bot.credits.balance(discord_fake.guild_id, discord_fake.member_id)).reserved == 0
