@@ -7,6 +7,7 @@ Everything here is CPU-bound and synchronous; callers run it in a worker thread
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -16,6 +17,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 MAX_PIXELS = 40_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
+WEBP_MAX_SIDE = 16383
 _FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 
@@ -51,9 +53,13 @@ def inspect(data: bytes) -> ImageInfo:
             if width * height > MAX_PIXELS:
                 raise ImageProblem(f"the image is too large ({width}×{height} pixels)")
             image.load()
+    except ImageProblem:
+        raise
     except Image.DecompressionBombError as exc:
         raise ImageProblem("the image is too large to open safely") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        # Pillow reports malformed files with any of these (ValueError for truncated headers,
+        # oversized text chunks, frames outside the canvas, raw modes it cannot read).
         raise ImageProblem("the file is not a readable PNG, JPEG, WebP or GIF image") from exc
     content_type = _FORMATS.get(image_format)
     if content_type is None:
@@ -79,8 +85,11 @@ def fit_under(data: bytes, limit: int) -> Fitted:
     if info.size <= limit:
         return Fitted(data, info, changed=False)
     with Image.open(io.BytesIO(data)) as opened:
-        image = ImageOps.exif_transpose(opened)
+        image = as_8bit(ImageOps.exif_transpose(opened))
         image.load()
+    if max(image.size) > WEBP_MAX_SIDE:
+        # WebP cannot hold a side longer than this; such an image is far over any upload limit anyway.
+        image.thumbnail((WEBP_MAX_SIDE, WEBP_MAX_SIDE), Image.Resampling.LANCZOS)
     for quality in (92, 85, 75):
         encoded = _encode_webp(image, quality)
         if len(encoded) <= limit:
@@ -133,6 +142,15 @@ class Normalized:
     """The re-encoded upload, or None when the original (and so its Discord URL) can go as it is."""
 
 
+def _needs_conversion(opened: Image.Image, data: bytes) -> bool:
+    """Whether a PNG, JPEG or WebP (GIFs always convert) is in a form some host could misread."""
+    # A PNG's bit depth is byte 24: the signature, then the IHDR chunk's length, type and size.
+    sixteen_bit = opened.format == "PNG" and data[24] == 16
+    turned = opened.getexif().get(ExifTags.Base.Orientation, 1) in _TURNED
+    animated = bool(getattr(opened, "is_animated", False))
+    return sixteen_bit or turned or animated or opened.mode not in _READY_MODES
+
+
 def normalize(data: bytes) -> Normalized:
     """The upload in a form every host reads the same way: upright, one frame, 8-bit RGB(A) or grey.
 
@@ -142,16 +160,15 @@ def normalize(data: bytes) -> Normalized:
     A CMYK file's colour profile describes ink, not the converted pixels, so it is not carried over.
     """
     info = inspect(data)
-    with Image.open(io.BytesIO(data)) as opened:
-        # A PNG's bit depth is byte 24: the signature, then the IHDR chunk's length, type and size.
-        sixteen_bit = info.content_type == "image/png" and data[24] == 16
-        turned = opened.getexif().get(ExifTags.Base.Orientation, 1) in _TURNED
-        animated = bool(getattr(opened, "is_animated", False))
-        plain = opened.mode in _READY_MODES and not (sixteen_bit or turned or animated)
-        if plain and info.content_type != "image/gif":
-            return Normalized(info, None)
-        pixels = as_8bit(ImageOps.exif_transpose(opened))
-        profile = None if opened.mode == "CMYK" else opened.info.get("icc_profile")
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            if info.content_type != "image/gif" and not _needs_conversion(opened, data):
+                return Normalized(info, None)
+            pixels = as_8bit(ImageOps.exif_transpose(opened))
+            profile = None if opened.mode == "CMYK" else opened.info.get("icc_profile")
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+        # Pillow's answers to a file whose first frame decodes but whose EXIF or later frames do not.
+        raise ImageProblem("the file is partly damaged; open it, save it again and attach that") from exc
     buffer = io.BytesIO()
     if info.content_type == "image/jpeg":
         pixels.save(buffer, "JPEG", quality=95, icc_profile=profile)

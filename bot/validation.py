@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.images import MAX_PIXELS
 from bot.providers.base import MAX_PROMPT_LENGTH
 
 ACCEPTED_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
@@ -34,6 +35,12 @@ def attachment_problem(facts: AttachmentFacts) -> str | None:
     if facts.size > MAX_INPUT_BYTES:
         size = facts.size / 1048576
         return f"`{name}` is {size:.1f} MiB; attach an image under {MAX_INPUT_BYTES // 1048576} MiB."
+    if facts.width * facts.height > MAX_PIXELS:
+        megapixels = facts.width * facts.height / 1_000_000
+        return (
+            f"`{name}` is {megapixels:.0f} megapixels; "
+            f"attach one of at most {MAX_PIXELS // 1_000_000} megapixels."
+        )
     if max(facts.width, facts.height) > MAX_INPUT_SIDE:
         return (
             f"`{name}` is {facts.width}×{facts.height} pixels; "
@@ -45,7 +52,7 @@ def attachment_problem(facts: AttachmentFacts) -> str | None:
 
 
 def prompt_problem(prompt: str) -> str | None:
-    text = prompt.strip()
+    text = clean_prompt(prompt).strip()
     if not text:
         return "The prompt is empty; say what to change, for example “make the sky stormy”."
     if len(text) > MAX_PROMPT_LENGTH:

@@ -17,7 +17,7 @@ import discord
 from bot.credits import Balance, CreditError, Estimate
 from bot.guilds import ServerSettings
 from bot.jobs import EditOptions, EditOrder, EditsPaused, InputImage, Progress, TooManyJobs
-from bot.validation import AttachmentFacts, attachment_problem, prompt_problem
+from bot.validation import AttachmentFacts, attachment_problem, clean_prompt, prompt_problem
 from cogs import render
 from storage.jobs import Job, JobState
 
@@ -127,6 +127,7 @@ async def start_edit(
 ) -> Job | None:
     """Check, maybe confirm, defer, queue and show the place in line; None when refused."""
     bot = interaction.client
+    prompt = clean_prompt(prompt)
     server = await bot.guild_settings.get(interaction.guild_id)
     chosen = EditOptions.from_dict(
         {

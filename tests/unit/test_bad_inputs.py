@@ -3,8 +3,7 @@
 Each image goes through the cheap check on Discord-like metadata, then `inspect`, `normalize`
 and `fit_under`; each mask through `mask_problem` and both converters; each prompt through
 Discord's own length limit, `clean_prompt` and `prompt_problem`. A case ends in a clear
-refusal or a correct result, never in another exception. Bugs found in code these tests do not
-own are pinned as strict xfails, so fixing one turns its test red until the mark goes.
+refusal or a correct result, never in another exception.
 """
 
 from __future__ import annotations
@@ -54,31 +53,9 @@ PHOTO_CASES = {
 }
 """The `ok` images made from `photo()`, whose four quadrants must survive normalising."""
 
-INSPECT_LEAKS = "bot.images.inspect lets Pillow's {} escape instead of raising ImageProblem"
-KNOWN_BUGS = {
-    "png_text_bomb": INSPECT_LEAKS.format(
-        "ValueError('Decompressed data too large for PngImagePlugin.MAX_TEXT_CHUNK')"
-    ),
-    "png_short_ihdr": INSPECT_LEAKS.format("ValueError('Truncated IHDR chunk')"),
-    "gif_zero_width_frame": INSPECT_LEAKS.format("ValueError('tile cannot extend outside image')"),
-    "tga_as_png": INSPECT_LEAKS.format(
-        "ValueError('unknown raw mode for given image mode'): it decodes formats it then refuses"
-    ),
-}
-
 
 def params(*kinds: str) -> list[ParameterSet]:
-    chosen = [case for case in CASES if case.kind in kinds]
-    return [
-        pytest.param(
-            case,
-            id=case.name,
-            marks=[pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[case.name])]
-            if case.name in KNOWN_BUGS
-            else [],
-        )
-        for case in chosen
-    ]
+    return [pytest.param(case, id=case.name) for case in CASES if case.kind in kinds]
 
 
 def discord_facts(case: Case, monkeypatch: pytest.MonkeyPatch) -> AttachmentFacts:
@@ -292,16 +269,10 @@ def test_mentions_in_prompts_are_neutralised_when_shown() -> None:
     assert re.search(r"<@[!&]?\d{17,20}>", shown) is None
 
 
-@pytest.mark.xfail(strict=True, reason="prompt_problem counts control characters as text")
 def test_prompt_problem_alone_refuses_a_prompt_of_control_characters() -> None:
     assert prompt_problem(BY_NAME["prompt_only_controls"].data.decode()) is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attachment_problem allows 8192 px a side (67 MP) but inspect refuses over 40 MP, "
-    "so a 48 MP phone photo passes the cheap check and is refused (or sent to the host) later",
-)
 def test_the_cheap_check_refuses_what_inspect_refuses() -> None:
     case = BY_NAME["jpeg_48mp"]
     with pytest.raises(ImageProblem):
@@ -310,23 +281,12 @@ def test_the_cheap_check_refuses_what_inspect_refuses() -> None:
     assert attachment_problem(facts) is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="fit_under re-encodes as WebP, which cannot be wider or taller than 16383 px: "
-    "Pillow raises ValueError('encoding error 5: Image size exceeds WebP limit of 16383 pixels')",
-)
 def test_fit_under_handles_a_very_wide_image() -> None:
     data = noisy_png(16_400, 8)
     fitted = fit_under(data, len(data) // 2)
     assert fitted.info.size <= len(data) // 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fit_under converts 16-bit grey with Pillow's convert('RGB'), which clips every "
-    "value above 255 to white instead of scaling; images.as_8bit does it right",
-)
 def test_fit_under_keeps_sixteen_bit_grey_grey() -> None:
     fitted = fit_under(BY_NAME["png_16bit_grey"].data, 60)
     assert fitted.changed
