@@ -36,6 +36,9 @@ class FileStore:
     def input_path(self, job_id: int, idx: int, extension: str) -> Path:
         return self.job_dir(job_id) / f"input-{idx}.{extension}"
 
+    def mask_path(self, job_id: int, idx: int, extension: str) -> Path:
+        return self.job_dir(job_id) / f"mask-{idx}.{extension}"
+
     def prune(self, *, older_than: float, max_bytes: int) -> int:
         """Delete job folders past retention, then the oldest until under the cap; returns how
         many. Synchronous (walks the disk): run it in a thread."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import aiohttp
 import yarl
 
-from bot import images
+from bot import images, masks
 from bot.credits import Balance, CreditService, Estimate, InsufficientCredits, MemberBlocked
 from bot.files import DownloadError, FileStore
 from bot.links import FileLinks
@@ -111,6 +111,7 @@ class EditOrder:
     prompt: str
     images: Sequence[InputImage]
     options: EditOptions = field(default_factory=EditOptions)
+    mask: InputImage | None = None
     kind: str = "edit"
     parent_id: int | None = None
     parent_output: int | None = None
@@ -200,6 +201,12 @@ def _run_of(job: Job) -> Run:
     """The host's handle on a submitted job, as stored with it."""
     assert job.provider is not None and job.run_id is not None
     return Run(job.provider, job.run_id, job.run_data)
+
+
+def _unusable(problem: Exception) -> str:
+    """Mask problems are already whole sentences for the member; file problems are a clause."""
+    text = str(problem)
+    return text if text.endswith(".") else f"An image could not be used: {text}; try another one."
 
 
 def url_expired(url: str) -> bool:
@@ -345,6 +352,7 @@ class JobService:
                 prompt=order.prompt,
                 options=order.options.to_dict(),
                 inputs=[image.to_dict() for image in order.images],
+                mask=order.mask.to_dict() if order.mask is not None else None,
                 kind=order.kind,
                 parent_id=order.parent_id,
                 parent_output=order.parent_output,
@@ -431,47 +439,69 @@ class JobService:
         self._finished(moved)
         return moved
 
-    async def _prepare_inputs(self, job: Job) -> list[ImageRef]:
+    async def _prepare_inputs(self, job: Job) -> tuple[list[ImageRef], ImageRef | None]:
         """Fetch each reference (Discord's CDN only) to disk once, check what it really is, and
         choose how the host gets it: the Discord URL when the file is fine as it is and the URL
-        is still valid, else the bytes (normalised: upright, one frame, 8-bit)."""
+        is still valid, else the bytes (normalised: upright, one frame, 8-bit). The mask, if
+        any, is converted to the common convention (white = may change) at the first image's
+        size; hosts that want another convert from that."""
         references = []
         kept = []
+        first_size: tuple[int, int] | None = None
         for idx, item in enumerate(InputImage(**entry) for entry in job.inputs):
-            stored = Path(item.path) if item.path else None
-            if stored is not None and await asyncio.to_thread(stored.exists):
-                data = await self._files.read(stored)
-            else:
-                data = await self._files.download(
-                    self._session, item.url, max_bytes=MAX_INPUT_BYTES, allowed_hosts=self._cdn_hosts
-                )
-                info = await asyncio.to_thread(images.inspect, data)
-                stored = self._files.input_path(job.id, idx, info.extension)
-                await self._files.write(stored, data)
+            stored, data = await self._kept(item, self._files.input_path, job.id, idx)
             kept.append(replace(item, path=str(stored)).to_dict())
-            references.append(await self._reference(job.id, idx, item, stored, data))
+            reference, info = await self._reference(job.id, idx, item, stored, data)
+            references.append(reference)
+            first_size = first_size or (info.width, info.height)
         await self._repo.set_inputs(job.id, kept)
-        return references
+        if job.mask is None or first_size is None:
+            return references, None
+        mask = InputImage(**job.mask)
+        _, data = await self._kept(mask, self._files.mask_path, job.id, 0)
+        converted = await asyncio.to_thread(masks.to_bw_mask, data, first_size)
+        path = self._files.job_dir(job.id) / "mask-ready.png"
+        await self._files.write(path, converted)
+        return references, self._bytes_or_link(mask.filename, path, converted, "image/png")
+
+    async def _kept(
+        self, item: InputImage, place: Callable[[int, int, str], Path], job_id: int, idx: int
+    ) -> tuple[Path, bytes]:
+        """The image's bytes from disk when kept, else fetched once and kept."""
+        stored = Path(item.path) if item.path else None
+        if stored is not None and await asyncio.to_thread(stored.exists):
+            return stored, await self._files.read(stored)
+        data = await self._files.download(
+            self._session, item.url, max_bytes=MAX_INPUT_BYTES, allowed_hosts=self._cdn_hosts
+        )
+        info = await asyncio.to_thread(images.inspect, data)
+        stored = place(job_id, idx, info.extension)
+        await self._files.write(stored, data)
+        return stored, data
 
     async def _reference(
         self, job_id: int, idx: int, item: InputImage, stored: Path, data: bytes
-    ) -> ImageRef:
+    ) -> tuple[ImageRef, images.ImageInfo]:
         """The Discord URL when it still works and the file needs no change; otherwise our own
         signed link to the (normalised) bytes where callbacks are public, else the bytes."""
         ready = await asyncio.to_thread(images.normalize, data)
         content_type = ready.info.content_type
         if ready.data is None and not url_expired(item.url):
-            return ImageRef(filename=item.filename, url=item.url, content_type=content_type)
+            return ImageRef(filename=item.filename, url=item.url, content_type=content_type), ready.info
         upload, path = data, stored
         if ready.data is not None:
             upload = ready.data
             path = self._files.job_dir(job_id) / f"input-{idx}-ready.{ready.info.extension}"
             await self._files.write(path, upload)
-        if self._links is not None:
-            # A Retry reuses its parent's kept file, which lives in the parent's folder.
-            link = self._links.url_for(int(path.parent.name), path.name)
-            return ImageRef(filename=item.filename, url=link, content_type=content_type)
-        return ImageRef(filename=item.filename, data=upload, content_type=content_type)
+        return self._bytes_or_link(item.filename, path, upload, content_type), ready.info
+
+    def _bytes_or_link(self, filename: str, path: Path, data: bytes, content_type: str) -> ImageRef:
+        """A signed link to the kept file where hosts can reach us, else the bytes themselves."""
+        if self._links is None:
+            return ImageRef(filename=filename, data=data, content_type=content_type)
+        # A Retry reuses its parent's kept file, which lives in the parent's folder.
+        link = self._links.url_for(int(path.parent.name), path.name)
+        return ImageRef(filename=filename, url=link, content_type=content_type)
 
     async def _stop_run(self, run: Run) -> None:
         try:
@@ -578,16 +608,15 @@ class JobService:
         await self.delivery.show_progress(moved, Progress(JobState.SUBMITTING))
         options = EditOptions.from_dict(moved.options)
         try:
-            references = await self._prepare_inputs(moved)
+            references, mask = await self._prepare_inputs(moved)
         except (DownloadError, images.ImageProblem) as exc:
-            await self._fail(
-                moved, InvalidRequest(str(exc), host="discord"), member_text=f"{exc}; try another image."
-            )
+            await self._fail(moved, InvalidRequest(str(exc), host="discord"), member_text=_unusable(exc))
             return None
         request = EditRequest(
             job_id=moved.id,
             prompt=moved.prompt,
             images=references,
+            mask=mask,
             quality=options.quality,
             image_size=options.image_size,
             resolution=options.resolution,

@@ -16,7 +16,7 @@ import time
 
 from yarl import URL
 
-NAME = re.compile(r"input-[0-9]{1,2}(?:-ready)?\.(?:png|jpg|webp|gif)")
+NAME = re.compile(r"(?:input-[0-9]{1,2}(?:-ready)?|mask-ready)\.(?:png|jpg|webp|gif)")
 LINK_TTL = 3600.0
 
 

@@ -10,10 +10,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.jobs import EditOptions
+from bot.masks import mask_problem
 from bot.providers.base import IMAGE_SIZES
 from cogs import render
 from cogs.buttons import DYNAMIC_ITEMS, MODAL_PROMPT_MAX, result_view
-from cogs.flow import as_input, can_moderate, first_problem, start_edit
+from cogs.flow import as_input, can_moderate, first_problem, image_facts, start_edit
 from storage.jobs import JobState
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class Edit(commands.Cog):
         image2="Another reference picture (optional)",
         image3="Another reference picture (optional)",
         image4="Another reference picture (optional)",
+        mask="Where the picture may change: white (or transparent) = change, black = keep",
         quality="Higher quality costs more credits (low 1, medium 4, high 14 per image)",
         size="Shape of the result (default: the server's, else the same as the picture)",
         count="How many versions to make, 1–4 (each costs credits; default 1)",
@@ -97,6 +99,7 @@ class Edit(commands.Cog):
         image2: discord.Attachment | None = None,
         image3: discord.Attachment | None = None,
         image4: discord.Attachment | None = None,
+        mask: discord.Attachment | None = None,
         quality: Quality | None = None,
         size: app_commands.Choice[str] | None = None,
         count: app_commands.Range[int, 1, 4] | None = None,
@@ -105,6 +108,8 @@ class Edit(commands.Cog):
     ) -> None:
         images = [a for a in (image, image2, image3, image4) if a is not None]
         problem = first_problem(prompt, images)
+        if problem is None and mask is not None:
+            problem = mask_problem(image_facts(mask), image_facts(image))
         if problem is not None:
             await interaction.response.send_message(problem, ephemeral=True)
             return
@@ -116,7 +121,13 @@ class Edit(commands.Cog):
             output_format=format,
             private=private,
         )
-        await start_edit(interaction, prompt=prompt, inputs=[as_input(a) for a in images], options=options)
+        await start_edit(
+            interaction,
+            prompt=prompt,
+            inputs=[as_input(a) for a in images],
+            options=options,
+            mask=as_input(mask) if mask is not None else None,
+        )
 
     async def edit_image(self, interaction: Interaction, message: discord.Message) -> None:
         images = [a for a in message.attachments if a.width and (a.content_type or "").startswith("image/")][

@@ -123,6 +123,7 @@ async def start_edit(
     kind: str = "edit",
     parent: Job | None = None,
     parent_output: int | None = None,
+    mask: InputImage | None = None,
     confirmed: bool = False,
 ) -> Job | None:
     """Check, maybe confirm, defer, queue and show the place in line; None when refused."""
@@ -144,6 +145,7 @@ async def start_edit(
         prompt=prompt.strip(),
         images=list(inputs),
         options=chosen,
+        mask=mask,
         kind=kind,
         parent_id=parent.id if parent is not None else None,
         parent_output=parent_output,
@@ -221,6 +223,7 @@ class ConfirmView(discord.ui.View):
             kind=self.order.kind,
             parent=self.parent,
             parent_output=self.order.parent_output,
+            mask=self.order.mask,
             confirmed=True,
         )
 

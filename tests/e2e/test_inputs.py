@@ -69,3 +69,52 @@ async def test_images_from_anywhere_but_discords_cdn_are_not_fetched(
     job = await retouch.bot.jobs.wait_settled(1)
     assert job.credits_charged == 0
     assert (await retouch.bot.credits.balance(discord_fake.guild_id, discord_fake.member_id)).reserved == 0
+
+
+def mask_png(width: int, height: int, *, white_box: bool) -> bytes:
+    mask = Image.new("L", (width, height), 0)
+    if white_box:
+        mask.paste(255, (0, 0, width // 2, height // 2))
+    buffer = io.BytesIO()
+    mask.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("overrides", [PUBLIC])
+async def test_a_mask_reaches_the_host_as_black_and_white_at_the_image_size(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
+) -> None:
+    image = discord_fake.add_cdn_file(png(64, 48), "p.png")
+    mask = discord_fake.add_cdn_file(mask_png(128, 96, white_box=True), "mask.png")
+    await discord_fake.slash("edit", prompt="only the corner", image=image, mask=mask)
+    await discord_fake.wait_for_message(has_image)
+    run = runflow.runs[next(iter(runflow.runs))]
+    assert "/files/1/mask-ready.png?exp=" in run.input["mask_url"]
+    assert retouch.bot is not None
+    kept = retouch.settings.storage.files_dir / "0000" / "1" / "mask-ready.png"
+    sent = Image.open(kept)
+    assert sent.size == (64, 48) and sent.getpixel((0, 0)) == 255 and sent.getpixel((63, 47)) == 0
+
+
+@pytest.mark.parametrize("overrides", [PUBLIC])
+async def test_an_all_black_mask_is_explained_and_costs_nothing(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
+) -> None:
+    image = discord_fake.add_cdn_file(png(64, 48), "p.png")
+    mask = discord_fake.add_cdn_file(mask_png(64, 48, white_box=False), "mask.png")
+    await discord_fake.slash("edit", prompt="x", image=image, mask=mask)
+    failed = await discord_fake.wait_for_message(shows("❌"))
+    assert "The mask marks nothing to change" in failed["content"]
+    assert runflow.runs == {}
+    assert retouch.bot is not None
+    assert (await retouch.bot.jobs.wait_settled(1)).credits_charged == 0
+
+
+async def test_a_mask_of_another_shape_is_refused_before_anything_starts(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
+) -> None:
+    image = discord_fake.add_cdn_file(png(64, 48), "p.png")
+    mask = discord_fake.add_cdn_file(mask_png(48, 48, white_box=True), "mask.png")
+    response = await (await discord_fake.slash("edit", prompt="x", image=image, mask=mask)).wait_response()
+    assert response["type"] == 4 and response["data"]["flags"] & 64
+    assert "mask" in response["data"]["content"].lower()
