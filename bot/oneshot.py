@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bot import images
+from bot import images, masks
 from bot.config import Settings
 from bot.files import DownloadError, FileStore
 from bot.providers.base import EditRequest, EditResult, ImageRef, ProviderError, RunStatus
@@ -45,6 +45,16 @@ def _reference(source: str) -> ImageRef:
     return ImageRef(filename=path.name, data=data, content_type=info.content_type)
 
 
+def _mask(source: str, first: ImageRef) -> ImageRef:
+    """A local mask in the common convention at the first image's size; a URL goes as it is."""
+    mask = _reference(source)
+    if mask.data is None or first.data is None:
+        return mask
+    info = images.normalize(first.data).info
+    converted = masks.to_bw_mask(mask.data, (info.width, info.height))
+    return ImageRef(filename="mask.png", data=converted, content_type="image/png")
+
+
 def _progress(text: str) -> None:
     sys.stderr.write(f"\r{text:<70}")
     sys.stderr.flush()
@@ -62,11 +72,12 @@ async def run_oneshot(settings: Settings, order: OneShot) -> list[Path]:
     providers = settings.providers
     if order.host is not None:
         providers = providers.model_copy(update={"order": [order.host]})
+    references = [_reference(source) for source in order.images]
     request = EditRequest(
         job_id=0,
         prompt=order.prompt,
-        images=[_reference(source) for source in order.images],
-        mask=_reference(order.mask) if order.mask else None,
+        images=references,
+        mask=_mask(order.mask, references[0]) if order.mask else None,
         quality=order.quality,
         image_size=order.size,
         count=order.count,
