@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 MAX_INPUT_BYTES = 25 * 1024 * 1024
 PRUNE_EVERY = timedelta(hours=6)
+# Places in line worth updating as it moves; further back, the change would be noise.
+ANNOUNCED_PLACES = 3
 # Use the stored bytes instead of a Discord URL that expires within this long.
 URL_MARGIN = timedelta(minutes=30)
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
@@ -578,7 +580,15 @@ class JobService:
     async def _work(self) -> None:
         while True:
             job_id = await self._queue.get()
+            await self._announce_places()
             await self._guarded(job_id)
+
+    async def _announce_places(self) -> None:
+        """The line moved: tell the first few waiting members their new place."""
+        for place, job_id in enumerate(self._queue.order()[:ANNOUNCED_PLACES], start=1):
+            job = await self._repo.get(job_id)
+            if job is not None and job.state is JobState.QUEUED:
+                await self.delivery.show_progress(job, Progress(JobState.QUEUED, queue_position=place))
 
     async def _guarded(self, job_id: int) -> None:
         try:

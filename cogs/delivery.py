@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 # consumed by a send, and told whether the member must be mentioned (outside the interaction).
 _Builder = Callable[[bool], dict[str, Any]]
 
+SAME_STAGE_INTERVAL = 5.0
 _STAGE = {JobState.QUEUED: 0, JobState.SUBMITTING: 1, JobState.RUNNING: 2, JobState.DELIVERING: 3}
 
 
@@ -35,7 +37,7 @@ class DiscordDelivery:
     def __init__(self, bot: Retouch) -> None:
         self._bot = bot
         self._locks: dict[int, asyncio.Lock] = {}
-        self._stage: dict[int, int] = {}
+        self._shown: dict[int, tuple[int, float]] = {}
 
     def _count(self, error: discord.HTTPException) -> None:
         self._bot.metrics.discord_errors.labels(str(error.status)).inc()
@@ -45,7 +47,7 @@ class DiscordDelivery:
 
     def _forget(self, job_id: int) -> None:
         self._locks.pop(job_id, None)
-        self._stage.pop(job_id, None)
+        self._shown.pop(job_id, None)
 
     def _webhook(self, job: Job) -> tuple[discord.Webhook, int] | None:
         """The interaction's webhook and original message while its token is valid, else None."""
@@ -63,10 +65,13 @@ class DiscordDelivery:
         webhook, message_id = found
         stage = _STAGE.get(progress.state, 0)
         async with self._lock(job.id):
-            # Updates can arrive out of order (the queue notice races the worker); never go back.
-            if stage < self._stage.get(job.id, -1):
+            # Updates can arrive out of order (the queue notice races the worker); never go back,
+            # and within a stage edit at most every few seconds so a busy line does not spam.
+            shown_stage, shown_at = self._shown.get(job.id, (-1, 0.0))
+            now = time.monotonic()
+            if stage < shown_stage or (stage == shown_stage and now - shown_at < SAME_STAGE_INTERVAL):
                 return
-            self._stage[job.id] = stage
+            self._shown[job.id] = (stage, now)
             try:
                 await webhook.edit_message(
                     message_id, content=render.progress_text(job, progress), view=progress_view(job.id)

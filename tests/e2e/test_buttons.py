@@ -196,3 +196,25 @@ async def test_private_edit_stays_ephemeral(
     assert (await interaction.wait_response())["data"]["flags"] & EPHEMERAL
     result = await discord_fake.wait_for_message(has_image)
     assert result["flags"] & EPHEMERAL
+
+
+@pytest.mark.parametrize("overrides", [{**ONE_WORKER, "RETOUCH_EDITING__MAX_JOBS_PER_MEMBER": "4"}])
+async def test_a_burst_from_five_members_is_served_in_turns(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
+) -> None:
+    runflow.hold = True
+    members = {name: discord_fake.add_member(name) for name in "ABCDE"}
+    for name, member in members.items():
+        for n in range(1, 5):
+            image = discord_fake.add_cdn_file(png(), "p.png")
+            response = await (
+                await discord_fake.slash("edit", user=member, prompt=f"{name}{n}", image=image)
+            ).wait_response()
+            assert response["type"] == 5
+    runflow.hold = False
+    runflow.release()
+    await runflow.wait_for_run(count=20)
+    served = [run.input["prompt"] for run in runflow.runs.values()]
+    # A1 took the only worker at once; everyone else's edits then alternate.
+    assert served[:7] == ["A1", "A2", "B1", "C1", "D1", "E1", "A3"]
+    assert served[-3:] == ["C4", "D4", "E4"]
