@@ -157,6 +157,34 @@ class RetryButton(_JobButton, template=_template("retry")):
         )
 
 
+class VaryButton(_JobButton, template=_template("vary")):
+    """Another take: the same prompt again, starting from this result instead of the original."""
+
+    action = "vary"
+    label = "Vary"
+    emoji = "🎲"
+
+    async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
+        job = await _job(interaction, self.job_id)
+        if job is None:
+            return
+        results = _result_images(interaction.message)
+        if not results:
+            await interaction.response.send_message(
+                "That result has no image left to vary; run a new /edit instead.", ephemeral=True
+            )
+            return
+        await start_edit(
+            interaction,
+            prompt=job.prompt,
+            inputs=[as_input(results[0])],
+            options=EditOptions.from_dict(job.options),
+            kind="vary",
+            parent=job,
+            parent_output=0,
+        )
+
+
 class InfoButton(_JobButton, template=_template("info")):
     action = "info"
     label = "Info"
@@ -209,6 +237,7 @@ DYNAMIC_ITEMS: tuple[type[_JobButton], ...] = (
     RefineButton,
     UseButton,
     RetryButton,
+    VaryButton,
     InfoButton,
     DeleteButton,
     CancelButton,
@@ -217,7 +246,13 @@ DYNAMIC_ITEMS: tuple[type[_JobButton], ...] = (
 
 def result_view(job_id: int, outputs: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    for button in (RefineButton(job_id), RetryButton(job_id), InfoButton(job_id), DeleteButton(job_id)):
+    for button in (
+        RefineButton(job_id),
+        RetryButton(job_id),
+        VaryButton(job_id),
+        InfoButton(job_id),
+        DeleteButton(job_id),
+    ):
         view.add_item(button)
     if outputs > 1:
         for index in range(outputs):

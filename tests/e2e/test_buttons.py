@@ -95,7 +95,7 @@ async def test_use_continues_from_the_chosen_output(
 ) -> None:
     result = await edit(discord_fake, "two takes", count=2)
     assert len(result["attachments"]) == 2
-    assert buttons(result) == ["Refine", "Retry", "Info", "Delete", "Use 1", "Use 2"]
+    assert buttons(result) == ["Refine", "Retry", "Vary", "Info", "Delete", "Use 1", "Use 2"]
     click = await discord_fake.click(result, "Use 2")
     await click.wait_modal()
     await discord_fake.submit_modal(click, {"prompt": "from the second"})
@@ -218,3 +218,13 @@ async def test_a_burst_from_five_members_is_served_in_turns(
     # A1 took the only worker at once; everyone else's edits then alternate.
     assert served[:7] == ["A1", "A2", "B1", "C1", "D1", "E1", "A3"]
     assert served[-3:] == ["C4", "D4", "E4"]
+
+
+async def test_vary_takes_the_same_prompt_from_this_result(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
+) -> None:
+    result = await edit(discord_fake, "more dramatic")
+    await discord_fake.click(result, "Vary")
+    second = await runflow.wait_for_run(count=2)
+    assert second.input["prompt"] == "more dramatic"
+    assert second.input["image_urls"] == [result["attachments"][0]["url"]]

@@ -46,7 +46,7 @@ async def test_edit_returns_the_edited_image_with_a_refine_button(
     first = await interaction.wait_response()
     assert first["type"] == 5  # deferred inside the 3-second window
     result = await discord_fake.wait_for_message(has_image)
-    assert button_labels(result) == ["Refine", "Retry", "Info", "Delete"]
+    assert button_labels(result) == ["Refine", "Retry", "Vary", "Info", "Delete"]
     assert "invert the colours" in result["content"]
     edited = decode(discord_fake.file_bytes(result["attachments"][0]))
     assert edited.tobytes() == expected_output_image(decode(source)).convert(edited.mode).tobytes()
