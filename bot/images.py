@@ -18,7 +18,18 @@ MAX_PIXELS = 40_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 WEBP_MAX_SIDE = 16383
-_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+# MPO is how Pillow names a JPEG carrying a second picture (phones' Ultra HDR gain maps): the
+# first picture is an ordinary JPEG.
+_FORMATS = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+}
+# Only these decoders ever see a member's file: each other format Pillow tries is more code
+# facing untrusted bytes.
+_DECODERS = ("PNG", "JPEG", "WEBP", "GIF")
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 
 
@@ -47,7 +58,7 @@ def inspect(data: bytes) -> ImageInfo:
     if not data:
         raise ImageProblem("the file is empty")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=_DECODERS) as image:
             image_format = image.format or ""
             width, height = image.size
             if width * height > MAX_PIXELS:
@@ -167,8 +178,9 @@ def normalize(data: bytes) -> Normalized:
             pixels = as_8bit(ImageOps.exif_transpose(opened))
             profile = None if opened.mode == "CMYK" else opened.info.get("icc_profile")
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
-        # Pillow's answers to a file whose first frame decodes but whose EXIF or later frames do not.
-        raise ImageProblem("the file is partly damaged; open it, save it again and attach that") from exc
+        # Damage past the first frame, which inspect() never reads: fuzzing found GIF's frame-count
+        # probe raising IndexError (hence GIFs skip it). Escaping, it would strand the job mid-submit.
+        raise ImageProblem("the file is partly damaged") from exc
     buffer = io.BytesIO()
     if info.content_type == "image/jpeg":
         pixels.save(buffer, "JPEG", quality=95, icc_profile=profile)

@@ -41,8 +41,8 @@ def _reference(source: str) -> ImageRef:
         return ImageRef(filename=source.rsplit("/", 1)[-1] or "image", url=source)
     path = Path(source)
     data = path.read_bytes()
-    info = images.inspect(data)
-    return ImageRef(filename=path.name, data=data, content_type=info.content_type)
+    ready = images.normalize(data)  # upright, one frame, 8-bit: what the bot itself would send
+    return ImageRef(filename=path.name, data=ready.data or data, content_type=ready.info.content_type)
 
 
 def _mask(source: str, first: ImageRef) -> ImageRef:
@@ -50,7 +50,7 @@ def _mask(source: str, first: ImageRef) -> ImageRef:
     mask = _reference(source)
     if mask.data is None or first.data is None:
         return mask
-    info = images.normalize(first.data).info
+    info = images.inspect(first.data)
     converted = masks.to_bw_mask(mask.data, (info.width, info.height))
     return ImageRef(filename="mask.png", data=converted, content_type="image/png")
 

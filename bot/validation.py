@@ -56,7 +56,7 @@ def prompt_problem(prompt: str) -> str | None:
     if not text:
         return "The prompt is empty; say what to change, for example “make the sky stormy”."
     if len(text) > MAX_PROMPT_LENGTH:
-        return f"The prompt is {len(text)} characters; keep it under {MAX_PROMPT_LENGTH}."
+        return f"The prompt is {len(text)} characters; keep it to {MAX_PROMPT_LENGTH} at most."
     return None
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import io
 import time
 import uuid
 from collections import OrderedDict
@@ -29,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from PIL import Image, ImageOps, UnidentifiedImageError
 
+from bot import images, masks
 from bot.config import HostSettings
 from bot.files import DownloadError, FileStore
 from bot.providers.base import (
@@ -126,32 +125,13 @@ def _parse_error(body: Any) -> tuple[str | None, str | None]:
 
 
 def _alpha_mask(mask: bytes, first_image: bytes) -> bytes:
-    """The member's mask as OpenAI wants it: a PNG, transparent where the edit may change pixels.
-
-    ASSUMPTION (the bot has no mask convention of its own yet): a mask that already has some
-    transparency is taken as OpenAI-style; an opaque one is read as the white-means-edit
-    convention of the URL hosts' `mask_url`. It is resized to the first image, which OpenAI
-    requires.
-    """
+    """The mask as OpenAI wants it: a PNG of the first image's (upright) size, transparent where
+    the edit may change pixels. `bot.masks` reads either convention members draw."""
     try:
-        with Image.open(io.BytesIO(first_image)) as image:
-            size = image.size
-        with Image.open(io.BytesIO(mask)) as opened:
-            opened.load()
-            rgba = opened.convert("RGBA")
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise InvalidRequest("the mask or the first image is not a readable image", host="openai") from exc
-    alpha = rgba.getchannel("A")
-    low, _ = alpha.getextrema()
-    if low == 255:
-        alpha = ImageOps.invert(rgba.convert("L"))
-    if alpha.size != size:
-        alpha = alpha.resize(size, Image.Resampling.NEAREST)
-    out = Image.new("RGBA", size, (0, 0, 0, 255))
-    out.putalpha(alpha)
-    buffer = io.BytesIO()
-    out.save(buffer, "PNG", optimize=True)
-    return buffer.getvalue()
+        size = images.normalize(first_image).info
+        return masks.to_alpha_mask(mask, (size.width, size.height))
+    except images.ImageProblem as exc:
+        raise InvalidRequest(f"the mask cannot be used: {exc}", host="openai") from exc
 
 
 def _dimensions(size: Any) -> tuple[int | None, int | None]:

@@ -178,6 +178,12 @@ def animated(image_format: str) -> bytes:
     return encode(frames[0], image_format, save_all=True, append_images=frames[1:], duration=100, loop=0)
 
 
+def jpeg_with_second_picture() -> bytes:
+    """A JPEG whose MPF segment adds a second picture, as Ultra HDR phone photos (gain map) and 3D
+    cameras write; Pillow calls the format MPO, Discord and every viewer call it image/jpeg."""
+    return encode(photo(), "MPO", save_all=True, append_images=[photo((32, 24))])
+
+
 def palette_with_transparency() -> bytes:
     image = photo().convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
     corner = image.getpixel((0, 0))
@@ -255,9 +261,14 @@ def _images() -> list[Case]:
         _case("png_text_bomb", png_text_bomb(), "chatty.png", "refused", "a text chunk inflating past 1 MB"),
         _case("png_short_ihdr", png_short_ihdr(), "short.png", "refused", "a 12-byte header chunk"),
         _case("gif_zero_width_frame", gif_zero_width_frame(), "zero.gif", "refused", "a frame 0 pixels wide"),
+        _case(
+            "ppm_header_only", b"P6 64 48", "notes.png", "refused", "the start of a PPM header, renamed .png"
+        ),
+        _case("gif_broken_second_frame", animated("GIF")[:-20], "cut.gif", "ok", "the first frame is whole"),
         _case("gif_animated", animated("GIF"), "anim.gif", "ok", "first frame, as PNG (OpenAI takes no GIF)"),
         _case("webp_animated", animated("WEBP"), "anim.webp", "ok", "first frame, as PNG, as for GIF"),
         _case("png_animated", animated("PNG"), "anim.png", "ok", "APNG: first frame, as PNG"),
+        _case("jpeg_mpo", jpeg_with_second_picture(), "hdr.jpg", "ok", "the first picture, as a JPEG"),
         _case(
             "jpeg_cmyk", encode(photo(mode="CMYK"), "JPEG", quality=95), "cmyk.jpg", "ok", "to an RGB JPEG"
         ),

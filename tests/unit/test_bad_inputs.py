@@ -50,8 +50,10 @@ PHOTO_CASES = {
     "jpeg_exif_6",
     "jpeg_exif_8",
     "png_palette_alpha",
+    "jpeg_mpo",
 }
 """The `ok` images made from `photo()`, whose four quadrants must survive normalising."""
+pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 
 
 def params(*kinds: str) -> list[ParameterSet]:

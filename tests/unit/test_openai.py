@@ -82,7 +82,7 @@ async def test_edit_downloads_references_and_sends_multipart(
     edit = request(
         ImageRef("a.png", url=static_files.add("a.png", first)),
         ImageRef("b.png", url=static_files.add("b.png", second)),
-        mask=ImageRef("m.png", url=static_files.add("m.png", mask_png(20, 10))),
+        mask=ImageRef("m.png", url=static_files.add("m.png", mask_png(32, 24))),
         count=2,
         quality="low",
         image_size="landscape_16_9",
