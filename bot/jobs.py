@@ -10,18 +10,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from collections.abc import Collection, Mapping
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
 
 import aiohttp
-import yarl
 
-from bot import images, masks
+from bot import images
 from bot.credits import Balance, CreditService, Estimate, InsufficientCredits, MemberBlocked
+from bot.edits import (
+    NSFW_BLOCKED,
+    TOKEN_LIFETIME,
+    Delivery,
+    DeliveryFailed,
+    EditOptions,
+    EditOrder,
+    EditsPaused,
+    Progress,
+    ResultFile,
+    TooManyJobs,
+    member_message,
+)
 from bot.files import DownloadError, FileStore
+from bot.inputs import InputPreparer
 from bot.links import FileLinks
 from bot.metrics import Metrics
 from bot.providers.base import (
@@ -29,7 +40,6 @@ from bot.providers.base import (
     EditRequest,
     EditResult,
     ErrorKind,
-    ImageRef,
     InvalidRequest,
     Provider,
     ProviderError,
@@ -42,161 +52,11 @@ from storage.jobs import Job, JobRepository, JobState, NewJob, utcnow
 
 log = logging.getLogger(__name__)
 
-DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
-MAX_INPUT_BYTES = 25 * 1024 * 1024
 PRUNE_EVERY = timedelta(hours=6)
 # Places in line worth updating as it moves; further back, the change would be noise.
 ANNOUNCED_PLACES = 3
-# Use the stored bytes instead of a Discord URL that expires within this long.
-URL_MARGIN = timedelta(minutes=30)
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 PROGRESS_INTERVAL = 10.0
-# Discord invalidates an interaction token after 15 minutes; after that we post in the channel.
-TOKEN_LIFETIME = timedelta(minutes=15)
-
-
-@dataclass(frozen=True)
-class EditOptions:
-    quality: str = "high"
-    image_size: str = "auto"
-    resolution: str = "1K"
-    count: int = 1
-    output_format: str = "png"
-    private: bool = False
-    upload_limit: int = DEFAULT_UPLOAD_LIMIT
-    # The server's NSFW policy and the channel's age restriction, as they were when asked.
-    nsfw_policy: str = "block"
-    channel_nsfw: bool = False
-
-    def shows_nsfw(self) -> bool | None:
-        """How a result the host flagged as NSFW may be shown: True openly, False behind a
-        spoiler, None not at all."""
-        if self.nsfw_policy == "spoiler":
-            return False
-        if self.nsfw_policy == "age_restricted" and self.channel_nsfw:
-            return True
-        return None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EditOptions:
-        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
-        return cls(**known)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class InputImage:
-    """A reference image as Discord described it; `url` is signed and expires in about a day."""
-
-    url: str
-    filename: str
-    content_type: str | None = None
-    size: int | None = None
-    width: int | None = None
-    height: int | None = None
-    path: str | None = None
-    """Where the bytes are kept once fetched, so a Retry after the URL expired still works."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class EditOrder:
-    """Everything the member asked for, as the cog parsed it."""
-
-    guild_id: int | None
-    channel_id: int
-    user_id: int
-    prompt: str
-    images: Sequence[InputImage]
-    options: EditOptions = field(default_factory=EditOptions)
-    mask: InputImage | None = None
-    kind: str = "edit"
-    parent_id: int | None = None
-    parent_output: int | None = None
-    application_id: int | None = None
-    interaction_token: str | None = None
-    status_message_id: int | None = None
-    role_ids: Sequence[int] = ()
-
-    @property
-    def credit_guild(self) -> int:
-        """Credits are kept per server; edits in DMs share the pseudo-server 0."""
-        return self.guild_id or 0
-
-
-@dataclass(frozen=True)
-class ResultFile:
-    path: Path
-    filename: str
-    content_type: str
-    width: int
-    height: int
-    size: int
-    shrunk: bool
-    spoiler: bool = False
-
-
-@dataclass(frozen=True)
-class Progress:
-    state: JobState
-    queue_position: int | None = None
-    elapsed: float | None = None
-
-
-@dataclass(frozen=True)
-class Receipt:
-    message_id: int
-    urls: Sequence[str]
-
-
-class Delivery(Protocol):
-    """How the job runner talks to members; the Discord layer implements it."""
-
-    async def show_progress(self, job: Job, progress: Progress) -> None: ...
-
-    async def deliver(self, job: Job, files: Sequence[ResultFile]) -> Receipt: ...
-
-    async def report_failure(self, job: Job, message: str) -> None: ...
-
-
-class DeliveryFailed(Exception):
-    """Discord refused the result everywhere it could go (interaction, channel, DMs)."""
-
-
-class EditsPaused(Exception):
-    """New edits are not being taken (shutting down, or paused by an admin)."""
-
-
-class TooManyJobs(Exception):
-    """The member (or the server) already has as many edits in flight as allowed."""
-
-    def __init__(self, scope: str, limit: int) -> None:
-        super().__init__(scope, limit)
-        self.scope = scope
-        self.limit = limit
-
-
-MEMBER_MESSAGES = {
-    ErrorKind.INVALID_REQUEST: "The image host could not use this request: {detail}. Try another image.",
-    ErrorKind.CONTENT_REJECTED: "The image host's safety filter refused this edit. Try another prompt.",
-    ErrorKind.AUTH_FAILED: "The bot's image host rejected its key or account; please tell the server owner.",
-    ErrorKind.RATE_LIMITED: "The image host is busy right now. Try again in a minute.",
-    ErrorKind.UNAVAILABLE: "The image host is not responding right now. Try again in a few minutes.",
-    ErrorKind.RUN_FAILED: "The image host could not finish this edit ({detail}). Try again.",
-}
-
-
-NSFW_BLOCKED = (
-    "The image host flagged the result as NSFW, which this server does not allow here; nothing was charged."
-)
-
-
-def member_message(error: ProviderError) -> str:
-    return MEMBER_MESSAGES[error.kind].format(detail=error.message.rstrip("."))
 
 
 def _run_of(job: Job) -> Run:
@@ -209,18 +69,6 @@ def _unusable(problem: Exception) -> str:
     """Mask problems are already whole sentences for the member; file problems are a clause."""
     text = str(problem)
     return text if text.endswith(".") else f"An image could not be used: {text}; try another one."
-
-
-def url_expired(url: str) -> bool:
-    """Discord's attachment URLs carry their expiry as `ex=<hex unix time>`; others never expire."""
-    expires = yarl.URL(url).query.get("ex")
-    if expires is None:
-        return False
-    try:
-        moment = datetime.fromtimestamp(int(expires, 16), UTC)
-    except ValueError:
-        return True
-    return moment - URL_MARGIN <= utcnow()
 
 
 class JobService:
@@ -259,8 +107,7 @@ class JobService:
         self._poll_interval_max = poll_interval_max
         self._deadline = deadline
         self._callback_url = callback_url
-        self._cdn_hosts = cdn_hosts
-        self._links = links
+        self._inputs = InputPreparer(files=files, session=session, cdn_hosts=cdn_hosts, links=links)
         self._retention = retention
         self._max_stored_bytes = max_stored_bytes
         self.metrics = metrics or Metrics()
@@ -441,70 +288,6 @@ class JobService:
         self._finished(moved)
         return moved
 
-    async def _prepare_inputs(self, job: Job) -> tuple[list[ImageRef], ImageRef | None]:
-        """Fetch each reference (Discord's CDN only) to disk once, check what it really is, and
-        choose how the host gets it: the Discord URL when the file is fine as it is and the URL
-        is still valid, else the bytes (normalised: upright, one frame, 8-bit). The mask, if
-        any, is converted to the common convention (white = may change) at the first image's
-        size; hosts that want another convert from that."""
-        references = []
-        kept = []
-        first_size: tuple[int, int] | None = None
-        for idx, item in enumerate(InputImage(**entry) for entry in job.inputs):
-            stored, data = await self._kept(item, self._files.input_path, job.id, idx)
-            kept.append(replace(item, path=str(stored)).to_dict())
-            reference, info = await self._reference(job.id, idx, item, stored, data)
-            references.append(reference)
-            first_size = first_size or (info.width, info.height)
-        await self._repo.set_inputs(job.id, kept)
-        if job.mask is None or first_size is None:
-            return references, None
-        mask = InputImage(**job.mask)
-        _, data = await self._kept(mask, self._files.mask_path, job.id, 0)
-        converted = await asyncio.to_thread(masks.to_bw_mask, data, first_size)
-        path = self._files.job_dir(job.id) / "mask-ready.png"
-        await self._files.write(path, converted)
-        return references, self._bytes_or_link(mask.filename, path, converted, "image/png")
-
-    async def _kept(
-        self, item: InputImage, place: Callable[[int, int, str], Path], job_id: int, idx: int
-    ) -> tuple[Path, bytes]:
-        """The image's bytes from disk when kept, else fetched once and kept."""
-        stored = Path(item.path) if item.path else None
-        if stored is not None and await asyncio.to_thread(stored.exists):
-            return stored, await self._files.read(stored)
-        data = await self._files.download(
-            self._session, item.url, max_bytes=MAX_INPUT_BYTES, allowed_hosts=self._cdn_hosts
-        )
-        info = await asyncio.to_thread(images.inspect, data)
-        stored = place(job_id, idx, info.extension)
-        await self._files.write(stored, data)
-        return stored, data
-
-    async def _reference(
-        self, job_id: int, idx: int, item: InputImage, stored: Path, data: bytes
-    ) -> tuple[ImageRef, images.ImageInfo]:
-        """The Discord URL when it still works and the file needs no change; otherwise our own
-        signed link to the (normalised) bytes where callbacks are public, else the bytes."""
-        ready = await asyncio.to_thread(images.normalize, data)
-        content_type = ready.info.content_type
-        if ready.data is None and not url_expired(item.url):
-            return ImageRef(filename=item.filename, url=item.url, content_type=content_type), ready.info
-        upload, path = data, stored
-        if ready.data is not None:
-            upload = ready.data
-            path = self._files.job_dir(job_id) / f"input-{idx}-ready.{ready.info.extension}"
-            await self._files.write(path, upload)
-        return self._bytes_or_link(item.filename, path, upload, content_type), ready.info
-
-    def _bytes_or_link(self, filename: str, path: Path, data: bytes, content_type: str) -> ImageRef:
-        """A signed link to the kept file where hosts can reach us, else the bytes themselves."""
-        if self._links is None:
-            return ImageRef(filename=filename, data=data, content_type=content_type)
-        # A Retry reuses its parent's kept file, which lives in the parent's folder.
-        link = self._links.url_for(int(path.parent.name), path.name)
-        return ImageRef(filename=filename, url=link, content_type=content_type)
-
     async def _stop_run(self, run: Run) -> None:
         try:
             stopped = await self._provider.cancel(run)
@@ -618,15 +401,16 @@ class JobService:
         await self.delivery.show_progress(moved, Progress(JobState.SUBMITTING))
         options = EditOptions.from_dict(moved.options)
         try:
-            references, mask = await self._prepare_inputs(moved)
+            prepared = await self._inputs.prepare(moved)
+            await self._repo.set_inputs(moved.id, prepared.kept)
         except (DownloadError, images.ImageProblem) as exc:
             await self._fail(moved, InvalidRequest(str(exc), host="discord"), member_text=_unusable(exc))
             return None
         request = EditRequest(
             job_id=moved.id,
             prompt=moved.prompt,
-            images=references,
-            mask=mask,
+            images=prepared.references,
+            mask=prepared.mask,
             quality=options.quality,
             image_size=options.image_size,
             resolution=options.resolution,

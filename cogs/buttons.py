@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.jobs import EditOptions, InputImage
+from bot.edits import EditOptions, InputImage
 from cogs import render
 from cogs.flow import as_input, can_moderate, start_edit
 from storage.jobs import Job

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.jobs import DeliveryFailed, EditOptions, Progress, Receipt, ResultFile
+from bot.edits import DeliveryFailed, EditOptions, Progress, Receipt, ResultFile
 from cogs import render
 from cogs.buttons import progress_view, result_view
 from storage.jobs import Job, JobState, utcnow

@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.jobs import EditOptions
+from bot.edits import EditOptions
 from bot.masks import mask_problem
 from bot.providers.base import IMAGE_SIZES
 from cogs import render

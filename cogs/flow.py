@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.credits import Balance, CreditError, Estimate
+from bot.edits import EditOptions, EditOrder, EditsPaused, InputImage, Progress, TooManyJobs
 from bot.guilds import ServerSettings
-from bot.jobs import EditOptions, EditOrder, EditsPaused, InputImage, Progress, TooManyJobs
 from bot.validation import AttachmentFacts, attachment_problem, clean_prompt, prompt_problem
 from cogs import render
 from storage.jobs import Job, JobState

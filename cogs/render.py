@@ -9,8 +9,8 @@ from datetime import datetime
 import discord
 
 from bot.credits import Balance, Estimate, LedgerEntry, QuotaView, Spend, UsageRow
+from bot.edits import Progress, ResultFile
 from bot.guilds import ServerSettings
-from bot.jobs import Progress, ResultFile
 from bot.providers.router import HostHealth
 from storage.guilds import AuditEntry
 from storage.jobs import Job, JobState

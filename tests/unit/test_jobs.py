@@ -11,8 +11,9 @@ from pydantic import SecretStr
 
 from bot.config import BudgetSettings, CreditsSettings, RunflowSettings
 from bot.credits import CreditService, Estimate
+from bot.edits import EditOptions, EditOrder, InputImage, Progress, Receipt, ResultFile
 from bot.files import FileStore
-from bot.jobs import EditOptions, EditOrder, InputImage, JobService, Progress, Receipt, ResultFile
+from bot.jobs import JobService
 from bot.providers.runflow import RunflowProvider
 from storage.db import open_db
 from storage.jobs import Job, JobRepository, JobState, NewJob

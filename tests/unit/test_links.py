@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.jobs import url_expired
+from bot.inputs import url_expired
 from bot.links import FileLinks
 
 

@@ -1,0 +1,165 @@
+"""What an edit is made of, as the bot's layers pass it around: options, inputs, the order a
+member placed, progress and results, and the ways it can be refused.
+
+Kept apart from the job service so the cogs, the service and the delivery can share these
+types without importing each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from bot.providers.base import ErrorKind, ProviderError
+from storage.jobs import Job, JobState
+
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+# Discord invalidates an interaction token after 15 minutes; after that we post in the channel.
+TOKEN_LIFETIME = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class EditOptions:
+    quality: str = "high"
+    image_size: str = "auto"
+    resolution: str = "1K"
+    count: int = 1
+    output_format: str = "png"
+    private: bool = False
+    upload_limit: int = DEFAULT_UPLOAD_LIMIT
+    # The server's NSFW policy and the channel's age restriction, as they were when asked.
+    nsfw_policy: str = "block"
+    channel_nsfw: bool = False
+
+    def shows_nsfw(self) -> bool | None:
+        """How a result the host flagged as NSFW may be shown: True openly, False behind a
+        spoiler, None not at all."""
+        if self.nsfw_policy == "spoiler":
+            return False
+        if self.nsfw_policy == "age_restricted" and self.channel_nsfw:
+            return True
+        return None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EditOptions:
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**known)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """A reference image as Discord described it; `url` is signed and expires in about a day."""
+
+    url: str
+    filename: str
+    content_type: str | None = None
+    size: int | None = None
+    width: int | None = None
+    height: int | None = None
+    path: str | None = None
+    """Where the bytes are kept once fetched, so a Retry after the URL expired still works."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EditOrder:
+    """Everything the member asked for, as the cog parsed it."""
+
+    guild_id: int | None
+    channel_id: int
+    user_id: int
+    prompt: str
+    images: Sequence[InputImage]
+    options: EditOptions = field(default_factory=EditOptions)
+    mask: InputImage | None = None
+    kind: str = "edit"
+    parent_id: int | None = None
+    parent_output: int | None = None
+    application_id: int | None = None
+    interaction_token: str | None = None
+    status_message_id: int | None = None
+    role_ids: Sequence[int] = ()
+
+    @property
+    def credit_guild(self) -> int:
+        """Credits are kept per server; edits in DMs share the pseudo-server 0."""
+        return self.guild_id or 0
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    path: Path
+    filename: str
+    content_type: str
+    width: int
+    height: int
+    size: int
+    shrunk: bool
+    spoiler: bool = False
+
+
+@dataclass(frozen=True)
+class Progress:
+    state: JobState
+    queue_position: int | None = None
+    elapsed: float | None = None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    message_id: int
+    urls: Sequence[str]
+
+
+class Delivery(Protocol):
+    """How the job runner talks to members; the Discord layer implements it."""
+
+    async def show_progress(self, job: Job, progress: Progress) -> None: ...
+
+    async def deliver(self, job: Job, files: Sequence[ResultFile]) -> Receipt: ...
+
+    async def report_failure(self, job: Job, message: str) -> None: ...
+
+
+class DeliveryFailed(Exception):
+    """Discord refused the result everywhere it could go (interaction, channel, DMs)."""
+
+
+class EditsPaused(Exception):
+    """New edits are not being taken (shutting down, or paused by an admin)."""
+
+
+class TooManyJobs(Exception):
+    """The member (or the server) already has as many edits in flight as allowed."""
+
+    def __init__(self, scope: str, limit: int) -> None:
+        super().__init__(scope, limit)
+        self.scope = scope
+        self.limit = limit
+
+
+MEMBER_MESSAGES = {
+    ErrorKind.INVALID_REQUEST: "The image host could not use this request: {detail}. Try another image.",
+    ErrorKind.CONTENT_REJECTED: "The image host's safety filter refused this edit. Try another prompt.",
+    ErrorKind.AUTH_FAILED: "The bot's image host rejected its key or account; please tell the server owner.",
+    ErrorKind.RATE_LIMITED: "The image host is busy right now. Try again in a minute.",
+    ErrorKind.UNAVAILABLE: "The image host is not responding right now. Try again in a few minutes.",
+    ErrorKind.RUN_FAILED: "The image host could not finish this edit ({detail}). Try again.",
+}
+
+
+NSFW_BLOCKED = (
+    "The image host flagged the result as NSFW, which this server does not allow here; nothing was charged."
+)
+
+
+def member_message(error: ProviderError) -> str:
+    return MEMBER_MESSAGES[error.kind].format(detail=error.message.rstrip("."))

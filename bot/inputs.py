@@ -1,0 +1,129 @@
+"""Getting a job's images to the host: fetched from Discord once, checked, kept, and sent in
+the form each host can use.
+
+Every reference is downloaded once (size-capped, Discord's CDN only, no redirects), decoded to
+see what it really is, and kept by job id. The host then gets the Discord URL while it is valid
+and the file needs no change; otherwise a signed, expiring link from `web.public_url` to the
+kept (normalised) file, or the bytes where no public URL is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yarl
+
+from bot import images, masks
+from bot.edits import InputImage
+from bot.files import FileStore
+from bot.links import FileLinks
+from bot.providers.base import ImageRef
+from storage.jobs import Job, utcnow
+
+MAX_INPUT_BYTES = 25 * 1024 * 1024
+# Use the kept bytes instead of a Discord URL that expires within this long.
+URL_MARGIN = timedelta(minutes=30)
+
+
+def url_expired(url: str) -> bool:
+    """Discord's attachment URLs carry their expiry as `ex=<hex unix time>`; others never expire."""
+    expires = yarl.URL(url).query.get("ex")
+    if expires is None:
+        return False
+    try:
+        moment = datetime.fromtimestamp(int(expires, 16), UTC)
+    except ValueError:
+        return True
+    return moment - URL_MARGIN <= utcnow()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    references: list[ImageRef]
+    mask: ImageRef | None
+    kept: Sequence[Mapping[str, Any]]
+    """The job's inputs with where each is now kept, to write back to the job."""
+
+
+class InputPreparer:
+    def __init__(
+        self,
+        *,
+        files: FileStore,
+        session: aiohttp.ClientSession,
+        cdn_hosts: Collection[str] | None,
+        links: FileLinks | None,
+    ) -> None:
+        self._files = files
+        self._session = session
+        self._cdn_hosts = cdn_hosts
+        self._links = links
+
+    async def prepare(self, job: Job) -> Prepared:
+        """Fetch each reference (Discord's CDN only) to disk once, check what it really is, and
+        choose how the host gets it: the Discord URL when the file is fine as it is and the URL
+        is still valid, else the bytes (normalised: upright, one frame, 8-bit). The mask, if
+        any, is converted to the common convention (white = may change) at the first image's
+        size; hosts that want another convert from that."""
+        references = []
+        kept = []
+        first_size: tuple[int, int] | None = None
+        for idx, item in enumerate(InputImage(**entry) for entry in job.inputs):
+            stored, data = await self._kept(item, self._files.input_path, job.id, idx)
+            kept.append(replace(item, path=str(stored)).to_dict())
+            reference, info = await self._reference(job.id, idx, item, stored, data)
+            references.append(reference)
+            first_size = first_size or (info.width, info.height)
+        if job.mask is None or first_size is None:
+            return Prepared(references, None, kept)
+        mask = InputImage(**job.mask)
+        _, data = await self._kept(mask, self._files.mask_path, job.id, 0)
+        converted = await asyncio.to_thread(masks.to_bw_mask, data, first_size)
+        path = self._files.job_dir(job.id) / "mask-ready.png"
+        await self._files.write(path, converted)
+        return Prepared(references, self._bytes_or_link(mask.filename, path, converted, "image/png"), kept)
+
+    async def _kept(
+        self, item: InputImage, place: Callable[[int, int, str], Path], job_id: int, idx: int
+    ) -> tuple[Path, bytes]:
+        """The image's bytes from disk when kept, else fetched once and kept."""
+        stored = Path(item.path) if item.path else None
+        if stored is not None and await asyncio.to_thread(stored.exists):
+            return stored, await self._files.read(stored)
+        data = await self._files.download(
+            self._session, item.url, max_bytes=MAX_INPUT_BYTES, allowed_hosts=self._cdn_hosts
+        )
+        info = await asyncio.to_thread(images.inspect, data)
+        stored = place(job_id, idx, info.extension)
+        await self._files.write(stored, data)
+        return stored, data
+
+    async def _reference(
+        self, job_id: int, idx: int, item: InputImage, stored: Path, data: bytes
+    ) -> tuple[ImageRef, images.ImageInfo]:
+        """The Discord URL when it still works and the file needs no change; otherwise our own
+        signed link to the (normalised) bytes where callbacks are public, else the bytes."""
+        ready = await asyncio.to_thread(images.normalize, data)
+        content_type = ready.info.content_type
+        if ready.data is None and not url_expired(item.url):
+            return ImageRef(filename=item.filename, url=item.url, content_type=content_type), ready.info
+        upload, path = data, stored
+        if ready.data is not None:
+            upload = ready.data
+            path = self._files.job_dir(job_id) / f"input-{idx}-ready.{ready.info.extension}"
+            await self._files.write(path, upload)
+        return self._bytes_or_link(item.filename, path, upload, content_type), ready.info
+
+    def _bytes_or_link(self, filename: str, path: Path, data: bytes, content_type: str) -> ImageRef:
+        """A signed link to the kept file where hosts can reach us, else the bytes themselves."""
+        if self._links is None:
+            return ImageRef(filename=filename, data=data, content_type=content_type)
+        # A Retry reuses its parent's kept file, which lives in the parent's folder.
+        link = self._links.url_for(int(path.parent.name), path.name)
+        return ImageRef(filename=filename, url=link, content_type=content_type)
