@@ -4,7 +4,7 @@ TOOLS := .tools
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: run test lint typecheck pytest bench bench-quick sync clean
+.PHONY: run test lint typecheck pytest soak bench bench-quick sync clean
 
 $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
@@ -26,7 +26,11 @@ typecheck:
 	$(RUN) mypy bot cogs storage tests
 
 pytest:
-	$(RUN) pytest -q
+	$(RUN) pytest -q -m "not soak"
+
+# The long randomized crash runs (at least 200; RETOUCH_SOAK_RUNS sets how many).
+soak: sync
+	$(RUN) pytest -q tests/reliability -m soak
 
 bench: sync
 	$(RUN) python -m bench
