@@ -130,7 +130,12 @@ class Delivery(Protocol):
 
 
 class DeliveryFailed(Exception):
-    """Discord refused the result everywhere it could go (interaction, channel, DMs)."""
+    """Discord refused the result everywhere it could go (interaction, channel, DMs), or
+    failed in a way worth trying again later (`transient`: its 5xx answers)."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class EditsPaused(Exception):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import aiohttp
 from bot import images
 from bot.credits import Balance, CreditService, Estimate, InsufficientCredits, MemberBlocked
 from bot.edits import (
+    MEMBER_MESSAGES,
     NSFW_BLOCKED,
     TOKEN_LIFETIME,
     Delivery,
@@ -27,6 +29,7 @@ from bot.edits import (
     EditOrder,
     EditsPaused,
     Progress,
+    Receipt,
     ResultFile,
     TooManyJobs,
     member_message,
@@ -48,11 +51,13 @@ from bot.providers.base import (
     Unavailable,
 )
 from bot.queue import FairQueue
-from storage.jobs import Job, JobRepository, JobState, NewJob, utcnow
+from storage.jobs import Job, JobRepository, JobState, NewJob, NewOutput, utcnow
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY = timedelta(hours=6)
+# Seconds to wait before trying again when Discord answers a result with a 5xx.
+DELIVERY_RETRIES = (1.0, 5.0, 20.0)
 # Places in line worth updating as it moves; further back, the change would be noise.
 ANNOUNCED_PLACES = 3
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
@@ -171,10 +176,16 @@ class JobService:
         return balance
 
     async def submit(self, order: EditOrder, estimate: Estimate) -> Job:
-        """Write the job row and reserve its credits in one transaction, then put it in line.
+        """`create` then `enqueue`, for callers with no Discord message to wait for."""
+        job = await self.create(order, estimate)
+        return await self.enqueue(job, order.status_message_id)
 
-        The row exists before anything else happens; if the reservation is refused (a
-        CreditError), the row is rolled back with it and nothing is left behind.
+    async def create(self, order: EditOrder, estimate: Estimate) -> Job:
+        """Write the job row and reserve its credits in one transaction, not yet in line.
+
+        The row exists before anything else happens, even before Discord is told: a crash after
+        this finds the job at start and runs it. If the reservation is refused (a CreditError),
+        the row is rolled back with it and nothing is left behind.
         """
         if not self.accepting or self.paused:
             raise EditsPaused
@@ -188,8 +199,17 @@ class JobService:
                 job_id=job.id,
                 estimate=estimate,
             )
+        return job
+
+    async def enqueue(self, job: Job, status_message_id: int | None) -> Job:
+        """Put a created job in line once its progress message exists, and show its place."""
+        if status_message_id is not None and status_message_id != job.status_message_id:
+            await self._repo.set_status_message(job.id, status_message_id)
+            job = replace(job, status_message_id=status_message_id)
         await self._queue.put(job.user_id, job.id)
         log.info("job %d queued for user %d in guild %s", job.id, job.user_id, job.guild_id)
+        place = self._queue.position(job.id)
+        await self.delivery.show_progress(job, Progress(JobState.QUEUED, queue_position=place))
         return job
 
     async def _insert(self, order: EditOrder, estimate: Estimate) -> Job:
@@ -336,6 +356,12 @@ class JobService:
                 )
             else:
                 await self._credits.release(job.id, reason=f"{job.state.value} (recovered)")
+        for job in await self._repo.failed_unnotified():
+            kind = ErrorKind(job.error_kind) if job.error_kind else ErrorKind.UNAVAILABLE
+            await self.delivery.report_failure(
+                job, MEMBER_MESSAGES[kind].format(detail=job.error or "unknown")
+            )
+            await self._repo.mark_notified(job.id)
         for job in await self._repo.open_jobs():
             log.info("recovering job %d from state %s", job.id, job.state)
             if job.state in (JobState.QUEUED, JobState.SUBMITTING):
@@ -517,6 +543,9 @@ class JobService:
         return True
 
     async def _store_outputs(self, job: Job, result: EditResult) -> None:
+        """Every output to disk first, then all their rows in one transaction: a crash between
+        two downloads leaves no rows, so recovery fetches them all again rather than a part."""
+        stored = []
         for idx, output in enumerate(result.images):
             if output.data is not None:
                 data = output.data
@@ -527,17 +556,19 @@ class JobService:
             info = await asyncio.to_thread(images.inspect, data)
             path = self._files.output_path(job.id, idx, info.extension)
             await self._files.write(path, data)
-            await self._repo.add_output(
-                job.id,
-                idx,
-                source_url=output.url,
-                path=str(path),
-                content_type=info.content_type,
-                width=info.width,
-                height=info.height,
-                size=info.size,
-                nsfw=result.nsfw,
+            stored.append(
+                NewOutput(
+                    idx=idx,
+                    source_url=output.url,
+                    path=str(path),
+                    content_type=info.content_type,
+                    width=info.width,
+                    height=info.height,
+                    size=info.size,
+                    nsfw=result.nsfw,
+                )
             )
+        await self._repo.add_outputs(job.id, stored)
 
     async def _deliver(self, job: Job) -> None:
         options = EditOptions.from_dict(job.options)
@@ -577,10 +608,8 @@ class JobService:
                     spoiler=flagged and not shown,
                 )
             )
-        try:
-            receipt = await self.delivery.deliver(job, files)
-        except DeliveryFailed as exc:
-            await self._fail(job, Unavailable(f"the result could not be posted: {exc}", host="discord"))
+        receipt = await self._deliver_with_retries(job, files)
+        if receipt is None:
             return
         await self._repo.set_output_urls(job.id, receipt.urls)
         charged = await self._credits.settle(
@@ -599,6 +628,22 @@ class JobService:
             log.info("job %d delivered as message %d", job.id, receipt.message_id)
             self._finished(done)
 
+    async def _deliver_with_retries(self, job: Job, files: Sequence[ResultFile]) -> Receipt | None:
+        """Post the result, waiting out Discord's own outages a few times; None when the edit had
+        to be failed instead (refunded, and the member told where possible)."""
+        for pause in (*DELIVERY_RETRIES, None):
+            try:
+                return await self.delivery.deliver(job, files)
+            except DeliveryFailed as exc:
+                if not exc.transient or pause is None:
+                    await self._fail(
+                        job, Unavailable(f"the result could not be posted: {exc}", host="discord")
+                    )
+                    return None
+                log.warning("job %d: delivery failed (%s); retrying in %g s", job.id, exc, pause)
+                await asyncio.sleep(pause)
+        return None
+
     async def _fail(self, job: Job, error: ProviderError, *, member_text: str | None = None) -> None:
         log.warning("job %d failed at %s: %s (%s)", job.id, error.host or "?", error.message, error.kind)
         moved = await self._repo.move(
@@ -612,4 +657,5 @@ class JobService:
         if moved is not None:
             await self._credits.release(job.id, reason=f"failed: {error.kind.value}")
             await self.delivery.report_failure(moved, member_text or member_message(error))
+            await self._repo.mark_notified(job.id)
             self._finished(moved)

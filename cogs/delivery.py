@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import discord
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # Builds a message's keyword arguments; called once per attempt because a discord.File is
 # consumed by a send, and told whether the member must be mentioned (outside the interaction).
 _Builder = Callable[[bool], dict[str, Any]]
+_T = TypeVar("_T")
 
 SAME_STAGE_INTERVAL = 5.0
 _STAGE = {JobState.QUEUED: 0, JobState.SUBMITTING: 1, JobState.RUNNING: 2, JobState.DELIVERING: 3}
@@ -90,6 +91,7 @@ class DiscordDelivery:
                     "view": result_view(job.id, len(files)),
                 },
                 nonce=f"retouch-{job.id}",
+                reuse_original=True,
             )
         self._forget(job.id)
         return Receipt(message.id, [attachment.url for attachment in message.attachments])
@@ -109,39 +111,75 @@ class DiscordDelivery:
                 log.warning("job %d: could not tell the member it failed (%s)", job.id, exc)
         self._forget(job.id)
 
-    async def _post(self, job: Job, build: _Builder, *, nonce: str) -> discord.Message:
+    async def _post(
+        self, job: Job, build: _Builder, *, nonce: str, reuse_original: bool = False
+    ) -> discord.Message:
         """Edit the original response, else post in the channel (never a private one), else DM.
 
         Each way is safe to repeat after a crash: editing the original twice leaves one message,
         and a channel or DM send carries a nonce Discord enforces, so a re-send within a few
-        minutes returns the first message instead of posting a second.
+        minutes returns the first message instead of posting a second. A route that is gone
+        (404) or closed (403) passes to the next; any other refusal ends the delivery.
         """
         found = self._webhook(job)
         if found is not None:
             webhook, message_id = found
-            try:
-                payload = build(False)
-                return await webhook.edit_message(
+            payload = build(False)
+            edited = await self._attempt(
+                job,
+                "the interaction",
+                webhook.edit_message(
                     message_id,
                     content=payload["content"],
                     attachments=payload.get("files", []),
                     view=payload.get("view", discord.utils.MISSING),
                     allowed_mentions=render.NO_PINGS,
-                )
-            except discord.NotFound as exc:
-                self._count(exc)
-                log.info("job %d: the interaction expired; posting in the channel instead", job.id)
+                ),
+            )
+            if edited is not None:
+                return edited
+        if reuse_original:
+            # The interaction is gone; if a crash came after Discord showed the result on the
+            # original message, that message is the delivery, not a second post.
+            existing = await self._already_delivered(job)
+            if existing is not None:
+                return existing
         if not EditOptions.from_dict(job.options).private:
             channel = self._bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
-            try:
-                return await channel.send(**build(True), allowed_mentions=render.ONLY_USERS, nonce=nonce)
-            except (discord.Forbidden, discord.NotFound) as exc:
-                self._count(exc)
-                log.info("job %d: channel %d unavailable; sending by DM", job.id, job.channel_id)
+            sent = await self._attempt(
+                job,
+                "the channel",
+                channel.send(**build(True), allowed_mentions=render.ONLY_USERS, nonce=nonce),
+            )
+            if sent is not None:
+                return sent
+        user = await self._attempt(job, "the member", self._bot.fetch_user(job.user_id))
+        direct = await self._attempt(job, "a DM", user.send(**build(False), nonce=nonce)) if user else None
+        if direct is None:
+            raise DeliveryFailed("the channel and the member's DMs are closed to the bot")
+        return direct
+
+    async def _attempt(self, job: Job, route: str, call: Awaitable[_T]) -> _T | None:
+        """The call's result; None when that route is gone or closed to the bot."""
         try:
-            user = await self._bot.fetch_user(job.user_id)
-            return await user.send(**build(False), nonce=nonce)
-        except (discord.Forbidden, discord.NotFound) as exc:
+            return await call
+        except (discord.NotFound, discord.Forbidden) as exc:
+            self._count(exc)
+            log.info("job %d: %s is not available (%s); trying the next way", job.id, route, exc.status)
+            return None
+        except discord.HTTPException as exc:
+            self._count(exc)
             raise DeliveryFailed(
-                f"the channel and the member's DMs are closed to the bot ({exc.code})"
+                f"Discord refused {route} ({exc.status} {exc.code})", transient=exc.status >= 500
             ) from exc
+
+    async def _already_delivered(self, job: Job) -> discord.Message | None:
+        """The member's original message, when it already carries the result."""
+        if job.status_message_id is None or EditOptions.from_dict(job.options).private:
+            return None
+        channel = self._bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+        try:
+            message = await channel.fetch_message(job.status_message_id)
+        except discord.HTTPException:
+            return None
+        return message if message.attachments else None

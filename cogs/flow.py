@@ -9,17 +9,16 @@ member then sees a "thinking" message that becomes the progress display and the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import discord
 
 from bot.credits import Balance, CreditError, Estimate
-from bot.edits import EditOptions, EditOrder, EditsPaused, InputImage, Progress, TooManyJobs
+from bot.edits import EditOptions, EditOrder, EditsPaused, InputImage, TooManyJobs
 from bot.guilds import ServerSettings
 from bot.validation import AttachmentFacts, attachment_problem, clean_prompt, prompt_problem
 from cogs import render
-from storage.jobs import Job, JobState
+from storage.jobs import Job
 
 if TYPE_CHECKING:
     from bot.app import Retouch
@@ -176,8 +175,18 @@ async def start_edit(
             render.confirm_text(estimate, balance), view=view, ephemeral=True
         )
         return None
-    status_message_id = await open_status(interaction, chosen.private)
-    return await _submit(interaction, replace(order, status_message_id=status_message_id), estimate)
+    try:
+        job = await bot.jobs.create(order, estimate)
+    except (EditsPaused, TooManyJobs, CreditError) as error:
+        # Rare: the situation changed since the checks above; still nothing has started.
+        await _answer_privately(interaction, refusal(error))
+        return None
+    try:
+        status_message_id = await open_status(interaction, chosen.private)
+    except discord.HTTPException:
+        await bot.jobs.cancel(job.id)  # Discord never showed the edit: give the credits back
+        raise
+    return await bot.jobs.enqueue(job, status_message_id)
 
 
 async def _answer_privately(interaction: Interaction, text: str) -> None:
@@ -185,19 +194,6 @@ async def _answer_privately(interaction: Interaction, text: str) -> None:
         await interaction.followup.send(text, ephemeral=True)
     else:
         await interaction.response.send_message(text, ephemeral=True)
-
-
-async def _submit(interaction: Interaction, order: EditOrder, estimate: Estimate) -> Job | None:
-    bot = interaction.client
-    try:
-        job = await bot.jobs.submit(order, estimate)
-    except (EditsPaused, TooManyJobs, CreditError) as error:
-        # Rare: the situation changed between the private checks and now.
-        await interaction.followup.edit_message(order.status_message_id or 0, content=refusal(error))
-        return None
-    position = bot.jobs.queue_position(job.id)
-    await bot.jobs.delivery.show_progress(job, Progress(JobState.QUEUED, queue_position=position))
-    return job
 
 
 class ConfirmView(discord.ui.View):

@@ -84,6 +84,7 @@ class Job:
     updated_at: datetime
     submitted_at: datetime | None
     completed_at: datetime | None
+    notified_at: datetime | None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -118,6 +119,7 @@ class Job:
             updated_at=datetime.fromisoformat(row["updated_at"]),
             submitted_at=_dt(row["submitted_at"]),
             completed_at=_dt(row["completed_at"]),
+            notified_at=_dt(row["notified_at"]),
         )
 
 
@@ -138,6 +140,18 @@ class NewJob:
     token_expires_at: datetime | None = None
     status_message_id: int | None = None
     credits_estimated: int = 0
+
+
+@dataclass(frozen=True)
+class NewOutput:
+    idx: int
+    source_url: str | None
+    path: str
+    content_type: str
+    width: int
+    height: int
+    size: int
+    nsfw: bool
 
 
 @dataclass(frozen=True)
@@ -301,6 +315,25 @@ class JobRepository:
         """A unit the job row shares with other repositories' writes (its credit reservation)."""
         return self._db.transaction()
 
+    async def set_status_message(self, job_id: int, message_id: int) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "UPDATE jobs SET status_message_id = ?, updated_at = ? WHERE id = ?",
+                (message_id, _ts(utcnow()), job_id),
+            )
+
+    async def mark_notified(self, job_id: int) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute("UPDATE jobs SET notified_at = ? WHERE id = ?", (_ts(utcnow()), job_id))
+
+    async def failed_unnotified(self) -> list[Job]:
+        """Failed edits whose member was never told (a crash came between refund and notice)."""
+        async with self._conn.execute(
+            "SELECT * FROM jobs WHERE state = 'failed' AND notified_at IS NULL ORDER BY id"
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [Job.from_row(row) for row in rows]
+
     async def count_by_state(self) -> dict[JobState, int]:
         async with self._conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state") as cursor:
             rows = await cursor.fetchall()
@@ -345,28 +378,31 @@ class JobRepository:
             rows = await cursor.fetchall()
         return [Job.from_row(row) for row in rows]
 
-    async def add_output(
-        self,
-        job_id: int,
-        idx: int,
-        *,
-        source_url: str | None,
-        path: str,
-        content_type: str,
-        width: int,
-        height: int,
-        size: int,
-        nsfw: bool,
-    ) -> None:
-        """Record a fetched output; fetching again after a crash replaces the row."""
+    async def add_outputs(self, job_id: int, outputs: Sequence[NewOutput]) -> None:
+        """Record a job's fetched outputs together; fetching again after a crash replaces them."""
+        now = _ts(utcnow())
         async with self._db.transaction() as conn:
-            await conn.execute(
+            await conn.executemany(
                 """
                 INSERT OR REPLACE INTO job_outputs
                     (job_id, idx, source_url, path, content_type, width, height, size, nsfw, created_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
-                (job_id, idx, source_url, path, content_type, width, height, size, int(nsfw), _ts(utcnow())),
+                [
+                    (
+                        job_id,
+                        o.idx,
+                        o.source_url,
+                        o.path,
+                        o.content_type,
+                        o.width,
+                        o.height,
+                        o.size,
+                        int(o.nsfw),
+                        now,
+                    )
+                    for o in outputs
+                ],
             )
 
     async def set_inputs(self, job_id: int, inputs: Sequence[Mapping[str, Any]]) -> None:
