@@ -8,6 +8,7 @@ credits, while Cancel and Delete check the job's owner (or Manage Server) in the
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -82,7 +83,13 @@ def _template(action: str) -> str:
     return rf"retouch:{action}:(?P<job_id>[0-9]{{1,20}})(?::(?P<output>[0-3]))?"
 
 
+REFINE_MODAL = re.compile(r"retouch:refine-modal:(?P<job_id>[0-9]{1,20}):(?P<output>[0-3])")
+
+
 class RefineModal(discord.ui.Modal, title="Refine this edit"):
+    """The form only: its submit is handled by `refine_submitted`, from the custom_id and the
+    database, because discord.py drops the submit of a modal sent before a restart."""
+
     prompt: discord.ui.TextInput[RefineModal] = discord.ui.TextInput(
         label="What should change next?",
         custom_id="prompt",
@@ -93,26 +100,49 @@ class RefineModal(discord.ui.Modal, title="Refine this edit"):
 
     def __init__(self, parent: Job, output: int) -> None:
         super().__init__(custom_id=f"retouch:refine-modal:{parent.id}:{output}")
-        self.parent = parent
-        self.output = output
         self.prompt.default = parent.prompt[:MODAL_PROMPT_MAX]
 
     async def on_submit(self, interaction: Interaction) -> None:  # type: ignore[override]
-        images = _result_images(interaction.message)
-        if self.output >= len(images):
-            await interaction.response.send_message(
-                "That result has no image left to refine; run a new /edit instead.", ephemeral=True
-            )
-            return
-        await start_edit(
-            interaction,
-            prompt=self.prompt.value,
-            inputs=[as_input(images[self.output])],
-            options=EditOptions.from_dict(self.parent.options),
-            kind="refine",
-            parent=self.parent,
-            parent_output=self.output,
+        """Answered by `refine_submitted`, which sees every submit, before or after a restart."""
+
+
+def submitted_values(data: Mapping[str, Any]) -> dict[str, str]:
+    """A modal submit's text inputs by custom_id, in either layout (action rows or labels)."""
+    values: dict[str, str] = {}
+    for top in data.get("components", []):
+        inner = top.get("components") or [top.get("component") or {}]
+        for component in inner:
+            if "custom_id" in component and isinstance(component.get("value"), str):
+                values[component["custom_id"]] = component["value"]
+    return values
+
+
+async def refine_submitted(interaction: Interaction) -> bool:
+    """Run a Refine (or Use N) from its submitted modal; False when it is not one."""
+    data: Mapping[str, Any] = interaction.data or {}
+    match = REFINE_MODAL.fullmatch(str(data.get("custom_id", "")))
+    if interaction.type is not discord.InteractionType.modal_submit or match is None:
+        return False
+    parent = await _job(interaction, int(match["job_id"]))
+    if parent is None:
+        return True
+    output = int(match["output"])
+    images = _result_images(interaction.message)
+    if output >= len(images):
+        await interaction.response.send_message(
+            "That result has no image left to refine; run a new /edit instead.", ephemeral=True
         )
+        return True
+    await start_edit(
+        interaction,
+        prompt=submitted_values(data).get("prompt", ""),
+        inputs=[as_input(images[output])],
+        options=EditOptions.from_dict(parent.options),
+        kind="refine",
+        parent=parent,
+        parent_output=output,
+    )
+    return True
 
 
 class RefineButton(_JobButton, template=_template("refine")):

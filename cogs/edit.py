@@ -13,7 +13,7 @@ from bot.edits import EditOptions
 from bot.masks import mask_problem
 from bot.providers.base import IMAGE_SIZES
 from cogs import render
-from cogs.buttons import DYNAMIC_ITEMS, MODAL_PROMPT_MAX, result_view
+from cogs.buttons import DYNAMIC_ITEMS, MODAL_PROMPT_MAX, refine_submitted, result_view
 from cogs.flow import as_input, can_moderate, first_problem, image_facts, start_edit
 from storage.jobs import JobState
 
@@ -75,6 +75,10 @@ class Edit(commands.Cog):
 
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.edit_image_menu.name, type=self.edit_image_menu.type)
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: Interaction) -> None:
+        await refine_submitted(interaction)
 
     @app_commands.command(name="edit", description="Edit a picture with AI: attach it and say what to change")
     @app_commands.describe(
