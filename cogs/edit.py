@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import TYPE_CHECKING, Literal
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
@@ -13,7 +16,7 @@ from bot.edits import EditOptions
 from bot.masks import mask_problem
 from bot.providers.base import IMAGE_SIZES
 from cogs import render
-from cogs.buttons import DYNAMIC_ITEMS, MODAL_PROMPT_MAX, refine_submitted, result_view
+from cogs.buttons import DYNAMIC_ITEMS, MODAL_PROMPT_MAX, refine_submitted, result_view, submitted_values
 from cogs.flow import as_input, can_moderate, first_problem, image_facts, start_edit
 from storage.jobs import JobState
 
@@ -40,7 +43,17 @@ Quality = Literal["low", "medium", "high"]
 Format = Literal["png", "jpeg", "webp"]
 
 
+EDIT_IMAGE_MODAL = re.compile(r"retouch:edit-image:(?P<message_id>[0-9]{1,20})")
+
+
+def message_images(message: discord.Message) -> list[discord.Attachment]:
+    return [a for a in message.attachments if a.width and (a.content_type or "").startswith("image/")][:4]
+
+
 class EditImageModal(discord.ui.Modal, title="Edit this image"):
+    """The form only: its submit is handled by `Edit.on_interaction`, which reads the target
+    message again, so it works after a restart and two members' forms never mix."""
+
     prompt: discord.ui.TextInput[EditImageModal] = discord.ui.TextInput(
         label="What should change?",
         custom_id="prompt",
@@ -49,22 +62,11 @@ class EditImageModal(discord.ui.Modal, title="Edit this image"):
         placeholder="e.g. replace the sky with a sunset",
     )
 
-    def __init__(self, images: list[discord.Attachment], default_quality: str) -> None:
-        super().__init__(custom_id="retouch:edit-image-modal")
-        self.images = images
-        self.default_quality = default_quality
+    def __init__(self, message_id: int) -> None:
+        super().__init__(custom_id=f"retouch:edit-image:{message_id}")
 
     async def on_submit(self, interaction: Interaction) -> None:  # type: ignore[override]
-        problem = first_problem(self.prompt.value, self.images)
-        if problem is not None:
-            await interaction.response.send_message(problem, ephemeral=True)
-            return
-        await start_edit(
-            interaction,
-            prompt=self.prompt.value,
-            inputs=[as_input(image) for image in self.images],
-            options=EditOptions(quality=self.default_quality),
-        )
+        """Answered by `Edit.on_interaction`."""
 
 
 class Edit(commands.Cog):
@@ -78,7 +80,42 @@ class Edit(commands.Cog):
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: Interaction) -> None:
-        await refine_submitted(interaction)
+        if await refine_submitted(interaction):
+            return
+        data: Mapping[str, Any] = interaction.data or {}
+        match = EDIT_IMAGE_MODAL.fullmatch(str(data.get("custom_id", "")))
+        if interaction.type is discord.InteractionType.modal_submit and match is not None:
+            await self._edit_image_submitted(interaction, int(match["message_id"]), submitted_values(data))
+
+    async def _edit_image_submitted(
+        self, interaction: Interaction, message_id: int, values: dict[str, str]
+    ) -> None:
+        channel = interaction.channel
+        message = None
+        if isinstance(channel, discord.abc.Messageable):
+            with contextlib.suppress(discord.NotFound, discord.Forbidden):
+                message = await channel.fetch_message(message_id)
+        if message is None:
+            await interaction.response.send_message(
+                "I cannot see that message any more; attach the picture to /edit instead.", ephemeral=True
+            )
+            return
+        images = message_images(message)
+        prompt = values.get("prompt", "")
+        problem = (
+            first_problem(prompt, images) if images else "That message no longer has an image I can edit."
+        )
+        if problem is not None:
+            await interaction.response.send_message(problem, ephemeral=True)
+            return
+        server = await self.bot.guild_settings.get(interaction.guild_id)
+        quality = server.default_quality or self.bot.settings.editing.default_quality
+        await start_edit(
+            interaction,
+            prompt=prompt,
+            inputs=[as_input(i) for i in images],
+            options=EditOptions(quality=quality),
+        )
 
     @app_commands.command(name="edit", description="Edit a picture with AI: attach it and say what to change")
     @app_commands.describe(
@@ -134,18 +171,13 @@ class Edit(commands.Cog):
         )
 
     async def edit_image(self, interaction: Interaction, message: discord.Message) -> None:
-        images = [a for a in message.attachments if a.width and (a.content_type or "").startswith("image/")][
-            :4
-        ]
-        if not images:
+        if not message_images(message):
             await interaction.response.send_message(
                 "That message has no image I can edit; use it on a message with a picture attached.",
                 ephemeral=True,
             )
             return
-        server = await self.bot.guild_settings.get(interaction.guild_id)
-        quality = server.default_quality or self.bot.settings.editing.default_quality
-        await interaction.response.send_modal(EditImageModal(images, quality))
+        await interaction.response.send_modal(EditImageModal(message.id))
 
     @app_commands.command(name="history", description="Your recent edits, with links to the results")
     async def history(self, interaction: Interaction) -> None:

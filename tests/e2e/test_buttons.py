@@ -228,3 +228,23 @@ async def test_vary_takes_the_same_prompt_from_this_result(
     second = await runflow.wait_for_run(count=2)
     assert second.input["prompt"] == "more dramatic"
     assert second.input["image_urls"] == [result["attachments"][0]["url"]]
+
+
+async def test_two_edit_image_forms_never_mix_and_survive_a_restart(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
+) -> None:
+    other = discord_fake.add_member("other")
+    first_picture = discord_fake.add_cdn_file(png(), "first.png")
+    second_picture = discord_fake.add_cdn_file(png(40, 40), "second.png")
+    first = await discord_fake.post_message("one", attachments=[first_picture])
+    second = await discord_fake.post_message("two", attachments=[second_picture], user=other)
+    mine = await discord_fake.message_command("Edit image", first)
+    theirs = await discord_fake.message_command("Edit image", second, user=other)
+    await mine.wait_modal()
+    await theirs.wait_modal()
+    await retouch.restart()
+    await discord_fake.submit_modal(theirs, {"prompt": "theirs"})
+    await discord_fake.submit_modal(mine, {"prompt": "mine"})
+    await runflow.wait_for_run(count=2)
+    sent = {run.input["prompt"]: run.input["image_urls"] for run in runflow.runs.values()}
+    assert sent == {"theirs": [second_picture["url"]], "mine": [first_picture["url"]]}
