@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
+from typing import BinaryIO
 
 import aiohttp
 import yarl
@@ -67,35 +68,71 @@ class FileStore:
     ) -> bytes:
         """The body of `url`, refusing more than `max_bytes` while it streams, and any host
         outside `allowed_hosts` when given (redirects are not followed, so they cannot escape)."""
-        if allowed_hosts is not None and yarl.URL(url).host not in allowed_hosts:
-            raise DownloadError("the image is not on Discord's CDN")
-        try:
-            async with session.get(
-                url, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=allowed_hosts is None
-            ) as response:
-                if response.status != 200:
-                    raise DownloadError(f"the file server answered HTTP {response.status}")
-                declared = response.content_length
-                if declared is not None and declared > max_bytes:
-                    raise DownloadError(f"the file is larger than {max_bytes // (1024 * 1024)} MiB")
-                chunks: list[bytes] = []
-                received = 0
-                async for chunk in response.content.iter_chunked(CHUNK):
-                    received += len(chunk)
-                    if received > max_bytes:
-                        raise DownloadError(f"the file is larger than {max_bytes // (1024 * 1024)} MiB")
-                    chunks.append(chunk)
-        except TimeoutError as exc:
-            raise DownloadError("the download timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise DownloadError(f"the download failed ({exc.__class__.__name__})") from exc
+        chunks = [chunk async for chunk in _stream(session, url, max_bytes, timeout, allowed_hosts)]
         return b"".join(chunks)
+
+    async def download_to(
+        self, session: aiohttp.ClientSession, url: str, path: Path, *, max_bytes: int, timeout: float = 120.0
+    ) -> int:
+        """Stream `url` into `path` (atomically, as `write` does) without holding it in memory;
+        returns its size. For results, which can be large and many at once."""
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        temporary = path.with_suffix(path.suffix + ".part")
+        handle = await asyncio.to_thread(temporary.open, "wb")
+        size = 0
+        try:
+            async for chunk in _stream(session, url, max_bytes, timeout, None):
+                await asyncio.to_thread(handle.write, chunk)
+                size += len(chunk)
+            await asyncio.to_thread(_finish, handle)
+        except BaseException:
+            await asyncio.to_thread(handle.close)
+            await asyncio.to_thread(temporary.unlink, missing_ok=True)
+            raise
+        await asyncio.to_thread(temporary.replace, path)
+        return size
 
     async def write(self, path: Path, data: bytes) -> None:
         await asyncio.to_thread(_write_atomic, path, data)
 
     async def read(self, path: Path) -> bytes:
         return await asyncio.to_thread(path.read_bytes)
+
+
+async def _stream(
+    session: aiohttp.ClientSession,
+    url: str,
+    max_bytes: int,
+    timeout: float,
+    allowed_hosts: Collection[str] | None,
+) -> AsyncIterator[bytes]:
+    if allowed_hosts is not None and yarl.URL(url).host not in allowed_hosts:
+        raise DownloadError("the image is not on Discord's CDN")
+    too_large = f"the file is larger than {max_bytes // (1024 * 1024)} MiB"
+    try:
+        async with session.get(
+            url, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=allowed_hosts is None
+        ) as response:
+            if response.status != 200:
+                raise DownloadError(f"the file server answered HTTP {response.status}")
+            if response.content_length is not None and response.content_length > max_bytes:
+                raise DownloadError(too_large)
+            received = 0
+            async for chunk in response.content.iter_chunked(CHUNK):
+                received += len(chunk)
+                if received > max_bytes:
+                    raise DownloadError(too_large)
+                yield chunk
+    except TimeoutError as exc:
+        raise DownloadError("the download timed out") from exc
+    except aiohttp.ClientError as exc:
+        raise DownloadError(f"the download failed ({exc.__class__.__name__})") from exc
+
+
+def _finish(handle: BinaryIO) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+    handle.close()
 
 
 def _size(folder: Path) -> int:

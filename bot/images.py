@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
@@ -53,12 +54,13 @@ def extension_for(content_type: str) -> str:
     return _EXTENSIONS.get(content_type, "png")
 
 
-def inspect(data: bytes) -> ImageInfo:
-    """What the bytes are, judged by decoding them, never by a file name."""
-    if not data:
+def inspect(data: bytes | Path) -> ImageInfo:
+    """What the bytes (or the file) are, judged by decoding them, never by a file name."""
+    size = data.stat().st_size if isinstance(data, Path) else len(data)
+    if not size:
         raise ImageProblem("the file is empty")
     try:
-        with Image.open(io.BytesIO(data), formats=_DECODERS) as image:
+        with Image.open(data if isinstance(data, Path) else io.BytesIO(data), formats=_DECODERS) as image:
             image_format = image.format or ""
             width, height = image.size
             if width * height > MAX_PIXELS:
@@ -75,7 +77,7 @@ def inspect(data: bytes) -> ImageInfo:
     content_type = _FORMATS.get(image_format)
     if content_type is None:
         raise ImageProblem(f"{image_format or 'this'} images are not supported; use PNG, JPEG, WebP or GIF")
-    return ImageInfo(content_type, width, height, len(data))
+    return ImageInfo(content_type, width, height, size)
 
 
 @dataclass(frozen=True)

@@ -547,15 +547,17 @@ class JobService:
         two downloads leaves no rows, so recovery fetches them all again rather than a part."""
         stored = []
         for idx, output in enumerate(result.images):
+            # Results stream to disk rather than sit in memory: there may be hundreds at 4K.
+            fetched = self._files.output_path(job.id, idx, "download")
             if output.data is not None:
-                data = output.data
+                await self._files.write(fetched, output.data)
             elif output.url is not None:
-                data = await self._files.download(self._session, output.url, max_bytes=MAX_OUTPUT_BYTES)
+                await self._files.download_to(self._session, output.url, fetched, max_bytes=MAX_OUTPUT_BYTES)
             else:
                 raise DownloadError("the host listed an output without a URL or data")
-            info = await asyncio.to_thread(images.inspect, data)
+            info = await asyncio.to_thread(images.inspect, fetched)
             path = self._files.output_path(job.id, idx, info.extension)
-            await self._files.write(path, data)
+            await asyncio.to_thread(fetched.replace, path)
             stored.append(
                 NewOutput(
                     idx=idx,
@@ -590,21 +592,26 @@ class JobService:
         files = []
         for output in outputs:
             assert output.path is not None
-            data = await self._files.read(Path(output.path))
-            fitted = await asyncio.to_thread(images.fit_under, data, limit)
             path = Path(output.path)
-            if fitted.changed:
-                path = path.with_name(f"fitted-{output.idx}.{fitted.info.extension}")
+            info = images.ImageInfo(
+                output.content_type or "image/png", output.width or 0, output.height or 0, output.size or 0
+            )
+            shrunk = info.size > limit
+            if shrunk:
+                # Only a result over the limit is read back into memory, to be re-encoded.
+                fitted = await asyncio.to_thread(images.fit_under, await self._files.read(path), limit)
+                info = fitted.info
+                path = path.with_name(f"fitted-{output.idx}.{info.extension}")
                 await self._files.write(path, fitted.data)
             files.append(
                 ResultFile(
                     path=path,
-                    filename=f"retouch-{job.id}-{output.idx + 1}.{fitted.info.extension}",
-                    content_type=fitted.info.content_type,
-                    width=fitted.info.width,
-                    height=fitted.info.height,
-                    size=fitted.info.size,
-                    shrunk=fitted.changed,
+                    filename=f"retouch-{job.id}-{output.idx + 1}.{info.extension}",
+                    content_type=info.content_type,
+                    width=info.width,
+                    height=info.height,
+                    size=info.size,
+                    shrunk=shrunk,
                     spoiler=flagged and not shown,
                 )
             )
