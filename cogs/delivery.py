@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import discord
 
@@ -50,17 +50,28 @@ class DiscordDelivery:
         self._locks.pop(job_id, None)
         self._shown.pop(job_id, None)
 
-    def _webhook(self, job: Job) -> tuple[discord.Webhook, int] | None:
-        """The interaction's webhook and original message while its token is valid, else None."""
-        if job.interaction_token is None or job.application_id is None or job.status_message_id is None:
+    async def _webhook(self, job: Job) -> tuple[discord.Webhook, int] | None:
+        """The interaction's webhook and original message while its token is valid, else None.
+
+        A crash can fall between Discord accepting the defer and the message id being written;
+        the token still reaches that message as `@original` (the route discord.py itself uses
+        for original responses), so its id is asked for then.
+        """
+        if job.interaction_token is None or job.application_id is None:
             return None
         if job.token_expires_at is None or job.token_expires_at <= utcnow():
             return None
         webhook = discord.Webhook.partial(job.application_id, job.interaction_token, client=self._bot)
-        return webhook, job.status_message_id
+        if job.status_message_id is not None:
+            return webhook, job.status_message_id
+        try:
+            original = await webhook.fetch_message(cast(int, "@original"))
+        except discord.HTTPException:
+            return None
+        return webhook, original.id
 
     async def show_progress(self, job: Job, progress: Progress) -> None:
-        found = self._webhook(job)
+        found = await self._webhook(job)
         if found is None:
             return
         webhook, message_id = found
@@ -121,7 +132,7 @@ class DiscordDelivery:
         minutes returns the first message instead of posting a second. A route that is gone
         (404) or closed (403) passes to the next; any other refusal ends the delivery.
         """
-        found = self._webhook(job)
+        found = await self._webhook(job)
         if found is not None:
             webhook, message_id = found
             payload = build(False)
