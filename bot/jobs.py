@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 PRUNE_EVERY = timedelta(hours=6)
 # Seconds to wait before trying again when Discord answers a result with a 5xx.
 DELIVERY_RETRIES = (1.0, 5.0, 20.0)
+# Seconds to wait before fetching a finished edit's results again after a failed download.
+DOWNLOAD_RETRIES = (1.0, 3.0)
 # Places in line worth updating as it moves; further back, the change would be noise.
 ANNOUNCED_PLACES = 3
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
@@ -527,20 +529,30 @@ class JobService:
 
         False when the job had to be failed instead (the member has been told).
         """
-        try:
-            if result is None:
-                result = await self._provider.result(_run_of(job))
-            await self._store_outputs(job, result)
-        except ProviderError as error:
-            await self._fail(job, error)
-            return False
-        except (DownloadError, images.ImageProblem) as exc:
-            log.warning("job %d: fetching the result failed: %s", job.id, exc)
-            await self._fail(
-                job, Unavailable(f"the result could not be downloaded: {exc}", host=job.provider or "")
-            )
-            return False
-        return True
+        for pause in (*DOWNLOAD_RETRIES, None):
+            try:
+                if result is None:
+                    result = await self._provider.result(_run_of(job))
+                await self._store_outputs(job, result)
+            except ProviderError as error:
+                await self._fail(job, error)
+                return False
+            except (DownloadError, images.ImageProblem) as exc:
+                # The host finished the edit: a dropped download is worth a few more tries, with
+                # the result asked for again in case its short-lived URLs have changed.
+                if pause is None or isinstance(exc, images.ImageProblem):
+                    log.warning("job %d: fetching the result failed: %s", job.id, exc)
+                    await self._fail(
+                        job,
+                        Unavailable(f"the result could not be downloaded: {exc}", host=job.provider or ""),
+                    )
+                    return False
+                log.info("job %d: fetching the result failed (%s); trying again in %g s", job.id, exc, pause)
+                await asyncio.sleep(pause)
+                result = None
+            else:
+                return True
+        return False
 
     async def _store_outputs(self, job: Job, result: EditResult) -> None:
         """Every output to disk first, then all their rows in one transaction: a crash between

@@ -207,14 +207,21 @@ async def test_an_nsfw_flagged_result_is_withheld_and_refunded(lab: BotLab) -> N
 
 
 @pytest.mark.parametrize("fault", ["404", "reset"])
-async def test_an_output_that_cannot_be_downloaded_refunds(lab: BotLab, fault: str) -> None:
-    """One failed download ends the edit (no second try, though the host kept the result):
-    a refund and a message, which is within the rules if not the kindest end."""
+async def test_a_dropped_output_download_is_tried_again(lab: BotLab, fault: str) -> None:
+    """The host finished the edit, so one failed download is not the end: the bot asks for the
+    result again and delivers it, charged once."""
     if fault == "404":
         lab.runflow.fail_next("GET", FILES, 404, {"code": "NOT_FOUND", "message": "expired"})
     else:
         lab.runflow.reset_next("GET", FILES, times=2)
     prompt = await edit(lab, f"download {fault}")
+    await delivered(lab, prompt)
+
+
+async def test_an_output_that_never_downloads_refunds(lab: BotLab) -> None:
+    """Every try fails: a refund and a message saying so."""
+    lab.runflow.fail_next("GET", FILES, 404, {"code": "NOT_FOUND", "message": "expired"}, times=20)
+    prompt = await edit(lab, "download never")
     await refunded(lab, prompt, "not responding")
 
 
