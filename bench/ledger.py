@@ -1,0 +1,163 @@
+"""Ledger: reservations plus captures per second through `CreditService`, on a real database.
+
+For each job: `reserve` (its own transaction: balance replay, caps, reserve entry, hold row,
+job mirror) and then `settle` with one delivered image (capture entry, settlement mirror), one
+after the other, as the job runner does. Job rows are made beforehand, untimed. Jobs are
+spread over 100 members of one server, so each member's history grows as it would in use.
+
+Baseline, same run: raw aiosqlite — one INSERT into the same `ledger` table and one COMMIT per
+row, with the product's connection pragmas (WAL, synchronous=NORMAL).
+
+Because a balance is rebuilt from the member's whole ledger on every reservation, the rate also
+depends on how long that member's history is; a second figure follows a single member through
+its first jobs, block by block.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bench.core import Config, Profiler, Report, Row, say
+from bot.config import BudgetSettings, CreditsSettings
+from bot.credits import CreditService, Estimate
+from storage.db import Database, open_db
+from storage.jobs import JobRepository, NewJob
+
+NAME = "ledger"
+GUILD = 1
+ESTIMATE = Estimate(credits=14, usd_micros=133_000, images=1)
+
+
+async def _jobs(db: Database, users: list[int]) -> list[tuple[int, int]]:
+    repo = JobRepository(db)
+    made = []
+    for user in users:
+        job = await repo.insert(
+            NewJob(guild_id=GUILD, channel_id=2, user_id=user, prompt="bench", options={}, inputs=[])
+        )
+        made.append((job.id, user))
+    return made
+
+
+async def _reserve_capture(credits: CreditService, jobs: list[tuple[int, int]]) -> float:
+    started = time.perf_counter()
+    for job_id, user in jobs:
+        await credits.reserve(guild_id=GUILD, user_id=user, role_ids=(), job_id=job_id, estimate=ESTIMATE)
+        await credits.settle(job_id, delivered_images=1)
+    return time.perf_counter() - started
+
+
+def _service(db: Database) -> CreditService:
+    return CreditService(
+        db,
+        CreditsSettings(default_allowance=1_000_000_000, confirm_above=1_000_000_000),
+        BudgetSettings(),
+    )
+
+
+async def _baseline(path: Path, rows: int) -> float:
+    conn = await aiosqlite.connect(str(path))
+    await conn.execute("PRAGMA journal_mode = WAL")
+    await conn.execute("PRAGMA synchronous = NORMAL")
+    now = "2026-01-01T00:00:00.000000+00:00"
+    started = time.perf_counter()
+    for n in range(rows):
+        await conn.execute(
+            "INSERT INTO ledger (guild_id, user_id, kind, amount, idempotency_key, created_at) "
+            "VALUES (?, ?, 'grant', 1, ?, ?)",
+            (GUILD, 1000 + n % 100, f"bench:{n}", now),
+        )
+        await conn.commit()
+    elapsed = time.perf_counter() - started
+    await conn.close()
+    return elapsed
+
+
+def _shape(sql: str) -> str:
+    """A statement with its literals blanked and whitespace squeezed, cut to a readable length."""
+    text = re.sub(r"'[^']*'|\b\d+\b", "?", " ".join(sql.split()))
+    return text if len(text) <= 110 else text[:107] + "..."
+
+
+async def run(cfg: Config) -> Report:
+    count = cfg.pick(500, 5000)
+    history = cfg.pick(300, 1000)
+    block = history // 5
+    report = Report(NAME)
+    details: dict[str, Any] = {"jobs": count, "members": 100}
+
+    say(f"baseline: {count} raw inserts + commits")
+    base_db = await open_db(cfg.workdir / "baseline.db")
+    await base_db.close()
+    base_s = await _baseline(cfg.workdir / "baseline.db", count)
+
+    say(f"{count} jobs over 100 members: reserve + capture")
+    db = await open_db(cfg.workdir / "ledger.db")
+    try:
+        credits = _service(db)
+        jobs = await _jobs(db, [1000 + n % 100 for n in range(count)])
+        spread_s = await _reserve_capture(credits, jobs)
+
+        say(f"one member's first {history} jobs, in blocks of {block}")
+        single = await _jobs(db, [5] * history)
+        blocks = [await _reserve_capture(credits, single[i : i + block]) for i in range(0, history, block)]
+
+        profile = None
+        if cfg.profile:
+            extra = await _jobs(db, [1000 + n % 100 for n in range(count // 5)])
+            statements: Counter[str] = Counter()
+            await db.conn.set_trace_callback(lambda sql: statements.update([_shape(sql)]))
+            async with Profiler() as profiler:
+                await _reserve_capture(credits, extra)
+            await db.conn.set_trace_callback(None)  # type: ignore[arg-type]
+            profile = profiler.summary() or {}
+            per_job = sum(statements.values()) / len(extra)
+            profile["summary"] = [
+                f"{per_job:.1f} SQL statements per job (reserve + capture), each a round trip to "
+                "aiosqlite's thread; the floor makes 2 (INSERT, COMMIT). Most frequent:",
+                *(f"  {n / len(extra):5.2f}/job  {sql}" for sql, n in statements.most_common(12)),
+            ]
+    finally:
+        await db.close()
+
+    rate, base_rate = count / spread_s, count / base_s
+    details.update(
+        {
+            "ms_per_job": round(spread_s / count * 1000, 3),
+            "baseline_ms_per_row": round(base_s / count * 1000, 3),
+            "single_member_jobs_per_s_by_block": {
+                f"jobs {i * block + 1}-{(i + 1) * block}": round(block / s, 1) for i, s in enumerate(blocks)
+            },
+        }
+    )
+    report.rows = [
+        Row(
+            NAME,
+            "reserve + capture, 100 members (jobs/s)",
+            rate,
+            "jobs/s",
+            base_rate,
+            goal="≥ 2,000 jobs/s",
+            met=rate >= 2000,
+            higher_is_better=True,
+        ),
+        Row(
+            NAME,
+            f"… one member, jobs {history - block + 1}-{history} of its history",
+            block / blocks[-1],
+            "jobs/s",
+            block / blocks[0],
+            goal="(context: vs its first jobs)",
+            higher_is_better=True,
+        ),
+    ]
+    report.details = details
+    if profile is not None:
+        report.profile = {"note": f"{count // 5} extra profiled jobs (figures not used)", **profile}
+    return report
