@@ -35,7 +35,7 @@ from bot.providers.base import (
     finished_result,
 )
 from bot.providers.fal import MASK_FIELD, int_or_none, nsfw_flag, output_images
-from bot.providers.http import request_json
+from bot.providers.http import JsonApi
 from bot.providers.openai import OPENAI_PRICES, token_usd_micros
 
 log = logging.getLogger(__name__)
@@ -143,23 +143,16 @@ class EachlabsProvider:
         if settings.api_key is None:
             raise ValueError("providers.eachlabs.api_key is required")
         self._settings = settings
-        self._session = session
-        self._headers = {"X-API-Key": settings.api_key.get_secret_value()}
+        self._api = JsonApi(
+            host=self.name,
+            session=session,
+            headers={"X-API-Key": settings.api_key.get_secret_value()},
+            timeout=settings.request_timeout,
+            parse_error=_parse_error,
+        )
 
     async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        reply = await request_json(
-            self._session,
-            method,
-            f"{self._settings.base_url}{path}",
-            host=self.name,
-            parse_error=_parse_error,
-            timeout=self._settings.request_timeout,
-            headers=self._headers,
-            json_body=body,
-        )
-        if not isinstance(reply, dict):
-            raise Unavailable("each::labs sent a reply that is not a JSON object", host=self.name)
-        return reply
+        return await self._api.call(method, f"{self._settings.base_url}{path}", body)
 
     async def submit(self, request: EditRequest, *, callback_url: str | None = None) -> Run:
         if not request.images:

@@ -35,7 +35,7 @@ from bot.providers.base import (
     Unavailable,
     url_or_data_uri,
 )
-from bot.providers.http import request_json
+from bot.providers.http import JsonApi
 from bot.providers.openai import TokenPrices, token_usd_micros
 
 log = logging.getLogger(__name__)
@@ -149,24 +149,15 @@ class FalProvider:
         if settings.api_key is None:
             raise ValueError("providers.fal.api_key is required")
         self._settings = settings
-        self._session = session
-        self._headers = {"Authorization": f"Key {settings.api_key.get_secret_value()}"}
-
-    async def _call(self, method: str, url: str, body: Any = None) -> dict[str, Any]:
-        reply = await request_json(
-            self._session,
-            method,
-            url,
+        self._api = JsonApi(
             host=self.name,
+            session=session,
+            headers={"Authorization": f"Key {settings.api_key.get_secret_value()}"},
+            timeout=settings.request_timeout,
             parse_error=parse_error,
-            timeout=self._settings.request_timeout,
-            headers=self._headers,
-            json_body=body,
             content_codes=CONTENT_CODES,
         )
-        if not isinstance(reply, dict):
-            raise Unavailable("fal sent a reply that is not a JSON object", host=self.name)
-        return reply
+        self._call = self._api.call
 
     def _url(self, run: Run, key: str) -> str:
         url = run.data.get(key)

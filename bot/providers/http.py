@@ -11,6 +11,7 @@ import email.utils
 import json
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -113,3 +114,35 @@ async def request_json(
     raise classify(
         status, body, reply_headers, host=host, parse_error=parse_error, content_codes=content_codes
     )
+
+
+@dataclass(frozen=True)
+class JsonApi:
+    """One host's JSON API: where it is, how it authenticates and words its errors.
+
+    Every call's reply must be a JSON object; anything else means the host is not answering
+    as documented, which is treated like an outage.
+    """
+
+    host: str
+    session: aiohttp.ClientSession
+    headers: Mapping[str, str]
+    timeout: float
+    parse_error: ErrorParser
+    content_codes: frozenset[str] = frozenset()
+
+    async def call(self, method: str, url: str, body: Any = None) -> dict[str, Any]:
+        reply = await request_json(
+            self.session,
+            method,
+            url,
+            host=self.host,
+            parse_error=self.parse_error,
+            timeout=self.timeout,
+            headers=self.headers,
+            json_body=body,
+            content_codes=self.content_codes,
+        )
+        if not isinstance(reply, dict):
+            raise Unavailable(f"{self.host} sent a reply that is not a JSON object", host=self.host)
+        return reply

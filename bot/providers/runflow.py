@@ -29,7 +29,7 @@ from bot.providers.base import (
     finished_result,
     url_or_data_uri,
 )
-from bot.providers.http import request_json
+from bot.providers.http import JsonApi
 
 _STATUS = {
     "queued": RunStatus.QUEUED,
@@ -135,23 +135,16 @@ class RunflowProvider:
         if settings.api_key is None:
             raise ValueError("providers.runflow.api_key is required")
         self._settings = settings
-        self._session = session
-        self._headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
-
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        reply = await request_json(
-            self._session,
-            method,
-            f"{self._settings.base_url}{path}",
+        self._api = JsonApi(
             host=self.name,
+            session=session,
+            headers={"Authorization": f"Bearer {settings.api_key.get_secret_value()}"},
+            timeout=settings.request_timeout,
             parse_error=_parse_error,
-            timeout=self._settings.request_timeout,
-            headers=self._headers,
-            json_body=body,
         )
-        if not isinstance(reply, dict):
-            raise Unavailable("Runflow sent a reply that is not a run object", host=self.name)
-        return reply
+
+    async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        return await self._api.call(method, f"{self._settings.base_url}{path}", body)
 
     async def submit(self, request: EditRequest, *, callback_url: str | None = None) -> Run:
         model_input: dict[str, Any] = {
