@@ -9,6 +9,7 @@ member then sees a "thinking" message that becomes the progress display and the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import discord
@@ -102,15 +103,25 @@ def needs_confirmation(
     return estimate.credits > threshold or estimate.credits * 2 > balance.available
 
 
-async def open_status(interaction: Interaction, private: bool) -> int:
-    """The message that will show progress and then the result; its id is kept with the job."""
+@dataclass(frozen=True)
+class Status:
+    """The member's progress message: the deferred original response, or a followup."""
+
+    message_id: int
+    original: bool
+    private: bool
+
+
+async def open_status(interaction: Interaction, private: bool) -> Status:
+    """Acknowledge the interaction with the message that will show progress, then the result."""
     if not interaction.response.is_done():
         deferred = await interaction.response.defer(thinking=True, ephemeral=private)
-        if deferred is not None and deferred.message_id is not None:
-            return deferred.message_id
-        return (await interaction.original_response()).id
+        message_id = deferred.message_id if deferred is not None else None
+        if message_id is None:
+            message_id = (await interaction.original_response()).id
+        return Status(message_id, original=True, private=private)
     message = await interaction.followup.send("⏳ Starting…", ephemeral=private, wait=True)
-    return message.id
+    return Status(message.id, original=False, private=private)
 
 
 async def start_edit(
@@ -125,9 +136,24 @@ async def start_edit(
     mask: InputImage | None = None,
     confirmed: bool = False,
 ) -> Job | None:
-    """Check, maybe confirm, defer, queue and show the place in line; None when refused."""
+    """Check, acknowledge, check again, maybe confirm, queue; None when the member was told no.
+
+    Discord allows 3 seconds for the acknowledgement, and under a burst the database can keep
+    a request waiting longer than that, so only checks that need no database run first (their
+    answer is private at once); the acknowledgement comes next, and a refusal found after it
+    replaces the "thinking" message with a private answer.
+    """
     bot = interaction.client
     prompt = clean_prompt(prompt)
+    problem = prompt_problem(prompt)
+    if problem is None and interaction.guild_id is None and not bot.settings.editing.allow_dms:
+        problem = NOT_IN_DMS
+    if problem is None and (not bot.jobs.accepting or bot.jobs.paused):
+        problem = PAUSED
+    if problem is not None:
+        await _answer_privately(interaction, problem)
+        return None
+    status = await open_status(interaction, options.private)
     server = await bot.guild_settings.get(interaction.guild_id)
     chosen = EditOptions.from_dict(
         {
@@ -150,43 +176,31 @@ async def start_edit(
         parent_output=parent_output,
         application_id=interaction.application_id,
         interaction_token=interaction.token,
+        status_message_id=status.message_id,
         role_ids=role_ids(interaction),
     )
     estimate = bot.jobs.estimate(chosen)
-    problem = prompt_problem(prompt)
-    if problem is None and interaction.guild_id is None and not bot.settings.editing.allow_dms:
-        problem = NOT_IN_DMS
-    if problem is None and server.paused:
+    if server.paused:
         problem = SERVER_PAUSED
-    if problem is None and not server.allows_channel(interaction.channel_id):
+    elif not server.allows_channel(interaction.channel_id):
         problem = wrong_channel_text(server)
-    balance: Balance | None = None
-    if problem is None:
-        try:
-            balance = await bot.jobs.preflight(order, estimate)
-        except (EditsPaused, TooManyJobs, CreditError) as error:
-            problem = refusal(error)
-    if problem is not None or balance is None:
-        await _answer_privately(interaction, problem or PAUSED)
-        return None
-    if not confirmed and needs_confirmation(interaction, server, estimate, balance):
-        view = ConfirmView(order, estimate, parent)
-        await interaction.response.send_message(
-            render.confirm_text(estimate, balance), view=view, ephemeral=True
-        )
-        return None
     try:
-        job = await bot.jobs.create(order, estimate)
+        balance = await bot.jobs.preflight(order, estimate) if problem is None else None
+        if (
+            balance is not None
+            and not confirmed
+            and needs_confirmation(interaction, server, estimate, balance)
+        ):
+            view = ConfirmView(order, estimate, parent)
+            await _withdraw(interaction, status, render.confirm_text(estimate, balance), view)
+            return None
+        job = await bot.jobs.create(order, estimate) if problem is None else None
     except (EditsPaused, TooManyJobs, CreditError) as error:
-        # Rare: the situation changed since the checks above; still nothing has started.
-        await _answer_privately(interaction, refusal(error))
+        problem, job = refusal(error), None
+    if job is None:
+        await _withdraw(interaction, status, problem or PAUSED)
         return None
-    try:
-        status_message_id = await open_status(interaction, chosen.private)
-    except discord.HTTPException:
-        await bot.jobs.cancel(job.id)  # Discord never showed the edit: give the credits back
-        raise
-    return await bot.jobs.enqueue(job, status_message_id)
+    return await bot.jobs.enqueue(job, status.message_id)
 
 
 async def _answer_privately(interaction: Interaction, text: str) -> None:
@@ -194,6 +208,21 @@ async def _answer_privately(interaction: Interaction, text: str) -> None:
         await interaction.followup.send(text, ephemeral=True)
     else:
         await interaction.response.send_message(text, ephemeral=True)
+
+
+async def _withdraw(
+    interaction: Interaction, status: Status, text: str, view: discord.ui.View | None = None
+) -> None:
+    """Replace the progress message with a private answer: a private one is simply edited; a
+    public one is deleted, so the refusal concerns only the member, who gets it privately."""
+    if status.private:
+        await interaction.followup.edit_message(status.message_id, content=text, view=view)
+        return
+    await interaction.followup.delete_message(status.message_id)
+    if view is None:
+        await interaction.followup.send(text, ephemeral=True)
+    else:
+        await interaction.followup.send(text, ephemeral=True, view=view)
 
 
 class ConfirmView(discord.ui.View):

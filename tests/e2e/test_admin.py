@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.e2e.conftest import InProcessBot
-from tests.e2e.helpers import EPHEMERAL, has_image, shows
+from tests.e2e.helpers import EPHEMERAL, has_image, private_answer, shows
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.runflow import FakeRunflow
 from tests.images import png
@@ -19,10 +21,12 @@ async def reply(fake: FakeDiscord, *args: object, **options: object) -> str:
     return str(response["data"]["content"])
 
 
-async def edit(fake: FakeDiscord) -> str:
-    interaction = await fake.slash("edit", prompt="make it blue", image=fake.add_cdn_file(png(), "p.png"))
-    response = await interaction.wait_response()
-    return str((response.get("data") or {}).get("content") or "")
+async def edit(fake: FakeDiscord) -> Any:
+    return await fake.slash("edit", prompt="make it blue", image=fake.add_cdn_file(png(), "p.png"))
+
+
+async def refused(fake: FakeDiscord) -> str:
+    return await private_answer(await edit(fake))
 
 
 async def test_status_for_admins_and_refusal_for_members(
@@ -39,7 +43,7 @@ async def test_pause_stops_new_edits_on_this_server_and_resume_restarts_them(
 ) -> None:
     admin = discord_fake.add_member("admin", permissions=MANAGE_GUILD)
     assert "paused on this server" in await reply(discord_fake, "retouch", subcommand="pause", user=admin)
-    assert "paused on this server by its moderators" in await edit(discord_fake)
+    assert "paused on this server by its moderators" in await refused(discord_fake)
     assert runflow.runs == {}
     assert "resumed" in await reply(discord_fake, "retouch", subcommand="resume", user=admin)
     await edit(discord_fake)
@@ -56,7 +60,7 @@ async def test_only_the_owner_pauses_everywhere(retouch: InProcessBot, discord_f
     assert "every server" in await reply(
         discord_fake, "retouch", subcommand="pause", user=discord_fake.owner_id, everywhere=True
     )
-    assert "not taking new edits" in await edit(discord_fake)
+    assert "not taking new edits" in await refused(discord_fake)
 
 
 async def test_server_defaults_apply_to_members_edits(
@@ -76,7 +80,7 @@ async def test_channel_rules_refuse_privately(retouch: InProcessBot, discord_fak
     await retouch.bot.guild_settings.update(
         discord_fake.guild_id, actor_id=discord_fake.owner_id, allowed_channels=[42]
     )
-    assert "not allowed in this channel; use <#42>" in await edit(discord_fake)
+    assert "not allowed in this channel; use <#42>" in await refused(discord_fake)
 
 
 async def test_nsfw_results_are_blocked_by_default_and_cost_nothing(

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import InProcessBot
-from tests.e2e.helpers import EPHEMERAL, buttons, has_image, shows
+from tests.e2e.helpers import EPHEMERAL, buttons, has_image, private_answer, shows
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.runflow import FakeRunflow
 from tests.images import png
@@ -181,9 +181,7 @@ async def test_a_member_over_the_in_flight_limit_is_told_privately(
     await discord_fake.slash("edit", prompt="one", image=discord_fake.add_cdn_file(png(), "a.png"))
     await runflow.wait_for_run()
     second = await discord_fake.slash("edit", prompt="two", image=discord_fake.add_cdn_file(png(), "b.png"))
-    response = await second.wait_response()
-    assert response["type"] == 4 and response["data"]["flags"] & EPHEMERAL
-    assert "already have 1 edits in progress" in response["data"]["content"]
+    assert "already have 1 edits in progress" in await private_answer(second)
     runflow.release()
 
 

@@ -8,7 +8,7 @@ import io
 import pytest
 
 from tests.e2e.conftest import InProcessBot
-from tests.e2e.helpers import EPHEMERAL, buttons, has_image, shows
+from tests.e2e.helpers import EPHEMERAL, buttons, has_image, private_answer, shows
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.runflow import FakeRunflow
 from tests.images import png
@@ -34,9 +34,9 @@ async def test_an_edit_the_member_cannot_afford_is_refused_with_cost_balance_and
     retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
 ) -> None:
     image = discord_fake.add_cdn_file(png(), "p.png")
-    response = await (await discord_fake.slash("edit", prompt="x", image=image, count=4)).wait_response()
-    assert response["type"] == 4 and response["data"]["flags"] & EPHEMERAL
-    text = response["data"]["content"]
+    text = await private_answer(await discord_fake.slash("edit", prompt="x", image=image, count=4))
+    # The public "thinking" message was withdrawn: only the member's private answer is left.
+    assert all(message["flags"] & EPHEMERAL for message in discord_fake.messages.values())
     assert "costs 56 credits but you have 50" in text and "refills" in text
     assert runflow.runs == {}
 
@@ -45,8 +45,8 @@ async def test_an_expensive_edit_asks_first_and_charges_once_delivered(
     retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
 ) -> None:
     image = discord_fake.add_cdn_file(png(), "p.png")
-    ask = await (await discord_fake.slash("edit", prompt="two", image=image, count=2)).wait_response()
-    assert ask["data"]["flags"] & EPHEMERAL and "costs **28 credits**" in ask["data"]["content"]
+    ask = await private_answer(await discord_fake.slash("edit", prompt="two", image=image, count=2))
+    assert "costs **28 credits**" in ask
     assert runflow.runs == {}
     question = await discord_fake.wait_for_message(shows("Go ahead?"))
     assert buttons(question) == ["Confirm", "Cancel"]
@@ -111,10 +111,10 @@ async def test_moderator_grants_blocks_and_exports(
     ).wait_response()
     assert await balance_of(retouch, discord_fake) == 125
     await (await discord_fake.slash("quota", subcommand="block", user=owner, member=member)).wait_response()
-    refused = await (
+    refused = await private_answer(
         await discord_fake.slash("edit", prompt="x", image=discord_fake.add_cdn_file(png(), "p.png"))
-    ).wait_response()
-    assert refused["data"]["flags"] & EPHEMERAL and "blocked" in refused["data"]["content"]
+    )
+    assert "blocked" in refused
     exported = await (await discord_fake.slash("quota", subcommand="export", user=owner)).wait_response()
     rows = list(csv.DictReader(io.StringIO(exported["files"][0]["data"].decode())))
     assert [(row["kind"], row["amount"]) for row in rows] == [("grant", "25")]
