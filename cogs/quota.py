@@ -85,19 +85,9 @@ class Quota(commands.GroupCog, group_name="quota", group_description="Manage mem
         role: discord.Role,
         amount: app_commands.Range[int, 0, 1_000_000] | None = None,
     ) -> None:
-        await self.bot.credits.set_allowance(
-            guild_id=self._guild(interaction),
-            scope="role",
-            target_id=role.id,
-            amount=amount,
-            actor_id=interaction.user.id,
+        await self._set_allowance(
+            interaction, "role", role, amount, removed=f"{role.mention} no longer has its own allowance."
         )
-        text = (
-            f"{role.mention} now gets {amount} credits per period."
-            if amount is not None
-            else f"{role.mention} no longer has its own allowance."
-        )
-        await self._done(interaction, text)
 
     @app_commands.command(name="set-user", description="Credits per period for one member, over any role")
     @app_commands.describe(amount="Credits per period; leave out to remove the member's own allowance")
@@ -107,18 +97,31 @@ class Quota(commands.GroupCog, group_name="quota", group_description="Manage mem
         member: discord.Member,
         amount: app_commands.Range[int, 0, 1_000_000] | None = None,
     ) -> None:
+        await self._set_allowance(
+            interaction,
+            "user",
+            member,
+            amount,
+            removed=f"{member.mention} now gets the allowance of their roles.",
+        )
+
+    async def _set_allowance(
+        self,
+        interaction: Interaction,
+        scope: Literal["role", "user"],
+        target: discord.Role | discord.Member,
+        amount: int | None,
+        *,
+        removed: str,
+    ) -> None:
         await self.bot.credits.set_allowance(
             guild_id=self._guild(interaction),
-            scope="user",
-            target_id=member.id,
+            scope=scope,
+            target_id=target.id,
             amount=amount,
             actor_id=interaction.user.id,
         )
-        text = (
-            f"{member.mention} now gets {amount} credits per period."
-            if amount is not None
-            else f"{member.mention} now gets the allowance of their roles."
-        )
+        text = f"{target.mention} now gets {amount} credits per period." if amount is not None else removed
         await self._done(interaction, text)
 
     @app_commands.command(

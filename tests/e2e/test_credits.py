@@ -118,3 +118,25 @@ async def test_moderator_grants_blocks_and_exports(
     exported = await (await discord_fake.slash("quota", subcommand="export", user=owner)).wait_response()
     rows = list(csv.DictReader(io.StringIO(exported["files"][0]["data"].decode())))
     assert [(row["kind"], row["amount"]) for row in rows] == [("grant", "25")]
+
+
+async def test_role_and_member_allowances(retouch: InProcessBot, discord_fake: FakeDiscord) -> None:
+    owner = discord_fake.owner_id
+    role = discord_fake.add_role("artists")
+    artist = discord_fake.add_member("artist", roles=[role])
+    said = await (
+        await discord_fake.slash("quota", subcommand="set-role", user=owner, role=role, amount=80)
+    ).wait_response()
+    assert f"<@&{role}> now gets 80 credits per period." in said["data"]["content"]
+    assert retouch.bot is not None
+    assert (await retouch.bot.credits.balance(discord_fake.guild_id, artist, [role])).available == 80
+    said = await (
+        await discord_fake.slash("quota", subcommand="set-user", user=owner, member=artist, amount=5)
+    ).wait_response()
+    assert f"<@{artist}> now gets 5 credits per period." in said["data"]["content"]
+    assert (await retouch.bot.credits.balance(discord_fake.guild_id, artist, [role])).available == 5
+    said = await (
+        await discord_fake.slash("quota", subcommand="set-user", user=owner, member=artist)
+    ).wait_response()
+    assert "now gets the allowance of their roles" in said["data"]["content"]
+    assert (await retouch.bot.credits.balance(discord_fake.guild_id, artist, [role])).available == 80
