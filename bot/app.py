@@ -16,6 +16,7 @@ from bot.credits import CreditService
 from bot.files import FileStore
 from bot.guilds import GuildSettingsService
 from bot.jobs import JobService
+from bot.journal import Journal
 from bot.links import FileLinks
 from bot.metrics import Metrics
 from bot.providers.router import Router, build_router
@@ -86,6 +87,7 @@ class Retouch(commands.Bot):
             metrics=self.metrics,
             cdn_hosts=settings.discord.cdn_hosts,
             links=links,
+            journal=Journal(settings.storage.path.with_name(f"{settings.storage.path.stem}.journal")),
             retention=timedelta(days=settings.storage.retention_days),
             max_stored_bytes=int(settings.storage.max_gib * 1024**3),
             provider=self.router,

@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 
 from bot import images
-from bot.credits import Balance, CreditService, Estimate, InsufficientCredits, MemberBlocked
+from bot.credits import Balance, CreditError, CreditService, Estimate, InsufficientCredits, MemberBlocked
 from bot.edits import (
     MEMBER_MESSAGES,
     NSFW_BLOCKED,
@@ -36,6 +36,7 @@ from bot.edits import (
 )
 from bot.files import DownloadError, FileStore
 from bot.inputs import InputPreparer
+from bot.journal import Journal
 from bot.links import FileLinks
 from bot.metrics import Metrics
 from bot.providers.base import (
@@ -98,6 +99,7 @@ class JobService:
         metrics: Metrics | None = None,
         cdn_hosts: Collection[str] | None = None,
         links: FileLinks | None = None,
+        journal: Journal | None = None,
         retention: timedelta = timedelta(days=30),
         max_stored_bytes: int = 5 * 1024**3,
     ) -> None:
@@ -114,6 +116,7 @@ class JobService:
         self._poll_interval_max = poll_interval_max
         self._deadline = deadline
         self._callback_url = callback_url
+        self._journal = journal
         self._inputs = InputPreparer(files=files, session=session, cdn_hosts=cdn_hosts, links=links)
         self._retention = retention
         self._max_stored_bytes = max_stored_bytes
@@ -182,15 +185,28 @@ class JobService:
         job = await self.create(order, estimate)
         return await self.enqueue(job, order.status_message_id)
 
+    async def note(self, order: EditOrder) -> None:
+        """Journal an edit about to be acknowledged, so a crash before its row still runs it."""
+        if self._journal is not None:
+            await self._journal.add(order)
+
+    async def unnote(self, order: EditOrder) -> None:
+        """The journaled edit ended without a job; recovery must leave it alone."""
+        if self._journal is not None:
+            await self._journal.withdraw(order)
+
     async def create(self, order: EditOrder, estimate: Estimate) -> Job:
         """Write the job row and reserve its credits in one transaction, not yet in line.
 
-        The row exists before anything else happens, even before Discord is told: a crash after
-        this finds the job at start and runs it. If the reservation is refused (a CreditError),
-        the row is rolled back with it and nothing is left behind.
+        A crash after this finds the job at start and runs it (before it, the journal does). If
+        the reservation is refused (a CreditError), the row is rolled back with it and nothing is
+        left behind.
         """
         if not self.accepting or self.paused:
             raise EditsPaused
+        return await self._create(order, estimate)
+
+    async def _create(self, order: EditOrder, estimate: Estimate) -> Job:
         await self.check_limits(order.user_id, order.guild_id)
         async with self._repo.transaction():
             job = await self._insert(order, estimate)
@@ -349,6 +365,7 @@ class JobService:
 
     async def recover(self) -> None:
         """Put every unfinished job back on its path; safe to run any number of times."""
+        await self._recover_journal()
         for job in await self._repo.final_with_open_hold():
             # A crash between the final state change and the ledger entry: finish the latter.
             if job.state is JobState.DONE:
@@ -383,8 +400,27 @@ class JobService:
             log.info("pruned the files of %d old edits", removed)
         return removed
 
+    async def _recover_journal(self) -> None:
+        """Edits acknowledged just before a crash, with no job yet: create and run them now."""
+        if self._journal is None:
+            return
+        for order in await self._journal.recent():
+            token = order.interaction_token
+            if token is None or await self._repo.find_by_token(token) is not None:
+                continue
+            try:
+                job = await self._create(order, self.estimate(order.options))
+            except (TooManyJobs, CreditError) as error:
+                log.warning("an edit acknowledged before a restart could not start: %s", error)
+                continue
+            log.info("job %d recovered from the journal", job.id)
+            await self._queue.put(job.user_id, job.id)
+        await self._journal.forget_older()
+
     async def _prune_forever(self) -> None:
         while True:
+            if self._journal is not None:
+                await self._journal.forget_older()
             await self.prune_files()
             await asyncio.sleep(PRUNE_EVERY.total_seconds())
 

@@ -9,7 +9,7 @@ member then sees a "thinking" message that becomes the progress display and the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import discord
@@ -153,32 +153,32 @@ async def start_edit(
     if problem is not None:
         await _answer_privately(interaction, problem)
         return None
-    status = await open_status(interaction, options.private)
-    server = await bot.guild_settings.get(interaction.guild_id)
-    chosen = EditOptions.from_dict(
-        {
-            **options.to_dict(),
-            "upload_limit": interaction.filesize_limit,
-            "nsfw_policy": server.nsfw_policy,
-            "channel_nsfw": is_age_restricted(interaction.channel),
-        }
-    )
-    order = EditOrder(
+    draft = EditOrder(
         guild_id=interaction.guild_id,
         channel_id=interaction.channel_id or 0,
         user_id=interaction.user.id,
         prompt=prompt.strip(),
         images=list(inputs),
-        options=chosen,
+        options=EditOptions.from_dict({**options.to_dict(), "upload_limit": interaction.filesize_limit}),
         mask=mask,
         kind=kind,
         parent_id=parent.id if parent is not None else None,
         parent_output=parent_output,
         application_id=interaction.application_id,
         interaction_token=interaction.token,
-        status_message_id=status.message_id,
         role_ids=role_ids(interaction),
     )
+    await bot.jobs.note(draft)
+    status = await open_status(interaction, options.private)
+    server = await bot.guild_settings.get(interaction.guild_id)
+    chosen = EditOptions.from_dict(
+        {
+            **draft.options.to_dict(),
+            "nsfw_policy": server.nsfw_policy,
+            "channel_nsfw": is_age_restricted(interaction.channel),
+        }
+    )
+    order = replace(draft, options=chosen, status_message_id=status.message_id)
     estimate = bot.jobs.estimate(chosen)
     if server.paused:
         problem = SERVER_PAUSED
@@ -192,12 +192,14 @@ async def start_edit(
             and needs_confirmation(interaction, server, estimate, balance)
         ):
             view = ConfirmView(order, estimate, parent)
+            await bot.jobs.unnote(order)  # nothing may start before the member confirms
             await _withdraw(interaction, status, render.confirm_text(estimate, balance), view)
             return None
         job = await bot.jobs.create(order, estimate) if problem is None else None
     except (EditsPaused, TooManyJobs, CreditError) as error:
         problem, job = refusal(error), None
     if job is None:
+        await bot.jobs.unnote(order)
         await _withdraw(interaction, status, problem or PAUSED)
         return None
     return await bot.jobs.enqueue(job, status.message_id)

@@ -245,6 +245,13 @@ class JobRepository:
         assert found is not None
         return found
 
+    async def find_by_token(self, interaction_token: str) -> Job | None:
+        async with self._conn.execute(
+            "SELECT * FROM jobs WHERE interaction_token = ?", (interaction_token,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else Job.from_row(row)
+
     async def find_by_run(self, provider: str, run_id: str) -> Job | None:
         async with self._conn.execute(
             "SELECT * FROM jobs WHERE provider = ? AND run_id = ?", (provider, run_id)

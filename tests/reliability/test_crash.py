@@ -436,16 +436,6 @@ async def crash_after_the_defer(lab: CrashLab, label: str) -> tuple[str, Interac
     return prompt, interaction
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "cogs/flow.py start_edit now acknowledges before any database work (issue 5: answer "
-        "inside 3 s always; under a burst the database queue took longer and 111 of 820 /edit "
-        "missed Discord's deadline), so the job row is written after the defer: a crash in that "
-        "window leaves the member's message 'thinking' with no job and no charge. The fix is a "
-        "record written before the defer that needs no database lock (an append-only journal)."
-    ),
-)
 async def test_crash_right_after_the_defer_loses_nothing(crash_lab: CrashLab) -> None:
     """The edit must survive: delivered once, or refunded and told. (Found by this suite: the
     job row used to be written after the defer, so this crash left no job and no word.)"""
@@ -468,16 +458,6 @@ async def test_crash_right_after_the_defer_loses_nothing(crash_lab: CrashLab) ->
     assert not problems, crash_lab.report(problems)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "cogs/flow.py start_edit now acknowledges before any database work (issue 5: answer "
-        "inside 3 s always; under a burst the database queue took longer and 111 of 820 /edit "
-        "missed Discord's deadline), so the job row is written after the defer: a crash in that "
-        "window leaves the member's message 'thinking' with no job and no charge. The fix is a "
-        "record written before the defer that needs no database lock (an append-only journal)."
-    ),
-)
 async def test_crash_right_after_the_defer_leaves_no_message_thinking(crash_lab: CrashLab) -> None:
     """What the member's own message shows once the recovered edit is over: the result, a
     notice, or at least not an endless "thinking"."""
