@@ -139,7 +139,9 @@ def main(argv: list[str]) -> int:
     reports = []
     for name in names:
         print(f"[{name}]", file=sys.stderr, flush=True)
+        product = _product_version()  # the tree can change between benchmarks; record it for each
         report = _spawn(name, args, timeout=300 if args.quick else 1800)
+        report.details["product_at_start"] = product
         if report.error:
             print(f"  ! {name} failed:\n{report.error}", file=sys.stderr)
         print(f"  done in {report.seconds:.1f} s", file=sys.stderr, flush=True)
@@ -153,7 +155,7 @@ def main(argv: list[str]) -> int:
         "mode": mode,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(elapsed, 1),
-        "product": _product_version(),
+        "product_at_end": _product_version(),
         "machine": {
             "python": platform.python_version(),
             "platform": platform.platform(),

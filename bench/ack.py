@@ -12,6 +12,7 @@ waits until `fit_under` is running), because CPU-heavy image work must not stall
 from __future__ import annotations
 
 import asyncio
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -41,12 +42,13 @@ async def _defer_only(interaction: discord.Interaction, prompt: str, image: disc
 
 
 async def _burst(world: World, members: list[int]) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    await world.call("loop_lag")  # reset: measure the fakes' own lateness during the burst only
     with LoopLag() as lag:
         sent = await world.edit(members, "small")
         acks = await world.acks([s["id"] for s in sent])
     for ack, item in zip(acks, sent, strict=True):
         ack["sent_at"], ack["token"] = item["sent_at"], item["token"]
-    return acks, lag.summary()
+    return acks, {"bot": lag.summary(), "world": await world.call("loop_lag")}
 
 
 class TimedLock(asyncio.Lock):
@@ -83,13 +85,13 @@ class TimedLock(asyncio.Lock):
 class AckPath:
     """When each /edit went through the awaited steps before its acknowledgement.
 
-    `JobService.preflight` and, where the product has it, `JobService.create` (the job row and
-    credit reservation, written before the defer) are timed per interaction token, and so is the
-    call of `cogs.flow.open_status` (the defer). With the world's send and callback times, that
+    `JobService.note` (the journal of acknowledged edits), `preflight` (limits, block, balance)
+    and `create` (the job row and credit reservation), where the product has them, are timed per
+    interaction token, and so is the call of `cogs.flow.open_status` (the defer). With the world's send and callback times, that
     splits an acknowledgement into stages. A function the product no longer has is skipped.
     """
 
-    STEPS = ("preflight", "create")
+    STEPS = ("note", "preflight", "create")
 
     def __init__(self, bot: Any) -> None:
         self.spans: dict[str, dict[str, tuple[float, float]]] = {step: {} for step in self.STEPS}
@@ -123,31 +125,30 @@ class AckPath:
             cogs.flow.open_status = self._flow_open_status
 
     def split(self, acks: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-        names = {
-            "before": "sent → preflight (gateway, discord.py, server settings)",
-            "preflight": "preflight: limits, block, balance (database reads)",
-            "between": "preflight → create",
-            "create": "create: job row + credit reservation (database write transaction)",
-            "to_defer": "→ defer starts",
-            "defer": "defer → callback reaches Discord",
-        }
-        stages: dict[str, list[float]] = {key: [] for key in names}
+        """Per interaction, its events in time order; each step between two is one stage.
+
+        The order is whatever the product does (it may defer before or after the database
+        work), so stages are named by the events that bound them, and only the steps up to the
+        callback's arrival (the acknowledgement) are kept.
+        """
+        stages: dict[str, list[float]] = {}
         for ack in acks:
             token, latency = ack["token"], ack["latency"]
-            pre, made = self.spans["preflight"].get(token), self.spans["create"].get(token)
-            deferred = self.deferring.get(token)
-            if pre is None or deferred is None or latency is None:
+            if latency is None:
                 continue
-            last = pre[1]
-            stages["before"].append(pre[0] - ack["sent_at"])
-            stages["preflight"].append(pre[1] - pre[0])
-            if made is not None:
-                stages["between"].append(made[0] - pre[1])
-                stages["create"].append(made[1] - made[0])
-                last = made[1]
-            stages["to_defer"].append(deferred - last)
-            stages["defer"].append(ack["sent_at"] + latency - deferred)
-        return {names[key]: summary(values, 1000) for key, values in stages.items() if values}
+            events = [("/edit sent", ack["sent_at"]), ("callback reaches Discord", ack["sent_at"] + latency)]
+            for step in self.STEPS:
+                if token in self.spans[step]:
+                    started, ended = self.spans[step][token]
+                    events += [(f"{step} starts", started), (f"{step} ends", ended)]
+            if token in self.deferring:
+                events.append(("defer starts", self.deferring[token]))
+            events.sort(key=lambda event: event[1])
+            for (name, at), (next_name, next_at) in itertools.pairwise(events):
+                stages.setdefault(f"{name} → {next_name}", []).append(next_at - at)
+                if next_name == "callback reaches Discord":
+                    break
+        return {name: summary(values, 1000) for name, values in stages.items()}
 
 
 async def _baseline(cfg: Config, count: int, rounds: int) -> tuple[list[float], dict[str, Any]]:
@@ -281,10 +282,18 @@ async def run(cfg: Config) -> Report:
     if report.missed and retouch["profile"]:
         report.profile = retouch["profile"]
         report.profile["summary"] = [
-            "where an acknowledgement's time went (median / p99 ms over the measured bursts):",
+            "where an acknowledgement's time went (median / p99 ms over the measured bursts; note = "
+            "journal entry, preflight = limits, block, balance; create = job row + credit reservation):",
             *(
                 f"  {stats.get('p50', 0):7.1f} / {stats.get('p99', 0):7.1f}  {stage}"
                 for stage, stats in retouch["ack_path_ms"].items()
+            ),
+            "event-loop lateness during the bursts, p99 ms per round — Retouch: bot {rb}, fakes {rw}; "
+            "bare bot: bot {bb}, fakes {bw}".format(
+                rb=[r["loop_lag_ms"]["bot"].get("p99") for r in retouch["rounds"]],
+                rw=[r["loop_lag_ms"]["world"].get("p99") for r in retouch["rounds"]],
+                bb=[r["bot"].get("p99") for r in base_info["loop_lag_ms"]],
+                bw=[r["world"].get("p99") for r in base_info["loop_lag_ms"]],
             ),
             "the database's transaction lock over the whole run (every transaction in the bot):",
             "  {transactions} transactions; wait p50 {w50} / p99 {w99} ms; held p50 {h50} / p99 {h99} ms; "

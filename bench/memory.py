@@ -101,8 +101,7 @@ class Downloads:
         for _, step, size, kind in events:
             count += step
             held += step * max(size, 0) if kind == "bytes in memory" else 0
-            if held > best_held:
-                best_count, best_held = count, held
+            best_count, best_held = max(best_count, count), max(best_held, held)
         return best_count, best_held
 
 

@@ -30,6 +30,7 @@ from PIL import Image
 from yarl import URL
 
 import tests.fakes.runflow as runflow_module
+from bench.core import LoopLag
 from bench.images import photo_png
 from tests.fakes.discord import FakeDiscord, Interaction
 from tests.fakes.runflow import FakeRunflow
@@ -103,6 +104,7 @@ class World:
         self.discord._cdn = cdn  # type: ignore[method-assign]
 
     async def start(self) -> web.AppRunner:
+        self.lag = LoopLag().__enter__()  # how late this process's own loop runs (/loop_lag)
         await self.discord.start()
         await self.runflow.start()
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -115,6 +117,7 @@ class World:
             "wait_runs",
             "stats",
             "timeline",
+            "loop_lag",
             "clear",
             "shutdown",
         ):
@@ -279,6 +282,14 @@ class World:
         ]
         found += [(t, "cdn", "GET /cdn/attachments/…", 0) for t in self.cdn_reads if t >= since]
         return sorted(found)
+
+    async def loop_lag(self, reset: bool = True) -> dict[str, float]:
+        """How late the world's own event loop ran since the last reset: when the fakes are slow
+        to take a request, that delay shows in every time they record."""
+        found = self.lag.summary()
+        if reset:
+            self.lag.lateness.clear()
+        return found
 
     async def clear(self) -> None:
         """Forget recorded requests (they hold every uploaded file) between phases."""
