@@ -50,10 +50,6 @@ class ImageInfo:
         return _EXTENSIONS[self.content_type]
 
 
-def extension_for(content_type: str) -> str:
-    return _EXTENSIONS.get(content_type, "png")
-
-
 def inspect(data: bytes | Path) -> ImageInfo:
     """What the bytes (or the file) are, judged by decoding them, never by a file name."""
     size = data.stat().st_size if isinstance(data, Path) else len(data)
