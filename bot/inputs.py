@@ -49,6 +49,8 @@ class Prepared:
     mask: ImageRef | None
     kept: Sequence[Mapping[str, Any]]
     """The job's inputs with where each is now kept, to write back to the job."""
+    first_size: tuple[int, int] | None
+    """The first reference's upright width and height, which an "auto" size above 1K follows."""
 
 
 class InputPreparer:
@@ -81,13 +83,14 @@ class InputPreparer:
             references.append(reference)
             first_size = first_size or (info.width, info.height)
         if job.mask is None or first_size is None:
-            return Prepared(references, None, kept)
+            return Prepared(references, None, kept, first_size)
         mask = InputImage(**job.mask)
         _, data = await self._kept(mask, self._files.mask_path, job.id, 0)
         converted = await asyncio.to_thread(masks.to_bw_mask, data, first_size)
         path = self._files.job_dir(job.id) / "mask-ready.png"
         await self._files.write(path, converted)
-        return Prepared(references, self._bytes_or_link(mask.filename, path, converted, "image/png"), kept)
+        ready_mask = self._bytes_or_link(mask.filename, path, converted, "image/png")
+        return Prepared(references, ready_mask, kept, first_size)
 
     async def _kept(
         self, item: InputImage, place: Callable[[int, int, str], Path], job_id: int, idx: int

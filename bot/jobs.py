@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bot import images
+from bot import images, sizes
 from bot.credits import Balance, CreditError, CreditService, Estimate, InsufficientCredits, MemberBlocked
 from bot.edits import (
     MEMBER_MESSAGES,
@@ -130,6 +130,11 @@ class JobService:
         self.accepting = False
         # The owner's switch for every server at once; running edits still finish.
         self.paused = False
+
+    @property
+    def resolutions(self) -> frozenset[str]:
+        """The resolutions some configured host can make, so 2K/4K are offered only where real."""
+        return self._provider.resolutions
 
     @property
     def delivery(self) -> Delivery:
@@ -470,6 +475,11 @@ class JobService:
         except (DownloadError, images.ImageProblem) as exc:
             await self._fail(moved, InvalidRequest(str(exc), host="discord"), member_text=_unusable(exc))
             return None
+        try:
+            dimensions = sizes.dimensions(options.image_size, options.resolution, prepared.first_size)
+        except ValueError as exc:
+            await self._fail(moved, InvalidRequest(str(exc), host="retouch"))
+            return None
         request = EditRequest(
             job_id=moved.id,
             prompt=moved.prompt,
@@ -480,6 +490,7 @@ class JobService:
             resolution=options.resolution,
             count=options.count,
             output_format=options.output_format,
+            dimensions=dimensions,
         )
         started = time.monotonic()
         try:

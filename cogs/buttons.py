@@ -8,12 +8,14 @@ credits, while Cancel and Delete check the job's owner (or Manage Server) in the
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot.edits import EditOptions, InputImage
+from bot.providers.base import RESOLUTIONS
 from cogs import render
 from cogs.flow import as_input, can_moderate, start_edit
 from storage.jobs import Job
@@ -106,15 +108,36 @@ class RefineModal(discord.ui.Modal, title="Refine this edit"):
         """Answered by `refine_submitted`, which sees every submit, before or after a restart."""
 
 
-def submitted_values(data: Mapping[str, Any]) -> dict[str, str]:
-    """A modal submit's text inputs by custom_id, in either layout (action rows or labels)."""
-    values: dict[str, str] = {}
+def _submitted(data: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """A modal submit's inputs, in either layout (action rows or labels)."""
     for top in data.get("components", []):
-        inner = top.get("components") or [top.get("component") or {}]
-        for component in inner:
-            if "custom_id" in component and isinstance(component.get("value"), str):
-                values[component["custom_id"]] = component["value"]
-    return values
+        yield from top.get("components") or [top.get("component") or {}]
+
+
+def submitted_values(data: Mapping[str, Any]) -> dict[str, str]:
+    """A modal submit's text inputs by custom_id."""
+    return {
+        component["custom_id"]: component["value"]
+        for component in _submitted(data)
+        if "custom_id" in component and isinstance(component.get("value"), str)
+    }
+
+
+def submitted_choices(data: Mapping[str, Any]) -> dict[str, list[str]]:
+    """A modal submit's selects and file uploads by custom_id: the chosen values, or for an
+    upload the attachment ids (see `uploaded_files`)."""
+    return {
+        component["custom_id"]: [str(value) for value in component["values"]]
+        for component in _submitted(data)
+        if "custom_id" in component and isinstance(component.get("values"), list)
+    }
+
+
+def uploaded_files(data: Mapping[str, Any], custom_id: str) -> list[Mapping[str, Any]]:
+    """The attachments a member put in a modal's file upload, as Discord resolved them."""
+    resolved: Mapping[str, Any] = (data.get("resolved") or {}).get("attachments") or {}
+    ids = submitted_choices(data).get(custom_id, [])
+    return [resolved[attachment_id] for attachment_id in ids if attachment_id in resolved]
 
 
 async def refine_submitted(interaction: Interaction) -> bool:
@@ -145,6 +168,92 @@ async def refine_submitted(interaction: Interaction) -> bool:
     return True
 
 
+UPSCALE_MODAL = re.compile(r"retouch:upscale-modal:(?P<job_id>[0-9]{1,20})")
+# The model has no separate upscaler; the result itself is the reference, at a larger size.
+UPSCALE_PROMPT = (
+    "Reproduce this image exactly at a higher resolution: the same content, composition, colours "
+    "and style, with finer detail."
+)
+
+
+def upscale_sizes(job: Job, resolutions: Collection[str]) -> list[str]:
+    """The sizes larger than the job's own that the bot's hosts can make, smallest first."""
+    current = RESOLUTIONS.index(str(job.options.get("resolution", "1K")))
+    return [size for size in RESOLUTIONS[current + 1 :] if size in resolutions]
+
+
+class UpscaleModal(discord.ui.Modal, title="Upscale this edit"):
+    """The form only, like `RefineModal`: `upscale_submitted` answers it from its custom_id."""
+
+    def __init__(self, bot: Retouch, parent: Job, sizes: Sequence[str], outputs: int) -> None:
+        super().__init__(custom_id=f"retouch:upscale-modal:{parent.id}")
+        options = EditOptions.from_dict(parent.options)
+        prices = {size: bot.jobs.estimate(replace(options, resolution=size, count=1)) for size in sizes}
+        self.add_item(
+            discord.ui.Label(
+                text="Size",
+                component=discord.ui.Select(
+                    custom_id="resolution",
+                    options=[
+                        discord.SelectOption(label=f"{size} · {prices[size].credits} credits", value=size)
+                        for size in sizes
+                    ],
+                ),
+            )
+        )
+        if outputs > 1:
+            self.add_item(
+                discord.ui.Label(
+                    text="Which image",
+                    component=discord.ui.Select(
+                        custom_id="output",
+                        options=[
+                            discord.SelectOption(label=f"Image {n + 1}", value=str(n)) for n in range(outputs)
+                        ],
+                    ),
+                )
+            )
+
+    async def on_submit(self, interaction: Interaction) -> None:  # type: ignore[override]
+        """Answered by `upscale_submitted`."""
+
+
+async def upscale_submitted(interaction: Interaction) -> bool:
+    """Run an Upscale from its submitted modal; False when it is not one."""
+    data: Mapping[str, Any] = interaction.data or {}
+    match = UPSCALE_MODAL.fullmatch(str(data.get("custom_id", "")))
+    if interaction.type is not discord.InteractionType.modal_submit or match is None:
+        return False
+    parent = await _job(interaction, int(match["job_id"]))
+    if parent is None:
+        return True
+    chosen = submitted_choices(data)
+    size = (chosen.get("resolution") or [""])[0]
+    output = int((chosen.get("output") or ["0"])[0])
+    images = _result_images(interaction.message)
+    if size not in upscale_sizes(parent, interaction.client.jobs.resolutions):
+        await interaction.response.send_message(
+            "This bot's image host cannot make that size any more; pick another.", ephemeral=True
+        )
+        return True
+    if not 0 <= output < len(images):
+        await interaction.response.send_message(
+            "That result has no image left to upscale; run a new /edit instead.", ephemeral=True
+        )
+        return True
+    options = EditOptions.from_dict(parent.options)
+    await start_edit(
+        interaction,
+        prompt=UPSCALE_PROMPT,
+        inputs=[as_input(images[output])],
+        options=replace(options, resolution=size, count=1, image_size="auto"),
+        kind="upscale",
+        parent=parent,
+        parent_output=output,
+    )
+    return True
+
+
 class RefineButton(_JobButton, template=_template("refine")):
     """Refine (or, with an output index, "Use N"): this result becomes the next reference."""
 
@@ -164,6 +273,27 @@ class UseButton(RefineButton, template=_template("use")):
     label = "Use"
     emoji = None
     style = discord.ButtonStyle.secondary
+
+
+class UpscaleButton(_JobButton, template=_template("upscale")):
+    """A larger copy of the result, where the bot's hosts can make 2K or 4K."""
+
+    action = "upscale"
+    label = "Upscale"
+    emoji = "🔍"
+
+    async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
+        job = await _job(interaction, self.job_id)
+        if job is None:
+            return
+        sizes = upscale_sizes(job, interaction.client.jobs.resolutions)
+        if not sizes:
+            await interaction.response.send_message(
+                "This edit is already as large as this bot's image host can make.", ephemeral=True
+            )
+            return
+        outputs = len(_result_images(interaction.message))
+        await interaction.response.send_modal(UpscaleModal(interaction.client, job, sizes, outputs))
 
 
 class RetryButton(_JobButton, template=_template("retry")):
@@ -268,26 +398,49 @@ DYNAMIC_ITEMS: tuple[type[_JobButton], ...] = (
     UseButton,
     RetryButton,
     VaryButton,
+    UpscaleButton,
     InfoButton,
     DeleteButton,
     CancelButton,
 )
 
 
-def result_view(job_id: int, outputs: int) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    for button in (
+def _result_buttons(job_id: int, outputs: int, upscale: bool) -> tuple[list[_JobButton], list[_JobButton]]:
+    """The buttons under a result: the actions on the whole edit, then Use N and Upscale."""
+    main: list[_JobButton] = [
         RefineButton(job_id),
         RetryButton(job_id),
         VaryButton(job_id),
         InfoButton(job_id),
         DeleteButton(job_id),
-    ):
-        view.add_item(button)
-    if outputs > 1:
-        for index in range(outputs):
-            view.add_item(UseButton(job_id, index))
-    return view
+    ]
+    extra: list[_JobButton] = [UseButton(job_id, n) for n in range(outputs)] if outputs > 1 else []
+    if upscale:
+        extra.append(UpscaleButton(job_id))
+    return main, extra
+
+
+def result_message(job_id: int, text: str, files: Sequence[discord.File], *, upscale: bool) -> dict[str, Any]:
+    """A result's message: one image as an attachment under the text, or several as a Components
+    V2 gallery in one card with the text and the buttons, so a set reads as one result."""
+    main, extra = _result_buttons(job_id, len(files), upscale)
+    if len(files) == 1:
+        view = discord.ui.View(timeout=None)
+        for button in (*main, *extra):
+            view.add_item(button)
+        return {"content": text, "files": list(files), "view": view}
+    card = discord.ui.Container[discord.ui.LayoutView](
+        discord.ui.TextDisplay[discord.ui.LayoutView](text),
+        discord.ui.MediaGallery[discord.ui.LayoutView](
+            *(discord.MediaGalleryItem(file, spoiler=file.spoiler) for file in files)
+        ),
+        discord.ui.ActionRow[Any](*main),
+    )
+    if extra:
+        card.add_item(discord.ui.ActionRow[Any](*extra))
+    layout = discord.ui.LayoutView(timeout=None)
+    layout.add_item(card)
+    return {"content": None, "files": list(files), "view": layout}
 
 
 def progress_view(job_id: int) -> discord.ui.View:

@@ -17,7 +17,7 @@ import discord
 
 from bot.edits import DeliveryFailed, EditOptions, Progress, Receipt, ResultFile
 from cogs import render
-from cogs.buttons import progress_view, result_view
+from cogs.buttons import progress_view, result_message, upscale_sizes
 from storage.jobs import Job, JobState, utcnow
 
 if TYPE_CHECKING:
@@ -94,13 +94,15 @@ class DiscordDelivery:
 
     async def deliver(self, job: Job, files: Sequence[ResultFile]) -> Receipt:
         async with self._lock(job.id):
+            upscale = bool(upscale_sizes(job, self._bot.jobs.resolutions))
             message = await self._post(
                 job,
-                lambda mention: {
-                    "content": render.result_text(job, files, mention=mention),
-                    "files": [discord.File(f.path, filename=f.filename, spoiler=f.spoiler) for f in files],
-                    "view": result_view(job.id, len(files)),
-                },
+                lambda mention: result_message(
+                    job.id,
+                    render.result_text(job, files, mention=mention),
+                    [discord.File(f.path, filename=f.filename, spoiler=f.spoiler) for f in files],
+                    upscale=upscale,
+                ),
                 nonce=f"retouch-{job.id}",
                 reuse_original=True,
             )

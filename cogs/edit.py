@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mimetypes
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -12,12 +13,22 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.edits import EditOptions
+from bot.edits import EditOptions, InputImage
 from bot.masks import mask_problem
-from bot.providers.base import IMAGE_SIZES
+from bot.providers.base import IMAGE_SIZES, RESOLUTIONS
 from cogs import render
-from cogs.buttons import DYNAMIC_ITEMS, MODAL_PROMPT_MAX, refine_submitted, result_view, submitted_values
-from cogs.flow import as_input, can_moderate, first_problem, image_facts, start_edit
+from cogs.buttons import (
+    DYNAMIC_ITEMS,
+    MODAL_PROMPT_MAX,
+    refine_submitted,
+    result_message,
+    submitted_choices,
+    submitted_values,
+    uploaded_files,
+    upscale_sizes,
+    upscale_submitted,
+)
+from cogs.flow import as_input, can_moderate, facts, first_problem, start_edit, uploaded_input
 from storage.jobs import JobState
 
 if TYPE_CHECKING:
@@ -39,31 +50,113 @@ SIZE_NAMES = {
     "landscape_16_9": "Landscape 16:9",
 }
 SIZE_CHOICES = [app_commands.Choice(name=SIZE_NAMES[size], value=size) for size in IMAGE_SIZES]
+RESOLUTION_NAMES = {
+    "1K": "1K — standard",
+    "2K": "2K — larger, costs more",
+    "4K": "4K — largest, costs most",
+}
+RESOLUTION_CHOICES = [app_commands.Choice(name=RESOLUTION_NAMES[r], value=r) for r in RESOLUTIONS]
 Quality = Literal["low", "medium", "high"]
 Format = Literal["png", "jpeg", "webp"]
 
 
 EDIT_IMAGE_MODAL = re.compile(r"retouch:edit-image:(?P<message_id>[0-9]{1,20})")
+# The images the bot posts are named after their job, which lets "Edit image" on a result
+# continue its chain.
+RESULT_FILE = re.compile(r"(?:SPOILER_)?retouch-(?P<job_id>[0-9]{1,20})-(?P<n>[1-4])\.\w+")
+MAX_MESSAGE_IMAGES = 4
+QUALITY_NAMES = {"low": "Low (cheapest)", "medium": "Medium", "high": "High (best, costs most)"}
 
 
-def message_images(message: discord.Message) -> list[discord.Attachment]:
-    return [a for a in message.attachments if a.width and (a.content_type or "").startswith("image/")][:4]
+def _embedded(embed: discord.Embed) -> InputImage | None:
+    """An embed's picture through Discord's media proxy (the only way the bot fetches it), with
+    its type read from the file name, since embeds do not carry one."""
+    media = embed.image if embed.image.url else embed.thumbnail
+    url = media.proxy_url or ""
+    filename = url.rsplit("/", 1)[-1].split("?", 1)[0]
+    content_type, _ = mimetypes.guess_type(filename)
+    if not url or content_type is None or not content_type.startswith("image/"):
+        return None
+    return InputImage(
+        url=url, filename=filename, content_type=content_type, width=media.width, height=media.height
+    )
+
+
+def message_images(message: discord.Message) -> list[InputImage]:
+    """Every picture on a message, attachments first, then images in its embeds."""
+    found = [
+        as_input(a) for a in message.attachments if a.width and (a.content_type or "").startswith("image/")
+    ]
+    found += [item for item in map(_embedded, message.embeds) if item is not None]
+    return found[:MAX_MESSAGE_IMAGES]
+
+
+def result_origin(message: discord.Message, bot_id: int | None) -> tuple[int, int] | None:
+    """The job and output a message of the bot shows, from its first result file's name."""
+    if bot_id is None or message.author.id != bot_id:
+        return None
+    for attachment in message.attachments:
+        if (match := RESULT_FILE.fullmatch(attachment.filename)) is not None:
+            return int(match["job_id"]), int(match["n"]) - 1
+    return None
 
 
 class EditImageModal(discord.ui.Modal, title="Edit this image"):
     """The form only: its submit is handled by `Edit.on_interaction`, which reads the target
-    message again, so it works after a restart and two members' forms never mix."""
-
-    prompt: discord.ui.TextInput[EditImageModal] = discord.ui.TextInput(
-        label="What should change?",
-        custom_id="prompt",
-        style=discord.TextStyle.paragraph,
-        max_length=MODAL_PROMPT_MAX,
-        placeholder="e.g. replace the sky with a sunset",
-    )
+    message again, so it works after a restart and two members' forms never mix. Nothing here
+    reads the database, so the form opens well within Discord's 3 seconds; an option left
+    empty takes the server's default."""
 
     def __init__(self, message_id: int) -> None:
         super().__init__(custom_id=f"retouch:edit-image:{message_id}")
+        self.add_item(
+            discord.ui.Label(
+                text="What should change?",
+                component=discord.ui.TextInput(
+                    custom_id="prompt",
+                    style=discord.TextStyle.paragraph,
+                    max_length=MODAL_PROMPT_MAX,
+                    placeholder="e.g. replace the sky with a sunset",
+                ),
+            )
+        )
+        self.add_item(
+            discord.ui.Label(
+                text="Quality",
+                description="Higher quality costs more credits; empty = the server's default",
+                component=discord.ui.Select(
+                    custom_id="quality",
+                    required=False,
+                    placeholder="Server default",
+                    options=[discord.SelectOption(label=QUALITY_NAMES[q], value=q) for q in QUALITY_NAMES],
+                ),
+            )
+        )
+        self.add_item(
+            discord.ui.Label(
+                text="How many versions",
+                description="Each version costs credits",
+                component=discord.ui.Select(
+                    custom_id="count",
+                    required=False,
+                    placeholder="Server default (usually 1)",
+                    options=[discord.SelectOption(label=str(n), value=str(n)) for n in range(1, 5)],
+                ),
+            )
+        )
+        self.add_item(
+            discord.ui.Label(
+                text="Mask (optional)",
+                description="White or transparent = may change, black = keep",
+                component=discord.ui.FileUpload(custom_id="mask", required=False, max_values=1),
+            )
+        )
+        self.add_item(
+            discord.ui.Label(
+                text="Another reference picture (optional)",
+                component=discord.ui.FileUpload(custom_id="reference", required=False, max_values=1),
+            )
+        )
 
     async def on_submit(self, interaction: Interaction) -> None:  # type: ignore[override]
         """Answered by `Edit.on_interaction`."""
@@ -80,15 +173,15 @@ class Edit(commands.Cog):
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: Interaction) -> None:
-        if await refine_submitted(interaction):
+        if await refine_submitted(interaction) or await upscale_submitted(interaction):
             return
         data: Mapping[str, Any] = interaction.data or {}
         match = EDIT_IMAGE_MODAL.fullmatch(str(data.get("custom_id", "")))
         if interaction.type is discord.InteractionType.modal_submit and match is not None:
-            await self._edit_image_submitted(interaction, int(match["message_id"]), submitted_values(data))
+            await self._edit_image_submitted(interaction, int(match["message_id"]), data)
 
     async def _edit_image_submitted(
-        self, interaction: Interaction, message_id: int, values: dict[str, str]
+        self, interaction: Interaction, message_id: int, data: Mapping[str, Any]
     ) -> None:
         channel = interaction.channel
         message = None
@@ -101,20 +194,35 @@ class Edit(commands.Cog):
             )
             return
         images = message_images(message)
-        prompt = values.get("prompt", "")
+        images += [uploaded_input(item) for item in uploaded_files(data, "reference")]
+        masks = [uploaded_input(item) for item in uploaded_files(data, "mask")]
+        prompt = submitted_values(data).get("prompt", "")
         problem = (
             first_problem(prompt, images) if images else "That message no longer has an image I can edit."
         )
+        if problem is None and masks:
+            problem = mask_problem(facts(masks[0]), facts(images[0]))
         if problem is not None:
             await interaction.response.send_message(problem, ephemeral=True)
             return
+        chosen = submitted_choices(data)
         server = await self.bot.guild_settings.get(interaction.guild_id)
-        quality = server.default_quality or self.bot.settings.editing.default_quality
+        quality = next(iter(chosen.get("quality", [])), None)
+        count = next(iter(chosen.get("count", [])), None)
+        origin = result_origin(message, self.bot.user.id if self.bot.user else None)
+        parent = await self.bot.jobs.get(origin[0]) if origin is not None else None
         await start_edit(
             interaction,
             prompt=prompt,
-            inputs=[as_input(i) for i in images],
-            options=EditOptions(quality=quality),
+            inputs=images,
+            options=EditOptions(
+                quality=quality or server.default_quality or self.bot.settings.editing.default_quality,
+                count=int(count) if count else server.default_count or 1,
+            ),
+            mask=masks[0] if masks else None,
+            kind="refine" if parent is not None else "edit",
+            parent=parent,
+            parent_output=origin[1] if parent is not None and origin is not None else None,
         )
 
     @app_commands.command(name="edit", description="Edit a picture with AI: attach it and say what to change")
@@ -128,10 +236,11 @@ class Edit(commands.Cog):
         quality="Higher quality costs more credits (low 1, medium 4, high 14 per image)",
         size="Shape of the result (default: the server's, else the same as the picture)",
         count="How many versions to make, 1–4 (each costs credits; default 1)",
+        resolution="How large the result is: 1K (default); 2K and 4K cost more, see /credits prices",
         format="File type of the result (default PNG)",
         private="Only you see the result",
     )
-    @app_commands.choices(size=SIZE_CHOICES)
+    @app_commands.choices(size=SIZE_CHOICES, resolution=RESOLUTION_CHOICES)
     async def edit(
         self,
         interaction: Interaction,
@@ -144,13 +253,20 @@ class Edit(commands.Cog):
         quality: Quality | None = None,
         size: app_commands.Choice[str] | None = None,
         count: app_commands.Range[int, 1, 4] | None = None,
+        resolution: app_commands.Choice[str] | None = None,
         format: Format = "png",
         private: bool = False,
     ) -> None:
-        images = [a for a in (image, image2, image3, image4) if a is not None]
+        images = [as_input(a) for a in (image, image2, image3, image4) if a is not None]
         problem = first_problem(prompt, images)
         if problem is None and mask is not None:
-            problem = mask_problem(image_facts(mask), image_facts(image))
+            problem = mask_problem(facts(as_input(mask)), facts(images[0]))
+        size_wanted = resolution.value if resolution is not None else "1K"
+        if problem is None and size_wanted not in self.bot.jobs.resolutions:
+            problem = (
+                f"This bot's image host cannot make {size_wanted} images; "
+                f"pick {' or '.join(sorted(self.bot.jobs.resolutions))}."
+            )
         if problem is not None:
             await interaction.response.send_message(problem, ephemeral=True)
             return
@@ -158,6 +274,7 @@ class Edit(commands.Cog):
         options = EditOptions(
             quality=quality or server.default_quality or self.bot.settings.editing.default_quality,
             image_size=size.value if size is not None else server.default_size or "auto",
+            resolution=size_wanted,
             count=count or server.default_count or 1,
             output_format=format,
             private=private,
@@ -165,7 +282,7 @@ class Edit(commands.Cog):
         await start_edit(
             interaction,
             prompt=prompt,
-            inputs=[as_input(a) for a in images],
+            inputs=images,
             options=options,
             mask=as_input(mask) if mask is not None else None,
         )
@@ -205,15 +322,16 @@ class Edit(commands.Cog):
                 ephemeral=True,
             )
             return
-        await interaction.response.send_message(
-            content=render.shown_text(found),
-            files=[
+        message = result_message(
+            found.id,
+            render.shown_text(found),
+            [
                 discord.File(path, filename=f"retouch-{found.id}-{n + 1}{path.suffix}")
                 for n, path in enumerate(paths)
             ],
-            view=result_view(found.id, len(paths)),
-            allowed_mentions=render.NO_PINGS,
+            upscale=bool(upscale_sizes(found, self.bot.jobs.resolutions)),
         )
+        await interaction.response.send_message(**message, allowed_mentions=render.NO_PINGS)
 
 
 async def setup(bot: Retouch) -> None:

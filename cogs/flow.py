@@ -8,9 +8,9 @@ member then sees a "thinking" message that becomes the progress display and the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 
@@ -42,16 +42,6 @@ def is_age_restricted(channel: object) -> bool:
     return bool(is_nsfw()) if callable(is_nsfw) else False
 
 
-def image_facts(attachment: discord.Attachment) -> AttachmentFacts:
-    return AttachmentFacts(
-        filename=attachment.filename,
-        content_type=attachment.content_type,
-        size=attachment.size,
-        width=attachment.width,
-        height=attachment.height,
-    )
-
-
 def as_input(attachment: discord.Attachment) -> InputImage:
     return InputImage(
         url=attachment.url,
@@ -63,10 +53,27 @@ def as_input(attachment: discord.Attachment) -> InputImage:
     )
 
 
-def first_problem(prompt: str, attachments: Sequence[discord.Attachment]) -> str | None:
+def uploaded_input(payload: Mapping[str, Any]) -> InputImage:
+    """A file a member put in a modal's upload, from the attachment object Discord resolved."""
+    return InputImage(
+        url=str(payload.get("url", "")),
+        filename=str(payload.get("filename", "upload")),
+        content_type=payload.get("content_type"),
+        size=payload.get("size"),
+        width=payload.get("width"),
+        height=payload.get("height"),
+    )
+
+
+def facts(item: InputImage) -> AttachmentFacts:
+    """What Discord told us of an image; an embedded image has no size, which the download caps."""
+    return AttachmentFacts(item.filename, item.content_type, item.size or 0, item.width, item.height)
+
+
+def first_problem(prompt: str, inputs: Sequence[InputImage]) -> str | None:
     found = prompt_problem(prompt)
-    for attachment in attachments:
-        found = found or attachment_problem(image_facts(attachment))
+    for item in inputs:
+        found = found or attachment_problem(facts(item))
     return found
 
 

@@ -49,6 +49,9 @@ class EditRequest:
     resolution: str = "1K"
     count: int = 1
     output_format: str = "png"
+    dimensions: tuple[int, int] | None = None
+    """Width and height to make, from `bot.sizes`; None leaves the size to the `image_size`
+    preset. Only hosts whose `resolutions` include `resolution` can honour it."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,16 @@ def url_or_data_uri(image: ImageRef, host: str) -> str:
     return f"data:{image.content_type};base64,{base64.b64encode(image.data).decode('ascii')}"
 
 
+def require_preset_size(request: EditRequest, host: str) -> None:
+    """Refuse what a host with only preset sizes would quietly make at 1K instead: the edit would
+    be charged at the resolution asked for and delivered smaller. The router already keeps such
+    requests away; this is the last guard."""
+    if request.dimensions is not None or request.resolution != "1K":
+        raise InvalidRequest(
+            f"{host} makes only its preset sizes (1K), not a {request.resolution} image", host=host
+        )
+
+
 def finished_result(state: RunState, run: Run, host: str) -> EditResult:
     """The result of a run that has ended, or the error it ended with."""
     if state.error is not None:
@@ -179,6 +192,9 @@ def finished_result(state: RunState, run: Run, host: str) -> EditResult:
 
 class Provider(Protocol):
     name: str
+    resolutions: frozenset[str]
+    """The RESOLUTIONS this host can make; a request for another must not be sent to it, as it
+    would be charged at that resolution and delivered at a smaller one."""
 
     async def submit(self, request: EditRequest, *, callback_url: str | None = None) -> Run: ...
 

@@ -33,6 +33,7 @@ from bot.providers.base import (
     RunStatus,
     Unavailable,
     finished_result,
+    require_preset_size,
 )
 from bot.providers.fal import MASK_FIELD, int_or_none, nsfw_flag, output_images
 from bot.providers.http import JsonApi
@@ -138,6 +139,8 @@ def prediction_state(prediction: dict[str, Any]) -> RunState:
 
 class EachlabsProvider:
     name = "eachlabs"
+    # Its documented `image_size` takes presets only, which the model makes at about 1K.
+    resolutions = frozenset({"1K"})
 
     def __init__(self, settings: HostSettings, session: aiohttp.ClientSession) -> None:
         if settings.api_key is None:
@@ -155,6 +158,7 @@ class EachlabsProvider:
         return await self._api.call(method, f"{self._settings.base_url}{path}", body)
 
     async def submit(self, request: EditRequest, *, callback_url: str | None = None) -> Run:
+        require_preset_size(request, self.name)
         if not request.images:
             raise InvalidRequest("an edit needs at least one image", host=self.name)
         urls = [_image_url(image) for image in request.images]

@@ -20,6 +20,7 @@ import aiohttp
 
 from bot.config import HostSettings
 from bot.providers.base import (
+    RESOLUTIONS,
     ContentRejected,
     EditRequest,
     EditResult,
@@ -134,6 +135,14 @@ def _image_url(image: ImageRef) -> str:
     return url_or_data_uri(image, "fal")
 
 
+def _image_size(request: EditRequest) -> str | dict[str, int]:
+    """A preset name, or above 1K the exact size in fal's documented custom-size form."""
+    if request.dimensions is None:
+        return request.image_size
+    width, height = request.dimensions
+    return {"width": width, "height": height}
+
+
 def _duration_ms(status: dict[str, Any]) -> int | None:
     metrics = status.get("metrics")
     seconds = metrics.get("inference_time") if isinstance(metrics, dict) else None
@@ -144,6 +153,7 @@ def _duration_ms(status: dict[str, Any]) -> int | None:
 
 class FalProvider:
     name = "fal"
+    resolutions = frozenset(RESOLUTIONS)
 
     def __init__(self, settings: HostSettings, session: aiohttp.ClientSession) -> None:
         if settings.api_key is None:
@@ -174,7 +184,7 @@ class FalProvider:
             "image_urls": [_image_url(image) for image in request.images],
             "num_images": request.count,
             "quality": request.quality,
-            "image_size": request.image_size,
+            "image_size": _image_size(request),
             "output_format": request.output_format,
         }
         if request.mask is not None:

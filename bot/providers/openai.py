@@ -33,6 +33,7 @@ from bot import images, masks
 from bot.config import HostSettings
 from bot.files import DownloadError, FileStore
 from bot.providers.base import (
+    RESOLUTIONS,
     AuthFailed,
     EditRequest,
     EditResult,
@@ -48,7 +49,8 @@ from bot.providers.base import (
 )
 from bot.providers.http import request_json
 
-# OpenAI accepts only these three fixed sizes (plus auto) for GPT image edits.
+# The three sizes every GPT image model accepts (plus auto), used at 1K; `EditRequest.dimensions`
+# asks gpt-image-2 for others.
 SIZES = {
     "auto": "auto",
     "square": "1024x1024",
@@ -165,12 +167,24 @@ def _edit_result(reply: Any, duration_ms: int | None = None) -> EditResult:
     return EditResult(images=images, duration_ms=duration_ms, usd_micros=usd_micros)
 
 
+def _size(request: EditRequest) -> str:
+    """gpt-image-2 takes any WxH in multiples of 16, so above 1K the exact size goes as it is."""
+    if request.dimensions is None:
+        return SIZES.get(request.image_size, "auto")
+    width, height = request.dimensions
+    return f"{width}x{height}"
+
+
 class OpenAIProvider:
     name = "openai"
 
     def __init__(self, settings: HostSettings, session: aiohttp.ClientSession) -> None:
         if settings.api_key is None:
             raise ValueError("providers.openai.api_key is required")
+        # Free sizes (multiples of 16 up to 3840) came with gpt-image-2; older models take
+        # only the three fixed sizes.
+        free_sizes = settings.model.startswith("gpt-image-2")
+        self.resolutions = frozenset(RESOLUTIONS) if free_sizes else frozenset({"1K"})
         self._settings = settings
         self._session = session
         self._headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
@@ -206,7 +220,7 @@ class OpenAIProvider:
         form.add_field("model", self._settings.model)
         form.add_field("prompt", request.prompt)
         form.add_field("n", str(request.count))
-        form.add_field("size", SIZES.get(request.image_size, "auto"))
+        form.add_field("size", _size(request))
         form.add_field("quality", request.quality)
         form.add_field("output_format", request.output_format)
         for image, data in zip(request.images, images, strict=True):

@@ -16,6 +16,9 @@ Policy, for submits:
 A submit that timed out may still have been accepted, so a retry can run (and bill) an edit
 twice; the hosts offer no idempotency key to prevent that.
 
+A submit goes only to hosts whose `resolutions` include the one asked for, failover included:
+a host with preset sizes only would charge a 4K edit and deliver about 1K.
+
 `status`, `result` and `cancel` go straight to the host named in `run.host`: a run already
 accepted must be followed where it is, whatever that host's breaker says about new work.
 """
@@ -157,6 +160,7 @@ class Router:
             )
             for provider in providers
         }
+        self.resolutions: frozenset[str] = frozenset().union(*(p.resolutions for p in providers))
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self._jitter = jitter
@@ -207,8 +211,17 @@ class Router:
 
     async def submit(self, request: EditRequest, *, callback_url: str | None = None) -> Run:
         """Submit to the first host that takes it; `{host}` in `callback_url` becomes its name."""
+        if request.resolution not in self.resolutions:
+            raise InvalidRequest(
+                f"no configured image host can make {request.resolution} images "
+                f"(only {', '.join(sorted(self.resolutions))})",
+                host=self.name,
+            )
         last: ProviderError | None = None
         for name, host in self._hosts.items():
+            if request.resolution not in host.provider.resolutions:
+                log.info("%s: cannot make %s images, skipping", name, request.resolution)
+                continue
             if not host.breaker.allow():
                 log.info("%s: circuit open, skipping", name)
                 continue

@@ -27,6 +27,7 @@ from bot.providers.base import (
     RunStatus,
     Unavailable,
     finished_result,
+    require_preset_size,
     url_or_data_uri,
 )
 from bot.providers.http import JsonApi
@@ -130,6 +131,8 @@ def run_state(run: dict[str, Any]) -> RunState:
 
 class RunflowProvider:
     name = "runflow"
+    # Its documented `image_size` takes presets only, which the model makes at about 1K.
+    resolutions = frozenset({"1K"})
 
     def __init__(self, settings: HostSettings, session: aiohttp.ClientSession) -> None:
         if settings.api_key is None:
@@ -147,6 +150,7 @@ class RunflowProvider:
         return await self._api.call(method, f"{self._settings.base_url}{path}", body)
 
     async def submit(self, request: EditRequest, *, callback_url: str | None = None) -> Run:
+        require_preset_size(request, self.name)
         model_input: dict[str, Any] = {
             "prompt": request.prompt,
             "image_urls": [_image_url(image) for image in request.images],

@@ -4,15 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.fakes.discord import walk_components
+
 EPHEMERAL = 64
 
 
 def buttons(message: dict[str, Any]) -> list[str]:
+    """The labels of every button, in rows or inside a Components V2 card."""
     return [
-        component.get("label") or ""
-        for row in message.get("components", [])
-        for component in row.get("components", [])
-        if component.get("type") == 2
+        c.get("label") or "" for c in walk_components(message.get("components", [])) if c.get("type") == 2
+    ]
+
+
+def text(message: dict[str, Any]) -> str:
+    """What a member reads: the content, or a Components V2 card's text displays."""
+    shown = [c["content"] for c in walk_components(message.get("components", [])) if c.get("type") == 10]
+    return "\n".join([message.get("content") or "", *shown]).strip()
+
+
+def gallery(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The items of a Components V2 media gallery, resolved to the message's attachments."""
+    return [
+        item
+        for c in walk_components(message.get("components", []))
+        if c.get("type") == 12
+        for item in c.get("items", [])
     ]
 
 
@@ -20,9 +36,9 @@ def has_image(message: dict[str, Any]) -> bool:
     return bool(message.get("attachments")) and "Refine" in buttons(message)
 
 
-def shows(text: str) -> Any:
-    """A predicate for the first message whose content includes `text`."""
-    return lambda message: text in (message.get("content") or "")
+def shows(wanted: str) -> Any:
+    """A predicate for the first message whose text includes `wanted`."""
+    return lambda message: wanted in text(message)
 
 
 async def private_answer(interaction: Any) -> str:

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import InProcessBot
-from tests.e2e.helpers import EPHEMERAL, buttons, has_image, private_answer, shows
-from tests.fakes.discord import FakeDiscord
+from tests.e2e.helpers import EPHEMERAL, buttons, gallery, has_image, private_answer, shows, text
+from tests.fakes.discord import COMPONENTS_V2, FakeDiscord
 from tests.fakes.runflow import FakeRunflow
 from tests.images import png
 
@@ -95,6 +95,10 @@ async def test_use_continues_from_the_chosen_output(
 ) -> None:
     result = await edit(discord_fake, "two takes", count=2)
     assert len(result["attachments"]) == 2
+    # A set of results is one Components V2 card: the text, a gallery of the images, the buttons.
+    assert result["flags"] & COMPONENTS_V2 and not result["content"]
+    assert "two takes" in text(result) and "Edit #1" in text(result)
+    assert [item["media"]["url"] for item in gallery(result)] == [a["url"] for a in result["attachments"]]
     assert buttons(result) == ["Refine", "Retry", "Vary", "Info", "Delete", "Use 1", "Use 2"]
     click = await discord_fake.click(result, "Use 2")
     await click.wait_modal()

@@ -8,7 +8,7 @@ import io
 import pytest
 
 from tests.e2e.conftest import InProcessBot
-from tests.e2e.helpers import EPHEMERAL, buttons, has_image, private_answer, shows
+from tests.e2e.helpers import EPHEMERAL, buttons, has_image, private_answer, shows, text
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.runflow import FakeRunflow
 from tests.images import png
@@ -52,7 +52,7 @@ async def test_an_expensive_edit_asks_first_and_charges_once_delivered(
     assert buttons(question) == ["Confirm", "Cancel"]
     await discord_fake.click(question, "Confirm")
     result = await discord_fake.wait_for_message(has_image)
-    assert len(result["attachments"]) == 2 and "28 credits" in result["content"]
+    assert len(result["attachments"]) == 2 and "28 credits" in text(result)
     assert retouch.bot is not None
     await retouch.bot.jobs.wait_settled(1)
     assert await balance_of(retouch, discord_fake) == 50 - 28

@@ -77,6 +77,8 @@ CALLBACK_TYPES: Final = {
     MODAL_SUBMIT: {4, 5, 6, 7},
 }
 INTERACTIVE_COMPONENTS: Final = {2, 3, 4, 5, 6, 7, 8}  # button, selects, text input
+LABEL_CHILDREN: Final = {3, 4, 19}  # string select, text input, file upload: what submit_modal() fills
+UNSIMULATED_LABEL_CHILDREN: Final = {5, 6, 7, 8, 21, 22, 23}  # other selects, radio, checkboxes
 
 
 class DiscordError(Exception):
@@ -283,7 +285,10 @@ def validate_message(message: JSON, errors: _FormErrors, new_files: int) -> None
 
 
 def validate_modal(data: JSON) -> JSON:
-    """custom_id 1-100, title 1-45, 1-5 rows/labels/text displays, text inputs within 4000 chars."""
+    """custom_id 1-100, title 1-45, 1-5 rows/labels/text displays; a label (text 1-45, description up to
+    100) holds one text input, string select or file upload, and a file upload lives only in a label.
+    Inputs are checked as Discord checks them, so a modal Discord would refuse is a 50035 here too, with
+    error paths like ``data.components.0.component.max_values``."""
     errors = _FormErrors(("data",))
     errors.length(("custom_id",), data.get("custom_id"), 1, 100)
     errors.length(("title",), data.get("title"), 1, 45)
@@ -291,20 +296,79 @@ def validate_modal(data: JSON) -> JSON:
     if not 1 <= len(components) <= 5:
         errors.add(("components",), "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 5 in length.")
     for index, component in enumerate(components):
+        here: Path = ("components", index)
         if component.get("type") not in (1, 10, 18):
-            errors.add(("components", index, "type"), "UNION_TYPE_CHOICES", "Must be a row, text or label.")
+            errors.add((*here, "type"), "UNION_TYPE_CHOICES", "Must be a row, text or label.")
         if component.get("type") == 18:
-            errors.length(("components", index, "label"), component.get("label"), 1, 45)
-    for component in walk_components(components):
-        if component.get("type") == 4:
-            errors.length(("custom_id",), component.get("custom_id"), 1, 100)
-            errors.at_most(("value",), component.get("value"), 4000)
+            errors.length((*here, "label"), component.get("label"), 1, 45)
+            errors.at_most((*here, "description"), component.get("description"), 100)
+            child = component.get("component")
+            child_type = child.get("type") if isinstance(child, dict) else None
+            # Discord takes these too, but submit_modal() cannot fill them in (yet): fail loudly.
+            if child_type in UNSIMULATED_LABEL_CHILDREN:
+                raise NotImplementedError(f"fake discord: label child component type {child_type}")
+            if child_type not in LABEL_CHILDREN:
+                errors.add((*here, "component", "type"), "UNION_TYPE_CHOICES", "Must be a modal input.")
+    seen: set[Any] = set()
+    for where, component in _walk_with_paths(components, ("components",)):
+        kind = component.get("type")
+        if kind not in (3, 4, 19):
+            continue
+        errors.length((*where, "custom_id"), component.get("custom_id"), 1, 100)
+        if component.get("custom_id") in seen:
+            errors.add((*where, "custom_id"), "COMPONENT_CUSTOM_ID_DUPLICATED", "Duplicate custom_id")
+        seen.add(component.get("custom_id"))
+        if kind == 4:
+            errors.at_most((*where, "value"), component.get("value"), 4000)
             if not 0 <= component.get("max_length", 4000) <= 4000:
-                errors.add(("max_length",), "NUMBER_TYPE_MAX", "Must be 4000 or less.")
+                errors.add((*where, "max_length"), "NUMBER_TYPE_MAX", "Must be 4000 or less.")
+            continue
+        if kind == 19 and where[-1] != "component":
+            errors.add((*where, "type"), "UNION_TYPE_CHOICES", "A file upload must be inside a label.")
+        if kind == 3:
+            options = component.get("options")
+            if not isinstance(options, list) or not 1 <= len(options) <= 25:
+                errors.add((*where, "options"), "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 25 in length.")
+            errors.at_most((*where, "placeholder"), component.get("placeholder"), 150)
+            if component.get("disabled"):  # "Modals can not currently have disabled components"
+                errors.add(
+                    (*where, "disabled"), "COMPONENT_INVALID_DISABLED", "Cannot be disabled in a modal."
+                )
+        _validate_value_counts(component, errors, where, high=25 if kind == 3 else 10)
     errors.raise_if_any()
     data = copy.deepcopy(data)
     number_components(data["components"])
     return data
+
+
+def _value_counts(component: JSON) -> tuple[Any, Any]:
+    """``min_values``/``max_values`` with Discord's defaults of 1; discord.py 2.7.1 sends ``null`` for a
+    ``FileUpload`` built without them, which counts as absent."""
+    low, high = component.get("min_values"), component.get("max_values")
+    return (1 if low is None else low), (1 if high is None else high)
+
+
+def _validate_value_counts(component: JSON, errors: _FormErrors, where: Path, *, high: int) -> None:
+    """min_values 0..high, max_values 1..high, min <= max, and min_values at least 1 unless
+    ``required`` is false (the footnote on select and file upload structures)."""
+    low_values, high_values = _value_counts(component)
+    for name, value, floor in (("min_values", low_values, 0), ("max_values", high_values, 1)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            errors.add((*where, name), "NUMBER_TYPE_COERCE", f'Value "{value}" is not int.')
+        elif value < floor:
+            errors.add(
+                (*where, name), "NUMBER_TYPE_MIN", f"int value should be greater than or equal to {floor}."
+            )
+        elif value > high:
+            errors.add(
+                (*where, name), "NUMBER_TYPE_MAX", f"int value should be less than or equal to {high}."
+            )
+    if isinstance(low_values, int) and isinstance(high_values, int) and low_values > high_values:
+        errors.add((*where, "min_values"), "COMPONENT_MIN_VALUES_EXCEEDS_MAX", "Must not exceed max_values.")
+    if low_values == 0 and component.get("required", True):
+        errors.add(
+            (*where, "min_values"), "NUMBER_TYPE_MIN", "int value should be greater than or equal to 1."
+        )
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -1735,7 +1799,11 @@ class FakeDiscord:
         """Submit the modal ``opened_by`` answered with, as the client does: every input in the modal's
         layout (action rows or labels), the others keeping their default. ``values`` are keyed by
         custom_id or, failing that, by label (discord.py generates random custom_ids when none is
-        given); a select takes a list. ``user`` defaults to whoever opened the modal."""
+        given). A text input takes a string, a select a list of option values, a file upload a list of
+        ``add_cdn_file()`` dicts: the submit carries their ids and ``data.resolved.attachments``, as
+        Discord sends them. What the client would not let a user submit (a required input left empty,
+        too few or too many values or files, a file over ``upload_limit``) raises AssertionError.
+        ``user`` defaults to whoever opened the modal."""
         modal = await opened_by.wait_modal()
         labels: dict[str, str] = {}  # label -> custom_id
         for top in modal["components"]:
@@ -1743,24 +1811,53 @@ class FakeDiscord:
                 label = top.get("label") if top["type"] == 18 else component.get("label")
                 if label and component.get("custom_id"):
                     labels.setdefault(label, component["custom_id"])
-        inputs = {c["custom_id"] for c in walk_components(modal["components"]) if c.get("type") in (3, 4)}
+        inputs = {
+            c["custom_id"] for c in walk_components(modal["components"]) if c.get("type") in LABEL_CHILDREN
+        }
         known = [f"{custom_id!r} ({label!r})" for label, custom_id in labels.items()]
         for key in set(values) - inputs:
             assert key in labels, f"modal {modal['custom_id']!r} has no input {key!r}; inputs: {known}"
         values = {key if key in inputs else labels[key]: value for key, value in values.items()}
+        attachments: JSON = {}  # becomes data.resolved.attachments
 
         def answer(component: JSON) -> JSON:
             custom_id: str = component.get("custom_id") or ""
             sent: JSON = {"type": component["type"], "id": component["id"], "custom_id": custom_id}
-            if component["type"] != 4:
+            if component["type"] == 4:
+                value = str(values.get(custom_id, component.get("value") or ""))
+                assert value or not component.get("required", True), f"text input {custom_id!r} is required"
+                low, high = component.get("min_length", 0), component.get("max_length", 4000)
+                assert not value or low <= len(value) <= high, (
+                    f"{custom_id!r}: length {len(value)} not in {low}..{high}"
+                )
+                return sent | {"value": value}
+            if component["type"] == 19:
+                files = values.get(custom_id, [])
+                assert isinstance(files, list) and all(isinstance(f, dict) and "url" in f for f in files), (
+                    f"file upload {custom_id!r} takes a list of add_cdn_file() dicts, not {files!r}"
+                )
+                for file in files:
+                    assert file["size"] <= self.upload_limit, (
+                        f"{file['filename']!r} ({file['size']} bytes) is over the {self.upload_limit} upload limit"
+                    )
+                    attachments[file["id"]] = file | {"ephemeral": True}  # as Discord's example shows
+                chosen = [file["id"] for file in files]
+            elif component["type"] == 3:
+                options = component.get("options") or []
+                defaults = [option["value"] for option in options if option.get("default")]
+                chosen = values.get(custom_id, defaults)
+                assert isinstance(chosen, list), f"select {custom_id!r} takes a list, not {chosen!r}"
+                allowed = [option["value"] for option in options]
+                assert set(chosen) <= set(allowed), f"values {chosen} are not all among the options {allowed}"
+            else:  # never validated as a label child: sent as given
                 return sent | {"values": list(values.get(custom_id, []))}
-            value = str(values.get(custom_id, component.get("value") or ""))
-            assert value or not component.get("required", True), f"text input {custom_id!r} is required"
-            low, high = component.get("min_length", 0), component.get("max_length", 4000)
-            assert not value or low <= len(value) <= high, (
-                f"{custom_id!r}: length {len(value)} not in {low}..{high}"
+            what = "file upload" if component["type"] == 19 else "select"
+            assert chosen or not component.get("required", True), f"{what} {custom_id!r} is required"
+            low, high = _value_counts(component)
+            assert not chosen or low <= len(chosen) <= high, (
+                f"{what} {custom_id!r}: {len(chosen)} values, it takes {low}..{high}"
             )
-            return sent | {"value": value}
+            return sent | {"values": list(chosen)}
 
         submitted: list[JSON] = []
         for top in modal["components"]:
@@ -1772,7 +1869,9 @@ class FakeDiscord:
                 submitted.append({"type": 18, "id": top["id"], "component": answer(top["component"])})
             else:
                 submitted.append({"type": top["type"], "id": top["id"]})
-        data = {"custom_id": modal["custom_id"], "components": submitted}
+        data: JSON = {"custom_id": modal["custom_id"], "components": submitted}
+        if attachments:
+            data["resolved"] = {"attachments": attachments}
         message = self._current_message(opened_by.message_id) if opened_by.message_id is not None else None
         user_id = user if user is not None else opened_by.user_id
         return await self._send_interaction(MODAL_SUBMIT, data, user_id, message=message, opened_by=opened_by)

@@ -14,7 +14,10 @@ The fal fake follows the documented queue (see /work/shared/providers.md, sectio
 - ``GET .../requests/{id}`` answers the model output, or the model's error body for a failed run,
 - ``PUT .../requests/{id}/cancel`` answers OK (queued), CANCELLATION_REQUESTED (running),
   ALREADY_COMPLETED (400) or NOT_FOUND (404),
-- invalid input is ``422 {"detail": [{"loc", "msg", "type"}]}``; a bad key is 401.
+- invalid input is ``422 {"detail": [{"loc", "msg", "type"}]}``; a bad key is 401,
+- ``image_size`` is a preset or ``{"width", "height"}``; a custom size must meet GPT Image 2's
+  limits (``custom_size_problem``) and the outputs are then exactly that size, while a preset
+  gives small 32x24 outputs.
 
 Runs wait IN_QUEUE while ``queue_paused`` is set, then run for ``delay`` seconds (or until
 ``release()`` while ``hold`` is set). A webhook, when asked for, is POSTed to a loopback URL
@@ -23,8 +26,9 @@ user and timestamp headers but no ``X-Fal-Webhook-Signature``: that needs Ed2551
 ``cryptography`` package is not installed.
 
 ASSUMPTIONS of the fake (not documented): the HTTP statuses of the cancel answers, the body of a
-result fetched before the run finished, and that a cancelled queued run ends COMPLETED with
-``error_type: "request_cancelled"``.
+result fetched before the run finished, that a cancelled queued run ends COMPLETED with
+``error_type: "request_cancelled"``, and that fal refuses a custom size outside the model's
+limits at submit (422) rather than failing the run.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from multidict import CIMultiDict
 from tests.fakes.runflow import RecordedRequest, is_loopback_url
 from tests.images import png
 
-__all__ = ["FakeFal", "FalRequest", "LoopbackFake", "WebhookSink"]
+__all__ = ["FakeFal", "FalRequest", "LoopbackFake", "WebhookSink", "custom_size_problem"]
 
 _T = TypeVar("_T")
 
@@ -64,6 +68,22 @@ QUALITIES = ("low", "medium", "high")
 OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 # Token counts the fake reports per request: (text in, image in, image out per image).
 USAGE = (100, 1000, 4000)
+# The outputs' size when a preset was asked for: small, so tests stay fast.
+PRESET_OUTPUT = (32, 24)
+
+
+def custom_size_problem(width: int, height: int) -> str | None:
+    """What is wrong with a GPT Image 2 size, per providers.md: both edges multiples of 16, the
+    long edge at most 3840, the aspect within 1:3..3:1, 655,360 to 8,294,400 pixels."""
+    if width <= 0 or height <= 0 or width % 16 or height % 16:
+        return "both edges must be positive multiples of 16"
+    if max(width, height) > 3840:
+        return "the long edge must be at most 3840 pixels"
+    if max(width, height) > 3 * min(width, height):
+        return "the aspect ratio must be between 1:3 and 3:1"
+    if not 655_360 <= width * height <= 8_294_400:
+        return "the image must have between 655,360 and 8,294,400 pixels"
+    return None
 
 
 def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> web.Response:
@@ -423,6 +443,14 @@ def _detail(loc: str, msg: str, kind: str) -> dict[str, Any]:
     return {"loc": ["body", loc], "msg": msg, "type": kind}
 
 
+def _custom_size(size: dict[str, Any]) -> tuple[int, int] | None:
+    """The width and height of fal's custom-size form, None when they are not two integers."""
+    width, height = size.get("width"), size.get("height")
+    if size.keys() == {"width", "height"} and type(width) is int and type(height) is int:
+        return width, height
+    return None
+
+
 def _validate(body: Any) -> list[dict[str, Any]]:
     if not isinstance(body, dict):
         return [_detail("body", "input must be an object", "type_error.dict")]
@@ -439,7 +467,12 @@ def _validate(body: Any) -> list[dict[str, Any]]:
     if not isinstance(num, int) or isinstance(num, bool) or not 1 <= num <= 4:
         errors.append(_detail("num_images", "must be between 1 and 4", "value_error.number"))
     size = body.get("image_size", "auto")
-    if size not in IMAGE_SIZES and not (isinstance(size, dict) and {"width", "height"} <= size.keys()):
+    if isinstance(size, dict):
+        custom = _custom_size(size)
+        problem = "width and height must be integers" if custom is None else custom_size_problem(*custom)
+        if problem is not None:
+            errors.append(_detail("image_size", problem, "value_error"))
+    elif size not in IMAGE_SIZES:
         errors.append(_detail("image_size", "not a preset or {width, height}", "value_error.const"))
     if body.get("quality", "high") not in QUALITIES:
         errors.append(_detail("quality", "must be low, medium or high", "value_error.const"))
@@ -601,17 +634,19 @@ class FakeFal(LoopbackFake):
     def _succeed(self, req: FalRequest) -> None:
         fmt = req.input.get("output_format", "png")
         count = 0 if req.empty_output else int(req.input.get("num_images", 1))
+        size = req.input.get("image_size")
+        width, height = (size["width"], size["height"]) if isinstance(size, dict) else PRESET_OUTPUT
+        data = png(width, height)  # one flat colour: cheap to make and to send even at 4K
         images = []
         for _ in range(count):
-            data = png(32, 24)
             url = self.add_file(data, OUTPUT_FORMATS[fmt], fmt)
             images.append(
                 {
                     "url": url,
                     "content_type": OUTPUT_FORMATS[fmt],
                     "file_size": len(data),
-                    "width": 32,
-                    "height": 24,
+                    "width": width,
+                    "height": height,
                 }
             )
         text_in, image_in, image_out = USAGE

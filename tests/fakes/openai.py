@@ -3,7 +3,8 @@
 It follows the API reference and the official SDK (see /work/shared/providers.md, section 2):
 a multipart body with ``image[]`` parts (1-16, each under 50 MB), an optional ``mask`` (a PNG
 with an alpha channel, the first image's size, under 4 MB), ``model``, ``prompt``, ``n``
-(1-10), ``size`` (1024x1024 | 1536x1024 | 1024x1536 | auto), ``quality``, ``output_format``;
+(1-10), ``size`` (1024x1024 | 1536x1024 | 1024x1536 | auto, or for gpt-image-2 any ``WxH``
+within the model's limits), ``quality``, ``output_format``;
 ``Authorization: Bearer``. The answer comes on the same request after ``delay`` (or when
 released while ``hold`` is set): ``{created, data: [{b64_json}], output_format, quality, size,
 usage}``. Errors are ``{"error": {message, type, param, code}}``: 400 invalid input, 400
@@ -11,7 +12,8 @@ usage}``. Errors are ``{"error": {message, type, param, code}}``: 400 invalid in
 bad key, 429 ``rate_limit_exceeded`` (with Retry-After) or ``insufficient_quota`` when
 ``out_of_quota`` is set.
 
-The "edit" inverts the first image; every output is that picture.
+The "edit" inverts the first image; every output is that picture, stretched to a ``WxH`` size
+when one was asked for and otherwise at the first image's size.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import base64
 import email.parser
 import email.policy
 import io
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +30,7 @@ from typing import Any
 from aiohttp import web
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tests.fakes.fal import LoopbackFake, json_response
+from tests.fakes.fal import LoopbackFake, custom_size_problem, json_response
 
 __all__ = ["FakeOpenAI", "ReceivedEdit"]
 
@@ -66,6 +69,14 @@ def _parts(content_type: str, raw: bytes) -> list[tuple[str, str | None, str, by
         if isinstance(name, str) and isinstance(payload, bytes):
             parts.append((name, part.get_filename(), part.get_content_type(), payload))
     return parts
+
+
+def _custom_size(size: str) -> tuple[int, int] | None:
+    """The width and height of a ``WxH`` size that is not one of the fixed ``SIZES``."""
+    match = re.fullmatch(r"([0-9]+)x([0-9]+)", size)
+    if size in SIZES or match is None:
+        return None
+    return int(match.group(1)), int(match.group(2))
 
 
 def _open(data: bytes) -> Image.Image | None:
@@ -142,8 +153,14 @@ class FakeOpenAI(LoopbackFake):
                 return "image", f"{filename} is not a valid image under 50 MB"
         if not fields.get("n", "1").isdigit() or not 1 <= int(fields.get("n", "1")) <= 10:
             return "n", "n must be between 1 and 10"
-        if fields.get("size", "auto") not in SIZES:
-            return "size", f"Invalid size {fields.get('size')!r}"
+        size = fields.get("size", "auto")
+        custom = _custom_size(size)
+        if custom is not None and fields["model"].startswith("gpt-image-2"):
+            problem = custom_size_problem(*custom)
+            if problem is not None:
+                return "size", f"Invalid size {size!r}: {problem}"
+        elif size not in SIZES:
+            return "size", f"Invalid size {size!r}"
         if fields.get("quality", "auto") not in QUALITIES:
             return "quality", f"Invalid quality {fields.get('quality')!r}"
         if fields.get("output_format", "png") not in FORMATS:
@@ -166,8 +183,13 @@ class FakeOpenAI(LoopbackFake):
         fmt = edit.fields.get("output_format", "png")
         source = _open(edit.images[0][2])
         assert source is not None
+        picture = ImageOps.invert(source.convert("RGB"))
+        custom = _custom_size(edit.fields.get("size", "auto"))
+        if custom is not None:
+            # Nearest-neighbour keeps a 4K result as cheap to make as the small input is.
+            picture = picture.resize(custom, Image.Resampling.NEAREST)
         buffer = io.BytesIO()
-        ImageOps.invert(source.convert("RGB")).save(buffer, FORMATS[fmt])
+        picture.save(buffer, FORMATS[fmt])
         count = 0 if self.empty_output else int(edit.fields.get("n", "1"))
         text_in, image_in, image_out = USAGE
         return {
@@ -176,7 +198,7 @@ class FakeOpenAI(LoopbackFake):
             "background": "opaque",
             "output_format": fmt,
             "quality": edit.fields.get("quality", "auto"),
-            "size": f"{source.width}x{source.height}",
+            "size": f"{picture.width}x{picture.height}",
             "usage": {
                 "input_tokens": text_in + image_in * len(edit.images),
                 "input_tokens_details": {"text_tokens": text_in, "image_tokens": image_in * len(edit.images)},

@@ -16,7 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 from PIL import Image
 
-from .discord import FakeDiscord
+from .discord import DiscordError, FakeDiscord, validate_modal
 
 MiB = 1024 * 1024
 
@@ -38,6 +38,35 @@ class RefineModal(discord.ui.Modal, title="Refine"):
         strength = self.strength.component
         assert isinstance(strength, discord.ui.TextInput)
         await interaction.followup.send(f"refined: {self.prompt.value} @ {strength.value}")
+
+
+class FormModal(discord.ui.Modal, title="Form"):
+    """A Label around each kind of input the fake submits: text, string select and file upload."""
+
+    caption: discord.ui.Label[FormModal] = discord.ui.Label(
+        text="Caption", component=discord.ui.TextInput(custom_id="caption")
+    )
+    style: discord.ui.Label[FormModal] = discord.ui.Label(
+        text="Style",
+        component=discord.ui.Select(
+            custom_id="style",
+            options=[
+                discord.SelectOption(label="Photo", value="photo"),
+                discord.SelectOption(label="Sketch", value="sketch"),
+            ],
+        ),
+    )
+    reference: discord.ui.Label[FormModal] = discord.ui.Label(
+        text="Reference", component=discord.ui.FileUpload(custom_id="reference", required=False)
+    )
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        caption, style, upload = self.caption.component, self.style.component, self.reference.component
+        assert isinstance(caption, discord.ui.TextInput)
+        assert isinstance(style, discord.ui.Select)
+        assert isinstance(upload, discord.ui.FileUpload)
+        files = [f"{file.filename}:{len(await file.read())}" for file in upload.values]  # from the CDN
+        await interaction.response.send_message(f"{caption.value}|{','.join(style.values)}|{','.join(files)}")
 
 
 class ResultView(discord.ui.View):
@@ -105,7 +134,18 @@ class TinyBot(commands.Bot):
             admin = (user.guild_permissions.administrator, invoker.guild_permissions.administrator)
             await interaction.response.send_message(f"{user.id} admin={admin}", ephemeral=True)
 
-        commands_: list[app_commands.Command[Any, Any, None]] = [edit, ping, slow, big, defer, whois]
+        @app_commands.command(description="Open a form with a file upload")
+        async def form(interaction: discord.Interaction, max_files: int = 1) -> None:
+            modal = FormModal()
+            upload = modal.reference.component
+            assert isinstance(upload, discord.ui.FileUpload)
+            upload.max_values = max_files  # discord.py does not check it: Discord does
+            try:
+                await interaction.response.send_modal(modal)
+            except discord.HTTPException as error:
+                self.errors.put_nowait(error)
+
+        commands_: list[app_commands.Command[Any, Any, None]] = [edit, ping, slow, big, defer, whois, form]
         for command in commands_:
             self.tree.add_command(command, guild=self.guild)
 
@@ -157,7 +197,7 @@ async def test_startup_sequence_sync_and_bad_token(fake: FakeDiscord, bot: TinyB
     ]
     assert fake.identifies == 1
     assert [e.get("t") for e in fake.gateway_events_sent if e["op"] == 0][:2] == ["READY", "GUILD_CREATE"]
-    assert set(fake.commands) == {"edit", "ping", "slow", "big", "defer", "whois"}
+    assert set(fake.commands) == {"edit", "ping", "slow", "big", "defer", "whois", "form"}
     assert fake.commands["edit"]["guild_id"] == str(fake.guild_id)
     assert bot.application_id == fake.app_id
     assert bot.user is not None and bot.user.id == fake.bot_user_id
@@ -220,6 +260,98 @@ async def test_slash_attachment_defer_followup_click_modal(fake: FakeDiscord, bo
     with pytest.raises(AssertionError, match=r"no button 'Nope'.*'Refine' \(refine:1\)"):
         await fake.click(result, "Nope")
     assert fake.unanswered() == []
+
+
+async def test_modal_with_labelled_text_select_and_file_upload(fake: FakeDiscord, bot: TinyBot) -> None:
+    form = await fake.slash("form")
+    modal = await form.wait_modal()
+    assert [(c["type"], c["component"]["type"]) for c in modal["components"]] == [(18, 4), (18, 3), (18, 19)]
+    assert modal["components"][2]["component"]["required"] is False
+    image = fake.add_cdn_file(_png(), "ref.png")
+    with pytest.raises(AssertionError, match="select 'style' is required"):
+        await fake.submit_modal(form, {"caption": "x", "style": []})
+    with pytest.raises(AssertionError, match=r"file upload 'reference': 2 values, it takes 1\.\.1"):
+        await fake.submit_modal(form, {"caption": "x", "style": ["photo"], "reference": [image, image]})
+    with pytest.raises(AssertionError, match="takes a list of add_cdn_file"):
+        await fake.submit_modal(form, {"caption": "x", "style": ["photo"], "reference": image})
+
+    submit = await fake.submit_modal(form, {"caption": "hello", "Style": ["sketch"], "Reference": [image]})
+    assert (await submit.wait_response())["data"]["content"] == f"hello|sketch|ref.png:{len(_png())}"
+    upload = submit.data["components"][2]
+    assert upload["component"] == {
+        "type": 19,
+        "id": upload["component"]["id"],
+        "custom_id": "reference",
+        "values": [image["id"]],
+    }
+    assert submit.data["resolved"]["attachments"] == {image["id"]: image | {"ephemeral": True}}
+
+    again = await fake.slash("form")  # a submitted modal is gone: open a new one
+    empty = await fake.submit_modal(again, {"caption": "bye", "style": ["photo"]})
+    assert (await empty.wait_response())["data"]["content"] == "bye|photo|"
+    assert empty.data["components"][2]["component"]["values"] == []
+    assert "resolved" not in empty.data
+
+    broken = await fake.slash("form", max_files=11)
+    error = await asyncio.wait_for(bot.errors.get(), 5)
+    assert (error.status, error.code) == (400, 50035)
+    assert "max_values" in error.text and "less than or equal to 10" in error.text
+    assert broken.modal is None
+
+
+UPLOAD: dict[str, Any] = {"type": 19, "custom_id": "f"}
+SELECT: dict[str, Any] = {"type": 3, "custom_id": "s", "options": [{"label": "a", "value": "a"}]}
+
+
+@pytest.mark.parametrize(
+    ("component", "path", "code"),
+    [
+        pytest.param(UPLOAD | {"max_values": 11}, "max_values", "NUMBER_TYPE_MAX", id="upload-max-11"),
+        pytest.param(
+            UPLOAD | {"min_values": 11, "max_values": 10}, "min_values", "NUMBER_TYPE_MAX", id="min-11"
+        ),
+        pytest.param(
+            UPLOAD | {"min_values": 3, "max_values": 2},
+            "min_values",
+            "COMPONENT_MIN_VALUES_EXCEEDS_MAX",
+            id="min-over-max",
+        ),
+        pytest.param(UPLOAD | {"min_values": 0}, "min_values", "NUMBER_TYPE_MIN", id="min-0-while-required"),
+        pytest.param(UPLOAD | {"custom_id": "f" * 101}, "custom_id", "BASE_TYPE_BAD_LENGTH", id="long-id"),
+        pytest.param(SELECT | {"options": []}, "options", "BASE_TYPE_BAD_LENGTH", id="select-no-options"),
+        pytest.param(SELECT | {"max_values": 26}, "max_values", "NUMBER_TYPE_MAX", id="select-max-26"),
+        pytest.param(SELECT | {"disabled": True}, "disabled", "COMPONENT_INVALID_DISABLED", id="disabled"),
+        pytest.param({"type": 2, "custom_id": "b", "style": 1}, "type", "UNION_TYPE_CHOICES", id="button"),
+    ],
+)
+def test_modal_label_validation(component: dict[str, Any], path: str, code: str) -> None:
+    """Modals Discord refuses are refused here too, so a bot's broken modal fails in tests, not in prod."""
+    with pytest.raises(DiscordError) as caught:
+        validate_modal(
+            {
+                "custom_id": "m",
+                "title": "t",
+                "components": [{"type": 18, "label": "L", "component": component}],
+            }
+        )
+    assert caught.value.code == 50035
+    assert caught.value.errors is not None
+    errors = caught.value.errors["data"]["components"]["0"]["component"][path]["_errors"]
+    assert code in [error["code"] for error in errors]
+
+
+def test_file_upload_outside_a_label_is_refused() -> None:
+    """Discord only takes a file upload inside a label; an optional one may have min_values 0."""
+    upload: dict[str, Any] = {"type": 19, "custom_id": "f", "min_values": 0, "required": False}
+    with pytest.raises(DiscordError) as caught:
+        validate_modal({"custom_id": "m", "title": "t", "components": [{"type": 1, "components": [upload]}]})
+    assert caught.value.errors is not None
+    errors = caught.value.errors["data"]["components"]["0"]["components"]["0"]["type"]["_errors"]
+    assert [error["code"] for error in errors] == ["UNION_TYPE_CHOICES"]
+    labelled = validate_modal(
+        {"custom_id": "m", "title": "t", "components": [{"type": 18, "label": "L", "component": upload}]}
+    )
+    assert (labelled["components"][0]["id"], labelled["components"][0]["component"]["id"]) == (1, 2)
 
 
 async def test_second_ack_and_late_first_response(fake: FakeDiscord, bot: TinyBot) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import ROOT, InProcessBot, env_for
+from tests.e2e.helpers import text
 from tests.fakes.discord import Interaction
 from tests.images import png
 from tests.reliability.fakes import ReliableDiscord, ReliableRunflow
@@ -368,4 +369,4 @@ class BotLab(Lab):
         job = self.job(prompt)
         assert job is not None and job.status_message_id is not None
         found: Any = self.discord.messages.get(job.status_message_id)
-        return str(found["content"]) if found else ""
+        return text(found) if found else ""

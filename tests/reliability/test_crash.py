@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.e2e.helpers import text
 from tests.fakes.discord import FakeDiscord, Interaction
 from tests.reliability.fakes import has_files, says
 from tests.reliability.harness import (
@@ -444,7 +445,7 @@ async def test_crash_right_after_the_defer_loses_nothing(crash_lab: CrashLab) ->
 
     def answered() -> bool | None:
         original = interaction.original() or {}
-        return True if crash_lab.job(prompt) is not None or original.get("content") else None
+        return True if crash_lab.job(prompt) is not None or text(original) else None
 
     with contextlib.suppress(TimeoutError):
         await wait_for(answered, events=lambda: [crash_lab.discord.changed()], timeout=2, what="any answer")
@@ -465,7 +466,7 @@ async def test_crash_right_after_the_defer_leaves_no_message_thinking(crash_lab:
     prompt, interaction = await crash_after_the_defer(crash_lab, "left thinking")
     await crash_lab.settle([prompt])
     original = interaction.original() or {}
-    thinking = bool(original) and not original.get("content") and not original.get("attachments")
+    thinking = bool(original) and not text(original) and not original.get("attachments")
     problems = (
         [Problem(NOT_TOLD, None, "the member's deferred message is still 'thinking'")] if thinking else []
     )

@@ -114,6 +114,16 @@ async def test_bytes_are_refused_before_any_request(provider: EachlabsProvider, 
     assert each.requests == []
 
 
+@pytest.mark.parametrize("dimensions", [(3840, 2160), None])
+async def test_sizes_above_1k_are_refused_before_any_request(
+    dimensions: tuple[int, int] | None, provider: EachlabsProvider, each: FakeEachlabs
+) -> None:
+    assert provider.resolutions == frozenset({"1K"})
+    with pytest.raises(InvalidRequest, match="only its preset sizes"):
+        await provider.submit(request(resolution="4K", dimensions=dimensions))
+    assert each.requests == []
+
+
 async def test_slow_prediction_is_queued_then_running(provider: EachlabsProvider, each: FakeEachlabs) -> None:
     each.hold = True
     each.fail_next("GET", "/v1/prediction/", 200, {"status": "starting"})

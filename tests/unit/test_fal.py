@@ -10,6 +10,7 @@ from pydantic import SecretStr
 
 from bot.config import FalSettings
 from bot.providers.base import (
+    RESOLUTIONS,
     AuthFailed,
     ContentRejected,
     EditRequest,
@@ -24,6 +25,7 @@ from bot.providers.base import (
 from bot.providers.callbacks import parse_fal_webhook
 from bot.providers.fal import MASK_FIELD, FalProvider, parse_error
 from tests.fakes.fal import USAGE, FakeFal, WebhookSink
+from tests.images import decode
 
 CONTENT = [{"loc": ["body", "prompt"], "msg": "flagged", "type": "content_policy_violation"}]
 
@@ -109,6 +111,27 @@ async def test_mask_and_inline_bytes(provider: FalProvider, fal: FakeFal) -> Non
     sent = fal.order[0].input
     assert sent["image_urls"] == ["data:image/png;base64,iVBORw=="]
     assert sent[MASK_FIELD] == "http://127.0.0.1:9/m.png"
+
+
+async def test_a_size_above_1k_is_sent_in_the_custom_form_and_made_at_that_size(
+    provider: FalProvider, fal: FakeFal, session: aiohttp.ClientSession
+) -> None:
+    assert provider.resolutions == frozenset(RESOLUTIONS)
+    run = await provider.submit(
+        request(image_size="landscape_16_9", resolution="2K", dimensions=(2048, 1152))
+    )
+    assert fal.order[0].input["image_size"] == {"width": 2048, "height": 1152}
+    await finished(fal, run)
+    [image] = (await provider.result(run)).images
+    assert (image.width, image.height) == (2048, 1152)
+    assert image.url is not None
+    async with session.get(image.url) as reply:
+        assert decode(await reply.read()).size == (2048, 1152)
+
+
+async def test_a_size_the_model_cannot_make_is_invalid(provider: FalProvider) -> None:
+    with pytest.raises(InvalidRequest, match="multiples of 16"):
+        await provider.submit(request(resolution="2K", dimensions=(2000, 1000)))
 
 
 async def test_queue_position_then_running(provider: FalProvider, fal: FakeFal) -> None:

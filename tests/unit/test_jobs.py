@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from bot.config import BudgetSettings, CreditsSettings, RunflowSettings
+from bot.config import BudgetSettings, CreditsSettings, FalSettings, HostSettings, RunflowSettings
 from bot.credits import CreditService, Estimate
 from bot.edits import EditOptions, EditOrder, InputImage, Progress, Receipt, ResultFile
 from bot.files import FileStore
 from bot.jobs import JobService
+from bot.providers.base import RESOLUTIONS, Provider
+from bot.providers.fal import FalProvider
 from bot.providers.runflow import RunflowProvider
 from storage.db import open_db
 from storage.jobs import Job, JobRepository, JobState, NewJob
 from tests.conftest import StaticFiles
+from tests.fakes.fal import FakeFal
 from tests.fakes.runflow import FakeRunflow, expected_output_image
 from tests.images import decode, png
 
@@ -56,16 +60,18 @@ class Harness:
         return await self.service.submit(order, self.service.estimate(order.options))
 
 
-@pytest.fixture
-async def harness(tmp_path: Path, runflow: FakeRunflow) -> AsyncIterator[Harness]:
+@contextlib.asynccontextmanager
+async def running(
+    tmp_path: Path, settings: HostSettings, make: Callable[[HostSettings, aiohttp.ClientSession], Provider]
+) -> AsyncIterator[Harness]:
+    """A started JobService on a real SQLite file, editing at the host `make` builds."""
     db = await open_db(tmp_path / "r.db")
     async with aiohttp.ClientSession() as session:
         repo = JobRepository(db)
-        settings = RunflowSettings(api_key=SecretStr(runflow.api_key), base_url=runflow.base_url)
         credits = CreditService(db, CreditsSettings(), BudgetSettings())
         service = JobService(
             repo=repo,
-            provider=RunflowProvider(settings, session),
+            provider=make(settings, session),
             credits=credits,
             usd_per_image=settings.usd_per_image,
             files=FileStore(tmp_path / "files"),
@@ -77,9 +83,26 @@ async def harness(tmp_path: Path, runflow: FakeRunflow) -> AsyncIterator[Harness
         )
         delivery = RecordingDelivery()
         await service.start(delivery)
-        yield Harness(service, repo, delivery, credits)
-        await service.stop()
+        try:
+            yield Harness(service, repo, delivery, credits)
+        finally:
+            await service.stop()
     await db.close()
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, runflow: FakeRunflow) -> AsyncIterator[Harness]:
+    settings = RunflowSettings(api_key=SecretStr(runflow.api_key), base_url=runflow.base_url)
+    async with running(tmp_path, settings, RunflowProvider) as started:
+        yield started
+
+
+@pytest.fixture
+async def fal_harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with FakeFal() as fal:
+        settings = FalSettings(api_key=SecretStr(fal.api_key), base_url=fal.base_url)
+        async with running(tmp_path, settings, FalProvider) as started:
+            yield started
 
 
 def order(url: str, **options: object) -> EditOrder:
@@ -112,6 +135,24 @@ async def test_edit_is_delivered_and_recorded(harness: Harness, static_files: St
     assert [o.discord_url for o in outputs] == ["https://cdn.example/retouch-1-1.png"]
     states = [p.state for _, p in harness.delivery.progress]
     assert JobState.SUBMITTING in states
+
+
+async def test_a_2k_edit_comes_back_at_the_size_worked_out_from_the_first_image(
+    fal_harness: Harness, static_files: StaticFiles
+) -> None:
+    assert fal_harness.service.resolutions == frozenset(RESOLUTIONS)
+    job = await fal_harness.submit(order(static_files.add("a.png", png(30, 40)), resolution="2K"))
+    final = await fal_harness.service.wait_settled(job.id)
+    assert final.state is JobState.DONE
+    [output] = await fal_harness.repo.outputs(job.id)
+    assert (output.width, output.height) == (1536, 2048)  # "auto" keeps the upright 3:4 source
+    _, files = fal_harness.delivery.delivered[0]
+    assert decode(files[0].path.read_bytes()).size == (1536, 2048)
+    assert final.credits_charged == 28  # one high-quality image at 2K
+
+
+async def test_a_preset_only_host_offers_only_1k(harness: Harness) -> None:
+    assert harness.service.resolutions == frozenset({"1K"})
 
 
 async def test_host_failure_fails_the_job_with_a_member_message(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -16,6 +17,7 @@ from pydantic import SecretStr
 
 from bot.config import OpenAISettings
 from bot.providers.base import (
+    RESOLUTIONS,
     AuthFailed,
     ContentRejected,
     EditRequest,
@@ -129,6 +131,33 @@ async def test_image_size_maps_to_openai_sizes(
 ) -> None:
     await provider.submit(request(ImageRef("a.png", data=png()), image_size=preset))
     assert fake.edits[0].fields["size"] == size
+
+
+async def test_a_size_above_1k_is_sent_as_width_x_height(provider: OpenAIProvider, fake: FakeOpenAI) -> None:
+    assert provider.resolutions == frozenset(RESOLUTIONS)
+    edit = request(ImageRef("a.png", data=png()), image_size="landscape_16_9", resolution="4K")
+    run = await provider.submit(replace(edit, dimensions=(3840, 2160)))
+    assert fake.edits[0].fields["size"] == "3840x2160"
+    [image] = (await provider.result(run)).images
+    assert (image.width, image.height) == (3840, 2160)
+    assert image.data is not None and decode(image.data).size == (3840, 2160)
+
+
+@pytest.mark.parametrize(
+    ("dimensions", "problem"),
+    [
+        ((2000, 1000), "multiples of 16"),
+        ((3856, 1296), "long edge"),
+        ((3840, 3840), "pixels"),
+        ((2400, 784), "aspect ratio"),
+        ((800, 800), "pixels"),
+    ],
+)
+async def test_a_size_the_model_cannot_make_is_invalid(
+    dimensions: tuple[int, int], problem: str, provider: OpenAIProvider
+) -> None:
+    with pytest.raises(InvalidRequest, match=problem):
+        await provider.submit(request(ImageRef("a.png", data=png()), resolution="2K", dimensions=dimensions))
 
 
 async def test_unreachable_reference_is_invalid(provider: OpenAIProvider, static_files: StaticFiles) -> None:

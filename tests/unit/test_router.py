@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -10,6 +11,7 @@ from pydantic import SecretStr
 
 from bot.config import ProvidersSettings
 from bot.providers.base import (
+    RESOLUTIONS,
     AuthFailed,
     ContentRejected,
     EditRequest,
@@ -28,13 +30,17 @@ from bot.providers.base import (
 from bot.providers.router import BreakerState, HostHealth, RetryPolicy, Router, build_router
 
 REQUEST = EditRequest(job_id=1, prompt="p", images=[ImageRef("a.png", url="http://127.0.0.1:9/a.png")])
+ONLY_1K = frozenset({"1K"})
 
 
 class Host:
     """A provider that fails as scripted, then succeeds; `gate`, when set, holds every submit."""
 
-    def __init__(self, name: str, *failures: ProviderError) -> None:
+    def __init__(
+        self, name: str, *failures: ProviderError, resolutions: frozenset[str] = frozenset(RESOLUTIONS)
+    ) -> None:
         self.name = name
+        self.resolutions = resolutions
         self.failures = list(failures)
         self.fail_always: ProviderError | None = None
         self.submits = 0
@@ -289,6 +295,38 @@ async def test_runs_are_followed_at_their_own_host_whatever_its_breaker() -> Non
     assert first.closed and second.closed
 
 
+def sized(resolution: str, dimensions: tuple[int, int]) -> EditRequest:
+    return replace(REQUEST, resolution=resolution, dimensions=dimensions)
+
+
+async def test_a_resolution_goes_only_to_hosts_that_make_it() -> None:
+    small, large = Host("small", resolutions=ONLY_1K), Host("large")
+    routed = router(small, large)
+    assert routed.resolutions == frozenset(RESOLUTIONS)
+    assert (await routed.submit(sized("4K", (3840, 2160)))).host == "large"
+    assert small.submits == 0
+    assert (await routed.submit(REQUEST)).host == "small"  # 1K still goes to the first host
+
+
+async def test_a_resolution_no_host_makes_is_refused_without_a_submit() -> None:
+    first, second = Host("first", resolutions=ONLY_1K), Host("second", resolutions=ONLY_1K)
+    routed = router(first, second)
+    assert routed.resolutions == ONLY_1K
+    with pytest.raises(InvalidRequest, match="can make 2K images"):
+        await routed.submit(sized("2K", (2048, 2048)))
+    assert first.submits == second.submits == 0
+
+
+async def test_failover_never_sends_a_larger_resolution_to_a_preset_only_host() -> None:
+    large, small = Host("large"), Host("small", resolutions=ONLY_1K)
+    large.fail_always = down("large down")
+    routed = router(large, small, retry=RetryPolicy(attempts=2))
+    with pytest.raises(Unavailable, match="large down"):
+        await routed.submit(sized("2K", (2048, 2048)))
+    assert large.submits == 2 and small.submits == 0
+    assert (await routed.submit(REQUEST)).host == "small"  # a 1K edit may still fail over
+
+
 async def test_build_router_takes_order_and_limits_from_settings() -> None:
     settings = ProvidersSettings.model_validate(
         {
@@ -302,3 +340,4 @@ async def test_build_router_takes_order_and_limits_from_settings() -> None:
     assert isinstance(routed, Router)
     assert [health.name for health in routed.health()] == ["openai", "fal"]
     assert routed._hosts["openai"].slots._value == 1
+    assert routed.resolutions == frozenset(RESOLUTIONS)

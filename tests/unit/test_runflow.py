@@ -76,6 +76,16 @@ async def test_invalid_input_is_invalid_request(provider: RunflowProvider) -> No
         await provider.submit(request("ftp://nowhere/a.png"))
 
 
+@pytest.mark.parametrize("dimensions", [(2048, 2048), None])
+async def test_sizes_above_1k_are_refused_before_any_request(
+    dimensions: tuple[int, int] | None, provider: RunflowProvider, runflow: FakeRunflow
+) -> None:
+    assert provider.resolutions == frozenset({"1K"})
+    with pytest.raises(InvalidRequest, match="only its preset sizes"):
+        await provider.submit(request("http://127.0.0.1:9/a.png", resolution="2K", dimensions=dimensions))
+    assert runflow.requests == []
+
+
 async def test_rate_limit_carries_retry_after(
     provider: RunflowProvider, runflow: FakeRunflow, static_files: StaticFiles
 ) -> None:
