@@ -48,7 +48,11 @@ class Credits(commands.GroupCog, group_name="credits", group_description="Your i
 
     @app_commands.command(name="prices", description="What an edit costs in credits")
     async def prices(self, interaction: Interaction) -> None:
-        table = self.bot.credits.price_table()
+        made = self.bot.jobs.resolutions  # no price for a size no host here makes
+        table = {
+            quality: {size: credits for size, credits in by_size.items() if size in made}
+            for quality, by_size in self.bot.credits.price_table().items()
+        }
         await interaction.response.send_message(render.prices_text(table), ephemeral=True)
 
 

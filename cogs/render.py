@@ -110,8 +110,8 @@ def info_embed(job: Job, chain: Sequence[Job]) -> discord.Embed:
     embed.add_field(
         name="Options",
         value=(
-            f"quality {options.get('quality')}, size {options.get('image_size')}, "
-            f"{options.get('count')} image(s), {options.get('output_format')}"
+            f"quality {options.get('quality')}, size {options.get('image_size')} at "
+            f"{options.get('resolution', '1K')}, {options.get('count')} image(s), {options.get('output_format')}"
         ),
         inline=False,
     )
