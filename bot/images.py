@@ -6,6 +6,7 @@ Everything here is CPU-bound and synchronous; callers run it in a worker thread
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 from dataclasses import dataclass
@@ -50,30 +51,48 @@ class ImageInfo:
         return _EXTENSIONS[self.content_type]
 
 
-def inspect(data: bytes | Path) -> ImageInfo:
-    """What the bytes (or the file) are, judged by decoding them, never by a file name."""
+# How Pillow reports malformed files (ValueError for truncated headers, oversized text chunks,
+# frames outside the canvas, raw modes it cannot read).
+_UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
+
+
+def _decoded(data: bytes | Path) -> tuple[Image.Image, ImageInfo]:
+    """The image opened and fully decoded, with its facts; the caller closes it.
+
+    Decoding it all is the only sure test that the bytes are an image, so it is done once here
+    and the pixels handed on, rather than decoded again by whoever needs them next.
+    """
     size = data.stat().st_size if isinstance(data, Path) else len(data)
     if not size:
         raise ImageProblem("the file is empty")
-    try:
-        with Image.open(data if isinstance(data, Path) else io.BytesIO(data), formats=_DECODERS) as image:
-            image_format = image.format or ""
+    with contextlib.ExitStack() as on_failure:
+        try:
+            image = Image.open(data if isinstance(data, Path) else io.BytesIO(data), formats=_DECODERS)
+            on_failure.callback(image.close)
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise ImageProblem(f"the image is too large ({width}×{height} pixels)")
+            content_type = _FORMATS.get(image.format or "")
+            if content_type is None:
+                raise ImageProblem(
+                    f"{image.format or 'this'} images are not supported; use PNG, JPEG, WebP or GIF"
+                )
             image.load()
-    except ImageProblem:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageProblem("the image is too large to open safely") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        # Pillow reports malformed files with any of these (ValueError for truncated headers,
-        # oversized text chunks, frames outside the canvas, raw modes it cannot read).
-        raise ImageProblem("the file is not a readable PNG, JPEG, WebP or GIF image") from exc
-    content_type = _FORMATS.get(image_format)
-    if content_type is None:
-        raise ImageProblem(f"{image_format or 'this'} images are not supported; use PNG, JPEG, WebP or GIF")
-    return ImageInfo(content_type, width, height, size)
+        except ImageProblem:
+            raise
+        except Image.DecompressionBombError as exc:
+            raise ImageProblem("the image is too large to open safely") from exc
+        except _UNREADABLE as exc:
+            raise ImageProblem("the file is not a readable PNG, JPEG, WebP or GIF image") from exc
+        on_failure.pop_all()  # decoded: the caller owns the image now
+    return image, ImageInfo(content_type, width, height, size)
+
+
+def inspect(data: bytes | Path) -> ImageInfo:
+    """What the bytes (or the file) are, judged by decoding them, never by a file name."""
+    image, info = _decoded(data)
+    image.close()
+    return info
 
 
 @dataclass(frozen=True)
@@ -145,6 +164,8 @@ def as_8bit(image: Image.Image) -> Image.Image:
 
 @dataclass(frozen=True)
 class Normalized:
+    source: ImageInfo
+    """What the member's file is."""
     info: ImageInfo
     """What the host will receive: the original's facts when `data` is None, else the new file's."""
     data: bytes | None
@@ -167,16 +188,17 @@ def normalize(data: bytes) -> Normalized:
     no GIF at all), so an image any of them could misread is re-encoded: JPEG stays JPEG, the
     rest become PNG. The EXIF block is dropped with the orientation, which also drops GPS tags.
     A CMYK file's colour profile describes ink, not the converted pixels, so it is not carried over.
+    The file is decoded once: the check, the EXIF read and the conversion share the pixels.
     """
-    info = inspect(data)
+    opened, info = _decoded(data)
     try:
-        with Image.open(io.BytesIO(data)) as opened:
+        with opened:
             if info.content_type != "image/gif" and not _needs_conversion(opened, data):
-                return Normalized(info, None)
+                return Normalized(info, info, None)
             pixels = as_8bit(ImageOps.exif_transpose(opened))
             profile = None if opened.mode == "CMYK" else opened.info.get("icc_profile")
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
-        # Damage past the first frame, which inspect() never reads: fuzzing found GIF's frame-count
+        # Damage past the first frame, which the decode never reads: fuzzing found GIF's frame-count
         # probe raising IndexError (hence GIFs skip it). Escaping, it would strand the job mid-submit.
         raise ImageProblem("the file is partly damaged") from exc
     buffer = io.BytesIO()
@@ -186,4 +208,4 @@ def normalize(data: bytes) -> Normalized:
         pixels.save(buffer, "PNG", icc_profile=profile)
     encoded = buffer.getvalue()
     content_type = "image/jpeg" if info.content_type == "image/jpeg" else "image/png"
-    return Normalized(ImageInfo(content_type, pixels.width, pixels.height, len(encoded)), encoded)
+    return Normalized(info, ImageInfo(content_type, pixels.width, pixels.height, len(encoded)), encoded)

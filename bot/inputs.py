@@ -10,7 +10,7 @@ kept (normalised) file, or the bytes where no public URL is configured.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -77,51 +77,57 @@ class InputPreparer:
         kept = []
         first_size: tuple[int, int] | None = None
         for idx, item in enumerate(InputImage(**entry) for entry in job.inputs):
-            stored, data = await self._kept(item, self._files.input_path, job.id, idx)
+            stored, data = await self._load(item)
+            ready = await asyncio.to_thread(images.normalize, data)
+            stored = await self._keep(
+                stored, data, self._files.input_path(job.id, idx, ready.source.extension)
+            )
             kept.append(replace(item, path=str(stored)).to_dict())
-            reference, info = await self._reference(job.id, idx, item, stored, data)
-            references.append(reference)
-            first_size = first_size or (info.width, info.height)
+            references.append(await self._reference(job.id, idx, item, stored, data, ready))
+            first_size = first_size or (ready.info.width, ready.info.height)
         if job.mask is None or first_size is None:
             return Prepared(references, None, kept, first_size)
         mask = InputImage(**job.mask)
-        _, data = await self._kept(mask, self._files.mask_path, job.id, 0)
+        stored, data = await self._load(mask)
+        info = await asyncio.to_thread(images.inspect, data)
+        await self._keep(stored, data, self._files.mask_path(job.id, 0, info.extension))
         converted = await asyncio.to_thread(masks.to_bw_mask, data, first_size)
         path = self._files.job_dir(job.id) / "mask-ready.png"
         await self._files.write(path, converted)
         ready_mask = self._bytes_or_link(mask.filename, path, converted, "image/png")
         return Prepared(references, ready_mask, kept, first_size)
 
-    async def _kept(
-        self, item: InputImage, place: Callable[[int, int, str], Path], job_id: int, idx: int
-    ) -> tuple[Path, bytes]:
-        """The image's bytes from disk when kept, else fetched once and kept."""
+    async def _load(self, item: InputImage) -> tuple[Path | None, bytes]:
+        """The image's bytes and where they are kept: from disk when kept, else fetched."""
         stored = Path(item.path) if item.path else None
         if stored is not None and await asyncio.to_thread(stored.exists):
             return stored, await self._files.read(stored)
         data = await self._files.download(
             self._session, item.url, max_bytes=MAX_INPUT_BYTES, allowed_hosts=self._cdn_hosts
         )
-        info = await asyncio.to_thread(images.inspect, data)
-        stored = place(job_id, idx, info.extension)
-        await self._files.write(stored, data)
-        return stored, data
+        return None, data
+
+    async def _keep(self, stored: Path | None, data: bytes, place: Path) -> Path:
+        """Where the checked bytes are kept: where they were, else written at `place` now."""
+        if stored is not None:
+            return stored
+        await self._files.write(place, data)
+        return place
 
     async def _reference(
-        self, job_id: int, idx: int, item: InputImage, stored: Path, data: bytes
-    ) -> tuple[ImageRef, images.ImageInfo]:
+        self, job_id: int, idx: int, item: InputImage, stored: Path, data: bytes, ready: images.Normalized
+    ) -> ImageRef:
         """The Discord URL when it still works and the file needs no change; otherwise our own
         signed link to the (normalised) bytes where callbacks are public, else the bytes."""
-        ready = await asyncio.to_thread(images.normalize, data)
         content_type = ready.info.content_type
         if ready.data is None and not url_expired(item.url):
-            return ImageRef(filename=item.filename, url=item.url, content_type=content_type), ready.info
+            return ImageRef(filename=item.filename, url=item.url, content_type=content_type)
         upload, path = data, stored
         if ready.data is not None:
             upload = ready.data
             path = self._files.job_dir(job_id) / f"input-{idx}-ready.{ready.info.extension}"
             await self._files.write(path, upload)
-        return self._bytes_or_link(item.filename, path, upload, content_type), ready.info
+        return self._bytes_or_link(item.filename, path, upload, content_type)
 
     def _bytes_or_link(self, filename: str, path: Path, data: bytes, content_type: str) -> ImageRef:
         """A signed link to the kept file where hosts can reach us, else the bytes themselves."""
