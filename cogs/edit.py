@@ -101,6 +101,22 @@ def result_origin(message: discord.Message, bot_id: int | None) -> tuple[int, in
     return None
 
 
+def _optional_choice(
+    text: str, description: str, custom_id: str, choices: Mapping[str, str]
+) -> discord.ui.Label[EditImageModal]:
+    """A select the member may leave empty for the server's default; `choices` maps value to label."""
+    return discord.ui.Label(
+        text=text,
+        description=description,
+        component=discord.ui.Select(
+            custom_id=custom_id,
+            required=False,
+            placeholder="Server default",
+            options=[discord.SelectOption(label=label, value=value) for value, label in choices.items()],
+        ),
+    )
+
+
 class EditImageModal(discord.ui.Modal, title="Edit this image"):
     """The form only: its submit is handled by `Edit.on_interaction`, which reads the target
     message again, so it works after a restart and two members' forms never mix. Nothing here
@@ -121,27 +137,19 @@ class EditImageModal(discord.ui.Modal, title="Edit this image"):
             )
         )
         self.add_item(
-            discord.ui.Label(
-                text="Quality",
-                description="Higher quality costs more credits; empty = the server's default",
-                component=discord.ui.Select(
-                    custom_id="quality",
-                    required=False,
-                    placeholder="Server default",
-                    options=[discord.SelectOption(label=QUALITY_NAMES[q], value=q) for q in QUALITY_NAMES],
-                ),
+            _optional_choice(
+                "Quality",
+                "Higher quality costs more credits; empty = the server's default",
+                "quality",
+                QUALITY_NAMES,
             )
         )
         self.add_item(
-            discord.ui.Label(
-                text="How many versions",
-                description="Each version costs credits",
-                component=discord.ui.Select(
-                    custom_id="count",
-                    required=False,
-                    placeholder="Server default (usually 1)",
-                    options=[discord.SelectOption(label=str(n), value=str(n)) for n in range(1, 5)],
-                ),
+            _optional_choice(
+                "How many versions",
+                "Each version costs credits",
+                "count",
+                {str(n): str(n) for n in range(1, 5)},
             )
         )
         self.add_item(
