@@ -28,7 +28,7 @@ from cogs.buttons import (
     upscale_sizes,
     upscale_submitted,
 )
-from cogs.flow import as_input, can_moderate, facts, first_problem, start_edit, uploaded_input
+from cogs.flow import NOT_IN_DMS, as_input, can_moderate, facts, first_problem, start_edit, uploaded_input
 from storage.jobs import JobState
 
 if TYPE_CHECKING:
@@ -296,6 +296,9 @@ class Edit(commands.Cog):
         )
 
     async def edit_image(self, interaction: Interaction, message: discord.Message) -> None:
+        if interaction.guild_id is None and not self.bot.settings.editing.allow_dms:
+            await interaction.response.send_message(NOT_IN_DMS, ephemeral=True)
+            return
         if not message_images(message):
             await interaction.response.send_message(
                 "That message has no image I can edit; use it on a message with a picture attached.",

@@ -93,3 +93,15 @@ async def test_edit_image_on_a_result_continues_its_chain(
     assert info["data"]["flags"] & EPHEMERAL
     fields = {field["name"]: field["value"] for field in info["data"]["embeds"][0]["fields"]}
     assert fields["Continues from"] == "#1"
+
+
+async def test_pictures_in_embeds_are_taken_through_discords_media_proxy(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
+) -> None:
+    linked = discord_fake.add_embed_image(png(), "sunset.png")
+    posted = await discord_fake.post_message("https://example.invalid/sunset.png", embeds=[linked])
+    menu = await discord_fake.message_command("Edit image", posted)
+    await discord_fake.submit_modal(menu, {"prompt": "warmer"})
+    run = await runflow.wait_for_run()
+    assert run.input["image_urls"] == [linked["thumbnail"]["proxy_url"]]
+    await discord_fake.wait_for_message(has_image)

@@ -7,12 +7,17 @@ multipart encoding, 429 handling, gateway handshake and login run exactly as aga
 - ``/api/v10/...``: REST, routed by a small table (an unknown route answers
   ``404 {"code": 0, "message": "fake discord: no route METHOD PATH"}`` so gaps fail loudly),
 - ``/gateway``: the websocket gateway (text JSON frames, which discord.py accepts),
-- ``/cdn/...``: attachment bytes behind signed, expiring URLs like Discord's.
+- ``/cdn/...``: attachment bytes behind signed, expiring URLs like Discord's, and the media proxy's
+  copies of images linked in messages (``add_embed_image()``).
 
 Point discord.py at it with two class attributes (the bot under test does this from its config)::
 
     discord.http.Route.BASE = fake.api_base
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(fake.gateway_url)
+
+Interactions come from the guild's one text channel or, with ``dm=True``, from the member's DM with the
+bot, shaped as Discord sends them there (``user`` instead of ``member``, ``context`` 1) and only for
+commands whose synced definition Discord would offer in a DM.
 
 The world (guild, members, messages, files, commands) outlives gateway connections, so a bot can be
 killed and restarted, in-process or as a subprocess, against the same fake. The rules bots trip over
@@ -63,6 +68,8 @@ EVERYONE_PERMISSIONS: Final = sum(
     1 << bit for bit in (0, 6, 9, 10, 11, 14, 15, 16, 18, 20, 21, 25, 26, 31, 35, 36, 37, 38, 39, 46, 49, 50)
 )
 BOT_PERMISSIONS: Final = sum(1 << bit for bit in (6, 10, 11, 14, 15, 16, 18, 38))
+DM_APP_PERMISSIONS: Final = 4_011_158_005_075_008  # discord.Permissions._dm_permissions().value in 2.7.1
+GUILD_CONTEXT, BOT_DM_CONTEXT = 0, 1  # interaction context types; PRIVATE_CHANNEL (2) needs a user install
 INTENT_GUILDS, INTENT_MEMBERS, INTENT_PRESENCES, INTENT_GUILD_MESSAGES = 1 << 0, 1 << 1, 1 << 8, 1 << 9
 INTENT_DIRECT_MESSAGES, INTENT_MESSAGE_CONTENT = 1 << 12, 1 << 15
 PRIVILEGED_INTENTS: Final = INTENT_MEMBERS | INTENT_PRESENCES | INTENT_MESSAGE_CONTENT
@@ -231,6 +238,21 @@ def _validate_options(options: list[JSON], errors: _FormErrors, path: Path) -> N
         elif option.get("required") and optional_seen:
             errors.add((*here, "required"), "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID", "Required first")
         optional_seen = optional_seen or not option.get("required")
+
+
+def command_contexts(command: JSON) -> set[int]:
+    """Where Discord's client offers a synced command, as interaction context types. A guild command
+    only in its guild; a global one where ``contexts`` says, or, when that is null, in servers and
+    (unless the deprecated ``dm_permission`` is false) in DMs with the bot. The fake's app is installed
+    to servers only, so a command limited to user installs is offered nowhere and PRIVATE_CHANNEL never."""
+    if "guild_id" in command:
+        return {GUILD_CONTEXT}
+    if GUILD_CONTEXT not in (command.get("integration_types") or [GUILD_CONTEXT]):  # 0 = GUILD_INSTALL
+        return set()
+    contexts = command.get("contexts")
+    if contexts is None:
+        return {GUILD_CONTEXT} | (set() if command.get("dm_permission") is False else {BOT_DM_CONTEXT})
+    return set(contexts) & {GUILD_CONTEXT, BOT_DM_CONTEXT}
 
 
 def validate_message(message: JSON, errors: _FormErrors, new_files: int) -> None:
@@ -421,11 +443,14 @@ class _StoredFile:
 class Interaction:
     """The test's handle on one injected interaction: what the bot answered and what it created."""
 
-    def __init__(self, fake: FakeDiscord, kind: int, user_id: int, data: JSON, message: JSON | None) -> None:
+    def __init__(
+        self, fake: FakeDiscord, kind: int, user_id: int, data: JSON, message: JSON | None, channel_id: int
+    ) -> None:
         self._fake = fake
         self.id: int = fake._ids.next()
         self.token: str = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48)
         self.type, self.user_id, self.data = kind, user_id, data
+        self.channel_id = channel_id  # where it was used, so where its answers are posted
         self.message_id: int | None = int(message["id"]) if message else None  # the clicked message
         self.opened_by: Interaction | None = None  # for a modal submit: the interaction that opened it
         self.responses: list[JSON] = []  # every callback attempt: {type, data, files, status}
@@ -439,6 +464,11 @@ class Interaction:
 
     def __repr__(self) -> str:
         return f"<fake Interaction {self.id} type={self.type} {self.data.get('name') or self.data.get('custom_id')}>"
+
+    @property
+    def in_dm(self) -> bool:
+        """Used in the member's DM with the bot rather than in the guild."""
+        return self.channel_id != self._fake.channel_id
 
     @property
     def followups(self) -> list[JSON]:
@@ -479,7 +509,8 @@ class Interaction:
     def metadata(self) -> JSON:
         """``interaction_metadata`` of the messages created in response to this interaction."""
         meta: JSON = {"id": str(self.id), "type": self.type, "user": self._fake._guild.users[self.user_id]}
-        meta["authorizing_integration_owners"] = {"0": str(self._fake.guild_id)}
+        # GUILD_INSTALL's owner is the guild, or "0" in the bot's DMs (Discord's docs).
+        meta["authorizing_integration_owners"] = {"0": "0" if self.in_dm else str(self._fake.guild_id)}
         if self.type == APP_COMMAND:
             meta |= {"name": self.data["name"], "command_type": self.data["type"]}
         if self.message_id is not None:
@@ -690,6 +721,7 @@ class FakeDiscord:
         self._command_scopes: dict[int | None, dict[tuple[str, int], JSON]] = {}  # guild id or None
         self._command_ids: dict[tuple[int | None, str, int], int] = {}
         self._files: dict[int, _StoredFile] = {}
+        self._external: dict[int, _StoredFile] = {}  # add_embed_image() pictures, by media proxy key
         self._dm_channels: dict[int, int] = {}  # user id -> DM channel id
         self._nonces: dict[str, int] = {}
         self._faults: list[_Fault] = []
@@ -708,6 +740,7 @@ class FakeDiscord:
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/gateway/", self._gateway)
         app.router.add_get("/cdn/{kind:(?:media/)?attachments}/{channel}/{attachment}/{filename}", self._cdn)
+        app.router.add_get(r"/cdn/external/{signature}/{key:\d+}/{tail:.+}", self._external_cdn)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -844,6 +877,35 @@ class FakeDiscord:
     def file_bytes(self, attachment: JSON) -> bytes:
         return self._files[int(attachment["id"])].data
 
+    def add_embed_image(self, data: bytes, filename: str) -> JSON:
+        """The embed Discord adds to a message that links an image; pass it to ``post_message(embeds=)``.
+        ``url`` is the link as posted, on ``example.invalid`` (RFC 2606: it never resolves), so a bot
+        that fetches it instead of Discord's media proxy fails as it would in production for most
+        hosts; ``thumbnail.proxy_url`` serves the bytes from this fake, laid out like Discord's
+        ``images-ext`` proxy (``/external/<signature>/https/<host>/<path>``). Discord reads the
+        picture's width and height, so Pillow must be able to open ``data``."""
+        with Image.open(io.BytesIO(data)) as image:
+            (width, height), image_format = image.size, image.format
+        filename = re.sub(r"[^A-Za-z0-9._-]", "_", filename) or "image"
+        key = self._ids.next()
+        tail = f"{key}/https/example.invalid/{filename}"
+        content_type = Image.MIME.get(image_format or "") or "application/octet-stream"
+        self._external[key] = _StoredFile(data, content_type)
+        url = f"https://example.invalid/{filename}"
+        proxy_url = f"{self.base_url}/cdn/external/{self._external_mac(tail)}/{tail}"
+        thumbnail = {"url": url, "proxy_url": proxy_url, "width": width, "height": height}
+        return {"type": "image", "url": url, "thumbnail": thumbnail}
+
+    def dm_channel_id(self, user: int | None = None) -> int:
+        """The id of the DM channel between the bot and ``user`` (the member by default), the same one
+        ``create_dm()`` returns to the bot and ``slash(dm=True)`` is used from."""
+        user_id = user if user is not None else self.member_id
+        assert user_id in self._guild.users and user_id != self.bot_user_id, f"no user {user_id} to DM"
+        return self._dm_channels.setdefault(user_id, self._ids.next())
+
+    def _dm_recipient(self, channel_id: int) -> int | None:
+        return next((user for user, dm in self._dm_channels.items() if dm == channel_id), None)
+
     def _new_attachment(self, channel_id: int, data: bytes, filename: str, content_type: str | None) -> JSON:
         attachment_id = self._ids.next()
         filename = re.sub(r"[^A-Za-z0-9._-]", "_", filename) or "unknown"  # Discord renames like this
@@ -871,6 +933,19 @@ class FakeDiscord:
             return web.Response(status=404, text="This content is no longer available.")
         return web.Response(body=stored.data, content_type=stored.content_type.split(";")[0] or None)
 
+    def _external_mac(self, tail: str) -> str:
+        return hmac.new(self._cdn_secret, f"external/{tail}".encode(), hashlib.sha256).hexdigest()[:43]
+
+    async def _external_cdn(self, request: web.Request) -> web.Response:
+        """The media proxy's copy of an ``add_embed_image()`` picture; a tampered path is a 404."""
+        tail = f"{request.match_info['key']}/{request.match_info['tail']}"
+        stored = self._external.get(int(request.match_info["key"]))
+        if stored is None or not hmac.compare_digest(
+            self._external_mac(tail), request.match_info["signature"]
+        ):
+            return web.Response(status=404)
+        return web.Response(body=stored.data, content_type=stored.content_type)
+
     def _message_any(self, message_id: int) -> JSON:
         for store in (self.messages, self.user_messages, self.deleted_messages):
             if message_id in store:
@@ -886,16 +961,15 @@ class FakeDiscord:
     def _channel(self, channel_id: int) -> JSON | None:
         if channel_id == self.channel_id:
             return self._guild.channel_payload()
-        for user_id, dm_id in self._dm_channels.items():
-            if dm_id == channel_id:
-                recipients = [self._guild.users[user_id]]
-                return {
-                    "id": str(dm_id),
-                    "type": 1,
-                    "last_message_id": None,
-                    "flags": 0,
-                    "recipients": recipients,
-                }
+        if (user_id := self._dm_recipient(channel_id)) is not None:
+            recipients = [self._guild.users[user_id]]
+            return {
+                "id": str(channel_id),
+                "type": 1,
+                "last_message_id": None,
+                "flags": 0,
+                "recipients": recipients,
+            }
         return None
 
     # -------------------------------------------------------------------------------------- faults
@@ -1145,12 +1219,12 @@ class FakeDiscord:
         message: JSON | None = None
         if kind == 4:
             message = await self._create_message(
-                self.channel_id, data, files, interaction=interaction, prefix=("data",)
+                interaction.channel_id, data, files, interaction=interaction, prefix=("data",)
             )
         elif kind == 5:
             loading = {"content": "", "flags": LOADING | (int(data.get("flags") or 0) & EPHEMERAL)}
             message = await self._create_message(
-                self.channel_id,
+                interaction.channel_id,
                 loading,
                 [],
                 interaction=interaction,
@@ -1189,7 +1263,7 @@ class FakeDiscord:
             message = await self._edit_message(int(original["id"]), payload, request.files)
         else:
             message = await self._create_message(
-                self.channel_id, request.payload, request.files, interaction=interaction, followup=True
+                interaction.channel_id, request.payload, request.files, interaction=interaction, followup=True
             )
         interaction._followup_ids.append(int(message["id"]))
         self._bump()
@@ -1223,9 +1297,10 @@ class FakeDiscord:
         self._channel_id(request)
 
     async def _create_dm(self, request: _Request) -> JSON | None:
-        if (user_id := int(request.payload.get("recipient_id") or 0)) not in self._guild.users:
+        user_id = int(request.payload.get("recipient_id") or 0)
+        if user_id not in self._guild.users or user_id == self.bot_user_id:
             raise _unknown(404, 10013, "User")
-        return self._channel(self._dm_channels.setdefault(user_id, self._ids.next()))
+        return self._channel(self.dm_channel_id(user_id))
 
     def _visible_messages(self) -> Iterator[JSON]:
         """What channel routes see: ephemeral messages exist only for their interaction's webhook."""
@@ -1260,6 +1335,8 @@ class FakeDiscord:
             if not mine:
                 raise DiscordError(403, 50005, "Cannot edit a message authored by another user")
             return await self._edit_message(message_id, request.payload, request.files)
+        if not mine and channel_id != self.channel_id:  # nobody deletes the other side's DMs
+            raise DiscordError(403, 50003, "Cannot execute action on a DM channel")
         if not mine and not self._guild.permissions(self.bot_user_id) & MANAGE_MESSAGES:
             raise DiscordError(403, 50013, "Missing Permissions")
         await self._delete_message(message_id)
@@ -1333,7 +1410,9 @@ class FakeDiscord:
 
     def _reply_fields(self, referenced_id: int, channel_id: int, reference: JSON) -> JSON:
         fields: JSON = {"type": 19, "message_reference": {"type": 0, "message_id": str(referenced_id)}}
-        fields["message_reference"] |= {"channel_id": str(channel_id), "guild_id": str(self.guild_id)}
+        fields["message_reference"]["channel_id"] = str(channel_id)
+        if channel_id == self.channel_id:  # no guild_id for a reply in a DM
+            fields["message_reference"]["guild_id"] = str(self.guild_id)
         try:
             referenced = self._message_any(referenced_id)
         except KeyError:
@@ -1598,14 +1677,16 @@ class FakeDiscord:
         *,
         message: JSON | None = None,
         opened_by: Interaction | None = None,
+        channel_id: int | None = None,
     ) -> Interaction:
         """INTERACTION_CREATE to the current bot; waits up to 10 s for one, also when the connection
-        dies under us (a killed bot process), and starts the deadline clock when the event is sent."""
+        dies under us (a killed bot process), and starts the deadline clock when the event is sent.
+        It comes from ``channel_id``, else the clicked message's channel, else the guild channel."""
         user_id = user if user is not None else self.member_id
-        assert user_id in self._guild.members, f"fake discord: user {user_id} is not a member of the guild"
-        interaction = Interaction(self, kind, user_id, data, message)
+        if channel_id is None:
+            channel_id = int(message["channel_id"]) if message is not None else self.channel_id
+        interaction = Interaction(self, kind, user_id, data, message, channel_id)
         interaction.opened_by = opened_by
-        permissions = str(self._guild.permissions(user_id))
         payload = {
             "id": str(interaction.id),
             "application_id": str(self.app_id),
@@ -1613,19 +1694,11 @@ class FakeDiscord:
             "data": data,
             "token": interaction.token,
             "version": 1,
-            "guild_id": str(self.guild_id),
-            "guild": {"id": str(self.guild_id), "locale": "en-US", "features": []},
-            "channel_id": str(self.channel_id),
-            "channel": {**self._guild.channel_payload(), "permissions": permissions},
-            "member": {**self._guild.members[user_id], "permissions": permissions},
-            "app_permissions": str(self._guild.permissions(self.bot_user_id)),
             "locale": "en-US",
-            "guild_locale": "en-US",
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
-            "context": 0,
             "attachment_size_limit": self.upload_limit,  # discord.py raises KeyError without it
             **_defaults(lists="entitlements entitlement_sku_ids"),
             **({"message": message} if message is not None else {}),
+            **(self._dm_context(user_id, channel_id) if interaction.in_dm else self._guild_context(user_id)),
         }
         self.interactions.append(interaction)
         self._by_token[interaction.token] = interaction
@@ -1646,30 +1719,85 @@ class FakeDiscord:
         self._bump()
         return interaction
 
-    def _command(self, name: str, kind: int) -> tuple[JSON, JSON]:
+    def _guild_context(self, user_id: int) -> JSON:
+        """The fields of an interaction used in the guild channel."""
+        assert user_id in self._guild.members, f"fake discord: user {user_id} is not a member of the guild"
+        permissions = str(self._guild.permissions(user_id))
+        return {
+            "guild_id": str(self.guild_id),
+            "guild": {"id": str(self.guild_id), "locale": "en-US", "features": []},
+            "channel_id": str(self.channel_id),
+            "channel": {**self._guild.channel_payload(), "permissions": permissions},
+            "member": {**self._guild.members[user_id], "permissions": permissions},
+            "app_permissions": str(self._guild.permissions(self.bot_user_id)),
+            "guild_locale": "en-US",
+            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "context": GUILD_CONTEXT,
+        }
+
+    def _dm_context(self, user_id: int, channel_id: int) -> JSON:
+        """The fields of an interaction used in a DM with the bot: no guild and no member, the invoking
+        ``user``, context BOT_DM, and the server install's owner given as "0" (Discord's docs)."""
+        recipient = self._dm_recipient(channel_id)
+        assert recipient is not None, f"fake discord: channel {channel_id} is neither the guild's nor a DM"
+        assert recipient == user_id, f"fake discord: user {user_id} cannot see the DM of user {recipient}"
+        return {
+            "channel_id": str(channel_id),
+            "channel": self._channel(channel_id),
+            "user": self._guild.users[user_id],
+            "app_permissions": str(DM_APP_PERMISSIONS),
+            "authorizing_integration_owners": {"0": "0"},
+            "context": BOT_DM_CONTEXT,
+        }
+
+    def _command(self, name: str, kind: int, *, dm: bool = False) -> tuple[JSON, JSON]:
         """A synced command and the start of its interaction ``data`` (with ``guild_id`` for guild
-        commands: discord.py's tree looks them up by it)."""
-        command = self.commands.get(name)
-        known = sorted(self.commands)
+        commands: discord.py's tree looks them up by it). In a DM only global commands exist, and
+        a command Discord's client would not offer where it is used raises AssertionError."""
+        if dm:
+            available = {key: found for (key, _), found in self._command_scopes.get(None, {}).items()}
+        else:
+            available = self.commands
+        command = available.get(name)
+        where = "in DMs with the bot" if dm else "in the guild"
         assert command and command["type"] == kind, (
-            f"fake discord: no synced command {name!r} (type {kind}); {known}"
+            f"fake discord: no synced command {name!r} (type {kind}) {where}; {sorted(available)}"
+        )
+        definition = {key: command.get(key) for key in ("contexts", "dm_permission", "integration_types")}
+        assert (BOT_DM_CONTEXT if dm else GUILD_CONTEXT) in command_contexts(command), (
+            f"fake discord: Discord does not offer {name!r} {where}; its definition has {definition}"
         )
         data = {"id": command["id"], "name": name, "type": kind}
         return command, data | ({"guild_id": command["guild_id"]} if "guild_id" in command else {})
 
+    def _in_dm(self, message: JSON) -> bool:
+        return int(message["channel_id"]) != self.channel_id
+
     async def slash(
-        self, name: str, *, user: int | None = None, subcommand: str | None = None, **options: Any
+        self,
+        name: str,
+        *,
+        user: int | None = None,
+        subcommand: str | None = None,
+        dm: bool | int = False,  # not just bool: tests pass options as **dict[str, int]
+        **options: Any,
     ) -> Interaction:
         """A slash command. Options are typed from the synced definition (an int for a STRING option is
         sent as a string); an ``add_cdn_file()`` dict fills an attachment option, a user id a user option;
-        ``None`` omits one; ``user_=`` passes an option named ``user``; ``subcommand`` may be "group sub". Discord's client-side checks (required, choices, min/max)
-        raise AssertionError; ``default_member_permissions`` is not enforced, so server-side checks
-        can be tested."""
+        ``None`` omits one; ``user_=`` passes an option named ``user`` (``dm_=`` one named ``dm``);
+        ``subcommand`` may be "group sub". Discord's client-side checks (required, choices, min/max)
+        raise AssertionError; ``default_member_permissions`` is not enforced, so server-side checks can
+        be tested. ``dm=True`` uses it in the user's DM with the bot (``dm_channel_id()``), where the
+        answers land too."""
+        dm = bool(dm)
         await self.wait_ready(timeout=10)
-        command, data = self._command(name, 1)
-        data["options"], resolved = self._build_options(command, subcommand, options, focused=None)
+        command, data = self._command(name, 1, dm=dm)
+        data["options"], resolved = self._build_options(command, subcommand, options, focused=None, dm=dm)
         return await self._send_interaction(
-            APP_COMMAND, data | ({"resolved": resolved} if resolved else {}), user
+            APP_COMMAND,
+            data | ({"resolved": resolved} if resolved else {}),
+            user,
+            channel_id=self.dm_channel_id(user) if dm else None,
         )
 
     async def autocomplete(
@@ -1679,16 +1807,25 @@ class FakeDiscord:
         *,
         user: int | None = None,
         subcommand: str | None = None,
+        dm: bool | int = False,  # as in slash()
         **options: Any,
     ) -> Interaction:
         """An autocomplete request (type 4) while typing option ``focused``; the bot answers with type 8."""
+        dm = bool(dm)
         await self.wait_ready(timeout=10)
-        command, data = self._command(name, 1)
-        data["options"], _ = self._build_options(command, subcommand, options, focused=focused)
-        return await self._send_interaction(AUTOCOMPLETE, data, user)
+        command, data = self._command(name, 1, dm=dm)
+        data["options"], _ = self._build_options(command, subcommand, options, focused=focused, dm=dm)
+        channel_id = self.dm_channel_id(user) if dm else None
+        return await self._send_interaction(AUTOCOMPLETE, data, user, channel_id=channel_id)
 
     def _build_options(
-        self, command: JSON, subcommand: str | None, values: dict[str, Any], *, focused: str | None
+        self,
+        command: JSON,
+        subcommand: str | None,
+        values: dict[str, Any],
+        *,
+        focused: str | None,
+        dm: bool = False,
     ) -> tuple[list[JSON], JSON]:
         definitions: list[JSON] = command.get("options") or []
         chain: list[JSON] = []
@@ -1708,7 +1845,7 @@ class FakeDiscord:
             if name == focused:
                 built.append({"name": name, "type": definition["type"], "value": str(value), "focused": True})
             elif value is not None:
-                option_value = self._option_value(definition, value, resolved)
+                option_value = self._option_value(definition, value, resolved, dm=dm)
                 built.append({"name": name, "type": definition["type"], "value": option_value})
         missing = {o["name"] for o in definitions if o.get("required")} - {o["name"] for o in built}
         assert focused is not None or not missing, f"/{command['name']} is missing required options {missing}"
@@ -1716,8 +1853,9 @@ class FakeDiscord:
             built = [{"name": sub["name"], "type": sub["type"], "options": built}]
         return built, resolved
 
-    def _option_value(self, definition: JSON, value: Any, resolved: JSON) -> Any:
-        """A test value coerced to the option's synced type, with the checks Discord's client makes."""
+    def _option_value(self, definition: JSON, value: Any, resolved: JSON, *, dm: bool) -> Any:
+        """A test value coerced to the option's synced type, with the checks Discord's client makes.
+        In a DM there are no roles to pick and users come without member data."""
         kind, name = definition["type"], definition["name"]
         if kind == 11:
             assert isinstance(value, dict) and "url" in value, f"option {name!r} wants an add_cdn_file() dict"
@@ -1726,11 +1864,11 @@ class FakeDiscord:
         if kind in (6, 7, 8, 9):  # user, channel, role, mentionable: by id (or a payload with an id)
             snowflake = int(value["id"] if isinstance(value, dict) else value)
             channel = self._channel(snowflake)
-            if kind in (8, 9) and snowflake in self._guild.roles:
+            if kind in (8, 9) and snowflake in self._guild.roles and not dm:
                 resolved.setdefault("roles", {})[str(snowflake)] = self._guild.roles[snowflake]
             elif kind in (6, 9) and snowflake in self._guild.users:
                 resolved.setdefault("users", {})[str(snowflake)] = self._guild.users[snowflake]
-                if member := self._guild.members.get(snowflake):
+                if (member := self._guild.members.get(snowflake)) and not dm:
                     member = {k: v for k, v in member.items() if k != "user"}
                     member["permissions"] = str(self._guild.permissions(snowflake))
                     resolved.setdefault("members", {})[str(snowflake)] = member
@@ -1753,17 +1891,19 @@ class FakeDiscord:
         return coerced
 
     async def message_command(self, name: str, target: JSON, *, user: int | None = None) -> Interaction:
-        """A message context menu command on ``target`` (a bot or ``post_message()`` message)."""
+        """A message context menu command on ``target`` (a bot or ``post_message()`` message), used where
+        the target is: in the guild, or in a DM with the bot."""
         await self.wait_ready(timeout=10)
-        _, data = self._command(name, 3)
         current = self._current_message(target)
+        _, data = self._command(name, 3, dm=self._in_dm(current))
         data |= {"target_id": current["id"], "resolved": {"messages": {current["id"]: current}}}
-        return await self._send_interaction(APP_COMMAND, data, user)
+        return await self._send_interaction(APP_COMMAND, data, user, channel_id=int(current["channel_id"]))
 
     async def click(
         self, message: JSON | int, label_or_custom_id: str, *, user: int | None = None
     ) -> Interaction:
-        """Click a button of the message's current stored version (by label, then by custom_id)."""
+        """Click a button of the message's current stored version (by label, then by custom_id), in the
+        channel the message is in (a DM one only its recipient can click in)."""
         current = self._current_message(message)
         buttons = [c for c in walk_components(current["components"]) if c.get("type") == 2]
         button = next((b for b in buttons if b.get("label") == label_or_custom_id), None) or next(
@@ -1803,7 +1943,7 @@ class FakeDiscord:
         ``add_cdn_file()`` dicts: the submit carries their ids and ``data.resolved.attachments``, as
         Discord sends them. What the client would not let a user submit (a required input left empty,
         too few or too many values or files, a file over ``upload_limit``) raises AssertionError.
-        ``user`` defaults to whoever opened the modal."""
+        ``user`` defaults to whoever opened the modal; the submit comes from where it was opened."""
         modal = await opened_by.wait_modal()
         labels: dict[str, str] = {}  # label -> custom_id
         for top in modal["components"]:
@@ -1874,7 +2014,9 @@ class FakeDiscord:
             data["resolved"] = {"attachments": attachments}
         message = self._current_message(opened_by.message_id) if opened_by.message_id is not None else None
         user_id = user if user is not None else opened_by.user_id
-        return await self._send_interaction(MODAL_SUBMIT, data, user_id, message=message, opened_by=opened_by)
+        return await self._send_interaction(
+            MODAL_SUBMIT, data, user_id, message=message, opened_by=opened_by, channel_id=opened_by.channel_id
+        )
 
     async def post_message(
         self,
@@ -1882,26 +2024,34 @@ class FakeDiscord:
         *,
         user: int | None = None,
         attachments: list[JSON] | None = None,
+        embeds: list[JSON] | None = None,
         reply_to: JSON | int | None = None,
+        dm: bool = False,
     ) -> JSON:
-        """A human's message in the guild channel (``attachments`` from ``add_cdn_file()``), dispatched as
-        MESSAGE_CREATE; a target for ``message_command()``. Stored in ``user_messages``."""
+        """A human's message in the guild channel, or with ``dm=True`` in their DM with the bot,
+        dispatched as MESSAGE_CREATE; a target for ``message_command()``. Stored in ``user_messages``.
+        ``attachments`` come from ``add_cdn_file()``; ``embeds`` are what Discord unfurled, such as
+        ``add_embed_image()`` for a linked picture (put the link in ``content`` too, as a user would)."""
         user_id = user if user is not None else self.member_id
+        channel_id = self.dm_channel_id(user_id) if dm else self.channel_id
+        assert len(embeds or []) <= 10, "Discord unfurls at most 10 embeds"
         message_id = self._ids.next()
         message: JSON = {
             "id": str(message_id),
-            "channel_id": str(self.channel_id),
+            "channel_id": str(channel_id),
             "author": self._guild.users[user_id],
             "content": content,
             "timestamp": _snowflake_time(message_id),
             "attachments": list(attachments or []),
+            "embeds": copy.deepcopy(embeds or []),
             "type": 0,
-            **_defaults("edited_timestamp", "flags", "tts pinned", "embeds components"),
+            **_defaults("edited_timestamp", "flags", "tts pinned", "components"),
         }
         self._set_mentions(message, None)
         if reply_to is not None:
             referenced = self._current_message(reply_to)
-            message |= self._reply_fields(int(referenced["id"]), self.channel_id, {})
+            assert referenced["channel_id"] == str(channel_id), "a reply is in its message's channel"
+            message |= self._reply_fields(int(referenced["id"]), channel_id, {})
             if referenced["author"] not in message["mentions"]:  # a reply pings its author by default
                 message["mentions"].append(referenced["author"])
         self.user_messages[message_id] = message

@@ -16,7 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 from PIL import Image
 
-from .discord import DiscordError, FakeDiscord, validate_modal
+from .discord import DiscordError, FakeDiscord, command_contexts, validate_modal
 
 MiB = 1024 * 1024
 
@@ -78,8 +78,15 @@ class ResultView(discord.ui.View):
         await interaction.response.send_modal(RefineModal())
 
 
+def _where(interaction: discord.Interaction) -> str:
+    """Where discord.py thinks an interaction came from: guild, channel class, user class, DM context."""
+    kinds = f"{type(interaction.channel).__name__}:{type(interaction.user).__name__}"
+    return f"{interaction.guild_id}:{kinds}:{interaction.context.dm_channel}"
+
+
 class TinyBot(commands.Bot):
-    """Just enough bot to exercise the fake: one guild-synced slash command group of behaviours."""
+    """Just enough bot to exercise the fake: guild-synced slash commands of behaviours, plus global
+    commands (the only ones Discord offers in DMs), one of them limited to servers."""
 
     def __init__(self, guild_id: int) -> None:
         super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default())
@@ -149,9 +156,41 @@ class TinyBot(commands.Bot):
         for command in commands_:
             self.tree.add_command(command, guild=self.guild)
 
+        @app_commands.command(description="Edit an image anywhere, then DM a note")
+        async def retouch(interaction: discord.Interaction, image: discord.Attachment) -> None:
+            await interaction.response.defer(thinking=True)
+            data = await image.read()
+            await interaction.followup.send(
+                f"{_where(interaction)}:{len(data)}",
+                file=discord.File(io.BytesIO(data), "out.png"),
+                view=ResultView(),
+            )
+            await interaction.user.send("sent by REST")  # create_dm, then POST /channels/{dm}/messages
+
+        @app_commands.command(description="Only in servers")
+        @app_commands.guild_only()
+        async def serveronly(interaction: discord.Interaction) -> None:
+            await interaction.response.send_message(_where(interaction))
+
+        @app_commands.context_menu(name="Describe image")
+        async def describe(interaction: discord.Interaction, message: discord.Message) -> None:
+            thumbnail = message.embeds[0].thumbnail
+            assert thumbnail.proxy_url is not None  # the bot never fetches the linked URL itself
+            data = await self.http.get_from_cdn(thumbnail.proxy_url)
+            with Image.open(io.BytesIO(data)) as picture:
+                read = f"{picture.width}x{picture.height}"
+            name = thumbnail.proxy_url.rsplit("/", 1)[-1]
+            size = f"{thumbnail.width}x{thumbnail.height}"
+            await interaction.response.send_message(f"{name} {len(data)} bytes {size} read {read}")
+
+        self.tree.add_command(retouch)
+        self.tree.add_command(serveronly)
+        self.tree.add_command(describe)
+
     async def setup_hook(self) -> None:
         self.add_view(ResultView())  # persistent: its button works after a restart
         await self.tree.sync(guild=self.guild)
+        await self.tree.sync()
 
 
 @pytest.fixture
@@ -197,8 +236,10 @@ async def test_startup_sequence_sync_and_bad_token(fake: FakeDiscord, bot: TinyB
     ]
     assert fake.identifies == 1
     assert [e.get("t") for e in fake.gateway_events_sent if e["op"] == 0][:2] == ["READY", "GUILD_CREATE"]
-    assert set(fake.commands) == {"edit", "ping", "slow", "big", "defer", "whois", "form"}
+    guild_commands = {"edit", "ping", "slow", "big", "defer", "whois", "form"}
+    assert set(fake.commands) == guild_commands | {"retouch", "serveronly", "Describe image"}
     assert fake.commands["edit"]["guild_id"] == str(fake.guild_id)
+    assert "guild_id" not in fake.commands["retouch"]
     assert bot.application_id == fake.app_id
     assert bot.user is not None and bot.user.id == fake.bot_user_id
     guild = bot.get_guild(fake.guild_id)
@@ -423,3 +464,94 @@ async def test_resume_then_restart_keeps_the_world(fake: FakeDiscord) -> None:
         assert fake.identifies == 2
         click = await fake.click(result, "Refine")  # the message survived; the persistent view answers
         assert (await click.wait_modal())["title"] == "Refine"
+
+
+async def test_dm_slash_command_is_answered_in_the_dm(fake: FakeDiscord, bot: TinyBot) -> None:
+    """A command used in the bot's DM arrives as Discord sends it there, and every answer (callback,
+    followups, a button's modal, a REST send to ``create_dm()``'s channel) lands in that DM."""
+    image = fake.add_cdn_file(_png(), "cat.png")
+    command = await fake.slash("retouch", dm=True, image=image)
+    result = await command.wait_followup(predicate=lambda m: bool(m["attachments"]))
+    dm = str(fake.dm_channel_id())
+    assert command.in_dm and result["channel_id"] == dm
+    assert result["content"] == f"None:DMChannel:User:True:{len(_png())}"
+    assert result["interaction_metadata"]["authorizing_integration_owners"] == {"0": "0"}
+    sent = next(e["d"] for e in fake.gateway_events_sent if e.get("t") == "INTERACTION_CREATE")
+    assert not {"guild_id", "guild", "member", "guild_locale"} & set(sent)
+    assert (sent["user"]["id"], sent["channel_id"], sent["context"]) == (str(fake.member_id), dm, 1)
+    assert sent["channel"]["type"] == 1 and sent["channel"]["recipients"] == [sent["user"]]
+    assert sent["authorizing_integration_owners"] == {"0": "0"}
+    by_rest = await fake.wait_for_message(lambda m: m["content"] == "sent by REST")
+    assert by_rest["channel_id"] == dm and "interaction_metadata" not in by_rest
+    assert (await bot.create_dm(discord.Object(fake.member_id))).id == int(dm)
+
+    click = await fake.click(result, "Refine")
+    assert click.in_dm and (await click.wait_modal())["title"] == "Refine"
+    submit = await fake.submit_modal(click, {"prompt": "warmer"})
+    refined = await submit.wait_followup()
+    assert submit.in_dm and (refined["channel_id"], refined["content"]) == (dm, "refined: warmer @ 5")
+    assert {m["channel_id"] for m in fake.messages.values()} == {dm}  # nothing in the guild channel
+    with pytest.raises(AssertionError, match="cannot see the DM"):
+        await fake.click(result, "Refine", user=fake.add_member("other"))
+    assert fake.unanswered() == []
+
+
+async def test_dm_offers_only_global_commands_that_allow_dms(fake: FakeDiscord, bot: TinyBot) -> None:
+    """Discord's client offers guild commands only in their guild and ``guild_only`` ones (synced as
+    ``dm_permission: false``) only in servers, so the fake refuses to send those from a DM."""
+    with pytest.raises(AssertionError, match=r"no synced command 'ping' \(type 1\) in DMs"):
+        await fake.slash("ping", dm=True)
+    assert fake.commands["serveronly"]["dm_permission"] is False
+    with pytest.raises(AssertionError, match="does not offer 'serveronly' in DMs"):
+        await fake.slash("serveronly", dm=True)
+    assert fake.interactions == []
+    in_guild = await (await fake.slash("serveronly")).wait_response()
+    assert in_guild["data"]["content"] == f"{fake.guild_id}:TextChannel:Member:False"
+    image = fake.add_cdn_file(_png(), "cat.png")
+    global_in_guild = await fake.slash("retouch", image=image)
+    result = await global_in_guild.wait_followup(predicate=lambda m: bool(m["attachments"]))
+    assert result["channel_id"] == str(fake.channel_id)
+    assert result["content"] == f"{fake.guild_id}:TextChannel:Member:False:{len(_png())}"
+
+
+@pytest.mark.parametrize(
+    ("definition", "contexts"),
+    [
+        pytest.param({"guild_id": "1", "contexts": [0, 1]}, {0}, id="guild-command"),
+        pytest.param({"contexts": None, "dm_permission": True}, {0, 1}, id="default"),
+        pytest.param({"contexts": None, "dm_permission": False}, {0}, id="dm-permission-false"),
+        pytest.param({"contexts": [1, 2], "dm_permission": False}, {1}, id="contexts-win"),
+        pytest.param({"contexts": [0, 1], "integration_types": [1]}, set(), id="user-install-only"),
+    ],
+)
+def test_command_contexts(definition: dict[str, Any], contexts: set[int]) -> None:
+    """``contexts`` overrides the deprecated ``dm_permission``; without a user install there is no
+    PRIVATE_CHANNEL, and a command for user installs only is offered nowhere."""
+    assert command_contexts(definition) == contexts
+
+
+async def test_embedded_image_is_fetched_through_the_media_proxy(fake: FakeDiscord, bot: TinyBot) -> None:
+    """A linked picture reaches bots as an embed; only its ``proxy_url`` serves bytes, ``url`` is on a
+    domain that never resolves. Works the same on a message in the bot's DM."""
+    picture = _png((6, 5))
+    embed = fake.add_embed_image(picture, "sun set.png")
+    thumbnail = embed["thumbnail"]
+    assert embed["url"] == thumbnail["url"] == "https://example.invalid/sun_set.png"
+    assert (embed["type"], thumbnail["width"], thumbnail["height"]) == ("image", 6, 5)
+    assert thumbnail["proxy_url"].startswith(fake.base_url + "/") and thumbnail["proxy_url"].endswith(
+        "/sun_set.png"
+    )
+    posted = await fake.post_message(f"look {embed['url']}", embeds=[embed])
+    menu = await fake.message_command("Describe image", posted)
+    answer = (await menu.wait_response())["data"]["content"]
+    assert answer == f"sun_set.png {len(picture)} bytes 6x5 read 6x5"
+
+    in_dm = await fake.post_message(embed["url"], embeds=[embed], dm=True)
+    assert in_dm["channel_id"] == str(fake.dm_channel_id())
+    dm_menu = await fake.message_command("Describe image", in_dm)
+    assert dm_menu.in_dm and (await dm_menu.wait_response())["data"]["content"] == answer
+    assert fake.messages[dm_menu.original_id or 0]["channel_id"] == in_dm["channel_id"]
+    async with aiohttp.ClientSession() as session:
+        tampered = thumbnail["proxy_url"].replace("/sun_set.png", "/other.png")
+        async with session.get(tampered) as response:
+            assert response.status == 404
