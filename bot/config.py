@@ -43,7 +43,15 @@ class DiscordSettings(_Section):
     gateway_url: str | None = None
     dev_guilds: list[int] = Field(default_factory=list)
     # The only hosts members' images are fetched from (no fetching arbitrary URLs: SSRF).
-    cdn_hosts: list[str] = Field(default_factory=lambda: ["cdn.discordapp.com", "media.discordapp.net"])
+    # Attachments come from the first two; pictures in link embeds through the images-ext proxies.
+    cdn_hosts: list[str] = Field(
+        default_factory=lambda: [
+            "cdn.discordapp.com",
+            "media.discordapp.net",
+            "images-ext-1.discordapp.net",
+            "images-ext-2.discordapp.net",
+        ]
+    )
 
     _urls = field_validator("api_base", "gateway_url")(_loopback_or_url)
 

@@ -217,6 +217,9 @@ class JobService:
 
     async def _create(self, order: EditOrder, estimate: Estimate) -> Job:
         await self.check_limits(order.user_id, order.guild_id)
+        if order.parent_id is not None and await self._repo.get(order.parent_id) is None:
+            # "Edit image" on a result posted before this database existed names a job it never had.
+            order = replace(order, parent_id=None, parent_output=None)
         async with self._repo.transaction():
             job = await self._insert(order, estimate)
             await self._credits.reserve(

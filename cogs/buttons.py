@@ -162,7 +162,7 @@ async def refine_submitted(interaction: Interaction) -> bool:
         inputs=[as_input(images[output])],
         options=EditOptions.from_dict(parent.options),
         kind="refine",
-        parent=parent,
+        parent_id=parent.id,
         parent_output=output,
     )
     return True
@@ -229,7 +229,8 @@ async def upscale_submitted(interaction: Interaction) -> bool:
         return True
     chosen = submitted_choices(data)
     size = (chosen.get("resolution") or [""])[0]
-    output = int((chosen.get("output") or ["0"])[0])
+    picked = (chosen.get("output") or ["0"])[0]
+    output = int(picked) if picked.isdigit() else -1
     images = _result_images(interaction.message)
     if size not in upscale_sizes(parent, interaction.client.jobs.resolutions):
         await interaction.response.send_message(
@@ -248,7 +249,7 @@ async def upscale_submitted(interaction: Interaction) -> bool:
         inputs=[as_input(images[output])],
         options=replace(options, resolution=size, count=1, image_size="auto"),
         kind="upscale",
-        parent=parent,
+        parent_id=parent.id,
         parent_output=output,
     )
     return True
@@ -313,7 +314,7 @@ class RetryButton(_JobButton, template=_template("retry")):
             inputs=[InputImage(**item) for item in job.inputs],
             options=EditOptions.from_dict(job.options),
             kind="retry",
-            parent=job,
+            parent_id=job.id,
         )
 
 
@@ -340,7 +341,7 @@ class VaryButton(_JobButton, template=_template("vary")):
             inputs=[as_input(results[0])],
             options=EditOptions.from_dict(job.options),
             kind="vary",
-            parent=job,
+            parent_id=job.id,
             parent_output=0,
         )
 

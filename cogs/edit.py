@@ -66,6 +66,7 @@ EDIT_IMAGE_MODAL = re.compile(r"retouch:edit-image:(?P<message_id>[0-9]{1,20})")
 RESULT_FILE = re.compile(r"(?:SPOILER_)?retouch-(?P<job_id>[0-9]{1,20})-(?P<n>[1-4])\.\w+")
 MAX_MESSAGE_IMAGES = 4
 QUALITY_NAMES = {"low": "Low (cheapest)", "medium": "Medium", "high": "High (best, costs most)"}
+COUNT_NAMES = {str(n): str(n) for n in range(1, 5)}
 
 
 def _embedded(embed: discord.Embed) -> InputImage | None:
@@ -149,7 +150,7 @@ class EditImageModal(discord.ui.Modal, title="Edit this image"):
                 "How many versions",
                 "Each version costs credits",
                 "count",
-                {str(n): str(n) for n in range(1, 5)},
+                COUNT_NAMES,
             )
         )
         self.add_item(
@@ -215,22 +216,23 @@ class Edit(commands.Cog):
             return
         chosen = submitted_choices(data)
         server = await self.bot.guild_settings.get(interaction.guild_id)
-        quality = next(iter(chosen.get("quality", [])), None)
-        count = next(iter(chosen.get("count", [])), None)
+        quality = next((q for q in chosen.get("quality", []) if q in QUALITY_NAMES), None)
+        count = next((int(n) for n in chosen.get("count", []) if n in COUNT_NAMES), None)
+        # The bot's own result: the new edit continues its chain (no database read before the
+        # acknowledgement; the job id comes from the file's name).
         origin = result_origin(message, self.bot.user.id if self.bot.user else None)
-        parent = await self.bot.jobs.get(origin[0]) if origin is not None else None
         await start_edit(
             interaction,
             prompt=prompt,
             inputs=images,
             options=EditOptions(
                 quality=quality or server.default_quality or self.bot.settings.editing.default_quality,
-                count=int(count) if count else server.default_count or 1,
+                count=count or server.default_count or 1,
             ),
             mask=masks[0] if masks else None,
-            kind="refine" if parent is not None else "edit",
-            parent=parent,
-            parent_output=origin[1] if parent is not None and origin is not None else None,
+            kind="edit" if origin is None else "refine",
+            parent_id=None if origin is None else origin[0],
+            parent_output=None if origin is None else origin[1],
         )
 
     @app_commands.command(name="edit", description="Edit a picture with AI: attach it and say what to change")

@@ -138,7 +138,7 @@ async def start_edit(
     inputs: Sequence[InputImage],
     options: EditOptions,
     kind: str = "edit",
-    parent: Job | None = None,
+    parent_id: int | None = None,
     parent_output: int | None = None,
     mask: InputImage | None = None,
     confirmed: bool = False,
@@ -169,7 +169,7 @@ async def start_edit(
         options=EditOptions.from_dict({**options.to_dict(), "upload_limit": interaction.filesize_limit}),
         mask=mask,
         kind=kind,
-        parent_id=parent.id if parent is not None else None,
+        parent_id=parent_id,
         parent_output=parent_output,
         application_id=interaction.application_id,
         interaction_token=interaction.token,
@@ -198,7 +198,7 @@ async def start_edit(
             and not confirmed
             and needs_confirmation(interaction, server, estimate, balance)
         ):
-            view = ConfirmView(order, estimate, parent)
+            view = ConfirmView(order, estimate)
             await bot.jobs.unnote(order)  # nothing may start before the member confirms
             await _withdraw(interaction, status, render.confirm_text(estimate, balance), view)
             return None
@@ -237,11 +237,10 @@ async def _withdraw(
 class ConfirmView(discord.ui.View):
     """Go / no-go on an expensive edit; in memory only, as it is answered within minutes."""
 
-    def __init__(self, order: EditOrder, estimate: Estimate, parent: Job | None) -> None:
+    def __init__(self, order: EditOrder, estimate: Estimate) -> None:
         super().__init__(timeout=CONFIRM_TIMEOUT)
         self.order = order
         self.estimate = estimate
-        self.parent = parent
 
     @discord.ui.button(label="Confirm", style=discord.ButtonStyle.success)
     async def confirm(self, interaction: Interaction, button: discord.ui.Button[ConfirmView]) -> None:
@@ -255,7 +254,7 @@ class ConfirmView(discord.ui.View):
             inputs=self.order.images,
             options=self.order.options,
             kind=self.order.kind,
-            parent=self.parent,
+            parent_id=self.order.parent_id,
             parent_output=self.order.parent_output,
             mask=self.order.mask,
             confirmed=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -149,6 +150,20 @@ async def test_a_2k_edit_comes_back_at_the_size_worked_out_from_the_first_image(
     _, files = fal_harness.delivery.delivered[0]
     assert decode(files[0].path.read_bytes()).size == (1536, 2048)
     assert final.credits_charged == 28  # one high-quality image at 2K
+
+
+async def test_a_parent_this_database_never_had_is_dropped_not_fatal(
+    harness: Harness, static_files: StaticFiles
+) -> None:
+    url = static_files.add("a.png", png())
+    first = await harness.submit(order(url))
+    unknown = replace(order(url), kind="refine", parent_id=first.id + 100, parent_output=0)
+    second = await harness.submit(unknown)
+    assert (second.parent_id, second.parent_output) == (None, None)
+    known = await harness.submit(replace(order(url), kind="refine", parent_id=first.id, parent_output=0))
+    assert known.parent_id == first.id
+    for job in (first, second, known):
+        assert (await harness.service.wait_settled(job.id)).state is JobState.DONE
 
 
 async def test_a_preset_only_host_offers_only_1k(harness: Harness) -> None:
