@@ -143,15 +143,9 @@ class EachlabsProvider:
     resolutions = frozenset({"1K"})
 
     def __init__(self, settings: HostSettings, session: aiohttp.ClientSession) -> None:
-        if settings.api_key is None:
-            raise ValueError("providers.eachlabs.api_key is required")
         self._settings = settings
-        self._api = JsonApi(
-            host=self.name,
-            session=session,
-            headers={"X-API-Key": settings.api_key.get_secret_value()},
-            timeout=settings.request_timeout,
-            parse_error=_parse_error,
+        self._api = JsonApi.keyed(
+            self.name, settings, session, auth=("X-API-Key", "{key}"), parse_error=_parse_error
         )
 
     async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:

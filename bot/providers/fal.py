@@ -156,14 +156,12 @@ class FalProvider:
     resolutions = frozenset(RESOLUTIONS)
 
     def __init__(self, settings: HostSettings, session: aiohttp.ClientSession) -> None:
-        if settings.api_key is None:
-            raise ValueError("providers.fal.api_key is required")
         self._settings = settings
-        self._api = JsonApi(
-            host=self.name,
-            session=session,
-            headers={"Authorization": f"Key {settings.api_key.get_secret_value()}"},
-            timeout=settings.request_timeout,
+        self._api = JsonApi.keyed(
+            self.name,
+            settings,
+            session,
+            auth=("Authorization", "Key {key}"),
             parse_error=parse_error,
             content_codes=CONTENT_CODES,
         )

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from bot.config import HostSettings
 from bot.providers.base import (
     AuthFailed,
     ContentRejected,
@@ -130,6 +131,31 @@ class JsonApi:
     timeout: float
     parse_error: ErrorParser
     content_codes: frozenset[str] = frozenset()
+
+    @classmethod
+    def keyed(
+        cls,
+        host: str,
+        settings: HostSettings,
+        session: aiohttp.ClientSession,
+        *,
+        auth: tuple[str, str],
+        parse_error: ErrorParser,
+        content_codes: frozenset[str] = frozenset(),
+    ) -> JsonApi:
+        """The API of a host configured under `providers.<host>`, authenticated with its key:
+        `auth` is the header and its value, with `{key}` where the key goes."""
+        if settings.api_key is None:
+            raise ValueError(f"providers.{host}.api_key is required")
+        header, value = auth
+        return cls(
+            host=host,
+            session=session,
+            headers={header: value.format(key=settings.api_key.get_secret_value())},
+            timeout=settings.request_timeout,
+            parse_error=parse_error,
+            content_codes=content_codes,
+        )
 
     async def call(self, method: str, url: str, body: Any = None) -> dict[str, Any]:
         reply = await request_json(
