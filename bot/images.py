@@ -109,10 +109,10 @@ def fit_under(data: bytes, limit: int) -> Fitted:
     The order keeps quality where it can: first the same pixels in a smaller encoding
     (optimised PNG, then WebP at high quality), and only then fewer pixels.
     """
-    info = inspect(data)
-    if info.size <= limit:
-        return Fitted(data, info, changed=False)
-    with Image.open(io.BytesIO(data)) as opened:
+    opened, info = _decoded(data)
+    with opened:
+        if info.size <= limit:
+            return Fitted(data, info, changed=False)
         image = as_8bit(ImageOps.exif_transpose(opened))
         image.load()
     if max(image.size) > WEBP_MAX_SIDE:
