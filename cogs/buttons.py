@@ -140,12 +140,24 @@ def uploaded_files(data: Mapping[str, Any], custom_id: str) -> list[Mapping[str,
     return [resolved[attachment_id] for attachment_id in ids if attachment_id in resolved]
 
 
+def modal_submitted(interaction: Interaction, form: re.Pattern[str]) -> re.Match[str] | None:
+    """The custom_id of a submitted modal of this form, matched; None for any other interaction.
+
+    The bot's forms are answered here, from the custom_id, rather than by the Modal objects,
+    because discord.py drops the submit of a modal sent before a restart.
+    """
+    if interaction.type is not discord.InteractionType.modal_submit:
+        return None
+    data: Mapping[str, Any] = interaction.data or {}
+    return form.fullmatch(str(data.get("custom_id", "")))
+
+
 async def refine_submitted(interaction: Interaction) -> bool:
     """Run a Refine (or Use N) from its submitted modal; False when it is not one."""
-    data: Mapping[str, Any] = interaction.data or {}
-    match = REFINE_MODAL.fullmatch(str(data.get("custom_id", "")))
-    if interaction.type is not discord.InteractionType.modal_submit or match is None:
+    match = modal_submitted(interaction, REFINE_MODAL)
+    if match is None:
         return False
+    data: Mapping[str, Any] = interaction.data or {}
     parent = await _job(interaction, int(match["job_id"]))
     if parent is None:
         return True
@@ -220,10 +232,10 @@ class UpscaleModal(discord.ui.Modal, title="Upscale this edit"):
 
 async def upscale_submitted(interaction: Interaction) -> bool:
     """Run an Upscale from its submitted modal; False when it is not one."""
-    data: Mapping[str, Any] = interaction.data or {}
-    match = UPSCALE_MODAL.fullmatch(str(data.get("custom_id", "")))
-    if interaction.type is not discord.InteractionType.modal_submit or match is None:
+    match = modal_submitted(interaction, UPSCALE_MODAL)
+    if match is None:
         return False
+    data: Mapping[str, Any] = interaction.data or {}
     parent = await _job(interaction, int(match["job_id"]))
     if parent is None:
         return True

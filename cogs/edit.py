@@ -20,6 +20,7 @@ from cogs import render
 from cogs.buttons import (
     DYNAMIC_ITEMS,
     MODAL_PROMPT_MAX,
+    modal_submitted,
     refine_submitted,
     result_message,
     submitted_choices,
@@ -184,10 +185,9 @@ class Edit(commands.Cog):
     async def on_interaction(self, interaction: Interaction) -> None:
         if await refine_submitted(interaction) or await upscale_submitted(interaction):
             return
-        data: Mapping[str, Any] = interaction.data or {}
-        match = EDIT_IMAGE_MODAL.fullmatch(str(data.get("custom_id", "")))
-        if interaction.type is discord.InteractionType.modal_submit and match is not None:
-            await self._edit_image_submitted(interaction, int(match["message_id"]), data)
+        match = modal_submitted(interaction, EDIT_IMAGE_MODAL)
+        if match is not None:
+            await self._edit_image_submitted(interaction, int(match["message_id"]), interaction.data or {})
 
     async def _edit_image_submitted(
         self, interaction: Interaction, message_id: int, data: Mapping[str, Any]
