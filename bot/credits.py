@@ -134,7 +134,8 @@ class Balance:
 
 @dataclass(frozen=True)
 class Spend:
-    """The owner's money across all servers, counting open reservations as spent."""
+    """The owner's money, counting open reservations as spent: across all servers (with the
+    owner's caps), or in one server (`guild_id`), which is what that server's admins may see."""
 
     day_usd_micros: int
     month_usd_micros: int
@@ -142,6 +143,7 @@ class Spend:
     month_cap_micros: int | None
     day_resets_at: datetime
     month_resets_at: datetime
+    guild_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -665,20 +667,23 @@ class CreditService:
         """Per member, the jobs settled since `since`: credits charged, edits delivered, owner USD."""
         return await self._ledger.usage(guild_id, since)
 
-    async def spend(self) -> Spend:
+    async def spend(self, guild_id: int | None = None) -> Spend:
+        """Spend in every server against the owner's caps, or in one server (no caps: they are
+        the owner's, across servers)."""
         now = self._now()
         day_start, day_end = _budget_window("day", now)
         month_start, month_end = _budget_window("month", now)
-        day, month = await self._ledger.committed_usd(day_start, month_start)
+        day, month = await self._ledger.committed_usd(day_start, month_start, guild_id=guild_id)
+        everywhere = guild_id is None
+        day_cap, month_cap = self._budget.usd_per_day, self._budget.usd_per_month
         return Spend(
             day_usd_micros=day,
             month_usd_micros=month,
-            day_cap_micros=None if self._budget.usd_per_day is None else _micros(self._budget.usd_per_day),
-            month_cap_micros=None
-            if self._budget.usd_per_month is None
-            else _micros(self._budget.usd_per_month),
+            day_cap_micros=_micros(day_cap) if everywhere and day_cap is not None else None,
+            month_cap_micros=_micros(month_cap) if everywhere and month_cap is not None else None,
             day_resets_at=day_end,
             month_resets_at=month_end,
+            guild_id=guild_id,
         )
 
     async def export_csv(self, guild_id: int) -> str:

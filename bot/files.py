@@ -40,6 +40,10 @@ class FileStore:
     def mask_path(self, job_id: int, idx: int, extension: str) -> Path:
         return self.job_dir(job_id) / f"mask-{idx}.{extension}"
 
+    def remove_job(self, job_id: int) -> None:
+        """Delete a job's kept files now (a deleted result). Synchronous: run it in a thread."""
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
     def prune(self, *, older_than: float, max_bytes: int) -> int:
         """Delete job folders past retention, then the oldest until under the cap; returns how
         many. Synchronous (walks the disk): run it in a thread."""

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import aiohttp
 
-from bot import images, sizes
+from bot import access, images, sizes
+from bot.access import Act, Actor, JobHidden
 from bot.credits import Balance, CreditError, CreditService, Estimate, InsufficientCredits, MemberBlocked
 from bot.edits import (
     MEMBER_MESSAGES,
@@ -217,8 +218,12 @@ class JobService:
 
     async def _create(self, order: EditOrder, estimate: Estimate) -> Job:
         await self.check_limits(order.user_id, order.guild_id)
-        if order.parent_id is not None and await self._repo.get(order.parent_id) is None:
-            # "Edit image" on a result posted before this database existed names a job it never had.
+        parent = None if order.parent_id is None else await self._repo.get(order.parent_id)
+        if order.parent_id is not None and (
+            parent is None or not access.visible(parent, Actor(order.user_id, order.guild_id))
+        ):
+            # "Edit image" on a result posted before this database existed names a job it never had;
+            # and a chain never links to an edit its member could not see.
             order = replace(order, parent_id=None, parent_output=None)
         async with self._repo.transaction():
             job = await self._insert(order, estimate)
@@ -271,15 +276,14 @@ class JobService:
         if guild_id is not None and server_open >= self._max_per_server:
             raise TooManyJobs("server", self._max_per_server)
 
-    def queue_length(self) -> int:
-        return len(self._queue)
-
-    async def in_flight(self) -> int:
-        """Edits past the line: being submitted, running at a host, or being delivered."""
-        counts = await self._repo.count_by_state()
-        return sum(
+    async def load(self, guild_id: int | None = None) -> tuple[int, int]:
+        """Edits waiting in line, and past it (being submitted, running at a host, or being
+        delivered): in every server, or in one, which is all a server's admin may see."""
+        counts = await self._repo.count_by_state(guild_id)
+        in_flight = sum(
             counts.get(state, 0) for state in (JobState.SUBMITTING, JobState.RUNNING, JobState.DELIVERING)
         )
+        return counts.get(JobState.QUEUED, 0), in_flight
 
     def queue_position(self, job_id: int) -> int | None:
         return self._queue.position(job_id)
@@ -287,22 +291,51 @@ class JobService:
     async def get(self, job_id: int) -> Job | None:
         return await self._repo.get(job_id)
 
-    async def recent(self, user_id: int, *, limit: int = 10) -> list[Job]:
-        return await self._repo.recent(user_id, limit=limit)
+    async def acting_on(self, job_id: int, actor: Actor, act: Act, *, message_id: int | None = None) -> Job:
+        """The job, when `actor` may do `act` on it (see `access.check`); a button's act is also
+        bound to the message it was pressed on, which must be one that carries this job.
+
+        Raises JobHidden or ActRefused, whose messages are what the member is told.
+        """
+        job = access.check(await self._repo.get(job_id), actor, act, job_id)
+        if message_id is not None and not await self._repo.carries(job_id, message_id):
+            raise JobHidden(job_id)
+        return job
+
+    async def shown(self, job: Job, channel_id: int | None, message_id: int) -> None:
+        """A copy of the result was posted again (/show): its buttons act on this job too."""
+        await self._repo.add_message(job.id, channel_id, message_id)
+
+    async def delete(self, job: Job) -> list[tuple[int | None, int]]:
+        """Delete a result for good: nothing shows it again, and its kept files go at once.
+
+        Returns the (channel, message) of every message that showed it, for the caller to remove.
+        """
+        if not await self._repo.mark_deleted(job.id):
+            raise JobHidden(job.id)
+        await asyncio.to_thread(self._files.remove_job, job.id)
+        messages = [(job.channel_id, message_id) for message_id in sorted(job.message_ids)]
+        log.info("job %d deleted by its requester or a moderator", job.id)
+        return messages + await self._repo.copies(job.id)
+
+    async def recent(self, user_id: int, guild_id: int | None, *, limit: int = 10) -> list[Job]:
+        """The member's latest edits in this server (or in DMs), the ones /show can bring back here."""
+        return await self._repo.recent(user_id, guild_id, limit=limit)
 
     async def kept_outputs(self, job_id: int) -> list[Path]:
         """The job's result files still on disk (retention may have pruned them)."""
         paths = [Path(o.path) for o in await self._repo.outputs(job_id) if o.path is not None]
         return await asyncio.to_thread(lambda: [path for path in paths if path.exists()])
 
-    async def chain(self, job_id: int, *, limit: int = 10) -> list[Job]:
-        """The edits this one continued from, nearest first, so a chain can be retraced."""
-        found: list[Job] = []
+    async def chain(self, job_id: int, actor: Actor, *, limit: int = 10) -> list[Job | None]:
+        """The edits this one continued from, nearest first, so a chain can be retraced; an edit
+        `actor` may not see (another member's private one, a deleted one) is None, a gap."""
+        found: list[Job | None] = []
         job = await self._repo.get(job_id)
         while job is not None and job.parent_id is not None and len(found) < limit:
             job = await self._repo.get(job.parent_id)
             if job is not None:
-                found.append(job)
+                found.append(job if access.visible(job, actor) else None)
         return found
 
     async def wait_settled(self, job_id: int) -> Job:

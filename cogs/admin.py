@@ -1,7 +1,8 @@
 """/retouch: health, pause, server settings, the owner's budget and the audit trail.
 
-Server admins (Manage Server) act on their own server; the application owner also sees the
-whole bot and can pause it everywhere. Both are checked here, not only by Discord's defaults.
+Server admins (Manage Server) act on and see their own server only: its queue and its spend.
+The application owner sees the whole bot and can pause it everywhere. Both are checked here, not
+only by Discord's defaults.
 """
 
 from __future__ import annotations
@@ -44,18 +45,27 @@ class Admin(commands.GroupCog, group_name="retouch", group_description="Run and 
     async def _say(self, interaction: Interaction, text: str) -> None:
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=render.NO_PINGS)
 
+    async def _scope(self, interaction: Interaction) -> int | None:
+        """The server whose queue and spend this member may see; None (every server) for the owner."""
+        if await self.bot.is_owner(interaction.user):
+            return None
+        assert interaction.guild_id is not None  # interaction_check: an admin is in a server
+        return interaction.guild_id
+
     @app_commands.command(name="status", description="Health, queue, hosts and today's spend")
     async def status(self, interaction: Interaction) -> None:
         jobs = self.bot.jobs
+        scope = await self._scope(interaction)
         server = await self.bot.guild_settings.get(interaction.guild_id)
+        queued, in_flight = await jobs.load(scope)
         snapshot = render.StatusSnapshot(
             version=__version__,
             started_at=self.bot.started_at,
             latency=self.bot.latency,
-            queued=jobs.queue_length(),
-            in_flight=await jobs.in_flight(),
+            queued=queued,
+            in_flight=in_flight,
             hosts=self.bot.router.health(),
-            spend=await self.bot.credits.spend(),
+            spend=await self.bot.credits.spend(scope),
             paused_here=server.paused,
             paused_everywhere=jobs.paused,
         )
@@ -137,7 +147,8 @@ class Admin(commands.GroupCog, group_name="retouch", group_description="Run and 
         name="budget", description="What the hosts cost today and this month, against the caps"
     )
     async def budget(self, interaction: Interaction) -> None:
-        await self._say(interaction, render.spend_text(await self.bot.credits.spend()))
+        scope = await self._scope(interaction)
+        await self._say(interaction, render.spend_text(await self.bot.credits.spend(scope)))
 
     @app_commands.command(name="audit", description="Recent moderator and owner actions on this server")
     @app_commands.guild_only()

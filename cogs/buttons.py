@@ -1,12 +1,16 @@
 """The buttons under progress and results, alive across restarts.
 
 Each is a `DynamicItem` whose custom_id holds only a job id (and an output index). The id
-carries no authority: anyone may Refine, Retry or Use a result and pays with their own
-credits, while Cancel and Delete check the job's owner (or Manage Server) in the database.
+carries no authority: every press asks the job service whether this member may do this to that
+job, here, from this message (`bot.access`): anyone in the job's server may Refine, Retry, Vary,
+Use or Upscale a public result and pays with their own credits, a private one is its requester's
+alone, and Cancel and Delete are for the requester or the server's moderators. A failure of any
+kind is answered through `cogs.errors`, so the member never sees a bare "interaction failed".
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -14,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.access import Act
 from bot.edits import EditOptions, InputImage
 from bot.providers.base import RESOLUTIONS
 from cogs import render
-from cogs.flow import as_input, can_moderate, start_edit
+from cogs.errors import answering
+from cogs.flow import actor_of, as_input, start_edit
 from storage.jobs import Job
 
 if TYPE_CHECKING:
@@ -27,25 +33,13 @@ if TYPE_CHECKING:
 
 # A text input in a modal holds at most 4000 characters (Discord's limit).
 MODAL_PROMPT_MAX = 4000
-GONE = "That edit no longer exists."
 
 
-async def _job(interaction: Interaction, job_id: int) -> Job | None:
-    job = await interaction.client.jobs.get(job_id)
-    if job is None:
-        await interaction.response.send_message(GONE, ephemeral=True)
-    return job
-
-
-async def _owned_job(interaction: Interaction, job_id: int, verb: str) -> Job | None:
-    """The job when the presser asked for it or moderates here; otherwise they are told no."""
-    job = await _job(interaction, job_id)
-    if job is not None and interaction.user.id != job.user_id and not can_moderate(interaction):
-        await interaction.response.send_message(
-            f"Only the member who asked for this edit, or a moderator, can {verb} it.", ephemeral=True
-        )
-        return None
-    return job
+async def _job(interaction: Interaction, job_id: int, act: Act) -> Job:
+    """The job this press or form is about, checked for this member and bound to the message it
+    came from (a form opened from a button carries that button's message)."""
+    message_id = interaction.message.id if interaction.message is not None else 0
+    return await interaction.client.jobs.acting_on(job_id, actor_of(interaction), act, message_id=message_id)
 
 
 def _result_images(message: discord.Message | None) -> list[discord.Attachment]:
@@ -53,9 +47,10 @@ def _result_images(message: discord.Message | None) -> list[discord.Attachment]:
 
 
 class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"$^"):
-    """A button about one job: `retouch:<action>:<job id>[:<output>]`."""
+    """A button about one job: `retouch:<action>:<job id>[:<output>]`. A press is checked and its
+    failures answered here; `run` does the act itself."""
 
-    action = ""
+    action = Act.INFO
     label = ""
     emoji: str | None = None
     style = discord.ButtonStyle.secondary
@@ -72,6 +67,13 @@ class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"$^")
         )
         self.job_id = job_id
         self.output = output
+
+    async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
+        async with answering(interaction, f"the {self.action.value} button of job {self.job_id}"):
+            await self.run(interaction, await _job(interaction, self.job_id, self.action))
+
+    async def run(self, interaction: Interaction, job: Job) -> None:
+        raise NotImplementedError
 
     @classmethod
     async def from_custom_id(
@@ -157,17 +159,20 @@ async def refine_submitted(interaction: Interaction) -> bool:
     match = modal_submitted(interaction, REFINE_MODAL)
     if match is None:
         return False
+    async with answering(interaction, "a Refine form"):
+        await _refine(interaction, await _job(interaction, int(match["job_id"]), Act.REFINE), match)
+    return True
+
+
+async def _refine(interaction: Interaction, parent: Job, match: re.Match[str]) -> None:
     data: Mapping[str, Any] = interaction.data or {}
-    parent = await _job(interaction, int(match["job_id"]))
-    if parent is None:
-        return True
     output = int(match["output"])
     images = _result_images(interaction.message)
     if output >= len(images):
         await interaction.response.send_message(
             "That result has no image left to refine; run a new /edit instead.", ephemeral=True
         )
-        return True
+        return
     await start_edit(
         interaction,
         prompt=submitted_values(data).get("prompt", ""),
@@ -177,7 +182,6 @@ async def refine_submitted(interaction: Interaction) -> bool:
         parent_id=parent.id,
         parent_output=output,
     )
-    return True
 
 
 UPSCALE_MODAL = re.compile(r"retouch:upscale-modal:(?P<job_id>[0-9]{1,20})")
@@ -235,11 +239,13 @@ async def upscale_submitted(interaction: Interaction) -> bool:
     match = modal_submitted(interaction, UPSCALE_MODAL)
     if match is None:
         return False
-    data: Mapping[str, Any] = interaction.data or {}
-    parent = await _job(interaction, int(match["job_id"]))
-    if parent is None:
-        return True
-    chosen = submitted_choices(data)
+    async with answering(interaction, "an Upscale form"):
+        await _upscale(interaction, await _job(interaction, int(match["job_id"]), Act.UPSCALE))
+    return True
+
+
+async def _upscale(interaction: Interaction, parent: Job) -> None:
+    chosen = submitted_choices(interaction.data or {})
     size = (chosen.get("resolution") or [""])[0]
     picked = (chosen.get("output") or ["0"])[0]
     output = int(picked) if picked.isdigit() else -1
@@ -248,12 +254,12 @@ async def upscale_submitted(interaction: Interaction) -> bool:
         await interaction.response.send_message(
             "This bot's image host cannot make that size any more; pick another.", ephemeral=True
         )
-        return True
+        return
     if not 0 <= output < len(images):
         await interaction.response.send_message(
             "That result has no image left to upscale; run a new /edit instead.", ephemeral=True
         )
-        return True
+        return
     options = EditOptions.from_dict(parent.options)
     await start_edit(
         interaction,
@@ -264,25 +270,22 @@ async def upscale_submitted(interaction: Interaction) -> bool:
         parent_id=parent.id,
         parent_output=output,
     )
-    return True
 
 
 class RefineButton(_JobButton, template=_template("refine")):
     """Refine (or, with an output index, "Use N"): this result becomes the next reference."""
 
-    action = "refine"
+    action = Act.REFINE
     label = "Refine"
     emoji: str | None = "✏️"
     style = discord.ButtonStyle.primary
 
-    async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
-        job = await _job(interaction, self.job_id)
-        if job is not None:
-            await interaction.response.send_modal(RefineModal(job, self.output or 0))
+    async def run(self, interaction: Interaction, job: Job) -> None:
+        await interaction.response.send_modal(RefineModal(job, self.output or 0))
 
 
 class UseButton(RefineButton, template=_template("use")):
-    action = "use"
+    action = Act.USE
     label = "Use"
     emoji = None
     style = discord.ButtonStyle.secondary
@@ -291,14 +294,11 @@ class UseButton(RefineButton, template=_template("use")):
 class UpscaleButton(_JobButton, template=_template("upscale")):
     """A larger copy of the result, where the bot's hosts can make 2K or 4K."""
 
-    action = "upscale"
+    action = Act.UPSCALE
     label = "Upscale"
     emoji = "🔍"
 
-    async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
-        job = await _job(interaction, self.job_id)
-        if job is None:
-            return
+    async def run(self, interaction: Interaction, job: Job) -> None:
         sizes = upscale_sizes(job, interaction.client.jobs.resolutions)
         if not sizes:
             await interaction.response.send_message(
@@ -312,14 +312,11 @@ class UpscaleButton(_JobButton, template=_template("upscale")):
 class RetryButton(_JobButton, template=_template("retry")):
     """The same request again: same references, prompt and options."""
 
-    action = "retry"
+    action = Act.RETRY
     label = "Retry"
     emoji = "🔁"
 
-    async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
-        job = await _job(interaction, self.job_id)
-        if job is None:
-            return
+    async def run(self, interaction: Interaction, job: Job) -> None:
         await start_edit(
             interaction,
             prompt=job.prompt,
@@ -333,14 +330,11 @@ class RetryButton(_JobButton, template=_template("retry")):
 class VaryButton(_JobButton, template=_template("vary")):
     """Another take: the same prompt again, starting from this result instead of the original."""
 
-    action = "vary"
+    action = Act.VARY
     label = "Vary"
     emoji = "🎲"
 
-    async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
-        job = await _job(interaction, self.job_id)
-        if job is None:
-            return
+    async def run(self, interaction: Interaction, job: Job) -> None:
         results = _result_images(interaction.message)
         if not results:
             await interaction.response.send_message(
@@ -359,44 +353,44 @@ class VaryButton(_JobButton, template=_template("vary")):
 
 
 class InfoButton(_JobButton, template=_template("info")):
-    action = "info"
+    action = Act.INFO
     label = "Info"
     emoji = "ℹ️"
 
-    async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
-        job = await _job(interaction, self.job_id)
-        if job is None:
-            return
-        chain = await interaction.client.jobs.chain(job.id)
+    async def run(self, interaction: Interaction, job: Job) -> None:
+        chain = await interaction.client.jobs.chain(job.id, actor_of(interaction))
         await interaction.response.send_message(
             embed=render.info_embed(job, chain), ephemeral=True, allowed_mentions=render.NO_PINGS
         )
 
 
 class DeleteButton(_JobButton, template=_template("delete")):
-    action = "delete"
+    action = Act.DELETE
     label = "Delete"
     emoji = "🗑️"
     style = discord.ButtonStyle.danger
 
-    async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
-        if await _owned_job(interaction, self.job_id, "delete") is None:
-            return
+    async def run(self, interaction: Interaction, job: Job) -> None:
+        """The pressed message goes through the interaction (which can also remove a private one);
+        every other message that showed the result is removed where the bot still can."""
+        shown = await interaction.client.jobs.delete(job)
         await interaction.response.defer()
-        if interaction.message is not None:
-            await interaction.message.delete()
+        await interaction.delete_original_response()
+        pressed = interaction.message.id if interaction.message is not None else None
+        for channel_id, message_id in shown:
+            if message_id != pressed and channel_id is not None:
+                channel = interaction.client.get_partial_messageable(channel_id)
+                with contextlib.suppress(discord.NotFound, discord.Forbidden):
+                    await channel.get_partial_message(message_id).delete()
 
 
 class CancelButton(_JobButton, template=_template("cancel")):
-    action = "cancel"
+    action = Act.CANCEL
     label = "Cancel"
     emoji = "✖️"
     style = discord.ButtonStyle.danger
 
-    async def callback(self, interaction: Interaction) -> None:  # type: ignore[override]
-        job = await _owned_job(interaction, self.job_id, "cancel")
-        if job is None:
-            return
+    async def run(self, interaction: Interaction, job: Job) -> None:
         cancelled = await interaction.client.jobs.cancel(job.id)
         if cancelled is None:
             await interaction.response.send_message(

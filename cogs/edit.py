@@ -13,6 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.access import Act
 from bot.edits import EditOptions, InputImage
 from bot.masks import mask_problem
 from bot.providers.base import IMAGE_SIZES, RESOLUTIONS
@@ -29,7 +30,8 @@ from cogs.buttons import (
     upscale_sizes,
     upscale_submitted,
 )
-from cogs.flow import NOT_IN_DMS, as_input, can_moderate, facts, first_problem, start_edit, uploaded_input
+from cogs.errors import answering
+from cogs.flow import NOT_IN_DMS, actor_of, as_input, facts, first_problem, start_edit, uploaded_input
 from storage.jobs import JobState
 
 if TYPE_CHECKING:
@@ -187,7 +189,10 @@ class Edit(commands.Cog):
             return
         match = modal_submitted(interaction, EDIT_IMAGE_MODAL)
         if match is not None:
-            await self._edit_image_submitted(interaction, int(match["message_id"]), interaction.data or {})
+            async with answering(interaction, "an Edit image form"):
+                await self._edit_image_submitted(
+                    interaction, int(match["message_id"]), interaction.data or {}
+                )
 
     async def _edit_image_submitted(
         self, interaction: Interaction, message_id: int, data: Mapping[str, Any]
@@ -309,9 +314,9 @@ class Edit(commands.Cog):
             return
         await interaction.response.send_modal(EditImageModal(message.id))
 
-    @app_commands.command(name="history", description="Your recent edits, with links to the results")
+    @app_commands.command(name="history", description="Your recent edits here, with links to the results")
     async def history(self, interaction: Interaction) -> None:
-        jobs = await self.bot.jobs.recent(interaction.user.id, limit=10)
+        jobs = await self.bot.jobs.recent(interaction.user.id, interaction.guild_id, limit=10)
         await interaction.response.send_message(
             render.history_text(jobs), ephemeral=True, allowed_mentions=render.NO_PINGS
         )
@@ -319,12 +324,10 @@ class Edit(commands.Cog):
     @app_commands.command(name="show", description="Bring back one of your edits with its buttons")
     @app_commands.describe(job="The edit's number, as shown in /history (e.g. 42)")
     async def show(self, interaction: Interaction, job: app_commands.Range[int, 1]) -> None:
-        found = await self.bot.jobs.get(job)
-        if found is None or (found.user_id != interaction.user.id and not can_moderate(interaction)):
-            await interaction.response.send_message(
-                f"You have no edit #{job}; /history lists yours.", ephemeral=True
-            )
-            return
+        """Only in the server the edit was made in; a private edit only to its requester and only
+        privately; a moderator may show the server's public edits. The new message carries the
+        job's buttons, so it is recorded as one of the job's messages."""
+        found = await self.bot.jobs.acting_on(job, actor_of(interaction), Act.SHOW)
         if found.state is not JobState.DONE:
             await interaction.response.send_message(render.not_done_text(found), ephemeral=True)
             return
@@ -344,7 +347,13 @@ class Edit(commands.Cog):
             ],
             upscale=bool(upscale_sizes(found, self.bot.jobs.resolutions)),
         )
-        await interaction.response.send_message(**message, allowed_mentions=render.NO_PINGS)
+        sent = await interaction.response.send_message(
+            **message, ephemeral=found.private, allowed_mentions=render.NO_PINGS
+        )
+        message_id = sent.message_id if sent is not None else None
+        if message_id is None:
+            message_id = (await interaction.original_response()).id
+        await self.bot.jobs.shown(found, interaction.channel_id, message_id)
 
 
 async def setup(bot: Retouch) -> None:

@@ -1,17 +1,27 @@
-"""One place that answers a member when a command fails unexpectedly, and logs it once.
+"""One place that answers a member when anything they started fails, and logs it once.
 
-Without it, an exception inside a command leaves Discord showing "The application did not
-respond", which tells the member nothing.
+Slash commands and context menus reach it through the tree's error hook; buttons and submitted
+forms through `answering`, since discord.py only logs their failures and the member would see
+Discord's bare "This interaction failed". A refusal the core raises on purpose (not yours, no
+credits, too many edits) gets its own sentence; anything unexpected gets one short sentence with
+a reference that the log line carries too, so the owner can find it.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
+
+from bot.access import AccessError
+from bot.credits import CreditError
+from bot.edits import EditsPaused, TooManyJobs
 
 if TYPE_CHECKING:
     from bot.app import Retouch
@@ -20,7 +30,71 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SORRY = "Something went wrong on the bot's side; try again, and tell the server owner if it keeps happening."
+SORRY = (
+    "Something went wrong on the bot's side (reference {ref}); "
+    "try again, and tell the server owner if it keeps happening."
+)
+
+
+PAUSED = "Retouch is not taking new edits right now (it may be restarting); try again in a minute."
+
+
+def too_many_text(error: TooManyJobs) -> str:
+    if error.scope == "member":
+        return f"You already have {error.limit} edits in progress; wait for one to finish, or cancel one."
+    return f"This server already has {error.limit} edits in progress; try again in a minute."
+
+
+def refusal(error: Exception) -> str:
+    """The sentence for a refusal of a new edit (limits, credits, pause)."""
+    if isinstance(error, TooManyJobs):
+        return too_many_text(error)
+    if isinstance(error, CreditError):
+        return error.message
+    return PAUSED
+
+
+def member_text(error: BaseException) -> str | None:
+    """The sentence for a refusal the core raised on purpose; None for anything unexpected."""
+    if isinstance(error, AccessError):
+        return error.message
+    if isinstance(error, (CreditError, TooManyJobs, EditsPaused)):
+        return refusal(error)
+    return None
+
+
+async def report(interaction: Interaction, error: BaseException, what: str) -> None:
+    """Tell the member privately what went wrong with `what`, and log the unexpected once."""
+    if isinstance(error, app_commands.CommandInvokeError):
+        error = error.original
+    text = member_text(error)
+    if text is None:
+        ref = secrets.token_hex(4)
+        text = SORRY.format(ref=ref)
+        log.error(
+            "%s failed for user %s in guild %s (reference %s)",
+            what,
+            interaction.user.id,
+            interaction.guild_id,
+            ref,
+            exc_info=error,
+        )
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+    except discord.HTTPException:
+        log.info("could not tell the member about the failure of %s", what)
+
+
+@asynccontextmanager
+async def answering(interaction: Interaction, what: str) -> AsyncIterator[None]:
+    """Run a button's or a form's work; whatever it raises is answered by `report`."""
+    try:
+        yield
+    except Exception as error:
+        await report(interaction, error, what)
 
 
 class Errors(commands.Cog):
@@ -38,20 +112,7 @@ class Errors(commands.Cog):
         if isinstance(error, app_commands.CheckFailure):
             return  # the check already answered
         command = interaction.command.qualified_name if interaction.command else "?"
-        log.error(
-            "command /%s failed for user %s in guild %s",
-            command,
-            interaction.user.id,
-            interaction.guild_id,
-            exc_info=error,
-        )
-        try:
-            if interaction.response.is_done():
-                await interaction.followup.send(SORRY, ephemeral=True)
-            else:
-                await interaction.response.send_message(SORRY, ephemeral=True)
-        except discord.HTTPException:
-            log.info("could not tell the member about the failure of /%s", command)
+        await report(interaction, error, f"command /{command}")
 
 
 async def setup(bot: Retouch) -> None:

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.access import Actor
 from bot.credits import Balance, CreditError, Estimate
 from bot.edits import EditOptions, EditOrder, EditsPaused, InputImage, TooManyJobs
 from bot.guilds import ServerSettings
 from bot.validation import AttachmentFacts, attachment_problem, clean_prompt, prompt_problem
 from cogs import render
+from cogs.errors import PAUSED, refusal, report
 from storage.jobs import Job
 
 if TYPE_CHECKING:
@@ -26,7 +28,6 @@ if TYPE_CHECKING:
 
     Interaction = discord.Interaction[Retouch]
 
-PAUSED = "Retouch is not taking new edits right now (it may be restarting); try again in a minute."
 NOT_IN_DMS = "Editing in direct messages is turned off on this bot; use /edit in a server channel."
 SERVER_PAUSED = "Editing is paused on this server by its moderators; try again later."
 CONFIRM_TIMEOUT = 300.0
@@ -77,23 +78,14 @@ def first_problem(prompt: str, inputs: Sequence[InputImage]) -> str | None:
     return found
 
 
-def too_many_text(error: TooManyJobs) -> str:
-    if error.scope == "member":
-        return f"You already have {error.limit} edits in progress; wait for one to finish, or cancel one."
-    return f"This server already has {error.limit} edits in progress; try again in a minute."
-
-
-def refusal(error: Exception) -> str:
-    if isinstance(error, TooManyJobs):
-        return too_many_text(error)
-    if isinstance(error, CreditError):
-        return error.message
-    return PAUSED
-
-
 def can_moderate(interaction: Interaction) -> bool:
     """Manage Server in this channel; checked here, not only by Discord's command defaults."""
     return interaction.guild is not None and interaction.permissions.manage_guild
+
+
+def actor_of(interaction: Interaction) -> Actor:
+    """Who is acting on a job, and where, as the core's access rule needs it."""
+    return Actor(interaction.user.id, interaction.guild_id, moderates=can_moderate(interaction))
 
 
 def role_ids(interaction: Interaction) -> list[int]:
@@ -241,6 +233,11 @@ class ConfirmView(discord.ui.View):
         super().__init__(timeout=CONFIRM_TIMEOUT)
         self.order = order
         self.estimate = estimate
+
+    async def on_error(  # type: ignore[override]
+        self, interaction: Interaction, error: Exception, item: discord.ui.Item[ConfirmView]
+    ) -> None:
+        await report(interaction, error, "the confirmation of an edit")
 
     @discord.ui.button(label="Confirm", style=discord.ButtonStyle.success)
     async def confirm(self, interaction: Interaction, button: discord.ui.Button[ConfirmView]) -> None:

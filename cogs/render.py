@@ -102,7 +102,8 @@ def history_text(jobs: Sequence[Job]) -> str:
     return "\n".join(lines)[:2000]
 
 
-def info_embed(job: Job, chain: Sequence[Job]) -> discord.Embed:
+def info_embed(job: Job, chain: Sequence[Job | None]) -> discord.Embed:
+    """The edit's details; `chain` holds None for an earlier edit the reader may not see."""
     options = job.options
     embed = discord.Embed(title=f"Edit #{job.id}", description=quote_prompt(job.prompt))
     embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
@@ -121,7 +122,7 @@ def info_embed(job: Job, chain: Sequence[Job]) -> discord.Embed:
         seconds = (job.completed_at - job.submitted_at).total_seconds()
         embed.add_field(name="Time", value=f"{seconds:.0f} s")
     if chain:
-        steps = " ← ".join(f"#{parent.id}" for parent in chain)
+        steps = " ← ".join("a private edit" if parent is None else f"#{parent.id}" for parent in chain)
         embed.add_field(name="Continues from", value=steps, inline=False)
     return embed
 
@@ -230,13 +231,16 @@ def _usd(micros: int) -> str:
 
 
 def spend_text(spend: Spend) -> str:
+    everywhere = spend.guild_id is None
+
     def line(label: str, used: int, cap: int | None, resets: datetime) -> str:
-        limit = f" of {_usd(cap)}" if cap is not None else " (no cap)"
+        limit = f" of {_usd(cap)}" if cap is not None else " (no cap)" if everywhere else ""
         return f"{label}: {_usd(used)}{limit}, resets {discord.utils.format_dt(resets, 'R')}"
 
+    where = "all servers" if everywhere else "this server"
     return "\n".join(
         [
-            "Host spend (delivered and in progress):",
+            f"Host spend in {where} (delivered and in progress):",
             line("Today", spend.day_usd_micros, spend.day_cap_micros, spend.day_resets_at),
             line("This month", spend.month_usd_micros, spend.month_cap_micros, spend.month_resets_at),
         ]
@@ -260,7 +264,8 @@ def status_text(status: StatusSnapshot) -> str:
     return "\n".join(
         [
             f"**Retouch {status.version}**, up since {discord.utils.format_dt(status.started_at, 'R')}, {paused}.",
-            f"Gateway latency {latency}; {status.queued} waiting, {status.in_flight} in progress.",
+            f"Gateway latency {latency}; edits in {'all servers' if status.spend.guild_id is None else 'this server'}: "
+            f"{status.queued} waiting, {status.in_flight} in progress.",
             f"Hosts: {hosts}.",
             spend_text(status.spend),
         ]

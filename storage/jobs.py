@@ -85,6 +85,17 @@ class Job:
     submitted_at: datetime | None
     completed_at: datetime | None
     notified_at: datetime | None
+    deleted_at: datetime | None = None
+
+    @property
+    def private(self) -> bool:
+        """Shown only to the member who asked for it."""
+        return bool(self.options.get("private", False))
+
+    @property
+    def message_ids(self) -> frozenset[int]:
+        """The job's own messages: its progress message and its result (often the same one)."""
+        return frozenset(m for m in (self.status_message_id, self.result_message_id) if m is not None)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -120,6 +131,7 @@ class Job:
             submitted_at=_dt(row["submitted_at"]),
             completed_at=_dt(row["completed_at"]),
             notified_at=_dt(row["notified_at"]),
+            deleted_at=_dt(row["deleted_at"]),
         )
 
 
@@ -310,10 +322,16 @@ class JobRepository:
         assert row is not None
         return int(row[0]), int(row[1])
 
-    async def recent(self, user_id: int, *, limit: int = 10, offset: int = 0) -> list[Job]:
+    async def recent(
+        self, user_id: int, guild_id: int | None, *, limit: int = 10, offset: int = 0
+    ) -> list[Job]:
+        """The member's edits made in one server (None: in DMs), newest first, deleted ones left out."""
         async with self._conn.execute(
-            "SELECT * FROM jobs WHERE user_id = ? ORDER BY id DESC LIMIT ? OFFSET ?",
-            (user_id, limit, offset),
+            """
+            SELECT * FROM jobs WHERE user_id = ? AND guild_id IS ? AND deleted_at IS NULL
+            ORDER BY id DESC LIMIT ? OFFSET ?
+            """,
+            (user_id, guild_id, limit, offset),
         ) as cursor:
             rows = await cursor.fetchall()
         return [Job.from_row(row) for row in rows]
@@ -341,8 +359,12 @@ class JobRepository:
             rows = await cursor.fetchall()
         return [Job.from_row(row) for row in rows]
 
-    async def count_by_state(self) -> dict[JobState, int]:
-        async with self._conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state") as cursor:
+    async def count_by_state(self, guild_id: int | None = None) -> dict[JobState, int]:
+        """Jobs by state, in every server or in one (a server admin sees only their own)."""
+        async with self._conn.execute(
+            "SELECT state, COUNT(*) FROM jobs WHERE ? IS NULL OR guild_id = ? GROUP BY state",
+            (guild_id, guild_id),
+        ) as cursor:
             rows = await cursor.fetchall()
         return {JobState(row[0]): int(row[1]) for row in rows}
 
@@ -432,3 +454,44 @@ class JobRepository:
         ) as cursor:
             rows = await cursor.fetchall()
         return [JobOutput.from_row(row) for row in rows]
+
+    async def add_message(self, job_id: int, channel_id: int | None, message_id: int) -> None:
+        """Another message now carries the job's buttons (a copy /show posted)."""
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                """
+                INSERT OR IGNORE INTO job_messages (message_id, job_id, channel_id, created_at)
+                VALUES (?, ?, ?, ?)
+                """,
+                (message_id, job_id, channel_id, _ts(utcnow())),
+            )
+
+    async def carries(self, job_id: int, message_id: int) -> bool:
+        """Whether this message is one of the job's own or a copy recorded with `add_message`."""
+        async with self._conn.execute(
+            """
+            SELECT 1 FROM jobs WHERE id = ? AND ? IN (status_message_id, result_message_id)
+            UNION ALL SELECT 1 FROM job_messages WHERE job_id = ? AND message_id = ?
+            """,
+            (job_id, message_id, job_id, message_id),
+        ) as cursor:
+            return await cursor.fetchone() is not None
+
+    async def copies(self, job_id: int) -> list[tuple[int | None, int]]:
+        """The (channel, message) of every copy of the job that /show posted."""
+        async with self._conn.execute(
+            "SELECT channel_id, message_id FROM job_messages WHERE job_id = ? ORDER BY message_id", (job_id,)
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [(row[0], row[1]) for row in rows]
+
+    async def mark_deleted(self, job_id: int) -> bool:
+        """Delete the result for good; False when it already was."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE jobs SET deleted_at = ?, updated_at = ? WHERE id = ? AND deleted_at IS NULL",
+                (_ts(utcnow()), _ts(utcnow()), job_id),
+            )
+            changed = cursor.rowcount
+            await cursor.close()
+        return bool(changed)

@@ -197,8 +197,9 @@ class LedgerRepository:
             (guild_id, "" if since is None else ts(since)),
         )
 
-    async def committed_usd(self, *starts: datetime) -> list[int]:
-        """Owner money for jobs reserved since each start, all servers: held while open, spent once settled."""
+    async def committed_usd(self, *starts: datetime, guild_id: int | None = None) -> list[int]:
+        """Owner money for jobs reserved since each start, in all servers or in one: held while
+        open, spent once settled."""
         if not starts:
             return []
         windows = ", ".join(
@@ -213,11 +214,11 @@ class LedgerRepository:
                 FROM ledger r
                 JOIN credit_holds h ON h.job_id = r.job_id
                 JOIN jobs j ON j.id = r.job_id
-                WHERE r.kind = 'reserve' AND r.created_at >= ?
+                WHERE r.kind = 'reserve' AND r.created_at >= ? AND (? IS NULL OR r.guild_id = ?)
             )
             SELECT {windows} FROM costs r
         """  # noqa: S608
-        [row] = await self._rows(sql, (ts(min(starts)), *(ts(start) for start in starts)))
+        [row] = await self._rows(sql, (ts(min(starts)), guild_id, guild_id, *(ts(start) for start in starts)))
         return [int(value) for value in row]
 
     async def record_reservation(self, job_id: int, *, credits: int, usd_micros: int) -> None:

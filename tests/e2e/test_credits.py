@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Any
 
 import pytest
 
@@ -87,7 +88,11 @@ async def test_a_failed_edit_costs_nothing(
 async def test_quota_refuses_members_without_manage_server(
     retouch: InProcessBot, discord_fake: FakeDiscord
 ) -> None:
-    for name, options in [("grant", {"member": discord_fake.member_id, "amount": 5}), ("export", {})]:
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("grant", {"member": discord_fake.member_id, "amount": 5}),
+        ("export", {}),
+    ]
+    for name, options in cases:
         response = await (await discord_fake.slash("quota", subcommand=name, **options)).wait_response()
         assert response["data"]["flags"] & EPHEMERAL
         assert "Manage Server" in response["data"]["content"]

@@ -468,7 +468,7 @@ class Interaction:
     @property
     def in_dm(self) -> bool:
         """Used in the member's DM with the bot rather than in the guild."""
-        return self.channel_id != self._fake.channel_id
+        return self._fake.guild_of(self.channel_id) is None
 
     @property
     def followups(self) -> list[JSON]:
@@ -508,9 +508,10 @@ class Interaction:
 
     def metadata(self) -> JSON:
         """``interaction_metadata`` of the messages created in response to this interaction."""
-        meta: JSON = {"id": str(self.id), "type": self.type, "user": self._fake._guild.users[self.user_id]}
+        meta: JSON = {"id": str(self.id), "type": self.type, "user": self._fake._users[self.user_id]}
         # GUILD_INSTALL's owner is the guild, or "0" in the bot's DMs (Discord's docs).
-        meta["authorizing_integration_owners"] = {"0": "0" if self.in_dm else str(self._fake.guild_id)}
+        guild = self._fake.guild_of(self.channel_id)
+        meta["authorizing_integration_owners"] = {"0": "0" if guild is None else str(guild.id)}
         if self.type == APP_COMMAND:
             meta |= {"name": self.data["name"], "command_type": self.data["type"]}
         if self.message_id is not None:
@@ -539,13 +540,17 @@ class _Snowflakes:
         return self._last
 
 
-class _Guild:
-    """The one guild: users, roles, members, its text channel, and the permission maths Discord does."""
+class Guild:
+    """A guild: roles, members, its text channel, and the permission maths Discord does. Users are
+    shared by every guild of the fake (a user may be a member of several); each guild starts with the
+    bot, an owner (Administrator) and a plain member."""
 
-    def __init__(self, ids: _Snowflakes, bot_id: int) -> None:
-        self.ids, self.bot_id = ids, bot_id
+    def __init__(
+        self, ids: _Snowflakes, bot_id: int, users: dict[int, JSON], name: str = "Fake Guild"
+    ) -> None:
+        self.ids, self.bot_id, self.name = ids, bot_id, name
         self.id, self.channel_id = ids.next(), ids.next()
-        self.users: dict[int, JSON] = {}
+        self.users = users
         self.roles: dict[int, JSON] = {}
         self.members: dict[int, JSON] = {}
         self.add_role("@everyone", EVERYONE_PERMISSIONS, role_id=self.id)
@@ -622,7 +627,7 @@ class _Guild:
                 "guild_scheduled_events soundboard_sounds",
             ),
             "id": str(self.id),
-            "name": "Fake Guild",
+            "name": self.name,
             "owner_id": str(self.owner_id),
             "afk_timeout": 300,
             "preferred_locale": "en-US",
@@ -705,7 +710,9 @@ class FakeDiscord:
         self.allowed_intents = PRIVILEGED_INTENTS  # privileged intents "enabled in the developer portal"
         self._ids = _Snowflakes()
         self.app_id = self.bot_user_id = self._ids.next()  # a bot's user id is its application id
-        self._guild = _Guild(self._ids, self.bot_user_id)
+        self._users: dict[int, JSON] = {}
+        self._guild = Guild(self._ids, self.bot_user_id, self._users)
+        self.guilds: dict[int, Guild] = {self._guild.id: self._guild}
         self.guild_id, self.channel_id = self._guild.id, self._guild.channel_id
         self.owner_id, self.member_id = self._guild.owner_id, self._guild.member_id
         self.messages: dict[int, JSON] = {}  # created by the bot, current state; an edit replaces the dict
@@ -852,19 +859,45 @@ class FakeDiscord:
             merged.update({name: command for (name, _), command in self._command_scopes[scope].items()})
         return merged
 
-    def add_role(self, name: str, permissions: int = 0) -> int:
-        role_id = self._guild.add_role(name, permissions)
-        event = {"guild_id": str(self.guild_id), "role": self._guild.roles[role_id]}
+    def add_guild(self, name: str = "Other Guild") -> Guild:
+        """Another guild with the bot in it (GUILD_CREATE reaches a connected bot, as when it joins),
+        with its own channel, owner and member; ``add_member(guild=...)`` adds more."""
+        guild = Guild(self._ids, self.bot_user_id, self._users, name)
+        self.guilds[guild.id] = guild
+        connection = self._current
+        if connection is not None and connection.session is not None:
+            members = bool(connection.session.intents & INTENT_MEMBERS)
+            self._dispatch_nowait("GUILD_CREATE", guild.payload(members=members), INTENT_GUILDS)
+        return guild
+
+    def guild_of(self, channel_id: int) -> Guild | None:
+        """The guild whose text channel this is; None for a DM."""
+        return next((guild for guild in self.guilds.values() if guild.channel_id == channel_id), None)
+
+    def add_role(self, name: str, permissions: int = 0, *, guild: Guild | None = None) -> int:
+        guild = guild or self._guild
+        role_id = guild.add_role(name, permissions)
+        event = {"guild_id": str(guild.id), "role": guild.roles[role_id]}
         self._dispatch_nowait("GUILD_ROLE_CREATE", event, INTENT_GUILDS)
         return role_id
 
-    def add_member(self, name: str, *, permissions: int = 0, roles: list[int] | None = None) -> int:
-        """A new human member. ``permissions`` become a role of their own, so discord.py's role-based
-        ``guild_permissions`` agree with the interaction's ``permissions``. GUILD_MEMBER_ADD reaches the
-        bot only with the members intent, as on Discord."""
-        roles = [*(roles or []), *([self.add_role(f"{name} perms", permissions)] if permissions else [])]
-        user_id = self._guild.add_member(self._guild.add_user(name), roles)
-        event = {"guild_id": str(self.guild_id), **self._guild.members[user_id]}
+    def add_member(
+        self,
+        name: str,
+        *,
+        permissions: int = 0,
+        roles: list[int] | None = None,
+        guild: Guild | None = None,
+        user_id: int | None = None,
+    ) -> int:
+        """A new human member (or, with ``user_id``, an existing user joining another guild).
+        ``permissions`` become a role of their own, so discord.py's role-based ``guild_permissions``
+        agree with the interaction's ``permissions``. GUILD_MEMBER_ADD reaches the bot only with the
+        members intent, as on Discord."""
+        guild = guild or self._guild
+        own = [self.add_role(f"{name} perms", permissions, guild=guild)] if permissions else []
+        user_id = guild.add_member(user_id or guild.add_user(name), [*(roles or []), *own])
+        event = {"guild_id": str(guild.id), **guild.members[user_id]}
         self._dispatch_nowait("GUILD_MEMBER_ADD", event, INTENT_MEMBERS)
         return user_id
 
@@ -900,7 +933,7 @@ class FakeDiscord:
         """The id of the DM channel between the bot and ``user`` (the member by default), the same one
         ``create_dm()`` returns to the bot and ``slash(dm=True)`` is used from."""
         user_id = user if user is not None else self.member_id
-        assert user_id in self._guild.users and user_id != self.bot_user_id, f"no user {user_id} to DM"
+        assert user_id in self._users and user_id != self.bot_user_id, f"no user {user_id} to DM"
         return self._dm_channels.setdefault(user_id, self._ids.next())
 
     def _dm_recipient(self, channel_id: int) -> int | None:
@@ -959,10 +992,10 @@ class FakeDiscord:
         return self._message_any(message_id)
 
     def _channel(self, channel_id: int) -> JSON | None:
-        if channel_id == self.channel_id:
-            return self._guild.channel_payload()
+        if (guild := self.guild_of(channel_id)) is not None:
+            return guild.channel_payload()
         if (user_id := self._dm_recipient(channel_id)) is not None:
-            recipients = [self._guild.users[user_id]]
+            recipients = [self._users[user_id]]
             return {
                 "id": str(channel_id),
                 "type": 1,
@@ -1107,13 +1140,13 @@ class FakeDiscord:
     # -------------------------------------------------------------------------------------- REST: login, commands
 
     def _bot_user(self) -> JSON:
-        return {**self._guild.users[self.bot_user_id], "verified": True, "mfa_enabled": False}
+        return {**self._users[self.bot_user_id], "verified": True, "mfa_enabled": False}
 
     async def _get_me(self, request: _Request) -> JSON:
         return {**self._bot_user(), "email": None}
 
     async def _get_user(self, request: _Request) -> JSON:
-        if (user := self._guild.users.get(int(request.params["user"]))) is None:
+        if (user := self._users.get(int(request.params["user"]))) is None:
             raise _unknown(404, 10013, "User")
         return user
 
@@ -1126,12 +1159,12 @@ class FakeDiscord:
             "summary": "",
             "bot_public": True,
             "bot_require_code_grant": False,
-            "owner": self._guild.users[self.owner_id],
+            "owner": self._users[self.owner_id],
             "verify_key": "0" * 64,
             "flags": 1 << 23,  # GATEWAY_MESSAGE_CONTENT_LIMITED
             "redirect_uris": [],
             "approximate_guild_count": 1,
-            "bot": self._guild.users[self.bot_user_id],
+            "bot": self._users[self.bot_user_id],
             **_defaults(nulls="icon team interactions_endpoint_url"),
         }
 
@@ -1144,7 +1177,7 @@ class FakeDiscord:
     async def _commands(self, request: _Request) -> list[JSON]:
         """Bulk overwrite (what ``tree.sync`` does) and list, global or for the fake guild."""
         guild = int(request.params["guild"]) if "guild" in request.params else None
-        if int(request.params["app"]) != self.app_id or guild not in (None, self.guild_id):
+        if int(request.params["app"]) != self.app_id or (guild is not None and guild not in self.guilds):
             raise DiscordError(403, 50001, "Missing Access")
         if request.method == "PUT":
             definitions = request.json if isinstance(request.json, list) else []
@@ -1298,7 +1331,7 @@ class FakeDiscord:
 
     async def _create_dm(self, request: _Request) -> JSON | None:
         user_id = int(request.payload.get("recipient_id") or 0)
-        if user_id not in self._guild.users or user_id == self.bot_user_id:
+        if user_id not in self._users or user_id == self.bot_user_id:
             raise _unknown(404, 10013, "User")
         return self._channel(self.dm_channel_id(user_id))
 
@@ -1335,25 +1368,27 @@ class FakeDiscord:
             if not mine:
                 raise DiscordError(403, 50005, "Cannot edit a message authored by another user")
             return await self._edit_message(message_id, request.payload, request.files)
-        if not mine and channel_id != self.channel_id:  # nobody deletes the other side's DMs
+        guild = self.guild_of(channel_id)
+        if not mine and guild is None:  # nobody deletes the other side's DMs
             raise DiscordError(403, 50003, "Cannot execute action on a DM channel")
-        if not mine and not self._guild.permissions(self.bot_user_id) & MANAGE_MESSAGES:
+        if not mine and guild is not None and not guild.permissions(self.bot_user_id) & MANAGE_MESSAGES:
             raise DiscordError(403, 50013, "Missing Permissions")
         await self._delete_message(message_id)
         return None
 
-    async def _get_guild(self, request: _Request) -> Any:
-        if int(request.params["guild"]) != self.guild_id:
+    def _guild_param(self, request: _Request) -> Guild:
+        if (guild := self.guilds.get(int(request.params["guild"]))) is None:
             raise _unknown(404, 10004, "Guild")
-        payload = self._guild.payload(members=False)
+        return guild
+
+    async def _get_guild(self, request: _Request) -> Any:
+        payload = self._guild_param(request).payload(members=False)
         if part := request.params["part"].strip("/"):
             return payload[part]
         return {k: v for k, v in payload.items() if k not in ("members", "channels", "threads", "presences")}
 
     async def _get_member(self, request: _Request) -> JSON:
-        if int(request.params["guild"]) != self.guild_id:
-            raise _unknown(404, 10004, "Guild")
-        if (member := self._guild.members.get(int(request.params["user"]))) is None:
+        if (member := self._guild_param(request).members.get(int(request.params["user"]))) is None:
             raise _unknown(404, 10007, "Member")
         return member
 
@@ -1375,7 +1410,7 @@ class FakeDiscord:
         base: JSON = {
             "id": str(message_id),
             "channel_id": str(channel_id),
-            "author": self._guild.users[self.bot_user_id],
+            "author": self._users[self.bot_user_id],
             "content": "",
             "timestamp": _snowflake_time(message_id),
             "tts": bool(payload.get("tts")),
@@ -1390,7 +1425,7 @@ class FakeDiscord:
             base |= {"type": interaction.message_type(), "interaction_metadata": metadata}
             base |= {"webhook_id": str(self.app_id), "application_id": str(self.app_id)}
             if interaction.type == APP_COMMAND:  # the deprecated field, still sent
-                user = self._guild.users[interaction.user_id]
+                user = self._users[interaction.user_id]
                 base["interaction"] = {
                     "id": str(interaction.id),
                     "type": 2,
@@ -1411,8 +1446,8 @@ class FakeDiscord:
     def _reply_fields(self, referenced_id: int, channel_id: int, reference: JSON) -> JSON:
         fields: JSON = {"type": 19, "message_reference": {"type": 0, "message_id": str(referenced_id)}}
         fields["message_reference"]["channel_id"] = str(channel_id)
-        if channel_id == self.channel_id:  # no guild_id for a reply in a DM
-            fields["message_reference"]["guild_id"] = str(self.guild_id)
+        if (guild := self.guild_of(channel_id)) is not None:  # no guild_id for a reply in a DM
+            fields["message_reference"]["guild_id"] = str(guild.id)
         try:
             referenced = self._message_any(referenced_id)
         except KeyError:
@@ -1536,10 +1571,12 @@ class FakeDiscord:
 
     def _set_mentions(self, message: JSON, allowed: JSON | None) -> None:
         content = message["content"]
-        users = sorted({int(user) for user in re.findall(r"<@!?(\d+)>", content)} & set(self._guild.users))
-        message["mentions"] = [self._guild.users[user] for user in users]
+        users = sorted({int(user) for user in re.findall(r"<@!?(\d+)>", content)} & set(self._users))
+        message["mentions"] = [self._users[user] for user in users]
         message["mention_roles"] = [
-            role for role in re.findall(r"<@&(\d+)>", content) if int(role) in self._guild.roles
+            role
+            for role in re.findall(r"<@&(\d+)>", content)
+            if any(int(role) in guild.roles for guild in self.guilds.values())
         ]
         parse = (allowed or {"parse": ["everyone"]}).get("parse") or []
         message["mention_everyone"] = "@everyone" in content and "everyone" in parse
@@ -1586,12 +1623,13 @@ class FakeDiscord:
         elif op == 8:  # request guild members
             wanted = {int(user) for user in data.get("user_ids") or []}
             query = (data.get("query") or "").lower()
+            guild = self.guilds.get(int(data.get("guild_id") or self.guild_id), self._guild)
             members = [
                 member
-                for user_id, member in self._guild.members.items()
+                for user_id, member in guild.members.items()
                 if user_id in wanted or (not wanted and member["user"]["username"].lower().startswith(query))
             ]
-            chunk: JSON = {"guild_id": str(self.guild_id), "members": members[: data.get("limit") or None]}
+            chunk: JSON = {"guild_id": str(guild.id), "members": members[: data.get("limit") or None]}
             chunk |= {"chunk_index": 0, "chunk_count": 1, "not_found": [], "nonce": data.get("nonce")}
             connection.dispatch("GUILD_MEMBERS_CHUNK", chunk)
         elif op not in (3, 4):  # presence and voice state updates are accepted and ignored
@@ -1612,7 +1650,7 @@ class FakeDiscord:
         ready = {
             "v": 10,
             "user": self._bot_user(),
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "guilds": [{"id": str(guild_id), "unavailable": True} for guild_id in self.guilds],
             "session_id": session.id,
             "session_type": "normal",
             "resume_gateway_url": self.gateway_url,  # discord.py resumes wherever this points
@@ -1624,7 +1662,8 @@ class FakeDiscord:
             **({"shard": session.shard} if session.shard else {}),
         }
         connection.dispatch("READY", ready)
-        await connection.dispatch("GUILD_CREATE", self._guild.payload(members=bool(intents & INTENT_MEMBERS)))
+        for guild in list(self.guilds.values()):
+            await connection.dispatch("GUILD_CREATE", guild.payload(members=bool(intents & INTENT_MEMBERS)))
         connection.ready = True
         self._bump()
 
@@ -1642,13 +1681,14 @@ class FakeDiscord:
     async def _dispatch_message(self, event: str, message: JSON) -> None:
         """MESSAGE_* events as Discord sends them: intent-gated, and without the message content intent
         other users' guild messages come blank unless they mention the bot."""
-        in_guild = int(message["channel_id"]) == self.channel_id
+        guild = self.guild_of(int(message["channel_id"]))
+        in_guild = guild is not None
         data = copy.deepcopy(message)
         author = int(message.get("author", {}).get("id", 0))
-        if in_guild:
-            data["guild_id"] = str(self.guild_id)
-            if author in self._guild.members:
-                data["member"] = {k: v for k, v in self._guild.members[author].items() if k != "user"}
+        if guild is not None:
+            data["guild_id"] = str(guild.id)
+            if author in guild.members:
+                data["member"] = {k: v for k, v in guild.members[author].items() if k != "user"}
         session = self._current.session if self._current else None
         mentioned = any(int(user["id"]) == self.bot_user_id for user in message.get("mentions", []))
         blank = session and not session.intents & INTENT_MESSAGE_CONTENT and "author" in message
@@ -1698,7 +1738,11 @@ class FakeDiscord:
             "attachment_size_limit": self.upload_limit,  # discord.py raises KeyError without it
             **_defaults(lists="entitlements entitlement_sku_ids"),
             **({"message": message} if message is not None else {}),
-            **(self._dm_context(user_id, channel_id) if interaction.in_dm else self._guild_context(user_id)),
+            **(
+                self._dm_context(user_id, channel_id)
+                if interaction.in_dm
+                else self._guild_context(user_id, channel_id)
+            ),
         }
         self.interactions.append(interaction)
         self._by_token[interaction.token] = interaction
@@ -1719,19 +1763,21 @@ class FakeDiscord:
         self._bump()
         return interaction
 
-    def _guild_context(self, user_id: int) -> JSON:
-        """The fields of an interaction used in the guild channel."""
-        assert user_id in self._guild.members, f"fake discord: user {user_id} is not a member of the guild"
-        permissions = str(self._guild.permissions(user_id))
+    def _guild_context(self, user_id: int, channel_id: int) -> JSON:
+        """The fields of an interaction used in a guild's channel."""
+        guild = self.guild_of(channel_id)
+        assert guild is not None, f"fake discord: channel {channel_id} is no guild's"
+        assert user_id in guild.members, f"fake discord: user {user_id} is not a member of {guild.name}"
+        permissions = str(guild.permissions(user_id))
         return {
-            "guild_id": str(self.guild_id),
-            "guild": {"id": str(self.guild_id), "locale": "en-US", "features": []},
-            "channel_id": str(self.channel_id),
-            "channel": {**self._guild.channel_payload(), "permissions": permissions},
-            "member": {**self._guild.members[user_id], "permissions": permissions},
-            "app_permissions": str(self._guild.permissions(self.bot_user_id)),
+            "guild_id": str(guild.id),
+            "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
+            "channel_id": str(channel_id),
+            "channel": {**guild.channel_payload(), "permissions": permissions},
+            "member": {**guild.members[user_id], "permissions": permissions},
+            "app_permissions": str(guild.permissions(self.bot_user_id)),
             "guild_locale": "en-US",
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "authorizing_integration_owners": {"0": str(guild.id)},
             "context": GUILD_CONTEXT,
         }
 
@@ -1744,7 +1790,7 @@ class FakeDiscord:
         return {
             "channel_id": str(channel_id),
             "channel": self._channel(channel_id),
-            "user": self._guild.users[user_id],
+            "user": self._users[user_id],
             "app_permissions": str(DM_APP_PERMISSIONS),
             "authorizing_integration_owners": {"0": "0"},
             "context": BOT_DM_CONTEXT,
@@ -1771,7 +1817,7 @@ class FakeDiscord:
         return command, data | ({"guild_id": command["guild_id"]} if "guild_id" in command else {})
 
     def _in_dm(self, message: JSON) -> bool:
-        return int(message["channel_id"]) != self.channel_id
+        return self.guild_of(int(message["channel_id"])) is None
 
     async def slash(
         self,
@@ -1780,6 +1826,7 @@ class FakeDiscord:
         user: int | None = None,
         subcommand: str | None = None,
         dm: bool | int = False,  # not just bool: tests pass options as **dict[str, int]
+        in_guild: Guild | None = None,
         **options: Any,
     ) -> Interaction:
         """A slash command. Options are typed from the synced definition (an int for a STRING option is
@@ -1788,16 +1835,19 @@ class FakeDiscord:
         ``subcommand`` may be "group sub". Discord's client-side checks (required, choices, min/max)
         raise AssertionError; ``default_member_permissions`` is not enforced, so server-side checks can
         be tested. ``dm=True`` uses it in the user's DM with the bot (``dm_channel_id()``), where the
-        answers land too."""
+        answers land too; ``in_guild`` in another guild's channel (``add_guild()``)."""
         dm = bool(dm)
         await self.wait_ready(timeout=10)
+        guild = None if dm else in_guild or self._guild
         command, data = self._command(name, 1, dm=dm)
-        data["options"], resolved = self._build_options(command, subcommand, options, focused=None, dm=dm)
+        data["options"], resolved = self._build_options(
+            command, subcommand, options, focused=None, guild=guild
+        )
         return await self._send_interaction(
             APP_COMMAND,
             data | ({"resolved": resolved} if resolved else {}),
             user,
-            channel_id=self.dm_channel_id(user) if dm else None,
+            channel_id=self.dm_channel_id(user) if guild is None else guild.channel_id,
         )
 
     async def autocomplete(
@@ -1814,7 +1864,8 @@ class FakeDiscord:
         dm = bool(dm)
         await self.wait_ready(timeout=10)
         command, data = self._command(name, 1, dm=dm)
-        data["options"], _ = self._build_options(command, subcommand, options, focused=focused, dm=dm)
+        guild = None if dm else self._guild
+        data["options"], _ = self._build_options(command, subcommand, options, focused=focused, guild=guild)
         channel_id = self.dm_channel_id(user) if dm else None
         return await self._send_interaction(AUTOCOMPLETE, data, user, channel_id=channel_id)
 
@@ -1825,7 +1876,7 @@ class FakeDiscord:
         values: dict[str, Any],
         *,
         focused: str | None,
-        dm: bool = False,
+        guild: Guild | None,
     ) -> tuple[list[JSON], JSON]:
         definitions: list[JSON] = command.get("options") or []
         chain: list[JSON] = []
@@ -1845,7 +1896,7 @@ class FakeDiscord:
             if name == focused:
                 built.append({"name": name, "type": definition["type"], "value": str(value), "focused": True})
             elif value is not None:
-                option_value = self._option_value(definition, value, resolved, dm=dm)
+                option_value = self._option_value(definition, value, resolved, guild=guild)
                 built.append({"name": name, "type": definition["type"], "value": option_value})
         missing = {o["name"] for o in definitions if o.get("required")} - {o["name"] for o in built}
         assert focused is not None or not missing, f"/{command['name']} is missing required options {missing}"
@@ -1853,7 +1904,7 @@ class FakeDiscord:
             built = [{"name": sub["name"], "type": sub["type"], "options": built}]
         return built, resolved
 
-    def _option_value(self, definition: JSON, value: Any, resolved: JSON, *, dm: bool) -> Any:
+    def _option_value(self, definition: JSON, value: Any, resolved: JSON, *, guild: Guild | None) -> Any:
         """A test value coerced to the option's synced type, with the checks Discord's client makes.
         In a DM there are no roles to pick and users come without member data."""
         kind, name = definition["type"], definition["name"]
@@ -1864,13 +1915,13 @@ class FakeDiscord:
         if kind in (6, 7, 8, 9):  # user, channel, role, mentionable: by id (or a payload with an id)
             snowflake = int(value["id"] if isinstance(value, dict) else value)
             channel = self._channel(snowflake)
-            if kind in (8, 9) and snowflake in self._guild.roles and not dm:
-                resolved.setdefault("roles", {})[str(snowflake)] = self._guild.roles[snowflake]
-            elif kind in (6, 9) and snowflake in self._guild.users:
-                resolved.setdefault("users", {})[str(snowflake)] = self._guild.users[snowflake]
-                if (member := self._guild.members.get(snowflake)) and not dm:
+            if kind in (8, 9) and guild is not None and snowflake in guild.roles:
+                resolved.setdefault("roles", {})[str(snowflake)] = guild.roles[snowflake]
+            elif kind in (6, 9) and snowflake in self._users:
+                resolved.setdefault("users", {})[str(snowflake)] = self._users[snowflake]
+                if guild is not None and (member := guild.members.get(snowflake)):
                     member = {k: v for k, v in member.items() if k != "user"}
-                    member["permissions"] = str(self._guild.permissions(snowflake))
+                    member["permissions"] = str(guild.permissions(snowflake))
                     resolved.setdefault("members", {})[str(snowflake)] = member
             elif kind == 7 and channel is not None:
                 resolved.setdefault("channels", {})[str(snowflake)] = channel | {
@@ -2039,7 +2090,7 @@ class FakeDiscord:
         message: JSON = {
             "id": str(message_id),
             "channel_id": str(channel_id),
-            "author": self._guild.users[user_id],
+            "author": self._users[user_id],
             "content": content,
             "timestamp": _snowflake_time(message_id),
             "attachments": list(attachments or []),
