@@ -17,6 +17,8 @@ import time
 from yarl import URL
 
 NAME = re.compile(r"(?:input-[0-9]{1,2}(?:-ready)?|mask-ready)\.(?:png|jpg|webp|gif)")
+# A Unix time in ASCII digits: str.isdigit() also takes other scripts' digits, which int() refuses.
+EXPIRY = re.compile(r"[0-9]{1,12}")
 LINK_TTL = 3600.0
 
 
@@ -39,7 +41,7 @@ class FileLinks:
     def valid(
         self, job_id: int, name: str, expires: str, signature: str, *, now: float | None = None
     ) -> bool:
-        if not NAME.fullmatch(name) or not expires.isdigit():
+        if not NAME.fullmatch(name) or not EXPIRY.fullmatch(expires):
             return False
         if int(expires) < (now or time.time()):
             return False

@@ -32,3 +32,11 @@ def test_discord_url_expiry() -> None:
     assert not url_expired("https://cdn.discordapp.com/attachments/1/2/a.png?ex=7fffffff&is=0&hm=x")
     assert not url_expired("https://example.com/a.png")
     assert url_expired("https://cdn.discordapp.com/a.png?ex=zzzz")
+
+
+def test_a_crafted_expiry_is_refused_not_an_error() -> None:
+    """Unicode digits pass str.isdigit() but not int(), and a huge number of digits trips
+    Python's conversion limit: either would have been a 500 from the public web port."""
+    links = FileLinks("https://bot.example", secret=b"s" * 32)
+    for expires in ("²", "١٢٣", "9" * 5000, "", "-1", "1e9"):
+        assert not links.valid(7, "input-0.png", expires, "0" * 64, now=1000)
