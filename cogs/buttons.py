@@ -248,7 +248,7 @@ async def _upscale(interaction: Interaction, parent: Job) -> None:
     chosen = submitted_choices(interaction.data or {})
     size = (chosen.get("resolution") or [""])[0]
     picked = (chosen.get("output") or ["0"])[0]
-    output = int(picked) if picked.isdigit() else -1
+    output = int(picked) if picked.isascii() and picked.isdigit() else -1
     images = _result_images(interaction.message)
     if size not in upscale_sizes(parent, interaction.client.jobs.resolutions):
         await interaction.response.send_message(

@@ -139,7 +139,7 @@ def _alpha_mask(mask: bytes, first_image: bytes) -> bytes:
 def _dimensions(size: Any) -> tuple[int | None, int | None]:
     if isinstance(size, str) and "x" in size:
         width, _, height = size.partition("x")
-        if width.isdigit() and height.isdigit():
+        if width.isascii() and height.isascii() and width.isdigit() and height.isdigit():
             return int(width), int(height)
     return None, None
 
