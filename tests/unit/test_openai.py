@@ -329,3 +329,11 @@ REPLY = st.fixed_dictionaries(
 def test_any_reply_is_an_edit_result_or_a_provider_error(reply: object) -> None:
     with contextlib.suppress(ProviderError):
         _edit_result(reply)
+
+
+def test_a_size_in_other_scripts_digits_is_unknown_not_an_error() -> None:
+    """str.isdigit() takes "²", which int() refuses; the reply's size is outside text."""
+    from bot.providers.openai import _dimensions
+
+    assert _dimensions("²x1024") == (None, None)
+    assert _dimensions("1536x1024") == (1536, 1024)
