@@ -45,7 +45,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -1535,14 +1535,30 @@ class FakeDiscord:
         visit([message["embeds"], message["components"]])
 
     def _set_mentions(self, message: JSON, allowed: JSON | None) -> None:
+        """Who the message pings, as Discord decides it: the content's mentions that ``allowed_mentions``
+        lets through (without it, everything parses), so tests see exactly who was notified."""
         content = message["content"]
-        users = sorted({int(user) for user in re.findall(r"<@!?(\d+)>", content)} & set(self._guild.users))
+        rules = {"parse": ["users", "roles", "everyone"]} if allowed is None else allowed
+        parse = set(rules.get("parse") or [])
+        for kind in ("users", "roles"):
+            if kind in parse and rules.get(kind):
+                raise DiscordError(400, 50035, f"Invalid Form Body: parse {kind} and {kind} are exclusive")
+
+        def let_through(kind: str, named: set[int], known: Mapping[int, Any]) -> list[int]:
+            listed = named if kind in parse else {int(snowflake) for snowflake in rules.get(kind) or []}
+            return sorted(named & listed & set(known))
+
+        users = let_through(
+            "users", {int(user) for user in re.findall(r"<@!?(\d+)>", content)}, self._guild.users
+        )
         message["mentions"] = [self._guild.users[user] for user in users]
-        message["mention_roles"] = [
-            role for role in re.findall(r"<@&(\d+)>", content) if int(role) in self._guild.roles
-        ]
-        parse = (allowed or {"parse": ["everyone"]}).get("parse") or []
-        message["mention_everyone"] = "@everyone" in content and "everyone" in parse
+        roles = let_through(
+            "roles", {int(role) for role in re.findall(r"<@&(\d+)>", content)}, self._guild.roles
+        )
+        message["mention_roles"] = [str(role) for role in roles]
+        message["mention_everyone"] = (
+            "everyone" in parse and re.search(r"@(everyone|here)", content) is not None
+        )
 
     # -------------------------------------------------------------------------------------- gateway
 
