@@ -40,6 +40,11 @@ def message_writes(fake: FakeDiscord) -> list[dict[str, Any]]:
     return payloads
 
 
+def inert_history(response: dict[str, Any], bystander: int) -> bool:
+    content = str(response["data"]["content"])
+    return "sky" in content and f"<@{bystander}>" not in content and "@everyone" not in content
+
+
 async def test_a_host_error_posted_in_the_channel_pings_only_the_requester(
     retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
 ) -> None:
@@ -59,9 +64,11 @@ async def test_a_host_error_posted_in_the_channel_pings_only_the_requester(
     assert f"<@{bystander}>" not in content and f"<@&{role}>" not in content
     assert "@everyone" not in content and "@here" not in content
     assert "\\*\\*loud\\*\\*" in content and "\\`code\\`" in content
-    # Every message of the edit, not only the failure, could ping nobody but the requester.
+    # Every message of the edit, and the member's history, could ping nobody but the requester.
+    history = await discord_fake.slash("history")
+    assert inert_history(await history.wait_response(), bystander)
     payloads = message_writes(discord_fake)
-    assert len(payloads) >= 2  # the progress updates and the failure
+    assert len(payloads) >= 3  # the progress updates, the failure and the history
     for payload in payloads:
         allowed = payload.get("allowed_mentions")
         assert allowed is not None, payload

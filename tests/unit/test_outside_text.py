@@ -102,5 +102,6 @@ def test_a_file_name_cannot_break_out_of_its_code_span() -> None:
 
 
 def test_only_the_requester_can_be_pinged() -> None:
-    allowed = render.pinging_only(42).to_dict()
-    assert allowed == {"parse": [], "users": [42]}
+    allowed = render.pinging_only(42)
+    assert (allowed.everyone, allowed.roles, allowed.replied_user) == (False, False, False)
+    assert not isinstance(allowed.users, bool) and [user.id for user in allowed.users] == [42]
