@@ -75,3 +75,22 @@ async def test_a_host_error_posted_in_the_channel_pings_only_the_requester(
         assert not set(allowed.get("parse") or []) & {"users", "roles", "everyone"}, payload
         assert {int(user) for user in allowed.get("users") or []} <= {discord_fake.member_id}, payload
         assert not allowed.get("roles"), payload
+
+
+async def test_a_moderators_reason_is_shown_inert(retouch: InProcessBot, discord_fake: FakeDiscord) -> None:
+    text, bystander, _ = hostile(discord_fake)
+    for command in ("grant", "revoke", "block"):
+        amount = {"amount": 5} if command != "block" else {}
+        answer = await (
+            await discord_fake.slash(
+                "quota",
+                subcommand=command,
+                user=discord_fake.owner_id,
+                member=discord_fake.member_id,
+                reason=text,
+                **amount,
+            )
+        ).wait_response()
+        content = answer["data"]["content"]
+        assert f"<@{bystander}>" not in content and "@everyone" not in content, content
+        assert "\\*\\*loud\\*\\*" in content, content
