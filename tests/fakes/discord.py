@@ -1540,9 +1540,6 @@ class FakeDiscord:
         content = message["content"]
         rules = {"parse": ["users", "roles", "everyone"]} if allowed is None else allowed
         parse = set(rules.get("parse") or [])
-        for kind in ("users", "roles"):
-            if kind in parse and rules.get(kind):
-                raise DiscordError(400, 50035, f"Invalid Form Body: parse {kind} and {kind} are exclusive")
 
         def let_through(kind: str, named: set[int], known: Mapping[int, Any]) -> list[int]:
             listed = named if kind in parse else {int(snowflake) for snowflake in rules.get(kind) or []}
