@@ -7,14 +7,26 @@ is then handed to pydantic-settings as the lowest-priority source, beneath the e
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticKnownError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
 ENV_PREFIX = "RETOUCH_"
@@ -23,10 +35,35 @@ HostName = Literal["runflow", "fal", "eachlabs", "openai"]
 KNOWN_HOSTS: tuple[HostName, ...] = ("runflow", "fal", "eachlabs", "openai")
 
 
-class _Section(BaseModel):
-    """A config table: unknown keys are errors, so a typo never silently does nothing."""
+def _holds_secret(annotation: Any) -> bool:
+    """Whether a value of this type is, or is a table holding, a secret."""
+    if annotation is SecretStr:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return any(_holds_secret(field.annotation) for field in annotation.model_fields.values())
+    return any(_holds_secret(arg) for arg in get_args(annotation))
 
-    model_config = ConfigDict(extra="forbid")
+
+class _Section(BaseModel):
+    """A config table: unknown keys are errors, so a typo never silently does nothing.
+
+    Inputs are kept out of the text of validation errors, so no secret reaches a log that way.
+    """
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_secret_is_missing(cls, value: Any, info: ValidationInfo) -> Any:
+        # A blank secret is config.example.toml's placeholder never filled in: it counts as unset,
+        # so the owner hears about it now rather than from a failed login or a host's 401.
+        field = cls.model_fields[info.field_name or ""]
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not (isinstance(text, str) and not text.strip() and _holds_secret(field.annotation)):
+            return value
+        if field.is_required():
+            raise PydanticKnownError("missing")
+        return None
 
 
 def _loopback_or_url(value: str | None) -> str | None:
@@ -105,6 +142,18 @@ class ProvidersSettings(_Section):
     poll_interval_max: Annotated[float, Field(gt=0)] = 10.0
     deadline: Annotated[float, Field(gt=0)] = 600.0
 
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """Cross-key checks pydantic cannot express per field: every ordered host needs a key."""
+        from bot.providers.registry import FACTORIES
+
+        for host in self.order:
+            if host not in FACTORIES:
+                yield "providers.order", f"{host!r} is not supported by this version of Retouch"
+                continue
+            host_settings: HostSettings = getattr(self, host)
+            if host_settings.api_key is None:
+                yield f"providers.{host}.api_key", "missing: the host is in providers.order but has no key"
+
 
 class EditingSettings(_Section):
     """Defaults and limits for edits; servers override the defaults with /retouch settings."""
@@ -172,24 +221,16 @@ class LogSettings(_Section):
         return value.upper() if isinstance(value, str) else value
 
 
-class Settings(BaseSettings):
-    """The whole configuration; see config.example.toml for every key."""
+class _FileUnderEnvironment(BaseSettings):
+    """Settings read from the environment over the file's table (passed as init arguments)."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         extra="forbid",
         nested_model_default_partial_update=True,
+        hide_input_in_errors=True,
     )
-
-    discord: DiscordSettings
-    providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
-    editing: EditingSettings = Field(default_factory=EditingSettings)
-    credits: CreditsSettings = Field(default_factory=CreditsSettings)
-    budget: BudgetSettings = Field(default_factory=BudgetSettings)
-    storage: StorageSettings = Field(default_factory=StorageSettings)
-    web: WebSettings = Field(default_factory=WebSettings)
-    log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -200,20 +241,27 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Earlier sources win: the environment overrides the file's table (passed as init).
+        # Earlier sources win: the environment overrides the file's table.
         return (env_settings, init_settings)
 
-    def host_problems(self) -> Iterator[tuple[str, str]]:
-        """Cross-key checks pydantic cannot express per field: every ordered host needs a key."""
-        from bot.providers.registry import FACTORIES
 
-        for host in self.providers.order:
-            if host not in FACTORIES:
-                yield "providers.order", f"{host!r} is not supported by this version of Retouch"
-                continue
-            host_settings: HostSettings = getattr(self.providers, host)
-            if host_settings.api_key is None or not host_settings.api_key.get_secret_value():
-                yield f"providers.{host}.api_key", "missing: the host is in providers.order but has no key"
+class _ProvidersOnly(_FileUnderEnvironment):
+    """The providers table alone, to name missing host keys while another table is broken."""
+
+    providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
+
+
+class Settings(_FileUnderEnvironment):
+    """The whole configuration; see config.example.toml for every key."""
+
+    discord: DiscordSettings
+    providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
+    editing: EditingSettings = Field(default_factory=EditingSettings)
+    credits: CreditsSettings = Field(default_factory=CreditsSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
 
 
 class ConfigError(Exception):
@@ -270,16 +318,71 @@ def load_settings(cli_path: str | os.PathLike[str] | None = None) -> Settings:
     try:
         settings = Settings(**table)
     except ValidationError as exc:
-        raise ConfigError([p for err in exc.errors() for p in _describe(err)], source) from None
-    problems = list(settings.host_problems())
+        problems = [p for err in exc.errors() for p in _describe(err)]
+        if not any(key.partition(".")[0] == "providers" for key, _ in problems):
+            # Every problem in one run: the host keys are still checked while another table is bad.
+            with contextlib.suppress(ValidationError):
+                problems += _ProvidersOnly(providers=table.get("providers", {})).providers.problems()
+        raise ConfigError(problems, source) from None
+    except SettingsError as exc:
+        raise ConfigError([_unreadable_environment(exc)], source) from None
+    problems = list(settings.providers.problems())
     if problems:
         raise ConfigError(problems, source)
     return settings
 
 
+def _unreadable_environment(error: SettingsError) -> tuple[str, str]:
+    """pydantic-settings names the table whose variable is not JSON; its value is never repeated."""
+    found = re.search(r'field "([^"]+)"', str(error))
+    table = found.group(1) if found else "environment"
+    variable = ENV_PREFIX + table.upper()
+    return table, f"{variable} (or a {variable}__… variable) is not valid JSON; check its quotes and brackets"
+
+
+def _may_show_input(loc: tuple[int | str, ...]) -> bool:
+    """A wrong value is echoed to help fix it, unless it is (or is a table holding) a secret."""
+    annotation: Any = Settings
+    for part in loc:
+        model = next(
+            (
+                arg
+                for arg in (annotation, *get_args(annotation))
+                if isinstance(arg, type) and issubclass(arg, BaseModel)
+            ),
+            None,
+        )
+        if model is None:
+            break  # inside a list or a dict of plain values
+        field = next(
+            (f for name, f in model.model_fields.items() if part in (name, f.alias)),
+            None,
+        )
+        if field is None:
+            return False
+        annotation = field.annotation
+    return not _holds_secret(annotation)
+
+
+_KINDS: tuple[tuple[type | UnionType, str], ...] = (
+    (bool, "true/false"),
+    (int | float, "a number"),
+    (str, "text"),
+    (list, "a list"),
+    (dict, "a table"),
+)
+
+
+def _kind(value: Any) -> str:
+    """What a value is (TOML's words), to say what was given without showing it."""
+    return next((word for kind, word in _KINDS if isinstance(value, kind)), type(value).__name__)
+
+
 def _describe(error: Any) -> Iterator[tuple[str, str]]:
     key = ".".join(str(part) for part in error["loc"])
-    if error["type"] == "missing":
+    if error["type"] == "missing" and isinstance(error.get("input"), str):
+        yield key, "missing (it is empty)"
+    elif error["type"] == "missing":
         section = Settings.model_fields.get(key)
         model = section.annotation if section is not None else None
         if isinstance(model, type) and issubclass(model, BaseModel):
@@ -293,7 +396,10 @@ def _describe(error: Any) -> Iterator[tuple[str, str]]:
         yield key, "unknown key (check its spelling against config.example.toml)"
     else:
         given = error.get("input")
-        shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
+        if not _may_show_input(error["loc"]):
+            shown = f" (got {_kind(given)}; not shown, as it may be a secret)"
+        else:
+            shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
         yield key, f"{error['msg']}{shown}"
 
 

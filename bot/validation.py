@@ -28,7 +28,8 @@ class AttachmentFacts:
 
 def attachment_problem(facts: AttachmentFacts) -> str | None:
     """One sentence saying what is wrong and what to do, or None when the file looks usable."""
-    name = facts.filename
+    # The name is shown in a code span, where Discord shows text as typed; a backtick would end it.
+    name = facts.filename.replace("`", "'")
     content_type = (facts.content_type or "").split(";")[0].strip().lower()
     if content_type not in ACCEPTED_TYPES or facts.width is None or facts.height is None:
         return f"`{name}` is not an image I can edit; attach a PNG, JPEG, WebP or GIF."

@@ -162,7 +162,7 @@ class DiscordDelivery:
             sent = await self._attempt(
                 job,
                 "the channel",
-                channel.send(**build(True), allowed_mentions=render.ONLY_USERS, nonce=nonce),
+                channel.send(**build(True), allowed_mentions=render.pinging_only(job.user_id), nonce=nonce),
             )
             if sent is not None:
                 return sent

@@ -147,7 +147,9 @@ class Quota(commands.GroupCog, group_name="quota", group_description="Manage mem
             key=str(interaction.id),
         )
         until = f", lapsing {discord.utils.format_dt(expires, 'R')}" if expires else ""
-        await self._done(interaction, f"Granted {amount} credits to {member.mention}{until}: {reason}.")
+        await self._done(
+            interaction, f"Granted {amount} credits to {member.mention}{until}: {render.plain(reason)}."
+        )
 
     @app_commands.command(name="revoke", description="Take bonus credits away from a member")
     async def revoke(
@@ -165,7 +167,7 @@ class Quota(commands.GroupCog, group_name="quota", group_description="Manage mem
             reason=reason,
             key=str(interaction.id),
         )
-        await self._done(interaction, f"Took {amount} credits from {member.mention}: {reason}.")
+        await self._done(interaction, f"Took {amount} credits from {member.mention}: {render.plain(reason)}.")
 
     @app_commands.command(name="block", description="Stop a member from editing images here")
     async def block(
@@ -177,7 +179,9 @@ class Quota(commands.GroupCog, group_name="quota", group_description="Manage mem
         await self.bot.credits.block(
             guild_id=self._guild(interaction), user_id=member.id, actor_id=interaction.user.id, reason=reason
         )
-        await self._done(interaction, f"{member.mention} can no longer edit images here: {reason}.")
+        await self._done(
+            interaction, f"{member.mention} can no longer edit images here: {render.plain(reason)}."
+        )
 
     @app_commands.command(name="unblock", description="Let a blocked member edit images again")
     async def unblock(self, interaction: Interaction, member: discord.Member) -> None:

@@ -17,7 +17,19 @@ from storage.jobs import Job, JobState
 
 PROMPT_PREVIEW = 300
 NO_PINGS = discord.AllowedMentions.none()
-ONLY_USERS = discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
+
+
+def pinging_only(user_id: int) -> discord.AllowedMentions:
+    """Mentions that can notify this one member and nobody else, whatever else the text holds."""
+    return discord.AllowedMentions(
+        everyone=False, roles=False, users=[discord.Object(user_id)], replied_user=False
+    )
+
+
+def plain(text: str) -> str:
+    """Text the bot did not write (a host's error, a prompt, a file name, a run id) shown as typed:
+    its markdown cannot restyle the message and its mentions cannot ping, whatever is allowed."""
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
 
 
 def quote_prompt(prompt: str) -> str:
@@ -25,7 +37,7 @@ def quote_prompt(prompt: str) -> str:
     flat = " ".join(prompt.split())
     if len(flat) > PROMPT_PREVIEW:
         flat = flat[: PROMPT_PREVIEW - 1] + "…"
-    return discord.utils.escape_mentions(discord.utils.escape_markdown(flat))
+    return plain(flat)
 
 
 def progress_text(job: Job, progress: Progress) -> str:
@@ -54,7 +66,7 @@ def result_text(job: Job, files: Sequence[ResultFile], *, mention: bool) -> str:
 
 def failure_text(job: Job, message: str, *, mention: bool) -> str:
     who = f"<@{job.user_id}> " if mention else ""
-    return f"{who}> {quote_prompt(job.prompt)}\n❌ {message}"
+    return f"{who}> {quote_prompt(job.prompt)}\n❌ {plain(message)}"
 
 
 def cancelled_text(job: Job) -> str:
@@ -116,7 +128,9 @@ def info_embed(job: Job, chain: Sequence[Job | None]) -> discord.Embed:
         ),
         inline=False,
     )
-    embed.add_field(name="Host", value=f"{job.provider or '—'} · run `{job.run_id or '—'}`", inline=False)
+    embed.add_field(
+        name="Host", value=f"{job.provider or '—'} · run {plain(job.run_id or '—')}", inline=False
+    )
     embed.add_field(name="Cost", value=f"{job.credits_charged} credits")
     if job.submitted_at is not None and job.completed_at is not None:
         seconds = (job.completed_at - job.submitted_at).total_seconds()
@@ -169,7 +183,7 @@ def ledger_text(entries: Sequence[LedgerEntry], page: int) -> str:
     lines = [f"Your credit history, page {page} (newest first):"]
     for entry in entries:
         job = f" #{entry.job_id}" if entry.job_id is not None else ""
-        reason = f" — {discord.utils.escape_markdown(entry.reason)}" if entry.reason else ""
+        reason = f" — {plain(entry.reason)}" if entry.reason else ""
         amount = f"{entry.amount:+d}" if entry.kind.value != "capture" else f"{-entry.amount}"
         when = discord.utils.format_dt(entry.created_at, "R")
         lines.append(f"`{amount:>6}` {_ENTRY_WORDS[entry.kind.value]}{job} {when}{reason}")
@@ -293,7 +307,7 @@ def audit_text(entries: Sequence[AuditEntry]) -> str:
     lines = ["Recent actions (newest first):"]
     for entry in entries:
         target = f" on <@{entry.target_id}>" if entry.target_id else ""
-        detail = ", ".join(f"{key}={value}" for key, value in entry.detail.items())
+        detail = plain(", ".join(f"{key}={value}" for key, value in entry.detail.items()))
         when = discord.utils.format_dt(entry.created_at, "R")
         lines.append(
             f"{when} <@{entry.actor_id}> {entry.action}{target}" + (f" ({detail})" if detail else "")

@@ -35,11 +35,12 @@ async def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path) -> t
     return process.returncode, out.decode(), err.decode()
 
 
-async def test_run_without_a_token_says_which_key(tmp_path: Path) -> None:
-    code, out, err = await run_cli(cwd=tmp_path)
+async def test_run_without_any_config_names_every_problem_in_one_run(tmp_path: Path) -> None:
+    code, out, err = await run_cli(env={"RETOUCH_WEB__PORT": "eighty"}, cwd=tmp_path)
     assert code == 1
-    assert "discord.token: missing" in err
-    assert "RETOUCH_DISCORD__TOKEN" in err
+    for key in ("discord.token", "providers.runflow.api_key", "web.port"):
+        assert f"{key}: " in err, err
+    assert "RETOUCH_DISCORD__TOKEN" in err and "RETOUCH_PROVIDERS__RUNFLOW__API_KEY" in err
     assert "Traceback" not in err + out
 
 
@@ -118,3 +119,50 @@ async def test_edit_with_a_missing_file_says_so(tmp_path: Path) -> None:
     env = {"RETOUCH_DISCORD__TOKEN": "x", "RETOUCH_PROVIDERS__RUNFLOW__API_KEY": "y"}
     code, _, err = await run_cli("edit", "nope.png", "--prompt", "x", "--out", "o.png", env=env, cwd=tmp_path)
     assert code == 1 and "No such image file: nope.png" in err and "Traceback" not in err
+
+
+SECRET = "sk-live-0123456789abcdef"
+NUMBER = "918273645546372819"
+
+
+async def test_check_config_never_prints_a_secret_whatever_its_type(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(
+        f'[discord]\ntoken = {NUMBER}\n[providers.runflow]\napi_key = ["{SECRET}"]\n', encoding="utf-8"
+    )
+    env = {
+        "RETOUCH_PROVIDERS__ORDER": '["runflow", "openai"]',
+        "RETOUCH_PROVIDERS__OPENAI": f'{{"api_key": ["{SECRET[::-1]}"]}}',
+    }
+    code, out, err = await run_cli("check-config", env=env, cwd=tmp_path)
+    assert code == 1
+    for secret in (SECRET, NUMBER, SECRET[::-1]):
+        assert secret not in out + err, err
+    for key in ("discord.token", "providers.runflow.api_key", "providers.openai.api_key"):
+        assert key in err
+    assert "Traceback" not in err
+
+
+async def test_check_config_on_the_example_with_only_a_host_key_names_the_empty_token(tmp_path: Path) -> None:
+    example = (ROOT / "config.example.toml").read_text(encoding="utf-8")
+    assert '\napi_key = ""\n' in example
+    (tmp_path / "config.toml").write_text(
+        example.replace('\napi_key = ""\n', '\napi_key = "rf-key-12345678"\n'), encoding="utf-8"
+    )
+    code, out, err = await run_cli("check-config", cwd=tmp_path)
+    assert code == 1, out
+    assert "Configuration is valid" not in out
+    assert "discord.token: missing" in err and "RETOUCH_DISCORD__TOKEN" in err
+
+
+async def test_run_with_a_blank_token_refuses_before_contacting_discord(tmp_path: Path) -> None:
+    env = {
+        "RETOUCH_DISCORD__TOKEN": "  ",
+        # Were the token accepted, the login would go here (nothing listens) rather than to Discord.
+        "RETOUCH_DISCORD__API_BASE": "http://127.0.0.1:9/api/v10",
+        "RETOUCH_PROVIDERS__RUNFLOW__API_KEY": "y",
+        "RETOUCH_STORAGE__PATH": str(tmp_path / "r.db"),
+    }
+    code, out, err = await run_cli("run", env=env, cwd=tmp_path)
+    assert code == 1
+    assert "discord.token: missing" in err and "RETOUCH_DISCORD__TOKEN" in err
+    assert "Traceback" not in err + out

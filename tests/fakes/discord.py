@@ -45,7 +45,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -1570,16 +1570,24 @@ class FakeDiscord:
         visit([message["embeds"], message["components"]])
 
     def _set_mentions(self, message: JSON, allowed: JSON | None) -> None:
+        """Who the message pings, as Discord decides it: the content's mentions that ``allowed_mentions``
+        lets through (without it, everything parses), so tests see exactly who was notified."""
         content = message["content"]
-        users = sorted({int(user) for user in re.findall(r"<@!?(\d+)>", content)} & set(self._users))
+        rules = {"parse": ["users", "roles", "everyone"]} if allowed is None else allowed
+        parse = set(rules.get("parse") or [])
+
+        def let_through(kind: str, named: set[int], known: Mapping[int, Any]) -> list[int]:
+            listed = named if kind in parse else {int(snowflake) for snowflake in rules.get(kind) or []}
+            return sorted(named & listed & set(known))
+
+        users = let_through("users", {int(user) for user in re.findall(r"<@!?(\d+)>", content)}, self._users)
         message["mentions"] = [self._users[user] for user in users]
-        message["mention_roles"] = [
-            role
-            for role in re.findall(r"<@&(\d+)>", content)
-            if any(int(role) in guild.roles for guild in self.guilds.values())
-        ]
-        parse = (allowed or {"parse": ["everyone"]}).get("parse") or []
-        message["mention_everyone"] = "@everyone" in content and "everyone" in parse
+        known_roles = {role: True for guild in self.guilds.values() for role in guild.roles}
+        roles = let_through("roles", {int(role) for role in re.findall(r"<@&(\d+)>", content)}, known_roles)
+        message["mention_roles"] = [str(role) for role in roles]
+        message["mention_everyone"] = (
+            "everyone" in parse and re.search(r"@(everyone|here)", content) is not None
+        )
 
     # -------------------------------------------------------------------------------------- gateway
 
@@ -1826,7 +1834,7 @@ class FakeDiscord:
         user: int | None = None,
         subcommand: str | None = None,
         dm: bool | int = False,  # not just bool: tests pass options as **dict[str, int]
-        in_guild: Guild | None = None,
+        in_guild: Guild | int | None = None,  # a guild or its id (options may come as **dict[str, int])
         **options: Any,
     ) -> Interaction:
         """A slash command. Options are typed from the synced definition (an int for a STRING option is
@@ -1838,7 +1846,9 @@ class FakeDiscord:
         answers land too; ``in_guild`` in another guild's channel (``add_guild()``)."""
         dm = bool(dm)
         await self.wait_ready(timeout=10)
-        guild = None if dm else in_guild or self._guild
+        guild = (
+            None if dm else self.guilds[in_guild] if isinstance(in_guild, int) else in_guild or self._guild
+        )
         command, data = self._command(name, 1, dm=dm)
         data["options"], resolved = self._build_options(
             command, subcommand, options, focused=None, guild=guild

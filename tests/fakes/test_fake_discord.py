@@ -555,3 +555,22 @@ async def test_embedded_image_is_fetched_through_the_media_proxy(fake: FakeDisco
         tampered = thumbnail["proxy_url"].replace("/sun_set.png", "/other.png")
         async with session.get(tampered) as response:
             assert response.status == 404
+
+
+async def test_a_message_pings_whom_its_allowed_mentions_let_through(fake: FakeDiscord, bot: TinyBot) -> None:
+    other, role = fake.add_member("Other"), fake.add_role("Loud")
+    channel = bot.get_partial_messageable(fake.channel_id)
+    text = f"<@{fake.member_id}> <@{other}> <@&{role}> @here"
+
+    def pinged(message: discord.Message) -> tuple[list[int], list[str], bool]:
+        stored = fake.messages[message.id]
+        return [int(u["id"]) for u in stored["mentions"]], stored["mention_roles"], stored["mention_everyone"]
+
+    assert pinged(await channel.send(text)) == (sorted([fake.member_id, other]), [str(role)], True)
+    only = discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(fake.member_id)])
+    assert pinged(await channel.send(text, allowed_mentions=only)) == ([fake.member_id], [], False)
+    assert pinged(await channel.send(text, allowed_mentions=discord.AllowedMentions.none())) == (
+        [],
+        [],
+        False,
+    )

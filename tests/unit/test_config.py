@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from bot.__main__ import main
-from bot.config import ConfigError, load_settings
+from bot.config import ConfigError, Settings, load_settings
 
 VALID = """
 [discord]
@@ -123,3 +124,86 @@ def test_check_config_invalid_exits_1(capsys: pytest.CaptureFixture[str]) -> Non
 def test_explicit_missing_file_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--config", str(tmp_path / "nope.toml"), "check-config"]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+SECRET = "sk-live-0123456789abcdef"
+NUMBER = "918273645546372819"
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        (f'[discord]\ntoken = ["{SECRET}"]\n', "discord.token"),
+        (f"[discord]\ntoken = {NUMBER}\n", "discord.token"),
+        (f'[discord]\ntoken = {{ value = "{SECRET}" }}\n', "discord.token"),
+        (f'discord = "{SECRET}"\n', "discord"),
+        (
+            f'[discord]\ntoken = "t"\n[providers.runflow]\napi_key = ["{SECRET}"]\n',
+            "providers.runflow.api_key",
+        ),
+        (f'[discord]\ntoken = "t"\n[providers.runflow]\napi_key = {NUMBER}\n', "providers.runflow.api_key"),
+        (
+            f'[discord]\ntoken = "t"\n[providers.runflow]\napi_key = "k"\ncallback_secret = [{NUMBER}]\n',
+            "providers.runflow.callback_secret",
+        ),
+        (f'[discord]\ntoken = "t"\n[providers]\nrunflow = "{SECRET}"\n', "providers.runflow"),
+    ],
+    ids=["token-list", "token-int", "token-table", "table-string", "key-list", "key-int", "secret", "host"],
+)
+def test_a_secret_of_the_wrong_type_is_named_but_never_shown(tmp_path: Path, toml: str, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, toml))
+    shown = caught.value.render() + str(caught.value)
+    assert SECRET not in shown and NUMBER not in shown, shown
+    assert key in dict(caught.value.problems)
+
+
+def test_secrets_nested_in_environment_json_are_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETOUCH_DISCORD", f'{{"token": {NUMBER}}}')
+    monkeypatch.setenv("RETOUCH_PROVIDERS__RUNFLOW", f'{{"api_key": ["{SECRET}"]}}')
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    shown = caught.value.render()
+    assert SECRET not in shown and NUMBER not in shown, shown
+    assert {"discord.token", "providers.runflow.api_key"} <= set(dict(caught.value.problems))
+
+
+def test_broken_json_in_the_environment_is_named_but_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETOUCH_DISCORD", f'{{"token": "{SECRET}"')
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    shown = caught.value.render()
+    assert SECRET not in shown and "RETOUCH_DISCORD" in shown, shown
+
+
+@pytest.mark.parametrize("blank", ["", "   \t"])
+def test_a_blank_secret_is_missing(tmp_path: Path, blank: str) -> None:
+    path = write(tmp_path, f'[discord]\ntoken = "{blank}"\n[providers.runflow]\napi_key = "{blank}"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    problems = dict(caught.value.problems)
+    assert problems["discord.token"].startswith("missing")
+    assert problems["providers.runflow.api_key"].startswith("missing")
+
+
+def test_a_blank_token_from_the_environment_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RETOUCH_DISCORD__TOKEN", " ")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, VALID))
+    assert [key for key, _ in caught.value.problems] == ["discord.token"]
+
+
+def test_every_problem_is_named_in_one_run(tmp_path: Path) -> None:
+    path = write(tmp_path, '[web]\nport = "eighty"\n[providers]\norder = ["runflow", "fal"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    keys = [key for key, _ in caught.value.problems]
+    assert keys == ["discord.token", "web.port", "providers.runflow.api_key", "providers.fal.api_key"]
+
+
+def test_a_validation_error_logged_as_text_carries_no_secret() -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings(discord={"token": [SECRET]}, providers={"runflow": {"api_key": int(NUMBER)}})
+    assert SECRET not in str(caught.value) and NUMBER not in str(caught.value)
