@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 CONTEXT_FIELDS = ("job_id", "guild_id", "user_id", "host")
 
 REDACTED = "[redacted]"
-ARG_LIMIT = 300
-MESSAGE_LIMIT = 2000
+ARG_LIMIT = 1000
+MESSAGE_LIMIT = 4000
 # A "secret" this short would redact ordinary words everywhere; no real key or token is.
 MIN_SECRET_LENGTH = 8
 
