@@ -108,6 +108,9 @@ def test_discord_interaction_tokens_in_urls_are_redacted(capsys: pytest.CaptureF
     logging.getLogger("discord.http").warning(
         "POST %s/interactions/98765/%s/callback with None has returned 404", base, TOKEN
     )
+    logging.getLogger("discord.gateway").warning(
+        "event: %s", {"t": "INTERACTION_CREATE", "d": {"token": TOKEN}}
+    )
     try:
         raise OSError(f"cannot reach {base}/webhooks/1234/{TOKEN}/messages/@original?wait=true")
     except OSError:
@@ -116,3 +119,4 @@ def test_discord_interaction_tokens_in_urls_are_redacted(capsys: pytest.CaptureF
     assert TOKEN not in out
     assert "/webhooks/1234/[redacted]/messages/@original" in out
     assert "/interactions/98765/[redacted]/callback" in out
+    assert "{'token': '[redacted]'}" in out
