@@ -13,11 +13,12 @@ import logging
 import signal
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import aiohttp
 import discord
+from pydantic import BaseModel, SecretStr
 
 from bot.app import Retouch
 from bot.config import KNOWN_HOSTS, ConfigError, Settings, load_settings, summary
@@ -136,6 +137,15 @@ def _backup(settings: Settings, destination: Path) -> int:
     return 0
 
 
+def _secrets(section: BaseModel) -> Iterator[str]:
+    """Every secret in the configuration, found by type so a key added later is never missed."""
+    for value in dict(section).values():
+        if isinstance(value, SecretStr):
+            yield value.get_secret_value()
+        elif isinstance(value, BaseModel):
+            yield from _secrets(value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command or "run"
@@ -148,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in summary(settings):
             print(f"  {line}")  # noqa: T201
         return 0
-    setup_logging(settings.log.level, json_format=settings.log.json_format)
+    setup_logging(settings.log.level, json_format=settings.log.json_format, secrets=_secrets(settings))
     try:
         if command == "migrate":
             return asyncio.run(_migrate(settings))

@@ -118,9 +118,9 @@ class Retouch(commands.Bot):
                 Callbacks(callback_hosts(settings.providers), self.jobs.run_update),
                 Exposition(self.metrics, repo),
                 Served(links, files) if links is not None else None,
+                limits=settings.web,
             ),
-            settings.web.host,
-            settings.web.port,
+            settings.web,
         )
         await self.web.start()
         await self.jobs.start(DiscordDelivery(self))

@@ -205,6 +205,15 @@ class WebSettings(_Section):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     public_url: str | None = None
+    # Connections held at once; keep it well under the open-file limit (ulimit -n).
+    max_connections: Annotated[int, Field(ge=1, le=10_000)] = 100
+    # Seconds a client has to send a whole request head, after connecting or a previous response.
+    header_timeout: Annotated[float, Field(gt=0)] = 10.0
+    # Seconds a callback has to send its whole body, and the most it may send.
+    body_timeout: Annotated[float, Field(gt=0)] = 30.0
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    # Per host: callbacks a minute that carry no valid signature (unsigned hosts, forgeries).
+    unverified_callbacks_per_minute: Annotated[int, Field(ge=1)] = 120
 
     _urls = field_validator("public_url")(_loopback_or_url)
 

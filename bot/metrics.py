@@ -47,6 +47,12 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        self.callbacks_refused = Counter(
+            "retouch_callbacks_refused",
+            "Host callbacks refused: bad_signature, rate_limited, too_large, too_slow, unreadable",
+            ["host", "reason"],
+            registry=self.registry,
+        )
         self.credits_spent = Counter(
             "retouch_credits_spent", "Credits charged for delivered edits", registry=self.registry
         )

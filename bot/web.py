@@ -1,15 +1,24 @@
-"""The bot's own HTTP server: health, metrics, the hosts' run callbacks, and signed file links."""
+"""The bot's own HTTP server: health, metrics, the hosts' run callbacks, and signed file links.
+
+It may face the internet (hosts must reach `web.public_url`), so nothing a client sends can
+hold it for long: connections are bounded in number and in the time to send a request head
+(bot.connections), callback bodies in size and in time, and callbacks that cannot be verified
+in rate, per host. It is still a small server: in front of the internet, put a reverse proxy.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiosqlite
 from aiohttp import web
 
-from bot.config import ProvidersSettings
+from bot.config import ProvidersSettings, WebSettings
+from bot.connections import ConnectionGuard
 from bot.files import FileStore
 from bot.links import FileLinks
 from bot.metrics import CONTENT_TYPE, Metrics
@@ -45,8 +54,8 @@ EXPOSITION_KEY = web.AppKey("exposition", Exposition)
 
 
 HEALTH_KEY = web.AppKey("health", Health)
+LIMITS_KEY = web.AppKey("limits", WebSettings)
 
-MAX_CALLBACK_BYTES = 1024 * 1024
 RunIdParser = Callable[[bytes], str]
 """A host's callback body -> the run id it is about; ValueError when it cannot say."""
 Verifier = Callable[[bytes, Mapping[str, str]], bool]
@@ -59,37 +68,100 @@ class CallbackHost:
     """None when the host's callbacks cannot be verified (unsigned); they only prompt a poll."""
 
 
+class TokenBucket:
+    """`per_minute` tokens a minute, saving up at most that many: a minute's burst, then the rate."""
+
+    def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._capacity = float(per_minute)
+        self._per_second = per_minute / 60
+        self._clock = clock
+        self._tokens = self._capacity
+        self._last = clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._per_second)
+        self._last = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
 @dataclass(frozen=True)
 class Callbacks:
     hosts: Mapping[str, CallbackHost]
     on_run_update: Callable[[str, str], Awaitable[bool]]
+    # Per host, what callbacks without a valid signature may use; built on first use, from
+    # web.unverified_callbacks_per_minute.
+    unverified: dict[str, TokenBucket] = field(default_factory=dict)
 
 
 CALLBACKS_KEY = web.AppKey("callbacks", Callbacks)
 
 
+def _refuse(request: web.Request, host: str, reason: str, status: int, error: str) -> web.Response:
+    exposition = request.app.get(EXPOSITION_KEY)
+    if exposition is not None:
+        exposition.metrics.callbacks_refused.labels(host, reason).inc()
+    return web.json_response({"error": error}, status=status)
+
+
+def _allowed_unverified(request: web.Request, host: str) -> bool:
+    """Whether `host` may have one more callback that no signature vouches for.
+
+    Such a callback only prompts a poll (the job polls anyway), so refusing it delays nothing
+    by more than a poll interval, while answering every one would let anyone make the bot
+    query its database, and write a log line, as fast as they can send.
+    """
+    buckets = request.app[CALLBACKS_KEY].unverified
+    if host not in buckets:
+        buckets[host] = TokenBucket(request.app[LIMITS_KEY].unverified_callbacks_per_minute)
+    return buckets[host].take()
+
+
+async def _body(request: web.Request) -> bytes:
+    """The whole body (read to its end, however it is chunked), within the size and time limits.
+
+    Raises HTTPRequestEntityTooLarge beyond web.max_body_bytes, TimeoutError past web.body_timeout.
+    """
+    limits = request.app[LIMITS_KEY]
+    if request.content_length is not None and request.content_length > limits.max_body_bytes:
+        raise web.HTTPRequestEntityTooLarge(limits.max_body_bytes, request.content_length)
+    async with asyncio.timeout(limits.body_timeout):
+        return await request.read()
+
+
 async def callback(request: web.Request) -> web.Response:
-    """Answer fast and idempotently: verify, find the run, wake its poll; never trust the body."""
+    """Answer fast and idempotently: verify, find the run, wake its poll; never trust the body.
+
+    A verified callback is never refused for its rate; only the unverified share an allowance.
+    """
     callbacks = request.app[CALLBACKS_KEY]
     host_name = request.match_info["host"]
     host = callbacks.hosts.get(host_name)
     if host is None:
         return web.json_response({"error": "unknown host"}, status=404)
-    if request.content_length is not None and request.content_length > MAX_CALLBACK_BYTES:
-        return web.json_response({"error": "body too large"}, status=413)
-    raw = await request.content.read(MAX_CALLBACK_BYTES + 1)
-    if len(raw) > MAX_CALLBACK_BYTES:
-        return web.json_response({"error": "body too large"}, status=413)
+    if host.verify is None and not _allowed_unverified(request, host_name):
+        return _refuse(request, host_name, "rate_limited", 429, "too many callbacks; slow down")
+    try:
+        raw = await _body(request)
+    except web.HTTPRequestEntityTooLarge:
+        return _refuse(request, host_name, "too_large", 413, "body too large")
+    except TimeoutError:
+        return _refuse(request, host_name, "too_slow", 408, "the body took too long to arrive")
     if host.verify is not None and not host.verify(raw, request.headers):
+        if not _allowed_unverified(request, host_name):
+            return _refuse(request, host_name, "rate_limited", 429, "too many callbacks; slow down")
         log.warning(
             "rejected a %s callback with a missing or wrong signature from %s", host_name, request.remote
         )
-        return web.json_response({"error": "bad signature"}, status=401)
+        return _refuse(request, host_name, "bad_signature", 401, "bad signature")
     try:
         run_id = host.parse_run_id(raw)
     except ValueError as exc:
         log.warning("rejected an unreadable %s callback: %s", host_name, exc)
-        return web.json_response({"error": "unreadable body"}, status=400)
+        return _refuse(request, host_name, "unreadable", 400, "unreadable body")
     known = await callbacks.on_run_update(host_name, run_id)
     if not known:
         log.info(
@@ -153,9 +225,12 @@ def build_app(
     callbacks: Callbacks | None = None,
     exposition: Exposition | None = None,
     served: Served | None = None,
+    *,
+    limits: WebSettings,
 ) -> web.Application:
-    app = web.Application(client_max_size=MAX_CALLBACK_BYTES)
+    app = web.Application(client_max_size=limits.max_body_bytes)
     app[HEALTH_KEY] = health
+    app[LIMITS_KEY] = limits
     app.router.add_get("/healthz", healthz)
     if exposition is not None:
         app[EXPOSITION_KEY] = exposition
@@ -170,21 +245,37 @@ def build_app(
 
 
 class WebServer:
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
-        self._runner = web.AppRunner(app, access_log=None)
-        self._host = host
-        self._port = port
+    """The app on `web.host:web.port`, its connections admitted through a ConnectionGuard.
+
+    It listens itself rather than through an aiohttp site, because the guard has to choose
+    the protocol for each new connection.
+    """
+
+    def __init__(self, app: web.Application, settings: WebSettings) -> None:
+        self.guard = ConnectionGuard(settings.max_connections, settings.header_timeout)
+        app.middlewares.append(self.guard.middleware)
+        self._runner = web.AppRunner(app)
+        self._host = settings.host
+        self._port = settings.port
+        self._listener: asyncio.Server | None = None
         self.port: int | None = None
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        assert self._runner.server is not None
+        self._listener = await asyncio.get_running_loop().create_server(
+            self.guard.protocol_factory(self._runner.server), self._host, self._port
+        )
+        self.port = int(self._listener.sockets[0].getsockname()[1])
         log.info("web server listening on %s:%s", self._host, self.port)
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        # Closes the connections still open, then the app.
         await self._runner.cleanup()
+        if self._listener is not None:
+            await self._listener.wait_closed()
 
 
 def _runflow_verifier(secret: str) -> Verifier:

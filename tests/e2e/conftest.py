@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import sys
 from collections.abc import AsyncIterator, Mapping
@@ -127,19 +128,34 @@ async def retouch(
 
 
 class BotProcess:
-    """`python -m bot` as a child process, configured only through its environment."""
+    """`python -m bot` as a child process, configured only through its environment
+    (and, with `max_open_files`, under that `ulimit -n`)."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, env: Mapping[str, str], log_path: Path, *, max_open_files: int | None = None) -> None:
         self.env = env
         self.log_path = log_path
+        self.max_open_files = max_open_files
         self.process: asyncio.subprocess.Process | None = None
+
+    def _limit_open_files(self) -> None:
+        """Runs in the child before exec: only setrlimit, which is safe there."""
+        assert self.max_open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.max_open_files, self.max_open_files))
 
     async def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RETOUCH_")}
         env.update(self.env)
         self._log = self.log_path.open("ab")
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run", cwd=ROOT, env=env, stdout=self._log, stderr=self._log
+            sys.executable,
+            "-m",
+            "bot",
+            "run",
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=self._log,
+            preexec_fn=self._limit_open_files if self.max_open_files is not None else None,
         )
 
     async def terminate(self, sig: int = signal.SIGTERM) -> int:
