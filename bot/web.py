@@ -208,7 +208,7 @@ async def served_file(request: web.Request) -> web.StreamResponse:
     served = request.app[SERVED_KEY]
     job_id, name = request.match_info["job_id"], request.match_info["name"]
     expires, signature = request.query.get("exp", ""), request.query.get("sig", "")
-    if not job_id.isdigit() or not served.links.valid(int(job_id), name, expires, signature):
+    if not served.links.valid(int(job_id), name, expires, signature):
         return web.json_response({"error": "no such file, or the link has expired"}, status=404)
     # A pruned file is a plain 404 from FileResponse.
     return web.FileResponse(served.files.job_dir(int(job_id)) / name)
@@ -237,7 +237,8 @@ def build_app(
         app.router.add_get("/metrics", metrics)
     if served is not None:
         app[SERVED_KEY] = served
-        app.router.add_get("/files/{job_id}/{name}", served_file)
+        # ASCII digits only: str.isdigit() would also take other scripts' digits, which int() refuses.
+        app.router.add_get("/files/{job_id:[0-9]{1,20}}/{name}", served_file)
     if callbacks is not None:
         app[CALLBACKS_KEY] = callbacks
         app.router.add_post("/callbacks/{host}", callback)

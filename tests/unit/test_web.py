@@ -124,6 +124,10 @@ async def test_file_links_serve_kept_inputs_only_when_signed(server) -> None:
             test_server.make_url("/files/5/..%2F..%2Fr.db?exp=9999999999&sig=x")
         ) as response:
             assert response.status == 404
+        # Other scripts' digits pass str.isdigit() but not int(): a 404, not a 500.
+        for job in ("%C2%B2", "%D9%A1", "9" * 5000):
+            async with session.get(test_server.make_url(f"/files/{job}/input-0.png?exp=1&sig=x")) as response:
+                assert response.status == 404, job
 
 
 async def test_health_answers_json(server) -> None:
