@@ -205,22 +205,25 @@ class JobService:
             await self._journal.withdraw(order)
 
     async def create(self, order: EditOrder, estimate: Estimate) -> Job:
-        """Write the job row and reserve its credits in one transaction, not yet in line.
+        """Check the in-flight limits, write the job row and reserve its credits in one
+        transaction, not yet in line.
 
         A crash after this finds the job at start and runs it (before it, the journal does). If
-        the reservation is refused (a CreditError), the row is rolled back with it and nothing is
-        left behind.
+        the limits or the reservation refuse it (TooManyJobs, a CreditError), the row is rolled
+        back with it and nothing is left behind.
         """
         if not self.accepting or self.paused:
             raise EditsPaused
         return await self._create(order, estimate)
 
     async def _create(self, order: EditOrder, estimate: Estimate) -> Job:
-        await self.check_limits(order.user_id, order.guild_id)
         if order.parent_id is not None and await self._repo.get(order.parent_id) is None:
             # "Edit image" on a result posted before this database existed names a job it never had.
             order = replace(order, parent_id=None, parent_output=None)
         async with self._repo.transaction():
+            # Counted under the write lock with the insert: counted before it, a burst of
+            # simultaneous edits all saw room for one more and all went in.
+            await self.check_limits(order.user_id, order.guild_id)
             job = await self._insert(order, estimate)
             await self._credits.reserve(
                 guild_id=order.credit_guild,
@@ -264,7 +267,11 @@ class JobService:
         )
 
     async def check_limits(self, user_id: int, guild_id: int | None) -> None:
-        """Raise TooManyJobs when the member or the server has no room for another edit."""
+        """Raise TooManyJobs when the member or the server has no room for another edit.
+
+        Outside a transaction this is only an early answer (`preflight`); `_create` asks again
+        under the write lock, where the answer holds until the job row is in.
+        """
         member_open, server_open = await self._repo.count_open(user_id, guild_id)
         if member_open >= self._max_per_member:
             raise TooManyJobs("member", self._max_per_member)

@@ -63,13 +63,19 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def running(
-    tmp_path: Path, settings: HostSettings, make: Callable[[HostSettings, aiohttp.ClientSession], Provider]
+    tmp_path: Path,
+    settings: HostSettings,
+    make: Callable[[HostSettings, aiohttp.ClientSession], Provider],
+    *,
+    credit_settings: CreditsSettings | None = None,
+    max_per_member: int = 3,
+    max_per_server: int = 20,
 ) -> AsyncIterator[Harness]:
     """A started JobService on a real SQLite file, editing at the host `make` builds."""
     db = await open_db(tmp_path / "r.db")
     async with aiohttp.ClientSession() as session:
         repo = JobRepository(db)
-        credits = CreditService(db, CreditsSettings(), BudgetSettings())
+        credits = CreditService(db, credit_settings or CreditsSettings(), BudgetSettings())
         service = JobService(
             repo=repo,
             provider=make(settings, session),
@@ -78,6 +84,8 @@ async def running(
             files=FileStore(tmp_path / "files"),
             session=session,
             concurrency=2,
+            max_per_member=max_per_member,
+            max_per_server=max_per_server,
             poll_interval=0.02,
             poll_interval_max=0.05,
             deadline=30,
