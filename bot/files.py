@@ -8,9 +8,11 @@ renamed into place, so a crash never leaves a half-written file under its final 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,6 +24,10 @@ CHUNK = 256 * 1024
 
 class DownloadError(Exception):
     """A file could not be fetched; the message names the reason, never the signed URL."""
+
+
+class StorageFull(Exception):
+    """A file would not fit: the store's cap, or the disk itself, is full."""
 
 
 class FileStore:
@@ -93,7 +99,8 @@ class FileStore:
         return size
 
     async def write(self, path: Path, data: bytes) -> None:
-        await asyncio.to_thread(_write_atomic, path, data)
+        with _disk_full_as_storage_full():
+            await asyncio.to_thread(_write_atomic, path, data)
 
     async def read(self, path: Path) -> bytes:
         return await asyncio.to_thread(path.read_bytes)
@@ -127,6 +134,17 @@ async def _stream(
         raise DownloadError("the download timed out") from exc
     except aiohttp.ClientError as exc:
         raise DownloadError(f"the download failed ({exc.__class__.__name__})") from exc
+
+
+@contextmanager
+def _disk_full_as_storage_full() -> Iterator[None]:
+    """The disk filling up is the same condition as the cap being reached, and told the same."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull("the disk is full") from exc
+        raise
 
 
 def _finish(handle: BinaryIO) -> None:

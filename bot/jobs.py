@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import sqlite3
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
@@ -20,8 +22,11 @@ import aiohttp
 from bot import images, sizes
 from bot.credits import Balance, CreditError, CreditService, Estimate, InsufficientCredits, MemberBlocked
 from bot.edits import (
+    BOT_ERROR,
+    INTERRUPTED,
     MEMBER_MESSAGES,
     NSFW_BLOCKED,
+    STORAGE_FULL,
     TOKEN_LIFETIME,
     Delivery,
     DeliveryFailed,
@@ -34,7 +39,7 @@ from bot.edits import (
     TooManyJobs,
     member_message,
 )
-from bot.files import DownloadError, FileStore
+from bot.files import DownloadError, FileStore, StorageFull
 from bot.inputs import InputPreparer
 from bot.journal import Journal
 from bot.links import FileLinks
@@ -48,6 +53,7 @@ from bot.providers.base import (
     Provider,
     ProviderError,
     Run,
+    RunFailed,
     RunStatus,
     Unavailable,
 )
@@ -66,12 +72,21 @@ ANNOUNCED_PLACES = 3
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 RESULT_CHECKS = 2
 PROGRESS_INTERVAL = 10.0
+# How many times a job's processing may begin (its submit, then each recovery that finds it in
+# flight) before it is failed: a job whose processing kills the process ends after this many
+# restarts instead of taking the bot down at every one.
+MAX_STARTS = 4
 
 
 def _run_of(job: Job) -> Run:
     """The host's handle on a submitted job, as stored with it."""
     assert job.provider is not None and job.run_id is not None
     return Run(job.provider, job.run_id, job.run_data)
+
+
+def _reference(job_id: int) -> str:
+    """A tag that appears both in what the member is told and in the log line with the details."""
+    return f"{job_id}-{secrets.token_hex(3)}"
 
 
 def _unusable(problem: Exception) -> str:
@@ -150,7 +165,7 @@ class JobService:
         """Recover what a previous process left, then begin serving the line."""
         self._delivery = delivery
         await self.recover()
-        self._workers = [
+        self._workers += [
             asyncio.create_task(self._work(), name=f"job-worker-{n}") for n in range(self._concurrency)
         ]
         self._workers.append(asyncio.create_task(self._prune_forever(), name="prune-files"))
@@ -401,13 +416,38 @@ class JobService:
             )
             await self._repo.mark_notified(job.id)
         for job in await self._repo.open_jobs():
+            if job.state is not JobState.QUEUED and job.attempts >= MAX_STARTS:
+                await self._give_up_interrupted(job)
+                continue
             log.info("recovering job %d from state %s", job.id, job.state)
             if job.state in (JobState.QUEUED, JobState.SUBMITTING):
                 if job.state is JobState.SUBMITTING:
+                    # The submit counts this start when it begins again.
                     await self._repo.move(job.id, [JobState.SUBMITTING], JobState.QUEUED)
                 await self._queue.put(job.user_id, job.id)
-            else:
-                asyncio.create_task(self._guarded(job.id), name=f"job-recover-{job.id}")  # noqa: RUF006
+            elif await self._repo.move(job.id, [job.state], job.state, attempts=job.attempts + 1):
+                # Counted before anything is done with it, so a job that kills the process
+                # part-way through is still counted when it does.
+                self._workers.append(asyncio.create_task(self._guarded(job.id), name=f"job-recover-{job.id}"))
+
+    async def _give_up_interrupted(self, job: Job) -> None:
+        """A job whose processing began MAX_STARTS times and never finished: whatever stops it
+        (a process crash, a restart loop) would stop it again, so it ends here, free."""
+        reference = _reference(job.id)
+        log.error(
+            "job %d was interrupted %d times in state %s (reference %s); it is failed and its credits released",
+            job.id,
+            job.attempts,
+            job.state,
+            reference,
+        )
+        if job.state is JobState.RUNNING:
+            await self._stop_run(_run_of(job))
+        await self._fail(
+            job,
+            RunFailed(f"interrupted {job.attempts} times (reference {reference})", host="retouch"),
+            member_text=INTERRUPTED.format(starts=job.attempts, reference=reference),
+        )
 
     async def prune_files(self) -> int:
         """Delete kept inputs and outputs past retention, oldest first above the size cap."""
@@ -457,12 +497,39 @@ class JobService:
                 await self.delivery.show_progress(job, Progress(JobState.QUEUED, queue_position=place))
 
     async def _guarded(self, job_id: int) -> None:
+        """Process a job; whatever escapes the processing ends the job rather than stranding it.
+
+        An unexpected exception would happen again on every try (a crafted input, a full disk),
+        so the job fails at once, free, and the traceback is logged once with the reference the
+        member is given. Only a database error leaves the job as it is: the failure could not be
+        recorded either, and recovery, which counts its starts, takes it up again.
+        """
         try:
             await self._process(job_id)
         except asyncio.CancelledError:
             raise
+        except sqlite3.Error:
+            log.exception("job %d: the database failed; it is left for recovery", job_id)
+        except StorageFull as exc:
+            log.error("job %d: %s", job_id, exc)
+            await self._give_up(job_id, Unavailable(str(exc), host="retouch"), STORAGE_FULL)
+        except Exception as exc:
+            reference = _reference(job_id)
+            log.exception(
+                "job %d crashed (reference %s); it is failed and its credits released", job_id, reference
+            )
+            error = RunFailed(f"unexpected {type(exc).__name__} (reference {reference})", host="retouch")
+            await self._give_up(job_id, error, BOT_ERROR.format(reference=reference))
+
+    async def _give_up(self, job_id: int, error: ProviderError, member_text: str) -> None:
+        try:
+            job = await self._repo.get(job_id)
+            if job is not None:
+                await self._fail(job, error, member_text=member_text)
+        except asyncio.CancelledError:
+            raise
         except Exception:
-            log.exception("job %d crashed; it is left for recovery", job_id)
+            log.exception("job %d could not be failed; it is left for recovery", job_id)
 
     async def _process(self, job_id: int) -> None:
         job = await self._repo.get(job_id)

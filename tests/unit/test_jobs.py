@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
@@ -35,9 +36,12 @@ class RecordingDelivery:
         self.delivered: list[tuple[Job, list[ResultFile]]] = []
         self.failures: list[tuple[Job, str]] = []
         self._next_message = 1000
+        self.shown = asyncio.Event()
+        """Set at each progress shown, for tests that wait for one."""
 
     async def show_progress(self, job: Job, progress: Progress) -> None:
         self.progress.append((job.id, progress))
+        self.shown.set()
 
     async def deliver(self, job: Job, files: Sequence[ResultFile]) -> Receipt:
         self.delivered.append((job, list(files)))
@@ -70,6 +74,7 @@ async def running(
     credit_settings: CreditsSettings | None = None,
     max_per_member: int = 3,
     max_per_server: int = 20,
+    files: FileStore | None = None,
 ) -> AsyncIterator[Harness]:
     """A started JobService on a real SQLite file, editing at the host `make` builds."""
     db = await open_db(tmp_path / "r.db")
@@ -81,7 +86,7 @@ async def running(
             provider=make(settings, session),
             credits=credits,
             usd_per_image=settings.usd_per_image,
-            files=FileStore(tmp_path / "files"),
+            files=files or FileStore(tmp_path / "files"),
             session=session,
             concurrency=2,
             max_per_member=max_per_member,
