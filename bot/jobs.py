@@ -117,7 +117,6 @@ class JobService:
         links: FileLinks | None = None,
         journal: Journal | None = None,
         retention: timedelta = timedelta(days=30),
-        max_stored_bytes: int = 5 * 1024**3,
     ) -> None:
         self._repo = repo
         self._provider = provider
@@ -135,7 +134,6 @@ class JobService:
         self._journal = journal
         self._inputs = InputPreparer(files=files, session=session, cdn_hosts=cdn_hosts, links=links)
         self._retention = retention
-        self._max_stored_bytes = max_stored_bytes
         # A 4K result decodes to 50-64 MB; checking a burst of them all at once (one per
         # worker thread) was most of the bot's peak memory, and two at a time keep both cores busy.
         self._result_checks = asyncio.Semaphore(RESULT_CHECKS)
@@ -354,6 +352,7 @@ class JobService:
         if moved is None:
             return None
         await self._credits.release(job_id, reason="cancelled")
+        await self._files.delete_job(job_id)
         log.info("job %d cancelled", job_id)
         if moved.run_id is not None and moved.provider is not None:
             await self._stop_run(_run_of(moved))
@@ -409,6 +408,7 @@ class JobService:
                 )
             else:
                 await self._credits.release(job.id, reason=f"{job.state.value} (recovered)")
+                await self._files.delete_job(job.id)
         for job in await self._repo.failed_unnotified():
             kind = ErrorKind(job.error_kind) if job.error_kind else ErrorKind.UNAVAILABLE
             await self.delivery.report_failure(
@@ -450,11 +450,8 @@ class JobService:
         )
 
     async def prune_files(self) -> int:
-        """Delete kept inputs and outputs past retention, oldest first above the size cap."""
-        older_than = (utcnow() - self._retention).timestamp()
-        removed = await asyncio.to_thread(
-            self._files.prune, older_than=older_than, max_bytes=self._max_stored_bytes
-        )
+        """Delete finished edits' files past retention, oldest first above the size cap."""
+        removed = await self._files.prune(older_than=(utcnow() - self._retention).timestamp())
         if removed:
             log.info("pruned the files of %d old edits", removed)
         return removed
@@ -698,7 +695,7 @@ class JobService:
             async with self._result_checks:
                 info = await asyncio.to_thread(images.inspect, fetched)
             path = self._files.output_path(job.id, idx, info.extension)
-            await asyncio.to_thread(fetched.replace, path)
+            await self._files.rename(fetched, path)
             stored.append(
                 NewOutput(
                     idx=idx,
@@ -804,6 +801,9 @@ class JobService:
         )
         if moved is not None:
             await self._credits.release(job.id, reason=f"failed: {error.kind.value}")
+            # Nothing builds on a failed edit (its message has no buttons), and members choose
+            # what it wrote: left, free failures would fill the disk.
+            await self._files.delete_job(job.id)
             await self.delivery.report_failure(moved, member_text or member_message(error))
             await self._repo.mark_notified(job.id)
             self._finished(moved)

@@ -74,7 +74,7 @@ async def running(
     credit_settings: CreditsSettings | None = None,
     max_per_member: int = 3,
     max_per_server: int = 20,
-    files: FileStore | None = None,
+    max_stored_bytes: int | None = None,
 ) -> AsyncIterator[Harness]:
     """A started JobService on a real SQLite file, editing at the host `make` builds."""
     db = await open_db(tmp_path / "r.db")
@@ -86,7 +86,7 @@ async def running(
             provider=make(settings, session),
             credits=credits,
             usd_per_image=settings.usd_per_image,
-            files=files or FileStore(tmp_path / "files"),
+            files=FileStore(tmp_path / "files", max_bytes=max_stored_bytes, in_use=repo.in_use),
             session=session,
             concurrency=2,
             max_per_member=max_per_member,
