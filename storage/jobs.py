@@ -377,14 +377,11 @@ class JobRepository:
         return [Job.from_row(row) for row in rows]
 
     async def in_use(self) -> set[int]:
-        """Jobs whose kept files must stay: the unfinished ones, and the jobs they build on."""
-        marks = ", ".join("?" for _ in OPEN_STATES)
-        async with self._conn.execute(
-            f"SELECT id, parent_id FROM jobs WHERE state IN ({marks})",  # noqa: S608
-            tuple(state.value for state in OPEN_STATES),
-        ) as cursor:
-            rows = await cursor.fetchall()
-        return {job for row in rows for job in row if job is not None}
+        """Jobs whose kept files must stay: the unfinished ones (few: the limits bound them),
+        and the jobs they build on."""
+        return {
+            job for open_job in await self.open_jobs() for job in (open_job.id, open_job.parent_id) if job
+        }
 
     async def open_jobs(self) -> list[Job]:
         marks = ", ".join("?" for _ in OPEN_STATES)

@@ -20,8 +20,8 @@ from storage.jobs import JobState
 from tests.conftest import StaticFiles
 from tests.fakes.runflow import FakeRunflow
 from tests.images import noisy_png
-from tests.unit.test_jobs import Harness, order, running
-from tests.unit.test_poison_jobs import assert_free_and_told, settled
+from tests.unit.test_jobs import Harness, order, running, settled
+from tests.unit.test_poison_jobs import assert_free_and_told
 
 CAP = 105 * 1024
 

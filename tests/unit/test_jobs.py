@@ -27,6 +27,8 @@ from tests.fakes.fal import FakeFal
 from tests.fakes.runflow import FakeRunflow, expected_output_image
 from tests.images import decode, png
 
+CRAFTED_EXPIRY = "f" * 20  # a hex expiry far beyond what a datetime can hold
+
 
 class RecordingDelivery:
     """A Delivery that keeps what it was asked to show, so tests can wait on it."""
@@ -117,6 +119,15 @@ async def fal_harness(tmp_path: Path) -> AsyncIterator[Harness]:
         settings = FalSettings(api_key=SecretStr(fal.api_key), base_url=fal.base_url)
         async with running(tmp_path, settings, FalProvider) as started:
             yield started
+
+
+async def settled(harness: Harness, job_id: int, timeout: float = 5.0) -> Job:
+    """The job once final, or as it stands when it did not get there in time."""
+    with contextlib.suppress(TimeoutError):
+        return await asyncio.wait_for(harness.service.wait_settled(job_id), timeout)
+    job = await harness.repo.get(job_id)
+    assert job is not None
+    return job
 
 
 def order(url: str, **options: object) -> EditOrder:
@@ -259,3 +270,13 @@ async def test_recovery_settles_a_job_that_finished_without_its_ledger_entry(har
     balance = await harness.credits.balance(1, 3)
     assert (balance.available, balance.reserved) == (50, 0)
     assert await harness.credits.verify() == []
+
+
+async def test_an_input_url_with_a_crafted_expiry_does_not_stall_its_job(
+    fal_harness: Harness, static_files: StaticFiles
+) -> None:
+    url = static_files.add("a.png", png()) + f"?ex={CRAFTED_EXPIRY}"
+    job = await fal_harness.submit(order(url))
+    final = await settled(fal_harness, job.id)
+    assert final.state is JobState.DONE, final.state  # sent as bytes, as for an expired URL
+    assert (await fal_harness.credits.balance(1, 3)).reserved == 0
