@@ -79,9 +79,13 @@ class Retouch(commands.Bot):
         self.guild_settings = GuildSettingsService(self.db)
         first_host = getattr(settings.providers, settings.providers.order[0])
         self.metrics = Metrics()
-        files = FileStore(settings.storage.files_dir)
-        links = FileLinks(settings.web.public_url) if settings.web.public_url else None
         repo = JobRepository(self.db)
+        files = FileStore(
+            settings.storage.files_dir,
+            max_bytes=int(settings.storage.max_gib * 1024**3),
+            in_use=repo.in_use,
+        )
+        links = FileLinks(settings.web.public_url) if settings.web.public_url else None
         self.jobs = JobService(
             repo=repo,
             metrics=self.metrics,
@@ -89,7 +93,6 @@ class Retouch(commands.Bot):
             links=links,
             journal=Journal(settings.storage.path.with_name(f"{settings.storage.path.stem}.journal")),
             retention=timedelta(days=settings.storage.retention_days),
-            max_stored_bytes=int(settings.storage.max_gib * 1024**3),
             provider=self.router,
             credits=self.credits,
             usd_per_image=first_host.usd_per_image,

@@ -164,6 +164,16 @@ MEMBER_MESSAGES = {
 NSFW_BLOCKED = (
     "The image host flagged the result as NSFW, which this server does not allow here; nothing was charged."
 )
+STORAGE_FULL = "This bot's storage is full; try again later, and tell the server owner."
+# The reference is also in the log line that holds the details, so the owner can find it.
+BOT_ERROR = (
+    "The bot hit an unexpected error and stopped this edit, free of charge; if it happens again, "
+    "tell the server owner (reference {reference})."
+)
+INTERRUPTED = (
+    "This edit was interrupted {starts} times by the bot restarting, so it was stopped free of charge; "
+    "if it happens again, tell the server owner (reference {reference})."
+)
 
 
 def member_message(error: ProviderError) -> str:

@@ -1,16 +1,23 @@
-"""Inputs and outputs kept on disk by job id.
+"""Inputs and outputs kept on disk by job id, within a size cap.
 
 Discord's attachment URLs and the hosts' result URLs both expire, so anything a later Refine,
 Retry or recovery may need is copied here first. Downloads stream to a temporary file and are
 renamed into place, so a crash never leaves a half-written file under its final name.
+
+The cap is kept at every write, not only by the periodic prune: members decide how much is
+written (every edit keeps its inputs), so a burst of edits could otherwise fill the disk between
+two prunes. The store's size is measured once and then tracked in memory, so keeping the cap
+costs no walk of the tree per write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,9 +31,23 @@ class DownloadError(Exception):
     """A file could not be fetched; the message names the reason, never the signed URL."""
 
 
+class StorageFull(Exception):
+    """A file would not fit: the store's cap, or the disk itself, is full."""
+
+
+InUse = Callable[[], Awaitable[Collection[int]]]
+"""The job ids whose folders must stay (unfinished jobs and what they build on)."""
+
+
 class FileStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, max_bytes: int | None = None, in_use: InUse | None = None) -> None:
         self.root = root
+        self._max_bytes = max_bytes
+        self._in_use = in_use
+        # Bytes kept per job folder, measured at the first write that needs it.
+        self._sizes: dict[int, int] | None = None
+        self._total = 0
+        self._lock = asyncio.Lock()
 
     def job_dir(self, job_id: int) -> Path:
         return self.root / f"{job_id // 1000:04d}" / str(job_id)
@@ -40,26 +61,107 @@ class FileStore:
     def mask_path(self, job_id: int, idx: int, extension: str) -> Path:
         return self.job_dir(job_id) / f"mask-{idx}.{extension}"
 
-    def remove_job(self, job_id: int) -> None:
-        """Delete a job's kept files now (a deleted result). Synchronous: run it in a thread."""
-        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+    async def prune(self, *, older_than: float) -> int:
+        """Delete the folders of finished jobs past retention, then the oldest until under the
+        cap; returns how many. Folders in use are never touched."""
+        async with self._lock:
+            sizes = await self._measured()
+            in_use = await self._protected()
+            candidates = [job for job in sizes if job not in in_use]
+            aged = await asyncio.to_thread(self._older, candidates, older_than)
+            for job in aged:
+                await self._remove(job)
+            over = 0 if self._max_bytes is None else self._total - self._max_bytes
+            return len(aged) + (await self._evict(over, in_use) if over > 0 else 0)
 
-    def prune(self, *, older_than: float, max_bytes: int) -> int:
-        """Delete job folders past retention, then the oldest until under the cap; returns how
-        many. Synchronous (walks the disk): run it in a thread."""
-        folders = [folder for group in self.root.glob("*") if group.is_dir() for folder in group.iterdir()]
-        aged = sorted(
-            (folder.stat().st_mtime, folder, _size(folder)) for folder in folders if folder.is_dir()
-        )
-        total = sum(size for _, _, size in aged)
+    async def delete_job(self, job_id: int) -> None:
+        """Drop a job's files at once: a failed or cancelled edit is never built on."""
+        async with self._lock:
+            await self._remove(job_id)
+
+    async def _claim(self, path: Path, size: int) -> None:
+        """Count `size` more bytes under `path`'s job before they are written, first deleting the
+        oldest finished jobs' folders if the cap needs it; StorageFull when even that is not enough
+        (deleting nothing then, as it would not help)."""
+        if self._max_bytes is None:
+            self._count(path, size)
+            return
+        async with self._lock:
+            sizes = await self._measured()
+            over = self._total + size - self._max_bytes
+            if over > 0:
+                writer = self._job_of(path)
+                in_use = {*await self._protected(), *([] if writer is None else [writer])}
+                freeable = sum(used for job, used in sizes.items() if job not in in_use)
+                if freeable < over:
+                    raise StorageFull(
+                        f"the bot's files would exceed storage.max_gib ({self._max_bytes} bytes)"
+                    )
+                await self._evict(over, in_use)
+            self._count(path, size)
+
+    def _count(self, path: Path, size: int) -> None:
+        """Add (or with a negative size, take away) bytes kept under `path`'s job."""
+        if self._sizes is None:
+            return
+        job = self._job_of(path)
+        if job is not None:
+            before = self._sizes.get(job, 0)
+            self._sizes[job] = max(0, before + size)
+            self._total += self._sizes[job] - before
+
+    def _job_of(self, path: Path) -> int | None:
+        try:
+            parts = path.relative_to(self.root).parts
+        except ValueError:
+            return None
+        return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+    async def _measured(self) -> dict[int, int]:
+        if self._sizes is None:
+            self._sizes = await asyncio.to_thread(self._measure)
+            self._total = sum(self._sizes.values())
+        return self._sizes
+
+    def _measure(self) -> dict[int, int]:
+        return {
+            int(folder.name): _size(folder)
+            for group in self.root.glob("*")
+            if group.is_dir()
+            for folder in group.iterdir()
+            if folder.is_dir() and folder.name.isdigit()
+        }
+
+    async def _protected(self) -> set[int]:
+        return set(await self._in_use()) if self._in_use is not None else set()
+
+    async def _evict(self, needed: int, in_use: Collection[int]) -> int:
+        """Delete the oldest (lowest id) folders not in use until `needed` bytes are freed."""
+        assert self._sizes is not None
         removed = 0
-        for modified, folder, size in aged:
-            if modified >= older_than and total <= max_bytes:
+        for job in sorted(job for job in self._sizes if job not in in_use):
+            if needed <= 0:
                 break
-            shutil.rmtree(folder, ignore_errors=True)
-            total -= size
+            needed -= self._sizes.get(job, 0)
+            await self._remove(job)
             removed += 1
         return removed
+
+    async def _remove(self, job_id: int) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.job_dir(job_id), ignore_errors=True)
+        if self._sizes is not None:
+            self._total -= self._sizes.pop(job_id, 0)
+
+    def _older(self, jobs: Collection[int], older_than: float) -> list[int]:
+        """Of `jobs`, those whose folder was last changed before `older_than` (a Unix time)."""
+        aged = []
+        for job in jobs:
+            try:
+                if self.job_dir(job).stat().st_mtime < older_than:
+                    aged.append(job)
+            except FileNotFoundError:
+                aged.append(job)  # gone already: only the count remains to drop
+        return aged
 
     async def download(
         self,
@@ -79,25 +181,43 @@ class FileStore:
         self, session: aiohttp.ClientSession, url: str, path: Path, *, max_bytes: int, timeout: float = 120.0
     ) -> int:
         """Stream `url` into `path` (atomically, as `write` does) without holding it in memory;
-        returns its size. For results, which can be large and many at once."""
+        returns its size. For results, which can be large and many at once. Each chunk is
+        counted against the cap before it is written."""
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         temporary = path.with_suffix(path.suffix + ".part")
         handle = await asyncio.to_thread(temporary.open, "wb")
         size = 0
         try:
-            async for chunk in _stream(session, url, max_bytes, timeout, None):
-                await asyncio.to_thread(handle.write, chunk)
-                size += len(chunk)
-            await asyncio.to_thread(_finish, handle)
+            with _disk_full_as_storage_full():
+                async for chunk in _stream(session, url, max_bytes, timeout, None):
+                    await self._claim(path, len(chunk))
+                    size += len(chunk)
+                    await asyncio.to_thread(handle.write, chunk)
+                await asyncio.to_thread(_finish, handle)
         except BaseException:
             await asyncio.to_thread(handle.close)
             await asyncio.to_thread(temporary.unlink, missing_ok=True)
+            self._count(path, -size)
             raise
-        await asyncio.to_thread(temporary.replace, path)
+        self._count(path, -await asyncio.to_thread(_replace, temporary, path))
         return size
 
     async def write(self, path: Path, data: bytes) -> None:
-        await asyncio.to_thread(_write_atomic, path, data)
+        """Write `path` atomically, within the cap (StorageFull when it cannot be made to fit);
+        rewriting a file counts only the change."""
+        existing = await asyncio.to_thread(_size_of, path)
+        await self._claim(path, len(data) - existing)
+        try:
+            with _disk_full_as_storage_full():
+                replaced = await asyncio.to_thread(_write_atomic, path, data)
+        except BaseException:
+            self._count(path, existing - len(data))
+            raise
+        self._count(path, existing - replaced)
+
+    async def rename(self, source: Path, target: Path) -> None:
+        """Move a kept file to its final name; a file it replaces stops counting."""
+        self._count(target, -await asyncio.to_thread(_replace, source, target))
 
     async def read(self, path: Path) -> bytes:
         return await asyncio.to_thread(path.read_bytes)
@@ -133,6 +253,17 @@ async def _stream(
         raise DownloadError(f"the download failed ({exc.__class__.__name__})") from exc
 
 
+@contextmanager
+def _disk_full_as_storage_full() -> Iterator[None]:
+    """The disk filling up is the same condition as the cap being reached, and told the same."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull("the disk is full") from exc
+        raise
+
+
 def _finish(handle: BinaryIO) -> None:
     handle.flush()
     os.fsync(handle.fileno())
@@ -143,11 +274,30 @@ def _size(folder: Path) -> int:
     return sum(entry.stat().st_size for entry in folder.iterdir() if entry.is_file())
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _replace(source: Path, target: Path) -> int:
+    """Rename `source` over `target`; returns the size of the file it replaced (0 if none)."""
+    replaced = _size_of(target)
+    source.replace(target)
+    return replaced
+
+
+def _write_atomic(path: Path, data: bytes) -> int:
+    """Write through a temporary file; returns the size of the file it replaced (0 if none)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(path.suffix + ".part")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
+    try:
+        with temporary.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return _replace(temporary, path)

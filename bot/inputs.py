@@ -38,8 +38,8 @@ def url_expired(url: str) -> bool:
         return False
     try:
         moment = datetime.fromtimestamp(int(expires, 16), UTC)
-    except ValueError:
-        return True
+    except (ValueError, OverflowError, OSError):
+        return True  # unreadable, or beyond what a date can hold: a crafted URL, not Discord's
     return moment - URL_MARGIN <= utcnow()
 
 

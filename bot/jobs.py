@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import sqlite3
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
@@ -21,8 +23,11 @@ from bot import access, images, sizes
 from bot.access import Act, Actor, JobHidden
 from bot.credits import Balance, CreditError, CreditService, Estimate, InsufficientCredits, MemberBlocked
 from bot.edits import (
+    BOT_ERROR,
+    INTERRUPTED,
     MEMBER_MESSAGES,
     NSFW_BLOCKED,
+    STORAGE_FULL,
     TOKEN_LIFETIME,
     Delivery,
     DeliveryFailed,
@@ -35,7 +40,7 @@ from bot.edits import (
     TooManyJobs,
     member_message,
 )
-from bot.files import DownloadError, FileStore
+from bot.files import DownloadError, FileStore, StorageFull
 from bot.inputs import InputPreparer
 from bot.journal import Journal
 from bot.links import FileLinks
@@ -49,6 +54,7 @@ from bot.providers.base import (
     Provider,
     ProviderError,
     Run,
+    RunFailed,
     RunStatus,
     Unavailable,
 )
@@ -67,12 +73,21 @@ ANNOUNCED_PLACES = 3
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 RESULT_CHECKS = 2
 PROGRESS_INTERVAL = 10.0
+# How many times a job's processing may begin (its submit, then each recovery that finds it in
+# flight) before it is failed: a job whose processing kills the process ends after this many
+# restarts instead of taking the bot down at every one.
+MAX_STARTS = 4
 
 
 def _run_of(job: Job) -> Run:
     """The host's handle on a submitted job, as stored with it."""
     assert job.provider is not None and job.run_id is not None
     return Run(job.provider, job.run_id, job.run_data)
+
+
+def _reference(job_id: int) -> str:
+    """A tag that appears both in what the member is told and in the log line with the details."""
+    return f"{job_id}-{secrets.token_hex(3)}"
 
 
 def _unusable(problem: Exception) -> str:
@@ -103,7 +118,6 @@ class JobService:
         links: FileLinks | None = None,
         journal: Journal | None = None,
         retention: timedelta = timedelta(days=30),
-        max_stored_bytes: int = 5 * 1024**3,
     ) -> None:
         self._repo = repo
         self._provider = provider
@@ -121,7 +135,6 @@ class JobService:
         self._journal = journal
         self._inputs = InputPreparer(files=files, session=session, cdn_hosts=cdn_hosts, links=links)
         self._retention = retention
-        self._max_stored_bytes = max_stored_bytes
         # A 4K result decodes to 50-64 MB; checking a burst of them all at once (one per
         # worker thread) was most of the bot's peak memory, and two at a time keep both cores busy.
         self._result_checks = asyncio.Semaphore(RESULT_CHECKS)
@@ -151,7 +164,7 @@ class JobService:
         """Recover what a previous process left, then begin serving the line."""
         self._delivery = delivery
         await self.recover()
-        self._workers = [
+        self._workers += [
             asyncio.create_task(self._work(), name=f"job-worker-{n}") for n in range(self._concurrency)
         ]
         self._workers.append(asyncio.create_task(self._prune_forever(), name="prune-files"))
@@ -206,18 +219,18 @@ class JobService:
             await self._journal.withdraw(order)
 
     async def create(self, order: EditOrder, estimate: Estimate) -> Job:
-        """Write the job row and reserve its credits in one transaction, not yet in line.
+        """Check the in-flight limits, write the job row and reserve its credits in one
+        transaction, not yet in line.
 
         A crash after this finds the job at start and runs it (before it, the journal does). If
-        the reservation is refused (a CreditError), the row is rolled back with it and nothing is
-        left behind.
+        the limits or the reservation refuse it (TooManyJobs, a CreditError), the row is rolled
+        back with it and nothing is left behind.
         """
         if not self.accepting or self.paused:
             raise EditsPaused
         return await self._create(order, estimate)
 
     async def _create(self, order: EditOrder, estimate: Estimate) -> Job:
-        await self.check_limits(order.user_id, order.guild_id)
         parent = None if order.parent_id is None else await self._repo.get(order.parent_id)
         if order.parent_id is not None and (
             parent is None or not access.visible(parent, Actor(order.user_id, order.guild_id))
@@ -226,6 +239,9 @@ class JobService:
             # and a chain never links to an edit its member could not see.
             order = replace(order, parent_id=None, parent_output=None)
         async with self._repo.transaction():
+            # Counted under the write lock with the insert: counted before it, a burst of
+            # simultaneous edits all saw room for one more and all went in.
+            await self.check_limits(order.user_id, order.guild_id)
             job = await self._insert(order, estimate)
             await self._credits.reserve(
                 guild_id=order.credit_guild,
@@ -269,7 +285,11 @@ class JobService:
         )
 
     async def check_limits(self, user_id: int, guild_id: int | None) -> None:
-        """Raise TooManyJobs when the member or the server has no room for another edit."""
+        """Raise TooManyJobs when the member or the server has no room for another edit.
+
+        Outside a transaction this is only an early answer (`preflight`); `_create` asks again
+        under the write lock, where the answer holds until the job row is in.
+        """
         member_open, server_open = await self._repo.count_open(user_id, guild_id)
         if member_open >= self._max_per_member:
             raise TooManyJobs("member", self._max_per_member)
@@ -313,7 +333,7 @@ class JobService:
         """
         if not await self._repo.mark_deleted(job.id):
             raise JobHidden(job.id)
-        await asyncio.to_thread(self._files.remove_job, job.id)
+        await self._files.delete_job(job.id)
         messages = [(job.channel_id, message_id) for message_id in sorted(job.message_ids)]
         log.info("job %d deleted by its requester or a moderator", job.id)
         return messages + await self._repo.copies(job.id)
@@ -365,6 +385,7 @@ class JobService:
         if moved is None:
             return None
         await self._credits.release(job_id, reason="cancelled")
+        await self._files.delete_job(job_id)
         log.info("job %d cancelled", job_id)
         if moved.run_id is not None and moved.provider is not None:
             await self._stop_run(_run_of(moved))
@@ -420,6 +441,7 @@ class JobService:
                 )
             else:
                 await self._credits.release(job.id, reason=f"{job.state.value} (recovered)")
+                await self._files.delete_job(job.id)
         for job in await self._repo.failed_unnotified():
             kind = ErrorKind(job.error_kind) if job.error_kind else ErrorKind.UNAVAILABLE
             await self.delivery.report_failure(
@@ -427,20 +449,42 @@ class JobService:
             )
             await self._repo.mark_notified(job.id)
         for job in await self._repo.open_jobs():
+            if job.state is not JobState.QUEUED and job.attempts >= MAX_STARTS:
+                await self._give_up_interrupted(job)
+                continue
             log.info("recovering job %d from state %s", job.id, job.state)
             if job.state in (JobState.QUEUED, JobState.SUBMITTING):
                 if job.state is JobState.SUBMITTING:
+                    # The submit counts this start when it begins again.
                     await self._repo.move(job.id, [JobState.SUBMITTING], JobState.QUEUED)
                 await self._queue.put(job.user_id, job.id)
-            else:
-                asyncio.create_task(self._guarded(job.id), name=f"job-recover-{job.id}")  # noqa: RUF006
+            elif await self._repo.move(job.id, [job.state], job.state, attempts=job.attempts + 1):
+                # Counted before anything is done with it, so a job that kills the process
+                # part-way through is still counted when it does.
+                self._workers.append(asyncio.create_task(self._guarded(job.id), name=f"job-recover-{job.id}"))
+
+    async def _give_up_interrupted(self, job: Job) -> None:
+        """A job whose processing began MAX_STARTS times and never finished: whatever stops it
+        (a process crash, a restart loop) would stop it again, so it ends here, free."""
+        reference = _reference(job.id)
+        log.error(
+            "job %d was interrupted %d times in state %s (reference %s); it is failed and its credits released",
+            job.id,
+            job.attempts,
+            job.state,
+            reference,
+        )
+        if job.state is JobState.RUNNING:
+            await self._stop_run(_run_of(job))
+        await self._fail(
+            job,
+            RunFailed(f"interrupted {job.attempts} times (reference {reference})", host="retouch"),
+            member_text=INTERRUPTED.format(starts=job.attempts, reference=reference),
+        )
 
     async def prune_files(self) -> int:
-        """Delete kept inputs and outputs past retention, oldest first above the size cap."""
-        older_than = (utcnow() - self._retention).timestamp()
-        removed = await asyncio.to_thread(
-            self._files.prune, older_than=older_than, max_bytes=self._max_stored_bytes
-        )
+        """Delete finished edits' files past retention, oldest first above the size cap."""
+        removed = await self._files.prune(older_than=(utcnow() - self._retention).timestamp())
         if removed:
             log.info("pruned the files of %d old edits", removed)
         return removed
@@ -483,12 +527,39 @@ class JobService:
                 await self.delivery.show_progress(job, Progress(JobState.QUEUED, queue_position=place))
 
     async def _guarded(self, job_id: int) -> None:
+        """Process a job; whatever escapes the processing ends the job rather than stranding it.
+
+        An unexpected exception would happen again on every try (a crafted input, a full disk),
+        so the job fails at once, free, and the traceback is logged once with the reference the
+        member is given. Only a database error leaves the job as it is: the failure could not be
+        recorded either, and recovery, which counts its starts, takes it up again.
+        """
         try:
             await self._process(job_id)
         except asyncio.CancelledError:
             raise
+        except sqlite3.Error:
+            log.exception("job %d: the database failed; it is left for recovery", job_id)
+        except StorageFull as exc:
+            log.error("job %d: %s", job_id, exc)
+            await self._give_up(job_id, Unavailable(str(exc), host="retouch"), STORAGE_FULL)
+        except Exception as exc:
+            reference = _reference(job_id)
+            log.exception(
+                "job %d crashed (reference %s); it is failed and its credits released", job_id, reference
+            )
+            error = RunFailed(f"unexpected {type(exc).__name__} (reference {reference})", host="retouch")
+            await self._give_up(job_id, error, BOT_ERROR.format(reference=reference))
+
+    async def _give_up(self, job_id: int, error: ProviderError, member_text: str) -> None:
+        try:
+            job = await self._repo.get(job_id)
+            if job is not None:
+                await self._fail(job, error, member_text=member_text)
+        except asyncio.CancelledError:
+            raise
         except Exception:
-            log.exception("job %d crashed; it is left for recovery", job_id)
+            log.exception("job %d could not be failed; it is left for recovery", job_id)
 
     async def _process(self, job_id: int) -> None:
         job = await self._repo.get(job_id)
@@ -657,7 +728,7 @@ class JobService:
             async with self._result_checks:
                 info = await asyncio.to_thread(images.inspect, fetched)
             path = self._files.output_path(job.id, idx, info.extension)
-            await asyncio.to_thread(fetched.replace, path)
+            await self._files.rename(fetched, path)
             stored.append(
                 NewOutput(
                     idx=idx,
@@ -763,6 +834,9 @@ class JobService:
         )
         if moved is not None:
             await self._credits.release(job.id, reason=f"failed: {error.kind.value}")
+            # Nothing builds on a failed edit (its message has no buttons), and members choose
+            # what it wrote: left, free failures would fill the disk.
+            await self._files.delete_job(job.id)
             await self.delivery.report_failure(moved, member_text or member_message(error))
             await self._repo.mark_notified(job.id)
             self._finished(moved)

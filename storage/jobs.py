@@ -398,6 +398,13 @@ class JobRepository:
             rows = await cursor.fetchall()
         return [Job.from_row(row) for row in rows]
 
+    async def in_use(self) -> set[int]:
+        """Jobs whose kept files must stay: the unfinished ones (few: the limits bound them),
+        and the jobs they build on."""
+        return {
+            job for open_job in await self.open_jobs() for job in (open_job.id, open_job.parent_id) if job
+        }
+
     async def open_jobs(self) -> list[Job]:
         marks = ", ".join("?" for _ in OPEN_STATES)
         async with self._conn.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
@@ -26,6 +27,8 @@ from tests.fakes.fal import FakeFal
 from tests.fakes.runflow import FakeRunflow, expected_output_image
 from tests.images import decode, png
 
+CRAFTED_EXPIRY = "f" * 20  # a hex expiry far beyond what a datetime can hold
+
 
 class RecordingDelivery:
     """A Delivery that keeps what it was asked to show, so tests can wait on it."""
@@ -35,9 +38,12 @@ class RecordingDelivery:
         self.delivered: list[tuple[Job, list[ResultFile]]] = []
         self.failures: list[tuple[Job, str]] = []
         self._next_message = 1000
+        self.shown = asyncio.Event()
+        """Set at each progress shown, for tests that wait for one."""
 
     async def show_progress(self, job: Job, progress: Progress) -> None:
         self.progress.append((job.id, progress))
+        self.shown.set()
 
     async def deliver(self, job: Job, files: Sequence[ResultFile]) -> Receipt:
         self.delivered.append((job, list(files)))
@@ -63,21 +69,30 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def running(
-    tmp_path: Path, settings: HostSettings, make: Callable[[HostSettings, aiohttp.ClientSession], Provider]
+    tmp_path: Path,
+    settings: HostSettings,
+    make: Callable[[HostSettings, aiohttp.ClientSession], Provider],
+    *,
+    credit_settings: CreditsSettings | None = None,
+    max_per_member: int = 3,
+    max_per_server: int = 20,
+    max_stored_bytes: int | None = None,
 ) -> AsyncIterator[Harness]:
     """A started JobService on a real SQLite file, editing at the host `make` builds."""
     db = await open_db(tmp_path / "r.db")
     async with aiohttp.ClientSession() as session:
         repo = JobRepository(db)
-        credits = CreditService(db, CreditsSettings(), BudgetSettings())
+        credits = CreditService(db, credit_settings or CreditsSettings(), BudgetSettings())
         service = JobService(
             repo=repo,
             provider=make(settings, session),
             credits=credits,
             usd_per_image=settings.usd_per_image,
-            files=FileStore(tmp_path / "files"),
+            files=FileStore(tmp_path / "files", max_bytes=max_stored_bytes, in_use=repo.in_use),
             session=session,
             concurrency=2,
+            max_per_member=max_per_member,
+            max_per_server=max_per_server,
             poll_interval=0.02,
             poll_interval_max=0.05,
             deadline=30,
@@ -104,6 +119,15 @@ async def fal_harness(tmp_path: Path) -> AsyncIterator[Harness]:
         settings = FalSettings(api_key=SecretStr(fal.api_key), base_url=fal.base_url)
         async with running(tmp_path, settings, FalProvider) as started:
             yield started
+
+
+async def settled(harness: Harness, job_id: int, timeout: float = 5.0) -> Job:
+    """The job once final, or as it stands when it did not get there in time."""
+    with contextlib.suppress(TimeoutError):
+        return await asyncio.wait_for(harness.service.wait_settled(job_id), timeout)
+    job = await harness.repo.get(job_id)
+    assert job is not None
+    return job
 
 
 def order(url: str, **options: object) -> EditOrder:
@@ -246,3 +270,13 @@ async def test_recovery_settles_a_job_that_finished_without_its_ledger_entry(har
     balance = await harness.credits.balance(1, 3)
     assert (balance.available, balance.reserved) == (50, 0)
     assert await harness.credits.verify() == []
+
+
+async def test_an_input_url_with_a_crafted_expiry_does_not_stall_its_job(
+    fal_harness: Harness, static_files: StaticFiles
+) -> None:
+    url = static_files.add("a.png", png()) + f"?ex={CRAFTED_EXPIRY}"
+    job = await fal_harness.submit(order(url))
+    final = await settled(fal_harness, job.id)
+    assert final.state is JobState.DONE, final.state  # sent as bytes, as for an expired URL
+    assert (await fal_harness.credits.balance(1, 3)).reserved == 0

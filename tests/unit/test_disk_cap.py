@@ -1,0 +1,113 @@
+"""The store's size cap holds at every write, and edits that end without a result keep nothing.
+
+Before, the cap was kept only by the six-hourly prune and failed edits kept their files: three
+free failed edits left far more than the cap on disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from bot.config import RunflowSettings
+from bot.edits import STORAGE_FULL
+from bot.files import FileStore, StorageFull
+from bot.providers.runflow import RunflowProvider
+from storage.jobs import JobState
+from tests.conftest import StaticFiles
+from tests.fakes.runflow import FakeRunflow
+from tests.images import noisy_png
+from tests.unit.test_jobs import Harness, order, running, settled
+from tests.unit.test_poison_jobs import assert_free_and_told
+
+CAP = 105 * 1024
+
+
+def stored_bytes(root: Path) -> int:
+    return sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
+
+
+def job_folders(root: Path) -> list[str]:
+    return sorted(folder.name for folder in root.glob("*/*") if folder.is_dir())
+
+
+def settings_for(runflow: FakeRunflow) -> RunflowSettings:
+    return RunflowSettings(api_key=SecretStr(runflow.api_key), base_url=runflow.base_url)
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, runflow: FakeRunflow) -> AsyncIterator[Harness]:
+    async with running(tmp_path, settings_for(runflow), RunflowProvider) as started:
+        yield started
+
+
+async def test_failed_edits_keep_no_files(
+    harness: Harness, runflow: FakeRunflow, static_files: StaticFiles, tmp_path: Path
+) -> None:
+    runflow.fail_runs = {"failure_code": "INTERNAL_ERROR", "failure_message": "boom"}
+    source = noisy_png(120, 120)  # about 43 KB: three of them are over the cap
+    for n in range(3):
+        job = await harness.submit(order(static_files.add(f"{n}.png", source)))
+        assert (await settled(harness, job.id)).state is JobState.FAILED
+    assert stored_bytes(tmp_path / "files") == 0
+    assert job_folders(tmp_path / "files") == []
+
+
+async def test_a_cancelled_edit_keeps_no_files(
+    harness: Harness, runflow: FakeRunflow, static_files: StaticFiles, tmp_path: Path
+) -> None:
+    runflow.hold = True
+    job = await harness.submit(order(static_files.add("a.png", noisy_png(60, 60))))
+    await runflow.wait_for_run()  # its input was kept before it was sent
+    assert job_folders(tmp_path / "files") == [str(job.id)]
+    assert await harness.service.cancel(job.id) is not None
+    assert job_folders(tmp_path / "files") == []
+    runflow.release()
+
+
+async def test_a_write_over_the_cap_deletes_the_oldest_finished_edits_first(tmp_path: Path) -> None:
+    root = tmp_path / "files"
+    outside = FileStore(root)  # what a previous run left, measured when the capped store starts
+    for job in (1, 2, 3):
+        await outside.write(outside.input_path(job, 0, "png"), b"x" * 100)
+
+    async def open_jobs() -> set[int]:
+        return {1}  # the oldest is still running: its files stay whatever their age
+
+    store = FileStore(root, max_bytes=350, in_use=open_jobs)
+    await store.write(store.input_path(4, 0, "png"), b"y" * 100)
+    assert job_folders(root) == ["1", "3", "4"]  # 2, the oldest finished, made room
+    await store.write(store.output_path(4, 0, "png"), b"z" * 150)
+    assert job_folders(root) == ["1", "4"]
+    assert stored_bytes(root) == 350
+
+
+async def test_a_write_is_refused_when_only_open_edits_files_remain(tmp_path: Path) -> None:
+    root = tmp_path / "files"
+
+    async def open_jobs() -> set[int]:
+        return {1, 2}
+
+    store = FileStore(root, max_bytes=250, in_use=open_jobs)
+    await store.write(store.input_path(1, 0, "png"), b"x" * 100)
+    await store.write(store.input_path(2, 0, "png"), b"x" * 100)
+    with pytest.raises(StorageFull):
+        await store.write(store.input_path(3, 0, "png"), b"x" * 100)
+    assert job_folders(root) == ["1", "2"] and stored_bytes(root) == 200
+    await store.write(store.input_path(2, 0, "png"), b"x" * 150)  # a rewrite counts only the change
+    assert stored_bytes(root) == 250
+
+
+async def test_an_edit_over_the_cap_fails_free_saying_storage_is_full(
+    tmp_path: Path, runflow: FakeRunflow, static_files: StaticFiles
+) -> None:
+    # The cap is checked when the file is written, whatever the member sent: no prune needed.
+    async with running(tmp_path, settings_for(runflow), RunflowProvider, max_stored_bytes=CAP) as harness:
+        job = await harness.submit(order(static_files.add("big.png", noisy_png(300, 300))))
+        message = await assert_free_and_told(harness, await settled(harness, job.id))
+    assert message == STORAGE_FULL
+    assert runflow.runs == {}
+    assert stored_bytes(tmp_path / "files") == 0
