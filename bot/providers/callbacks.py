@@ -25,7 +25,6 @@ from bot.providers.fal import int_or_none, output_state, run_error
 from bot.providers.runflow import run_state
 
 RUNFLOW_SIGNATURE_HEADER = "Runflow-Signature"
-_RUNFLOW_STATUSES = frozenset({"succeeded", "failed", "cancelled", "canceled"})
 _LIST_KEYS = ("outputs", "images", "image_urls")
 
 
@@ -86,27 +85,30 @@ def _runflow_output(output: Any) -> dict[str, Any] | None:
 def parse_runflow_callback(body: bytes) -> tuple[str, RunState]:
     """A Runflow callback as (run id, state), read the same way as a polled run.
 
-    The callback says `status` succeeded | failed | cancelled with the model output; for a
-    failure, ASSUMPTION: the reason comes as `output: {code, message}` (as in the fake built
-    from the docs) or, like a polled run, as `failure_code`/`failure_message`.
+    docs.runflow.io/concepts/callbacks: `status` is the run's final `status_code` (succeeded,
+    partial_succeeded, failed, canceled), `output` the model output, the error envelope
+    `{code, message, errors}` on failure, or null when cancelled.
     """
     payload = _object(body)
     run_id = _id(payload, "run_id")
     status = payload.get("status")
-    if not isinstance(status, str) or status not in _RUNFLOW_STATUSES:
-        raise ValueError("status is not succeeded, failed or cancelled")
+    if not isinstance(status, str):
+        raise ValueError("status is missing")
     output = _runflow_output(payload.get("output"))
     run: dict[str, Any] = {"status": status, "duration_ms": int_or_none(payload.get("duration_ms"))}
-    if status == "succeeded":
-        run["output"] = output
-    elif status == "failed":
+    if status == "failed":
         reason = output or {}
         run["failure_code"] = payload.get("failure_code") or reason.get("code")
         run["failure_message"] = payload.get("failure_message") or reason.get("message")
+    else:
+        run["output"] = output
     try:
-        return run_id, run_state(run)
+        state = run_state(run)
     except ProviderError as error:
         raise ValueError(error.message) from None
+    if not state.status.final:
+        raise ValueError(f"status {status!r} is not a final one")
+    return run_id, state
 
 
 def parse_fal_webhook(body: bytes) -> tuple[str, RunState]:
