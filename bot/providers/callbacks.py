@@ -7,8 +7,9 @@ use, so the server can answer 400 for all of them alike.
 fal signs its webhooks with Ed25519 (keys from its JWKS), which needs the `cryptography`
 package this project does not ship, so there is no `verify_fal` here yet. Until there is, a
 fal webhook must be treated as a hint: confirm the run with `FalProvider.status` (which asks
-fal itself) before acting on it. each::labs documents an HMAC of the body with the
-`webhook_secret` but not the header that carries it, so its webhooks are hints too.
+fal itself) before acting on it. each::labs signs nothing: it sends the `webhook_secret` we
+gave it verbatim in `X-Webhook-Secret` (not an HMAC of the body), which proves only that the
+sender knows the secret; its webhooks, like every host's, only prompt a poll.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.providers.base import ProviderError, RunFailed, RunState, RunStatus
-from bot.providers.eachlabs import prediction_state
+from bot.providers.eachlabs import failure, prediction_state
 from bot.providers.fal import int_or_none, output_state, run_error
 from bot.providers.runflow import run_state
 
 RUNFLOW_SIGNATURE_HEADER = "Runflow-Signature"
+EACHLABS_HEADER = "X-Webhook-Secret"
 _LIST_KEYS = ("outputs", "images", "image_urls")
 
 
@@ -47,6 +49,20 @@ def verify_runflow(raw_body: bytes, headers: Mapping[str, str], secret: str) -> 
         return False
     expected = hmac.new(secret.encode(), raw_body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected.encode(), signature.encode())
+
+
+def verify_eachlabs(raw_body: bytes, headers: Mapping[str, str], secret: str) -> bool:
+    """Whether `X-Webhook-Secret` is exactly `secret`, compared in constant time.
+
+    each::labs documents the header as carrying the secret verbatim, with no signature of the
+    body (docs.eachlabs.ai/api/webhooks/payload-reference), so `raw_body` plays no part. An empty
+    secret never verifies.
+    """
+    sent = _header(headers, EACHLABS_HEADER)
+    if not secret or sent is None:
+        return False
+    # Bytes, since compare_digest refuses non-ASCII text; surrogatepass encodes any str one way.
+    return hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), secret.encode("utf-8", "surrogatepass"))
 
 
 def _object(body: bytes) -> dict[str, Any]:
@@ -135,10 +151,23 @@ def parse_fal_webhook(body: bytes) -> tuple[str, RunState]:
 
 
 def parse_eachlabs_webhook(body: bytes) -> tuple[str, RunState]:
-    """An each::labs webhook, which is the prediction object itself, as (prediction id, state)."""
+    """An each::labs webhook as (prediction id, state).
+
+    docs.eachlabs.ai/api/webhooks/payload-reference: `{exec_id, flow_id, status, output, error}`,
+    `exec_id` being the `predictionID` create answered and `status` succeeded | failed; on
+    failure `output` is `[{..., "error": reason}]` and the top-level `error` is empty.
+    """
     payload = _object(body)
-    prediction_id = _id(payload, "id")
-    try:
-        return prediction_id, prediction_state(payload)
-    except ProviderError as error:
-        raise ValueError(error.message) from None
+    prediction_id = _id(payload, "exec_id")
+    status, output = payload.get("status"), payload.get("output")
+    if status == "succeeded":
+        try:
+            return prediction_id, prediction_state({"status": "success", "output": output})
+        except ProviderError as error:
+            raise ValueError(error.message) from None
+    if status == "failed":
+        first = output[0] if isinstance(output, list) and output else None
+        reason = first.get("error") if isinstance(first, dict) else None
+        message = str(reason or payload.get("error") or "the prediction failed at each::labs")
+        return prediction_id, RunState(RunStatus.FAILED, error=failure(message))
+    raise ValueError("status is not succeeded or failed")

@@ -26,7 +26,7 @@ from tests.fakes.runflow import FakeRunflow
 from tests.images import png
 
 # https://docs.runflow.io/concepts/callbacks.md ("Callback payload")
-CALLBACK = {
+CALLBACK: dict[str, Any] = {
     "event": "run.completed",
     "run_id": "01J0...",
     "status": "succeeded",
