@@ -26,6 +26,7 @@ from bot.providers.callbacks import (
     parse_eachlabs_webhook,
     parse_fal_webhook,
     parse_runflow_callback,
+    verify_eachlabs,
     verify_runflow,
 )
 from storage.jobs import JobRepository
@@ -279,8 +280,13 @@ class WebServer:
             await self._listener.wait_closed()
 
 
-def _runflow_verifier(secret: str) -> Verifier:
-    return lambda raw, headers: verify_runflow(raw, headers, secret)
+SecretCheck = Callable[[bytes, Mapping[str, str], str], bool]
+# Hosts whose callbacks prove their sender when a callback_secret is configured.
+_SECRET_CHECKS: dict[str, SecretCheck] = {"runflow": verify_runflow, "eachlabs": verify_eachlabs}
+
+
+def _verifier(check: SecretCheck, secret: str) -> Verifier:
+    return lambda raw, headers: check(raw, headers, secret)
 
 
 def callback_hosts(settings: ProvidersSettings) -> dict[str, CallbackHost]:
@@ -295,6 +301,7 @@ def callback_hosts(settings: ProvidersSettings) -> dict[str, CallbackHost]:
         if name not in parsers:
             continue
         secret = getattr(settings, name).callback_secret
-        verify = _runflow_verifier(secret.get_secret_value()) if name == "runflow" and secret else None
+        check = _SECRET_CHECKS.get(name)
+        verify = _verifier(check, secret.get_secret_value()) if check and secret else None
         hosts[name] = CallbackHost(parsers[name], verify)
     return hosts

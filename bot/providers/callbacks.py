@@ -7,8 +7,9 @@ use, so the server can answer 400 for all of them alike.
 fal signs its webhooks with Ed25519 (keys from its JWKS), which needs the `cryptography`
 package this project does not ship, so there is no `verify_fal` here yet. Until there is, a
 fal webhook must be treated as a hint: confirm the run with `FalProvider.status` (which asks
-fal itself) before acting on it. each::labs documents an HMAC of the body with the
-`webhook_secret` but not the header that carries it, so its webhooks are hints too.
+fal itself) before acting on it. each::labs signs nothing: it sends the `webhook_secret` we
+gave it verbatim in `X-Webhook-Secret` (not an HMAC of the body), which proves only that the
+sender knows the secret; its webhooks, like every host's, only prompt a poll.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.providers.base import ProviderError, RunFailed, RunState, RunStatus
-from bot.providers.eachlabs import prediction_state
+from bot.providers.eachlabs import failure, prediction_state
 from bot.providers.fal import int_or_none, output_state, run_error
 from bot.providers.runflow import run_state
 
 RUNFLOW_SIGNATURE_HEADER = "Runflow-Signature"
-_RUNFLOW_STATUSES = frozenset({"succeeded", "failed", "cancelled", "canceled"})
+EACHLABS_HEADER = "X-Webhook-Secret"
 _LIST_KEYS = ("outputs", "images", "image_urls")
 
 
@@ -48,6 +49,20 @@ def verify_runflow(raw_body: bytes, headers: Mapping[str, str], secret: str) -> 
         return False
     expected = hmac.new(secret.encode(), raw_body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected.encode(), signature.encode())
+
+
+def verify_eachlabs(raw_body: bytes, headers: Mapping[str, str], secret: str) -> bool:
+    """Whether `X-Webhook-Secret` is exactly `secret`, compared in constant time.
+
+    each::labs documents the header as carrying the secret verbatim, with no signature of the
+    body (docs.eachlabs.ai/api/webhooks/payload-reference), so `raw_body` plays no part. An empty
+    secret never verifies.
+    """
+    sent = _header(headers, EACHLABS_HEADER)
+    if not secret or sent is None:
+        return False
+    # Bytes, since compare_digest refuses non-ASCII text; surrogatepass encodes any str one way.
+    return hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), secret.encode("utf-8", "surrogatepass"))
 
 
 def _object(body: bytes) -> dict[str, Any]:
@@ -86,27 +101,30 @@ def _runflow_output(output: Any) -> dict[str, Any] | None:
 def parse_runflow_callback(body: bytes) -> tuple[str, RunState]:
     """A Runflow callback as (run id, state), read the same way as a polled run.
 
-    The callback says `status` succeeded | failed | cancelled with the model output; for a
-    failure, ASSUMPTION: the reason comes as `output: {code, message}` (as in the fake built
-    from the docs) or, like a polled run, as `failure_code`/`failure_message`.
+    docs.runflow.io/concepts/callbacks: `status` is the run's final `status_code` (succeeded,
+    partial_succeeded, failed, canceled), `output` the model output, the error envelope
+    `{code, message, errors}` on failure, or null when cancelled.
     """
     payload = _object(body)
     run_id = _id(payload, "run_id")
     status = payload.get("status")
-    if not isinstance(status, str) or status not in _RUNFLOW_STATUSES:
-        raise ValueError("status is not succeeded, failed or cancelled")
+    if not isinstance(status, str):
+        raise ValueError("status is missing")
     output = _runflow_output(payload.get("output"))
     run: dict[str, Any] = {"status": status, "duration_ms": int_or_none(payload.get("duration_ms"))}
-    if status == "succeeded":
-        run["output"] = output
-    elif status == "failed":
+    if status == "failed":
         reason = output or {}
         run["failure_code"] = payload.get("failure_code") or reason.get("code")
         run["failure_message"] = payload.get("failure_message") or reason.get("message")
+    else:
+        run["output"] = output
     try:
-        return run_id, run_state(run)
+        state = run_state(run)
     except ProviderError as error:
         raise ValueError(error.message) from None
+    if not state.status.final:
+        raise ValueError(f"status {status!r} is not a final one")
+    return run_id, state
 
 
 def parse_fal_webhook(body: bytes) -> tuple[str, RunState]:
@@ -133,10 +151,23 @@ def parse_fal_webhook(body: bytes) -> tuple[str, RunState]:
 
 
 def parse_eachlabs_webhook(body: bytes) -> tuple[str, RunState]:
-    """An each::labs webhook, which is the prediction object itself, as (prediction id, state)."""
+    """An each::labs webhook as (prediction id, state).
+
+    docs.eachlabs.ai/api/webhooks/payload-reference: `{exec_id, flow_id, status, output, error}`,
+    `exec_id` being the `predictionID` create answered and `status` succeeded | failed; on
+    failure `output` is `[{..., "error": reason}]` and the top-level `error` is empty.
+    """
     payload = _object(body)
-    prediction_id = _id(payload, "id")
-    try:
-        return prediction_id, prediction_state(payload)
-    except ProviderError as error:
-        raise ValueError(error.message) from None
+    prediction_id = _id(payload, "exec_id")
+    status, output = payload.get("status"), payload.get("output")
+    if status == "succeeded":
+        try:
+            return prediction_id, prediction_state({"status": "success", "output": output})
+        except ProviderError as error:
+            raise ValueError(error.message) from None
+    if status == "failed":
+        first = output[0] if isinstance(output, list) and output else None
+        reason = first.get("error") if isinstance(first, dict) else None
+        message = str(reason or payload.get("error") or "the prediction failed at each::labs")
+        return prediction_id, RunState(RunStatus.FAILED, error=failure(message))
+    raise ValueError("status is not succeeded or failed")

@@ -1,11 +1,22 @@
 """each::labs predictions: create one, then poll it (or take its webhook) until it finishes.
 
-Facts from docs.eachlabs.ai (API reference, errors, webhooks pages): `POST /v1/prediction`
-with `X-API-Key`, body `{model, version, input, webhook_url?, webhook_secret?}`, answers
-`{"status": "success", "predictionID": ...}`; `GET /v1/prediction/{id}` returns `{id, status,
-output, logs, metrics: {predict_time, cost}, urls}` with status starting | processing |
-success | failed | cancelled; `POST /v1/prediction/{id}/cancel` is best effort; every error is
-`{"error": "..."}` with the HTTP status saying which kind (429 may carry Retry-After).
+Facts from docs.eachlabs.ai (source: the eachlabs/mintlify-docs repository; see
+shared/providers.md):
+
+- every call authenticates with `Authorization: Bearer <key>` (authentication); the older
+  `X-API-Key` header still works but is no longer documented, so it is not used;
+- `POST /v1/prediction` with `{model, version, input, webhook_url?, webhook_secret?}` answers
+  `{"status": "success", "message", "predictionID"}` (api/predictions/create-prediction);
+- `GET /v1/prediction/{id}` answers `{id, input, status, output, logs, metrics: {predict_time,
+  cost}, urls}`; status is created (queued, not yet started), starting, processing, success,
+  error or cancelled, and `output` is a string, an array or an object by model
+  (api/predictions/get-prediction);
+- a prediction that ends `error` carries an envelope in `output` with `error_code` and
+  `error_message` (or, when dispatch failed, only `error`) (errors; video/billing-limits, "Error
+  catalog");
+- `POST /v1/prediction/{id}/cancel` answers `{"status": "success", ...}` while the prediction
+  has not finished, and a cancelled prediction is not billed (video/billing-limits);
+- HTTP errors are `{"error": "..."}`, the 402 and 429 ones with the reason in `details` (errors).
 
 How often to poll is the job runner's business (it backs off from `providers.poll_interval`
 to `poll_interval_max`), so `status` is a single request like every other host's.
@@ -44,31 +55,34 @@ log = logging.getLogger(__name__)
 # The GPT image skill docs use "0.0.1"; the newest reference says the field is ignored.
 VERSION = "0.0.1"
 _STATUS = {
+    "created": RunStatus.QUEUED,
     "starting": RunStatus.QUEUED,
-    "in_queue": RunStatus.QUEUED,
-    "queued": RunStatus.QUEUED,
     "processing": RunStatus.RUNNING,
     "success": RunStatus.SUCCEEDED,
-    "succeeded": RunStatus.SUCCEEDED,
-    # "error" is what each::labs' own skill docs poll for; the API reference says "failed".
-    "failed": RunStatus.FAILED,
     "error": RunStatus.FAILED,
     "cancelled": RunStatus.CANCELLED,
-    "canceled": RunStatus.CANCELLED,
 }
-# ASSUMPTION: a failed prediction carries only a message (`error`, else `logs`), so a safety
-# refusal can only be recognised by its wording.
-_CONTENT_MARKERS = ("content policy", "content_policy", "safety", "nsfw", "moderation")
+# Error codes of the error catalog that mean the request or its inputs were refused.
+_INVALID_CODES = frozenset(
+    {"INPUT_VALIDATION_ERROR", "PROVIDER_BAD_REQUEST", "PROVIDER_REJECTED", "INPUT_DOWNLOAD_ERROR"}
+)
+# No error code for a safety refusal is documented; `content_moderation` is the documented error
+# classification of such failures (GET /v1/executions). ASSUMPTION: it, or the model's own
+# wording passed through in the message, is how a refusal shows.
+_CONTENT_MARKERS = ("moderation", "content policy", "content_policy", "safety", "nsfw")
+_FAILED = "the prediction failed at each::labs"
 
 
 def _parse_error(body: Any) -> tuple[str | None, str | None]:
-    if isinstance(body, dict) and body.get("error"):
-        return None, str(body["error"])
-    return None, None
+    """`{"error": ...}`, with the specific reason (which cap was hit, say) in `details`."""
+    if not isinstance(body, dict):
+        return None, None
+    parts = [str(body[key]) for key in ("error", "details") if body.get(key)]
+    return None, ": ".join(parts) or None
 
 
 def _image_url(image: ImageRef) -> str:
-    """each::labs documents that data URIs are refused, so only URLs can go there."""
+    """each::labs documents image inputs as URLs only (whether it takes data URIs is unknown)."""
     if image.url is None:
         raise InvalidRequest(
             f"image {image.filename} is not at a URL, which each::labs requires", host="eachlabs"
@@ -77,12 +91,15 @@ def _image_url(image: ImageRef) -> str:
 
 
 def _outputs(output: Any) -> list[OutputImage]:
-    """`output` "varies by model": a URL, a list of URLs, or fal's `{images: [...]}`."""
-    if isinstance(output, str) and output:
-        return [OutputImage(url=output)]
+    """`output` by model: a URL, a list of URLs (or of fal-style images), `{url}`, or fal's
+    `{images: [...]}`."""
+    if isinstance(output, str):
+        return [OutputImage(url=output)] if output else []
     if isinstance(output, list):
         urls = [OutputImage(url=item) for item in output if isinstance(item, str) and item]
         return urls or output_images({"images": output})
+    if isinstance(output, dict) and isinstance(output.get("url"), str) and output["url"]:
+        return [OutputImage(url=output["url"])]
     return output_images(output)
 
 
@@ -103,16 +120,44 @@ def _duration_ms(prediction: dict[str, Any]) -> int | None:
     return None
 
 
+def _text(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+def failure(message: str, code: str | None = None, classification: Any = None) -> ProviderError:
+    """The typed error of a failed prediction: a safety refusal (no charge, no failover), a
+    refused input, or a failure with the host's own reason for the member to read."""
+    labels = [code or ""]
+    if isinstance(classification, dict):
+        labels += [str(value) for value in classification.values()]
+    if _says_content(labels):
+        return ContentRejected(message, host="eachlabs", code=code)
+    if code in _INVALID_CODES:
+        return InvalidRequest(message, host="eachlabs", code=code)
+    if _says_content([message]):
+        return ContentRejected(message, host="eachlabs", code=code)
+    return RunFailed(message, host="eachlabs", code=code)
+
+
+def _says_content(labels: list[str]) -> bool:
+    return any(marker in label.lower() for label in labels for marker in _CONTENT_MARKERS)
+
+
 def _failure(prediction: dict[str, Any]) -> ProviderError:
-    message = prediction.get("error") or prediction.get("logs") or "the prediction failed at each::labs"
-    text = str(message)
-    if any(marker in text.lower() for marker in _CONTENT_MARKERS):
-        return ContentRejected(text, host="eachlabs")
-    return RunFailed(text, host="eachlabs")
+    envelope = prediction.get("output")
+    if not isinstance(envelope, dict):
+        envelope = {}
+    message = (
+        _text(envelope.get("error_message"))
+        or _text(envelope.get("error"))
+        or _text(prediction.get("logs"))
+        or _FAILED
+    )
+    return failure(message, _text(envelope.get("error_code")), envelope.get("classification"))
 
 
 def prediction_state(prediction: dict[str, Any]) -> RunState:
-    """A prediction (from a poll or a webhook) as a RunState."""
+    """A prediction (from a poll, or a webhook's output) as a RunState."""
     raw = prediction.get("status")
     status = _STATUS.get(raw) if isinstance(raw, str) else None
     if status is None:
@@ -145,7 +190,7 @@ class EachlabsProvider:
     def __init__(self, settings: HostSettings, session: aiohttp.ClientSession) -> None:
         self._settings = settings
         self._api = JsonApi.keyed(
-            self.name, settings, session, auth=("X-API-Key", "{key}"), parse_error=_parse_error
+            self.name, settings, session, auth=("Authorization", "Bearer {key}"), parse_error=_parse_error
         )
 
     async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
@@ -190,7 +235,8 @@ class EachlabsProvider:
         return finished_result(await self.status(run), run, self.name)
 
     async def cancel(self, run: Run) -> bool:
-        """Best effort at each::labs too: some upstreams finish (and bill) anyway."""
+        """each::labs documents a cancel as record-only: the prediction ends `cancelled` and is
+        not billed, while a job already running at the model may still finish there."""
         try:
             reply = await self._call("POST", f"/v1/prediction/{run.run_id}/cancel")
         except InvalidRequest:
@@ -198,7 +244,7 @@ class EachlabsProvider:
         except ProviderError as error:
             log.warning("cancelling each::labs prediction %s failed: %s", run.run_id, error.message)
             return False
-        return reply.get("status") in ("cancelled", "canceled")
+        return reply.get("status") == "success"
 
     async def close(self) -> None:
         """The session belongs to the app, which closes it."""

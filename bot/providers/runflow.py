@@ -2,12 +2,18 @@
 
 Facts from docs.runflow.io (see shared/providers.md): runs are created at
 `POST /v1/models/{model}/runs` and read at `GET /v1/runs/{id}`; `status_code` is one of
-queued, dispatching, running, succeeded, failed, canceled, partial_succeeded. There is no
-public cancel: cancelling means we stop waiting and ignore a late result.
+queued, dispatching, running, succeeded, failed, canceled, partial_succeeded, the last to be
+treated "the same as succeeded" (concepts/runs). A run's `cost` is USD as a string
+(api-reference/runs/get-run). There is no public cancel: cancelling means we stop waiting and
+ignore a late result.
+
+A partial run delivers, and is charged for, the images its output lists: the job runner
+charges per image delivered and records the run's own `cost` as the spend.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import aiohttp
@@ -30,6 +36,7 @@ from bot.providers.base import (
     require_preset_size,
     url_or_data_uri,
 )
+from bot.providers.fal import int_or_none
 from bot.providers.http import JsonApi
 
 _STATUS = {
@@ -40,8 +47,11 @@ _STATUS = {
     "partial_succeeded": RunStatus.SUCCEEDED,
     "failed": RunStatus.FAILED,
     "canceled": RunStatus.CANCELLED,
+    # Callbacks' event names spell it so (`run.cancelled`); accepted in `status` too.
     "cancelled": RunStatus.CANCELLED,
 }
+# A run costing this much or more is a misreading, not a price: the estimate is safer.
+_MAX_USD = 1_000_000
 _CONTENT_MARKERS = ("CONTENT", "NSFW", "SAFETY", "MODERATION")
 _INPUT_MARKERS = ("INPUT", "VALIDATION")
 
@@ -85,11 +95,17 @@ def _outputs(output: Any) -> list[OutputImage]:
 
 
 def _usd_micros(cost: Any) -> int | None:
-    if isinstance(cost, int | float) and not isinstance(cost, bool):
-        return round(cost * 1_000_000)
-    if isinstance(cost, dict):
-        return _usd_micros(cost.get("total") or cost.get("amount") or cost.get("usd"))
-    return None
+    """The run's `cost` (documented as a string of USD) in micro-dollars; None when it is not a
+    plausible amount, so the spend falls back to the estimate rather than to a wrong figure."""
+    if isinstance(cost, bool) or not isinstance(cost, str | int | float):
+        return None
+    try:
+        usd = Decimal(str(cost).strip())
+    except InvalidOperation:
+        return None
+    if not usd.is_finite() or not 0 <= usd < _MAX_USD:
+        return None
+    return int((usd * 1_000_000).to_integral_value())
 
 
 def _failure(run: dict[str, Any]) -> ProviderError:
@@ -121,8 +137,8 @@ def run_state(run: dict[str, Any]) -> RunState:
     nsfw = output.get("nsfw_detected") if isinstance(output, dict) else False
     result = EditResult(
         images=images,
-        seed=output.get("seed") if isinstance(output, dict) else None,
-        duration_ms=run.get("duration_ms"),
+        seed=int_or_none(output.get("seed")) if isinstance(output, dict) else None,
+        duration_ms=int_or_none(run.get("duration_ms")),
         nsfw=any(nsfw) if isinstance(nsfw, list) else bool(nsfw),
         usd_micros=_usd_micros(run.get("cost")),
     )

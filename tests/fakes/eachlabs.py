@@ -1,21 +1,37 @@
 """An in-process fake of the each::labs predictions API for the GPT Image 2 edit model.
 
-It follows docs.eachlabs.ai (API reference, errors and webhooks pages):
+It follows docs.eachlabs.ai (source: the eachlabs/mintlify-docs repository):
 
-- ``POST /v1/prediction`` (``X-API-Key``) with ``{model, version, input, webhook_url?,
-  webhook_secret?}`` answers ``{"status": "success", "message", "predictionID"}``,
+- every call needs ``Authorization: Bearer <key>`` (authentication; the undocumented
+  ``X-API-Key`` is refused here, so a client relying on it fails),
+- ``POST /v1/prediction`` with ``{model, version, input, webhook_url?, webhook_secret?}``
+  answers ``{"status": "success", "message", "predictionID"}`` (api/predictions/create-prediction),
 - ``GET /v1/prediction/{id}`` answers ``{id, input, status, output, logs, metrics: {predict_time,
-  cost}, urls: {get, cancel}}`` with status starting -> processing -> success | failed,
-- ``POST /v1/prediction/{id}/cancel`` answers ``{"status": "cancelled", ...}``,
-- every error is ``{"error": "..."}``: 400 bad input, 401 bad key, 404 unknown model or
-  prediction, 429 rate limited, 500.
+  cost}, urls: {get, cancel}}`` with status created -> processing -> success | error,
+  or cancelled (api/predictions/get-prediction),
+- a failed prediction ends ``error`` with the error envelope in ``output`` (``error_code``,
+  ``error_message``, ``classification``, ``error: "Execution failed"``, ...) and costs 0
+  (video/billing-limits, "Error catalog"),
+- ``POST /v1/prediction/{id}/cancel`` answers ``{"status": "success", "message": "Prediction
+  canceled successfully"}`` and the prediction ends ``cancelled`` at no cost
+  (video/billing-limits, "Cancelling a prediction"),
+- every HTTP error is ``{"error": "..."}``: 400 bad input, 401 bad key, 404 unknown model or
+  prediction, 429 rate limited, 500 (errors),
+- when a prediction has a ``webhook_url`` and ends success or error, the documented webhook
+  ``{exec_id, flow_id, status: succeeded | failed, output, error: ""}`` is POSTed to it
+  (loopback only), with ``X-Webhook-Secret: <webhook_secret>`` verbatim when one was given;
+  a failure's ``output`` is ``[{"id", "status", "output", "error": reason}]``; cancelling sends
+  none (api/webhooks/payload-reference).
 
-The output is a list of image URLs (the GPT Image v2 skill docs say "array of image URLs");
-``output_shape = "fal"`` switches to fal's ``{images, has_nsfw_concepts, seed}`` instead, the
-only shape in which an NSFW flag can travel. ASSUMPTIONS of the fake: a failed prediction
-carries its reason in ``error`` (and ``logs``), and cancelling a finished prediction is a 400.
-When a prediction has a ``webhook_url``, the finished prediction object is POSTed to it
-(loopback only) without a signature: the header carrying one is undocumented.
+A new prediction stays ``created`` for its first ``queued_polls`` polls, as one held back by
+each::labs' concurrency caps does. The output is a list of image URLs (the GPT Image v2 skill
+docs say "array of image URLs"); ``output_shape`` "string" gives one URL as a string, and "fal"
+fal's ``{images, has_nsfw_concepts, seed}``, the only shape in which an NSFW flag can travel.
+``fail_runs`` (read when a prediction is created) is merged into the error envelope.
+
+ASSUMPTIONS of the fake (not documented): cancelling a finished prediction is a 400, and
+webhook deliveries are retried on 5xx and network errors only (each::labs documents up to 3
+attempts, also on 4xx, about 10 s apart).
 """
 
 from __future__ import annotations
@@ -36,6 +52,7 @@ __all__ = ["FakeEachlabs", "Prediction"]
 
 KNOWN_MODEL = "gpt-image-v2-edit"
 COST_PER_IMAGE = 0.034
+FINAL_STATUSES = frozenset({"success", "error", "cancelled"})
 
 
 @dataclass
@@ -44,13 +61,14 @@ class Prediction:
     model: str
     input: dict[str, Any]
     webhook_url: str | None
-    status: str = "starting"
+    webhook_secret: str | None = None
+    status: str = "created"
     output: Any = None
-    error: str | None = None
     logs: str | None = None
     predict_time: float | None = None
     cost: float | None = None
-    fail_with: str | None = field(default=None, repr=False)
+    polls: int = 0
+    fail_with: dict[str, Any] | None = field(default=None, repr=False)
     empty_output: bool = field(default=False, repr=False)
     nsfw: bool = field(default=False, repr=False)
 
@@ -62,11 +80,24 @@ class Prediction:
             "input": self.input,
             "status": self.status,
             "output": self.output,
-            "error": self.error,
             "logs": self.logs,
             "metrics": metrics,
             "urls": {"get": url, "cancel": f"{url}/cancel"},
         }
+
+    def webhook(self) -> dict[str, Any]:
+        """The documented webhook body for a prediction that ended success or error."""
+        if self.status == "success":
+            return {
+                "exec_id": self.id,
+                "flow_id": None,
+                "status": "succeeded",
+                "output": self.output,
+                "error": "",
+            }
+        reason = self.output.get("error_message") if isinstance(self.output, dict) else None
+        detail = {"id": "", "status": "", "output": "", "error": f"Error: {reason}"}
+        return {"exec_id": self.id, "flow_id": None, "status": "failed", "output": [detail], "error": ""}
 
 
 def _input_problem(data: Any) -> str | None:
@@ -96,11 +127,12 @@ class FakeEachlabs(LoopbackFake):
         super().__init__(api_key=api_key, delay=delay)
         self.predictions: dict[str, Prediction] = {}
         self.order: list[Prediction] = []
-        # Read when a prediction is created: a message makes it fail with that `error`.
-        self.fail_runs: str | None = None
+        # Read when a prediction is created: fields of the error envelope it then fails with.
+        self.fail_runs: dict[str, Any] | None = None
         self.empty_output = False
         self.nsfw = False
-        self.output_shape: Literal["urls", "fal"] = "urls"
+        self.queued_polls = 0
+        self.output_shape: Literal["urls", "string", "fal"] = "urls"
 
     def error_body(self, status: int, message: str) -> Any:
         return {"error": message}
@@ -112,7 +144,7 @@ class FakeEachlabs(LoopbackFake):
         )
 
     async def route(self, request: web.Request, raw: bytes) -> web.Response:
-        if request.headers.get("X-API-Key") != self.api_key:
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return json_response(401, {"error": "Invalid or missing API key"})
         method, path = request.method, request.path
         if method == "POST" and path.rstrip("/") == "/v1/prediction":
@@ -122,6 +154,8 @@ class FakeEachlabs(LoopbackFake):
             if prediction is None:
                 return json_response(404, {"error": "Prediction not found"})
             if method == "GET" and m.group(2) is None:
+                prediction.polls += 1
+                self.notify()
                 return json_response(200, prediction.to_api(self.base_url))
             if method == "POST" and m.group(2):
                 return self._cancel(prediction)
@@ -144,6 +178,7 @@ class FakeEachlabs(LoopbackFake):
             model=body["model"],
             input=body["input"],
             webhook_url=body.get("webhook_url"),
+            webhook_secret=body.get("webhook_secret"),
             fail_with=self.fail_runs,
             empty_output=self.empty_output,
             nsfw=self.nsfw,
@@ -162,20 +197,22 @@ class FakeEachlabs(LoopbackFake):
         )
 
     def _cancel(self, prediction: Prediction) -> web.Response:
-        if prediction.status in ("success", "failed", "cancelled"):
+        if prediction.status in FINAL_STATUSES:
             return json_response(400, {"error": "Prediction cannot be cancelled"})
         prediction.status = "cancelled"
+        prediction.cost = 0
         self.release(prediction.id)
-        return json_response(
-            200,
-            {
-                "status": "cancelled",
-                "message": "Prediction canceled successfully",
-                "predictionID": prediction.id,
-            },
-        )
+        return json_response(200, {"status": "success", "message": "Prediction canceled successfully"})
 
     async def _lifecycle(self, prediction: Prediction) -> None:
+        queued = self.queued_polls
+        await self.wait_until(
+            lambda: True if prediction.polls >= queued or prediction.status == "cancelled" else None,
+            f"{queued} polls of {prediction.id}",
+            timeout=None,
+        )
+        if prediction.status == "cancelled":
+            return
         prediction.status = "processing"
         self.notify()
         started = time.monotonic()
@@ -184,23 +221,44 @@ class FakeEachlabs(LoopbackFake):
             return
         prediction.predict_time = round(time.monotonic() - started, 3)
         if prediction.fail_with is not None:
-            prediction.error = prediction.fail_with
-            prediction.logs = f"Error: {prediction.fail_with}"
-            prediction.status = "failed"
-            self.notify()
-            return
+            self._fail(prediction, prediction.fail_with)
+        else:
+            self._succeed(prediction)
+        self.notify()
+        if prediction.webhook_url is not None:
+            headers = {"Content-Type": "application/json"}
+            if prediction.webhook_secret is not None:
+                headers["X-Webhook-Secret"] = prediction.webhook_secret
+            body = json.dumps(prediction.webhook()).encode()
+            await self.post_callback(prediction.webhook_url, body, headers, self.webhook_retry_delays)
+
+    def _fail(self, prediction: Prediction, fields: dict[str, Any]) -> None:
+        """The documented error envelope (as the error catalog's production examples)."""
+        prediction.output = {
+            "classification": {"category": "PROVIDER"},
+            "error": "Execution failed",
+            "error_code": "PROVIDER_FAILED",
+            "error_message": "exec_error",
+            "error_step": "poll",
+            "execution_id": prediction.id,
+            "model_slug": prediction.model,
+            "retryable": False,
+            "status": "ERROR",
+            "success": False,
+            **fields,
+        }
+        prediction.cost = 0
+        prediction.status = "error"
+
+    def _succeed(self, prediction: Prediction) -> None:
         count = 0 if prediction.empty_output else int(prediction.input.get("num_images", 1))
         urls = [self.add_file(png(32, 24), "image/png", "png") for _ in range(count)]
         if self.output_shape == "fal":
             images = [{"url": url, "content_type": "image/png", "width": 32, "height": 24} for url in urls]
             prediction.output = {"images": images, "seed": 7, "has_nsfw_concepts": [prediction.nsfw] * count}
+        elif self.output_shape == "string":
+            prediction.output = urls[0] if urls else ""
         else:
             prediction.output = urls
         prediction.cost = round(COST_PER_IMAGE * count, 6)
         prediction.status = "success"
-        self.notify()
-        if prediction.webhook_url is not None:
-            body = json.dumps(prediction.to_api(self.base_url)).encode()
-            await self.post_callback(
-                prediction.webhook_url, body, {"Content-Type": "application/json"}, self.webhook_retry_delays
-            )

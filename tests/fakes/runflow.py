@@ -10,9 +10,14 @@ can be tested against the documented behaviour (see /work/shared/providers.md, s
 - anything else is ``404 {"code": "NOT_FOUND"}`` -- there is no public cancel endpoint.
 
 Every run is an asyncio task: queued -> dispatching -> running -> (after ``delay``, or
-``release()`` while ``hold`` is set) fetch the input images -> succeeded | failed. When the run has a
-``callback_url`` the fake POSTs the documented callback, signed with HMAC-SHA256 when a
-``callback_secret`` is set, and retries on 5xx/network errors after ``callback_retry_delays``.
+``release()`` while ``hold`` is set) fetch the input images -> succeeded | partial_succeeded |
+failed. A run reports its ``cost`` in USD as a string, as the run schema documents it
+(docs.runflow.io/api-reference/runs/get-run: ``"cost": "<string>"``). When the run has a
+``callback_url`` the fake POSTs the documented callback (concepts/callbacks: ``event`` one of
+run.completed, run.failed, run.cancelled, run.partial_succeeded; ``status`` the run's
+``status_code``; ``output`` the normalized output, the error envelope on failure, null when
+cancelled), signed with HMAC-SHA256 when a ``callback_secret`` is set, and retries on
+5xx/network errors after ``callback_retry_delays``.
 
 The fake never talks to anything but loopback addresses: input image URLs and callback URLs on
 other hosts are refused without opening a connection.
@@ -20,8 +25,11 @@ other hosts are refused without opening a connection.
 Fault injection (``fail_next``, ``rate_limit_next``, ``hang_next``, ``reset_next``) runs before auth
 and routing. A rule matches when the method is equal (or the rule's method is ``"*"``) and
 ``re.search(path_regex, path)`` finds a match in the path without its query; the first matching
-rule with uses left is applied. ``fail_runs``, ``nsfw`` and ``empty_output`` are read when a run is
-created; ``callback_mode`` when its callback is sent.
+rule with uses left is applied. ``fail_runs``, ``nsfw``, ``empty_output`` and ``partial_images``
+are read when a run is created; ``callback_mode`` when its callback is sent. With
+``partial_images`` set, a run asked for more images than that makes only that many and ends
+``partial_succeeded`` (ASSUMPTION, undocumented: its output lists only the images made, and its
+``cost`` prices only those).
 
 Typical use::
 
@@ -131,7 +139,7 @@ class FakeRun:
     started_at: str | None = None
     completed_at: str | None = None
     duration_ms: int | None = None
-    cost: float | None = None
+    cost: str | None = None
     failure_code: str | None = None
     failure_message: str | None = None
     failure_stage_code: str | None = None
@@ -142,6 +150,7 @@ class FakeRun:
     fail_with: dict[str, Any] | None = field(default=None, repr=False)
     nsfw: bool = field(default=False, repr=False)
     empty_output: bool = field(default=False, repr=False)
+    partial_images: int | None = field(default=None, repr=False)
     released: bool = field(default=False, repr=False)
     started_monotonic: float | None = field(default=None, repr=False)
 
@@ -331,6 +340,7 @@ class FakeRunflow:
         self.fail_runs: dict[str, Any] | None = None
         self.nsfw = False
         self.empty_output = False
+        self.partial_images: int | None = None
         self.callback_mode: CallbackMode = "normal"
         self._hold = False
         self._run_order: list[FakeRun] = []
@@ -507,7 +517,7 @@ class FakeRunflow:
         )
 
     async def wait_finished(self, run_id: str, timeout: float = 10) -> FakeRun:
-        """Wait until the run is terminal (succeeded, failed or canceled)."""
+        """Wait until the run is terminal (succeeded, partial_succeeded, failed or canceled)."""
         return await self.wait_status(run_id, *TERMINAL_STATUSES, timeout=timeout)
 
     async def wait_status(self, run_id: str, *statuses: str, timeout: float = 10) -> FakeRun:
@@ -669,6 +679,7 @@ class FakeRunflow:
             fail_with=dict(self.fail_runs) if self.fail_runs is not None else None,
             nsfw=self.nsfw,
             empty_output=self.empty_output,
+            partial_images=self.partial_images,
         )
         self.runs[run.id] = run
         self._run_order.append(run)
@@ -777,7 +788,8 @@ class FakeRunflow:
     async def _succeed(self, run: FakeRun, source: Image.Image) -> None:
         fmt = run.input.get("output_format") or "png"
         pil_format, ext, content_type = OUTPUT_FORMATS[fmt]
-        count = 0 if run.empty_output else int(run.input.get("num_images") or 1)
+        asked = int(run.input.get("num_images") or 1)
+        count = 0 if run.empty_output else min(asked, run.partial_images or asked)
         encoded = await asyncio.to_thread(_encode_outputs, source, count, pil_format)
         outputs: list[dict[str, Any]] = []
         for data in encoded:
@@ -806,8 +818,8 @@ class FakeRunflow:
             "nsfw_detected": run.nsfw,
         }
         quality = run.input.get("quality") or "high"
-        run.cost = round(PRICE_PER_IMAGE[quality] * len(outputs), 6)
-        self._finish(run, "succeeded")
+        run.cost = str(round(PRICE_PER_IMAGE[quality] * len(outputs), 6))
+        self._finish(run, "partial_succeeded" if 0 < count < asked else "succeeded")
 
     def _fail(self, run: FakeRun, code: str, message: str, stage: str) -> None:
         run.failure_code = code
@@ -828,19 +840,16 @@ class FakeRunflow:
     # ------------------------------------------------------------------ callbacks
 
     def _callback_payload(self, run: FakeRun) -> dict[str, Any]:
-        event, status, output = {
-            "succeeded": ("run.completed", "succeeded", run.output),
-            "failed": (
-                "run.failed",
-                "failed",
-                {"code": run.failure_code, "message": run.failure_message},
-            ),
-            "canceled": ("run.cancelled", "cancelled", None),
+        event, output = {
+            "succeeded": ("run.completed", run.output),
+            "partial_succeeded": ("run.partial_succeeded", run.output),
+            "failed": ("run.failed", _envelope(run.failure_code or "", run.failure_message or "")),
+            "canceled": ("run.cancelled", None),
         }[run.status_code]
         return {
             "event": event,
             "run_id": run.id,
-            "status": status,
+            "status": run.status_code,
             "output": output,
             "duration_ms": run.duration_ms,
             "created_at": run.created_at,

@@ -28,6 +28,7 @@ from bot.providers.callbacks import (
     parse_eachlabs_webhook,
     parse_fal_webhook,
     parse_runflow_callback,
+    verify_eachlabs,
     verify_runflow,
 )
 from bot.providers.runflow import RunflowProvider
@@ -175,9 +176,19 @@ def test_malformed_fal_webhooks(body: bytes) -> None:
         parse_fal_webhook(body)
 
 
-def test_eachlabs_webhook_rejects_unknown_status() -> None:
-    with pytest.raises(ValueError, match="unknown status"):
-        parse_eachlabs_webhook(b'{"id": "p", "status": "warming"}')
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ({"exec_id": "p", "status": "warming"}, "status"),
+        # The poll's vocabulary is not the webhook's (payload-reference: succeeded | failed).
+        ({"exec_id": "p", "status": "success"}, "status"),
+        ({"id": "p", "status": "succeeded"}, "exec_id"),
+        ({"exec_id": "", "status": "failed"}, "exec_id"),
+    ],
+)
+def test_malformed_eachlabs_webhooks(payload: dict[str, Any], reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_eachlabs_webhook(json.dumps(payload).encode())
 
 
 JSON = st.recursive(
@@ -206,8 +217,10 @@ SHAPED = st.fixed_dictionaries(
     {
         "run_id": st.text(max_size=4) | JSON,
         "request_id": st.text(max_size=4) | JSON,
-        "id": st.text(max_size=4) | JSON,
-        "status": st.sampled_from(["succeeded", "failed", "cancelled", "OK", "ERROR", "success", "error"])
+        "exec_id": st.text(max_size=4) | JSON,
+        "status": st.sampled_from(
+            ["succeeded", "partial_succeeded", "failed", "canceled", "cancelled", "OK", "ERROR"]
+        )
         | JSON,
     },
     optional={
@@ -243,3 +256,6 @@ def test_parsers_raise_nothing_but_value_error(body: bytes) -> None:
 )
 def test_verify_never_raises(body: bytes, headers: dict[str, str], secret: str) -> None:
     assert verify_runflow(body, headers, secret) in (True, False)
+    assert verify_eachlabs(body, headers, secret) is (
+        bool(secret) and any(k.lower() == "x-webhook-secret" and v == secret for k, v in headers.items())
+    )

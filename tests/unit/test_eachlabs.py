@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -22,9 +23,10 @@ from bot.providers.base import (
     RunStatus,
     Unavailable,
 )
-from bot.providers.callbacks import parse_eachlabs_webhook
+from bot.providers.callbacks import parse_eachlabs_webhook, verify_eachlabs
 from bot.providers.eachlabs import EachlabsProvider
 from tests.fakes.eachlabs import COST_PER_IMAGE, KNOWN_MODEL, FakeEachlabs
+from tests.fakes.fal import WebhookSink
 
 
 @pytest.fixture
@@ -70,7 +72,8 @@ def request(*urls: str, **overrides: object) -> EditRequest:
 async def test_create_then_poll_to_success(provider: EachlabsProvider, each: FakeEachlabs) -> None:
     run = await provider.submit(request(count=2, quality="low"), callback_url="http://127.0.0.1:9/hook")
     sent = each.requests[0]
-    assert (sent.method, sent.path, sent.headers["X-API-Key"]) == ("POST", "/v1/prediction", each.api_key)
+    assert (sent.method, sent.path) == ("POST", "/v1/prediction")
+    assert sent.headers["Authorization"] == f"Bearer {each.api_key}"
     assert sent.json == {
         "model": KNOWN_MODEL,
         "version": "0.0.1",
@@ -126,8 +129,9 @@ async def test_sizes_above_1k_are_refused_before_any_request(
 
 async def test_slow_prediction_is_queued_then_running(provider: EachlabsProvider, each: FakeEachlabs) -> None:
     each.hold = True
-    each.fail_next("GET", "/v1/prediction/", 200, {"status": "starting"})
+    each.queued_polls = 2
     run = await provider.submit(request())
+    assert (await provider.status(run)).status is RunStatus.QUEUED
     assert (await provider.status(run)).status is RunStatus.QUEUED
     await each.wait_status(run.run_id, "processing")
     assert (await provider.status(run)).status is RunStatus.RUNNING
@@ -137,32 +141,37 @@ async def test_slow_prediction_is_queued_then_running(provider: EachlabsProvider
 
 
 @pytest.mark.parametrize(
-    ("message", "kind"),
+    ("envelope", "kind"),
     [
-        ("Content policy violation: flagged by safety system", ContentRejected),
-        ("Model timeout after 30s", RunFailed),
+        (
+            {"classification": {"category": "content_moderation"}, "error_message": "flagged by safety"},
+            ContentRejected,
+        ),
+        ({"error_code": "INPUT_VALIDATION_ERROR", "error_message": "image too small"}, InvalidRequest),
+        ({"error_message": "Model timeout after 30s"}, RunFailed),
     ],
 )
 async def test_failed_predictions_are_typed(
-    message: str, kind: type[Exception], provider: EachlabsProvider, each: FakeEachlabs
+    envelope: dict[str, Any], kind: type[Exception], provider: EachlabsProvider, each: FakeEachlabs
 ) -> None:
-    each.fail_runs = message
+    each.fail_runs = envelope
     run = await provider.submit(request())
-    await each.wait_status(run.run_id, "failed")
+    await each.wait_status(run.run_id, "error")
     state = await provider.status(run)
-    assert state.status is RunStatus.FAILED and isinstance(state.error, kind)
-    assert state.error.message == message
+    assert state.status is RunStatus.FAILED and type(state.error) is kind
+    assert state.error.message == envelope["error_message"]
     with pytest.raises(kind):
         await provider.result(run)
 
 
-async def test_error_status_from_the_skill_docs_is_a_failure(
+async def test_a_failure_without_envelope_falls_back_to_the_logs(
     provider: EachlabsProvider, each: FakeEachlabs
 ) -> None:
     run = await provider.submit(request())
-    each.fail_next("GET", "/v1/prediction/", 200, {"id": run.run_id, "status": "error", "output": None})
+    failed = {"id": run.run_id, "status": "error", "output": None, "logs": "Error: out of memory"}
+    each.fail_next("GET", "/v1/prediction/", 200, failed)
     state = await provider.status(run)
-    assert state.status is RunStatus.FAILED and isinstance(state.error, RunFailed)
+    assert isinstance(state.error, RunFailed) and state.error.message == "Error: out of memory"
 
 
 async def test_nsfw_flag_in_fal_shaped_output(provider: EachlabsProvider, each: FakeEachlabs) -> None:
@@ -245,13 +254,29 @@ async def test_cancel(provider: EachlabsProvider, each: FakeEachlabs) -> None:
     await each.wait_status(run.run_id, "processing")
     assert await provider.cancel(run) is True
     assert (await provider.status(run)).status is RunStatus.CANCELLED
+    assert each.predictions[run.run_id].cost == 0
     assert await provider.cancel(run) is False
     each.fail_next("POST", "/cancel$", 500)
     assert await provider.cancel(run) is False
 
 
-async def test_webhook_payload_is_the_prediction(provider: EachlabsProvider, each: FakeEachlabs) -> None:
-    run = await provider.submit(request())
-    prediction = await each.wait_status(run.run_id, "success")
-    prediction_id, state = parse_eachlabs_webhook(json.dumps(prediction.to_api(each.base_url)).encode())
-    assert prediction_id == run.run_id and state.status is RunStatus.SUCCEEDED
+@pytest.mark.parametrize("fails", [False, True])
+async def test_the_fakes_webhook_is_the_documented_one_with_the_secret(
+    fails: bool, each: FakeEachlabs, session: aiohttp.ClientSession
+) -> None:
+    each.webhook_retry_delays = ()
+    if fails:
+        each.fail_runs = {"error_message": "Model timeout after 30s"}
+    async with WebhookSink() as sink:
+        provider = EachlabsProvider(settings(each, callback_secret=SecretStr("whsec")), session)
+        run = await provider.submit(request(), callback_url=sink.url)
+        [(body, headers)] = await sink.wait()
+    assert verify_eachlabs(body, headers, "whsec")
+    payload = json.loads(body)
+    assert set(payload) == {"exec_id", "flow_id", "status", "output", "error"} and payload["error"] == ""
+    prediction_id, state = parse_eachlabs_webhook(body)
+    assert prediction_id == run.run_id
+    if fails:
+        assert isinstance(state.error, RunFailed) and "Model timeout after 30s" in state.error.message
+    else:
+        assert state.status is RunStatus.SUCCEEDED

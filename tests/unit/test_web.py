@@ -207,7 +207,9 @@ async def test_unverified_callbacks_are_rate_limited_per_host(server) -> None:
     test_server, updates, _, _ = server
     statuses = [await post(test_server, "/callbacks/fal", fal_body("known")) for _ in range(8)]
     assert statuses == [200] * 5 + [429] * 3
-    each = json.dumps({"id": "known", "status": "success", "output": "https://x/y.png"}).encode()
+    each = json.dumps(
+        {"exec_id": "known", "flow_id": None, "status": "succeeded", "output": "https://x/y.png", "error": ""}
+    ).encode()
     assert await post(test_server, "/callbacks/eachlabs", each) == 200, "each host has its own allowance"
     assert updates.calls == [("fal", "known")] * 5 + [("eachlabs", "known")]
     assert await refused_count(test_server, "fal", "rate_limited") == 3
