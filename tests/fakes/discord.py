@@ -2,7 +2,7 @@
 
 Why a fake below the socket instead of mocks: the bot runs unchanged, so discord.py's transport,
 multipart encoding, 429 handling, gateway handshake and login run exactly as against Discord
-(see /work/shared/discord-testing.md). One aiohttp application on a random port of 127.0.0.1 serves
+(see the shared research notes, discord-testing.md). One aiohttp application on a random port of 127.0.0.1 serves
 
 - ``/api/v10/...``: REST, routed by a small table (an unknown route answers
   ``404 {"code": 0, "message": "fake discord: no route METHOD PATH"}`` so gaps fail loudly),

@@ -1,7 +1,7 @@
 """An in-process fake of the Runflow API (runflow.io) for the `openai/gpt-image-2/edit` model.
 
 It serves the documented endpoints on a random port of 127.0.0.1 so the product's Runflow client
-can be tested against the documented behaviour (see /work/shared/providers.md, section 3):
+can be tested against the documented behaviour (see the shared research notes, providers.md, section 3):
 
 - ``POST /v1/models/{model_id}/runs`` creates a run (201, ``status_code: "queued"``),
 - ``GET /v1/runs/{id}`` returns the run object (counts polls),
