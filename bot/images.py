@@ -14,12 +14,18 @@ from pathlib import Path
 
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from bot.sizes import MAX_PIXELS as LARGEST_RESULT
+
 # Larger than any input the model accepts (4096x4096 at most on some hosts), small enough that a
 # decompression bomb is refused before it is decoded.
 MAX_PIXELS = 40_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 WEBP_MAX_SIDE = 16383
+# Pillow's WebP decoder holds 16 bytes a pixel (libwebp's two RGBA canvases and a copy of the
+# frame beside the picture), four times a PNG's or JPEG's, so WebPs get fewer pixels: at this
+# many one decode takes 260 MB, within the default memory budget (see bot.image_costs).
+WEBP_MAX_PIXELS = 16_000_000
 # MPO is how Pillow names a JPEG carrying a second picture (phones' Ultra HDR gain maps): the
 # first picture is an ordinary JPEG.
 _FORMATS = {
@@ -72,6 +78,10 @@ def _opened(data: bytes | Path) -> tuple[Image.Image, ImageInfo]:
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise ImageProblem(f"the image is too large ({width}×{height} pixels)")
+            if image.format == "WEBP" and width * height > WEBP_MAX_PIXELS:
+                raise ImageProblem(
+                    f"the WebP image is too large ({width}×{height} pixels); send it as PNG or JPEG"
+                )
             content_type = _FORMATS.get(image.format or "")
             if content_type is None:
                 raise ImageProblem(
@@ -108,6 +118,46 @@ def _decoded(data: bytes | Path) -> tuple[Image.Image, ImageInfo]:
     return image, info
 
 
+@dataclass(frozen=True)
+class Header:
+    """What a file's header says, read without decoding a pixel: enough to price the decode."""
+
+    info: ImageInfo
+    format: str
+    mode: str
+    orientation: int | None
+    """The EXIF orientation, 1 when there is none, None when only decoding would tell (a PNG's
+    eXIf chunk may follow the pixels, and a malformed block is the decoder's to report)."""
+
+    @property
+    def may_turn(self) -> bool:
+        """Whether the conversion could turn the picture, which holds a second copy of it."""
+        return self.orientation is None or self.orientation in _TURNED
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """The size once turned upright, as far as the header tells."""
+        if self.orientation in (5, 6, 7, 8):
+            return self.info.height, self.info.width
+        return self.info.width, self.info.height
+
+
+def header(data: bytes | Path) -> Header:
+    """The header's facts; raises ImageProblem for what `_decoded` would refuse before decoding."""
+    image, info = _opened(data)
+    with image:
+        return Header(info, image.format or "", image.mode, _orientation(image))
+
+
+def _orientation(image: Image.Image) -> int | None:
+    if image.format == "PNG" and "exif" not in image.info:
+        return None
+    try:
+        return int(image.getexif().get(ExifTags.Base.Orientation, 1))
+    except (*_UNREADABLE, struct.error, EOFError, TypeError):
+        return None
+
+
 def inspect(data: bytes | Path) -> ImageInfo:
     """What the bytes (or the file) are, judged by decoding them, never by a file name."""
     image, info = _decoded(data)
@@ -134,10 +184,13 @@ def fit_under(data: bytes, limit: int) -> Fitted:
         if info.size <= limit:
             return Fitted(data, info, changed=False)
         image = upright_8bit(opened)
-        if max(image.size) > WEBP_MAX_SIDE:
-            # WebP cannot hold a side longer than this; such an image is far over any upload limit
-            # anyway.
-            image.thumbnail((WEBP_MAX_SIDE, WEBP_MAX_SIDE), Image.Resampling.LANCZOS)
+        # WebP cannot hold a side longer than WEBP_MAX_SIDE, and its encoder works in about 30
+        # bytes a pixel; no host makes more than LARGEST_RESULT pixels, so a picture past either is
+        # shrunk first (it is far over any upload limit anyway).
+        scale = min(WEBP_MAX_SIDE / max(image.size), (LARGEST_RESULT / (image.width * image.height)) ** 0.5)
+        if scale < 1:
+            box = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+            image.thumbnail(box, Image.Resampling.LANCZOS)
         for quality in (92, 85, 75):
             encoded = _encode_webp(image, quality)
             if len(encoded) <= limit:

@@ -13,7 +13,7 @@ import struct
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from bot.images import MAX_PIXELS, ImageProblem, upright_8bit
+from bot.images import MAX_PIXELS, WEBP_MAX_PIXELS, ImageProblem, upright_8bit
 from bot.validation import AttachmentFacts, attachment_problem
 
 NOTHING_TO_CHANGE = "The mask marks nothing to change; paint the area to edit white (or transparent)."
@@ -77,6 +77,8 @@ def _editable(mask: bytes, size: tuple[int, int]) -> Image.Image:
                     f"The mask is {opened.width}×{opened.height} pixels; "
                     "attach one the same size as the image."
                 )
+            if opened.format == "WEBP" and opened.width * opened.height > WEBP_MAX_PIXELS:
+                raise ImageProblem("The mask is too large a WebP to open; attach it as a PNG.")
             editable = _painted(upright_8bit(opened))
     except ImageProblem:
         raise

@@ -23,7 +23,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 MB = 1_000_000
-DEFAULT_BYTES = 320 * MB
+DEFAULT_BYTES = 400 * MB
 
 
 class MemoryBudget:
