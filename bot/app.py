@@ -73,7 +73,7 @@ class Retouch(commands.Bot):
 
     async def setup_hook(self) -> None:
         settings = self.settings
-        memory.shared().resize(settings.editing.image_memory_mb * memory.MB)
+        memory.configure(settings.editing.image_memory_mb * memory.MB)
         self.session = aiohttp.ClientSession()
         self.db = await open_db(settings.storage.path)
         self.router = build_router(settings.providers, self.session)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ctypes
+import ctypes.util
 import functools
 from collections import deque
 from collections.abc import Callable
@@ -24,6 +26,9 @@ T = TypeVar("T")
 
 MB = 1_000_000
 DEFAULT_BYTES = 400 * MB
+# glibc's mallopt parameter, and the size from which allocations get pages of their own.
+_M_MMAP_THRESHOLD = -3
+_OWN_PAGES_FROM = 1 << 20
 
 
 class MemoryBudget:
@@ -126,3 +131,19 @@ _SHARED = MemoryBudget(DEFAULT_BYTES)
 def shared() -> MemoryBudget:
     """The process's budget."""
     return _SHARED
+
+
+def configure(capacity: int) -> None:
+    """Size the process's budget, and make the pixels it lets go of go back to the system.
+
+    glibc raises its mmap threshold each time a large block is freed, so after the first few
+    pictures Pillow's 16 MB blocks come from per-thread heaps that keep them once freed: with a
+    400 MB budget the issue's load still reached 705 MB above idle, and 335 MB with the
+    threshold fixed at 1 MiB, where every such block is mapped and unmapped on its own.
+    Elsewhere than glibc (musl has no such threshold) this is skipped.
+    """
+    _SHARED.resize(capacity)
+    name = ctypes.util.find_library("c")
+    mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, _OWN_PAGES_FROM)
