@@ -80,7 +80,7 @@ def _opened(data: bytes | Path) -> tuple[Image.Image, ImageInfo]:
                 raise ImageProblem(f"the image is too large ({width}×{height} pixels)")
             if image.format == "WEBP" and width * height > WEBP_MAX_PIXELS:
                 raise ImageProblem(
-                    f"the WebP image is too large ({width}×{height} pixels); send it as PNG or JPEG"
+                    f"the WebP image is too large to open ({width}×{height} pixels; PNG or JPEG can be larger)"
                 )
             content_type = _FORMATS.get(image.format or "")
             if content_type is None:
