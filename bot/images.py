@@ -17,7 +17,9 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 from bot.sizes import MAX_PIXELS as LARGEST_RESULT
 
 # Larger than any input the model accepts (4096x4096 at most on some hosts), small enough that a
-# decompression bomb is refused before it is decoded.
+# decompression bomb is refused before it is decoded. It bounds each picture, and the memory
+# budget (bot.memory) bounds them together: the costliest conversion of a picture this large,
+# CMYK to RGB, holds 328 MB, within the default budget of 400 MB.
 MAX_PIXELS = 40_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
