@@ -11,6 +11,7 @@ import discord
 import yarl
 from discord.ext import commands
 
+from bot import memory
 from bot.config import Settings
 from bot.credits import CreditService
 from bot.files import FileStore
@@ -72,6 +73,7 @@ class Retouch(commands.Bot):
 
     async def setup_hook(self) -> None:
         settings = self.settings
+        memory.configure(settings.editing.image_memory_mb * memory.MB)
         self.session = aiohttp.ClientSession()
         self.db = await open_db(settings.storage.path)
         self.router = build_router(settings.providers, self.session)

@@ -164,6 +164,9 @@ class EditingSettings(_Section):
     max_jobs_per_server: Annotated[int, Field(ge=1, le=10_000)] = 20
     # Let members use /edit in DMs with the bot (credits from credits.dm_allowance).
     allow_dms: bool = False
+    # Megabytes of decoded pixels held at once across every edit (inputs, masks, result checks);
+    # the rest waits its turn. With the bot's other needs, the process stays within idle + 500 MB.
+    image_memory_mb: Annotated[int, Field(ge=100, le=65_536)] = 400
 
 
 Period = Literal["day", "week", "month", "none"]
@@ -433,6 +436,7 @@ def summary(settings: Settings) -> list[str]:
         lines.append(f"providers.{host}.api_key: {mask(host_settings.api_key)}")
         lines.append(f"providers.{host}.base_url: {host_settings.base_url}")
     lines += [
+        f"editing.image_memory_mb: {settings.editing.image_memory_mb}",
         f"storage.path: {settings.storage.path}",
         f"storage.files_dir: {settings.storage.files_dir}",
         f"web: {settings.web.host}:{settings.web.port}, callbacks "

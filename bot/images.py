@@ -12,14 +12,22 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
+
+from bot.sizes import MAX_PIXELS as LARGEST_RESULT
 
 # Larger than any input the model accepts (4096x4096 at most on some hosts), small enough that a
-# decompression bomb is refused before it is decoded.
+# decompression bomb is refused before it is decoded. It bounds each picture, and the memory
+# budget (bot.memory) bounds them together: the costliest conversion of a picture this large,
+# CMYK to RGB, holds 328 MB, within the default budget of 400 MB.
 MAX_PIXELS = 40_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 WEBP_MAX_SIDE = 16383
+# Pillow's WebP decoder holds 16 bytes a pixel (libwebp's two RGBA canvases and a copy of the
+# frame beside the picture), four times a PNG's or JPEG's, so WebPs get fewer pixels: at this
+# many one decode takes 260 MB, within the default memory budget (see bot.image_costs).
+WEBP_MAX_PIXELS = 16_000_000
 # MPO is how Pillow names a JPEG carrying a second picture (phones' Ultra HDR gain maps): the
 # first picture is an ordinary JPEG.
 _FORMATS = {
@@ -56,11 +64,11 @@ class ImageInfo:
 _UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
 
 
-def _decoded(data: bytes | Path) -> tuple[Image.Image, ImageInfo]:
-    """The image opened and fully decoded, with its facts; the caller closes it.
+def _opened(data: bytes | Path) -> tuple[Image.Image, ImageInfo]:
+    """The image with only its header read, once it is known to be one the bot may decode.
 
-    Decoding it all is the only sure test that the bytes are an image, so it is done once here
-    and the pixels handed on, rather than decoded again by whoever needs them next.
+    Opening reads no pixels, so the size and the format are judged (and a decompression bomb
+    refused) before any memory is spent on them; the caller closes the image.
     """
     size = data.stat().st_size if isinstance(data, Path) else len(data)
     if not size:
@@ -72,20 +80,84 @@ def _decoded(data: bytes | Path) -> tuple[Image.Image, ImageInfo]:
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise ImageProblem(f"the image is too large ({width}×{height} pixels)")
+            if image.format == "WEBP" and width * height > WEBP_MAX_PIXELS:
+                raise ImageProblem(
+                    f"the WebP image is too large to open ({width}×{height} pixels; PNG or JPEG can be larger)"
+                )
             content_type = _FORMATS.get(image.format or "")
             if content_type is None:
                 raise ImageProblem(
                     f"{image.format or 'this'} images are not supported; use PNG, JPEG, WebP or GIF"
                 )
-            image.load()
         except ImageProblem:
             raise
         except Image.DecompressionBombError as exc:
             raise ImageProblem("the image is too large to open safely") from exc
         except _UNREADABLE as exc:
             raise ImageProblem("the file is not a readable PNG, JPEG, WebP or GIF image") from exc
-        on_failure.pop_all()  # decoded: the caller owns the image now
+        on_failure.pop_all()
     return image, ImageInfo(content_type, width, height, size)
+
+
+def _decoded(data: bytes | Path) -> tuple[Image.Image, ImageInfo]:
+    """The image opened and fully decoded, with its facts; the caller closes it.
+
+    Decoding it all is the only sure test that the bytes are an image, so it is done once here
+    and the pixels handed on, rather than decoded again by whoever needs them next.
+    """
+    image, info = _opened(data)
+    try:
+        image.load()
+    except Image.DecompressionBombError as exc:
+        image.close()
+        raise ImageProblem("the image is too large to open safely") from exc
+    except _UNREADABLE as exc:
+        image.close()
+        raise ImageProblem("the file is not a readable PNG, JPEG, WebP or GIF image") from exc
+    except BaseException:
+        image.close()
+        raise
+    return image, info
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a file's header says, read without decoding a pixel: enough to price the decode."""
+
+    info: ImageInfo
+    format: str
+    mode: str
+    orientation: int | None
+    """The EXIF orientation, 1 when there is none, None when only decoding would tell (a PNG's
+    eXIf chunk may follow the pixels, and a malformed block is the decoder's to report)."""
+
+    @property
+    def may_turn(self) -> bool:
+        """Whether the conversion could turn the picture, which holds a second copy of it."""
+        return self.orientation is None or self.orientation in _TURNED
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """The size once turned upright, as far as the header tells."""
+        if self.orientation in (5, 6, 7, 8):
+            return self.info.height, self.info.width
+        return self.info.width, self.info.height
+
+
+def header(data: bytes | Path) -> Header:
+    """The header's facts; raises ImageProblem for what `_decoded` would refuse before decoding."""
+    image, info = _opened(data)
+    with image:
+        return Header(info, image.format or "", image.mode, _orientation(image))
+
+
+def _orientation(image: Image.Image) -> int | None:
+    if image.format == "PNG" and "exif" not in image.info:
+        return None
+    try:
+        return int(image.getexif().get(ExifTags.Base.Orientation, 1))
+    except (*_UNREADABLE, struct.error, EOFError, TypeError):
+        return None
 
 
 def inspect(data: bytes | Path) -> ImageInfo:
@@ -113,30 +185,34 @@ def fit_under(data: bytes, limit: int) -> Fitted:
     with opened:
         if info.size <= limit:
             return Fitted(data, info, changed=False)
-        image = as_8bit(ImageOps.exif_transpose(opened))
-        image.load()
-    if max(image.size) > WEBP_MAX_SIDE:
-        # WebP cannot hold a side longer than this; such an image is far over any upload limit anyway.
-        image.thumbnail((WEBP_MAX_SIDE, WEBP_MAX_SIDE), Image.Resampling.LANCZOS)
-    for quality in (92, 85, 75):
-        encoded = _encode_webp(image, quality)
-        if len(encoded) <= limit:
-            return Fitted(encoded, ImageInfo("image/webp", image.width, image.height, len(encoded)), True)
-    scale = (limit / len(encoded)) ** 0.5 * 0.95
-    while True:
-        width = max(1, int(image.width * scale))
-        height = max(1, int(image.height * scale))
-        smaller = image.resize((width, height), Image.Resampling.LANCZOS)
-        encoded = _encode_webp(smaller, 85)
-        if len(encoded) <= limit or (width == 1 and height == 1):
-            return Fitted(encoded, ImageInfo("image/webp", width, height, len(encoded)), True)
-        scale *= 0.8
+        image = upright_8bit(opened)
+        # WebP cannot hold a side longer than WEBP_MAX_SIDE, and its encoder works in about 30
+        # bytes a pixel; no host makes more than LARGEST_RESULT pixels, so a picture past either is
+        # shrunk first (it is far over any upload limit anyway).
+        scale = min(WEBP_MAX_SIDE / max(image.size), (LARGEST_RESULT / (image.width * image.height)) ** 0.5)
+        if scale < 1:
+            box = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+            image.thumbnail(box, Image.Resampling.LANCZOS)
+        for quality in (92, 85, 75):
+            encoded = _encode_webp(image, quality)
+            if len(encoded) <= limit:
+                return Fitted(encoded, ImageInfo("image/webp", image.width, image.height, len(encoded)), True)
+        scale = (limit / len(encoded)) ** 0.5 * 0.95
+        while True:
+            width = max(1, int(image.width * scale))
+            height = max(1, int(image.height * scale))
+            smaller = image.resize((width, height), Image.Resampling.LANCZOS)
+            encoded = _encode_webp(smaller, 85)
+            if len(encoded) <= limit or (width == 1 and height == 1):
+                return Fitted(encoded, ImageInfo("image/webp", width, height, len(encoded)), True)
+            scale *= 0.8
 
 
 def _encode_webp(image: Image.Image, quality: int) -> bytes:
     buffer = io.BytesIO()
     mode = "RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB"
-    image.convert(mode).save(buffer, "WEBP", quality=quality, method=4)
+    # convert() copies even when the mode is already right.
+    (image if image.mode == mode else image.convert(mode)).save(buffer, "WEBP", quality=quality, method=4)
     return buffer.getvalue()
 
 
@@ -155,11 +231,56 @@ def as_8bit(image: Image.Image) -> Image.Image:
     if image.mode in _READY_MODES:
         return image
     if image.mode.startswith("I"):
-        # point() truncates, so +0.5 rounds to the nearest 8-bit value.
-        return image.convert("I").point(lambda value: value / 257 + 0.5).convert("L")
+        return _scaled_to_8bit(image)
     if image.mode == "1":
         return image.convert("L")
     return image.convert("RGBA" if image.has_transparency_data else "RGB")
+
+
+# Pixels scaled at a time from 16-bit grey: the scaling goes through 32-bit values, which for a
+# whole 40 MP picture at once held 320 MB beside it; in bands it holds 8 MB.
+_BAND_PIXELS = 1 << 20
+
+
+def _scaled_to_8bit(image: Image.Image) -> Image.Image:
+    """16- or 32-bit grey scaled to 8 bits, a band of rows at a time."""
+    out = Image.new("L", image.size)
+    rows = max(1, _BAND_PIXELS // image.width)
+    for top in range(0, image.height, rows):
+        band = image.crop((0, top, image.width, min(top + rows, image.height)))
+        # point() truncates, so +0.5 rounds to the nearest 8-bit value.
+        out.paste(band.convert("I").point(lambda value: value / 257 + 0.5).convert("L"), (0, top))
+    return out
+
+
+_TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def upright_8bit(opened: Image.Image) -> Image.Image:
+    """The decoded picture upright (by its EXIF orientation) in 8-bit RGB(A), L or LA.
+
+    Converting comes before turning so that the original is let go (closed here) before the
+    turned copy is made: at most two copies of the picture exist at once, where
+    `ImageOps.exif_transpose` then `as_8bit` held three (it copies even a picture it does not
+    turn). The result may be `opened` itself, which then stays open for the caller to close.
+    """
+    turn = _TURNS.get(opened.getexif().get(ExifTags.Base.Orientation, 1))
+    pixels = as_8bit(opened)
+    if pixels is not opened:
+        opened.close()
+    if turn is None:
+        return pixels
+    turned = pixels.transpose(turn)
+    pixels.close()
+    return turned
 
 
 @dataclass(frozen=True)
@@ -188,24 +309,26 @@ def normalize(data: bytes) -> Normalized:
     no GIF at all), so an image any of them could misread is re-encoded: JPEG stays JPEG, the
     rest become PNG. The EXIF block is dropped with the orientation, which also drops GPS tags.
     A CMYK file's colour profile describes ink, not the converted pixels, so it is not carried over.
-    The file is decoded once: the check, the EXIF read and the conversion share the pixels.
+    The file is decoded once: the check, the EXIF read and the conversion share the pixels, and
+    the decoded original is let go as soon as the converted pixels exist.
     """
     opened, info = _decoded(data)
-    try:
-        with opened:
+    with opened:
+        try:
             if info.content_type != "image/gif" and not _needs_conversion(opened, data):
                 return Normalized(info, info, None)
-            pixels = as_8bit(ImageOps.exif_transpose(opened))
             profile = None if opened.mode == "CMYK" else opened.info.get("icc_profile")
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
-        # Damage past the first frame, which the decode never reads: fuzzing found GIF's frame-count
-        # probe raising IndexError (hence GIFs skip it). Escaping, it would strand the job mid-submit.
-        raise ImageProblem("the file is partly damaged") from exc
-    buffer = io.BytesIO()
-    if info.content_type == "image/jpeg":
-        pixels.save(buffer, "JPEG", quality=95, icc_profile=profile)
-    else:
-        pixels.save(buffer, "PNG", icc_profile=profile)
+            pixels = upright_8bit(opened)
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+            # Damage past the first frame, which the decode never reads: fuzzing found GIF's
+            # frame-count probe raising IndexError (hence GIFs skip it). Escaping, it would
+            # strand the job mid-submit.
+            raise ImageProblem("the file is partly damaged") from exc
+        buffer = io.BytesIO()
+        if info.content_type == "image/jpeg":
+            pixels.save(buffer, "JPEG", quality=95, icc_profile=profile)
+        else:
+            pixels.save(buffer, "PNG", icc_profile=profile)
     encoded = buffer.getvalue()
     content_type = "image/jpeg" if info.content_type == "image/jpeg" else "image/png"
     return Normalized(info, ImageInfo(content_type, pixels.width, pixels.height, len(encoded)), encoded)

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import yarl
 
-from bot import images, masks
+from bot import image_costs, images, masks, memory
 from bot.edits import InputImage
 from bot.files import FileStore
 from bot.links import FileLinks
@@ -78,7 +78,7 @@ class InputPreparer:
         first_size: tuple[int, int] | None = None
         for idx, item in enumerate(InputImage(**entry) for entry in job.inputs):
             stored, data = await self._load(item)
-            ready = await asyncio.to_thread(images.normalize, data)
+            ready = await memory.shared().run(image_costs.normalize_cost, images.normalize, data)
             stored = await self._keep(
                 stored, data, self._files.input_path(job.id, idx, ready.source.extension)
             )
@@ -89,9 +89,11 @@ class InputPreparer:
             return Prepared(references, None, kept, first_size)
         mask = InputImage(**job.mask)
         stored, data = await self._load(mask)
-        info = await asyncio.to_thread(images.inspect, data)
+        # The conversion decodes the mask and refuses what is not one, so it also tells what
+        # the file is: one decode, not an inspect and then a conversion.
+        converted = await memory.shared().run(image_costs.bw_mask_cost, masks.to_bw_mask, data, first_size)
+        info = (await asyncio.to_thread(images.header, data)).info
         await self._keep(stored, data, self._files.mask_path(job.id, 0, info.extension))
-        converted = await asyncio.to_thread(masks.to_bw_mask, data, first_size)
         path = self._files.job_dir(job.id) / "mask-ready.png"
         await self._files.write(path, converted)
         ready_mask = self._bytes_or_link(mask.filename, path, converted, "image/png")

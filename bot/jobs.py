@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bot import access, images, sizes
+from bot import access, image_costs, images, memory, sizes
 from bot.access import Act, Actor, JobHidden
 from bot.credits import Balance, CreditError, CreditService, Estimate, InsufficientCredits, MemberBlocked
 from bot.edits import (
@@ -71,7 +71,6 @@ DOWNLOAD_RETRIES = (1.0, 3.0)
 # Places in line worth updating as it moves; further back, the change would be noise.
 ANNOUNCED_PLACES = 3
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
-RESULT_CHECKS = 2
 PROGRESS_INTERVAL = 10.0
 # How many times a job's processing may begin (its submit, then each recovery that finds it in
 # flight) before it is failed: a job whose processing kills the process ends after this many
@@ -135,9 +134,6 @@ class JobService:
         self._journal = journal
         self._inputs = InputPreparer(files=files, session=session, cdn_hosts=cdn_hosts, links=links)
         self._retention = retention
-        # A 4K result decodes to 50-64 MB; checking a burst of them all at once (one per
-        # worker thread) was most of the bot's peak memory, and two at a time keep both cores busy.
-        self._result_checks = asyncio.Semaphore(RESULT_CHECKS)
         self.metrics = metrics or Metrics()
         self.metrics.watch_queue(lambda: len(self._queue))
         self._wakeups: dict[int, asyncio.Event] = {}
@@ -725,8 +721,9 @@ class JobService:
                 await self._files.download_to(self._session, output.url, fetched, max_bytes=MAX_OUTPUT_BYTES)
             else:
                 raise DownloadError("the host listed an output without a URL or data")
-            async with self._result_checks:
-                info = await asyncio.to_thread(images.inspect, fetched)
+            # A burst of 4K results checked at once was most of the bot's peak memory; the budget
+            # lets as many run as their pixels allow.
+            info = await memory.shared().run(image_costs.inspect_cost, images.inspect, fetched)
             path = self._files.output_path(job.id, idx, info.extension)
             await self._files.rename(fetched, path)
             stored.append(
@@ -770,7 +767,9 @@ class JobService:
             shrunk = info.size > limit
             if shrunk:
                 # Only a result over the limit is read back into memory, to be re-encoded.
-                fitted = await asyncio.to_thread(images.fit_under, await self._files.read(path), limit)
+                fitted = await memory.shared().run(
+                    image_costs.fit_cost, images.fit_under, await self._files.read(path), limit
+                )
                 info = fitted.info
                 path = path.with_name(f"fitted-{output.idx}.{info.extension}")
                 await self._files.write(path, fitted.data)

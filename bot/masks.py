@@ -13,7 +13,7 @@ import struct
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from bot.images import MAX_PIXELS, ImageProblem, as_8bit
+from bot.images import MAX_PIXELS, WEBP_MAX_PIXELS, ImageProblem, upright_8bit
 from bot.validation import AttachmentFacts, attachment_problem
 
 NOTHING_TO_CHANGE = "The mask marks nothing to change; paint the area to edit white (or transparent)."
@@ -77,7 +77,9 @@ def _editable(mask: bytes, size: tuple[int, int]) -> Image.Image:
                     f"The mask is {opened.width}×{opened.height} pixels; "
                     "attach one the same size as the image."
                 )
-            pixels = as_8bit(ImageOps.exif_transpose(opened))
+            if opened.format == "WEBP" and opened.width * opened.height > WEBP_MAX_PIXELS:
+                raise ImageProblem("The mask is too large a WebP to open; attach it as a PNG.")
+            editable = _painted(upright_8bit(opened))
     except ImageProblem:
         raise
     except Image.DecompressionBombError as exc:
@@ -87,23 +89,28 @@ def _editable(mask: bytes, size: tuple[int, int]) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         # ValueError and struct.error: Pillow's answer to some malformed chunks and EXIF blocks.
         raise ImageProblem(UNREADABLE) from exc
-    if not _same_shape(pixels.size, size):
-        raise ImageProblem(_shape_message(pixels.size, size))
-    transparent = None
-    if "A" in pixels.getbands():
-        transparent = pixels.getchannel("A").point(lambda value: 255 if value < _HALF else 0)
-    if transparent is not None and transparent.getbbox() is not None:
-        editable = transparent
-    else:
-        editable = pixels.convert("L").point(lambda value: 255 if value >= _HALF else 0)
+    if not _same_shape(editable.size, size):
+        raise ImageProblem(_shape_message(editable.size, size))
     if editable.size != size:
         editable = editable.resize(size, Image.Resampling.NEAREST)
-    # getbbox() is None for an image that is all zero.
-    if editable.getbbox() is None:
+    # The mask is all 0 or 255 by now, so its extremes say whether it marks nothing or everything
+    # without another copy of it.
+    low, high = editable.getextrema()
+    if high == 0:
         raise ImageProblem(NOTHING_TO_CHANGE)
-    if ImageOps.invert(editable).getbbox() is None:
+    if low == 255:
         raise ImageProblem(EVERYTHING_CHANGES)
     return editable
+
+
+def _painted(pixels: Image.Image) -> Image.Image:
+    """255 where the member painted "may change", 0 elsewhere, at the mask's own size."""
+    if "A" in pixels.getbands():
+        transparent = pixels.getchannel("A").point(lambda value: 255 if value < _HALF else 0)
+        if transparent.getbbox() is not None:
+            return transparent
+    grey = pixels if pixels.mode == "L" else pixels.convert("L")
+    return grey.point(lambda value: 255 if value >= _HALF else 0)
 
 
 def _same_shape(mask: tuple[int, int], image: tuple[int, int]) -> bool:

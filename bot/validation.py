@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.images import MAX_PIXELS
+from bot.images import MAX_PIXELS, WEBP_MAX_PIXELS
 from bot.providers.base import MAX_PROMPT_LENGTH
 
 ACCEPTED_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
@@ -36,11 +36,16 @@ def attachment_problem(facts: AttachmentFacts) -> str | None:
     if facts.size > MAX_INPUT_BYTES:
         size = facts.size / 1048576
         return f"`{name}` is {size:.1f} MiB; attach an image under {MAX_INPUT_BYTES // 1048576} MiB."
+    megapixels = facts.width * facts.height / 1_000_000
     if facts.width * facts.height > MAX_PIXELS:
-        megapixels = facts.width * facts.height / 1_000_000
         return (
             f"`{name}` is {megapixels:.0f} megapixels; "
             f"attach one of at most {MAX_PIXELS // 1_000_000} megapixels."
+        )
+    if content_type == "image/webp" and facts.width * facts.height > WEBP_MAX_PIXELS:
+        return (
+            f"`{name}` is a {megapixels:.0f}-megapixel WebP; attach it as a PNG or JPEG, "
+            f"or as a WebP of at most {WEBP_MAX_PIXELS // 1_000_000} megapixels."
         )
     if max(facts.width, facts.height) > MAX_INPUT_SIDE:
         return (

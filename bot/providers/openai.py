@@ -29,7 +29,7 @@ from typing import Any
 
 import aiohttp
 
-from bot import images, masks
+from bot import image_costs, images, masks, memory
 from bot.config import HostSettings
 from bot.files import DownloadError, FileStore
 from bot.providers.base import (
@@ -126,12 +126,15 @@ def _parse_error(body: Any) -> tuple[str | None, str | None]:
     return (str(code) if code else None, str(message) if message else None)
 
 
-def _alpha_mask(mask: bytes, first_image: bytes) -> bytes:
+async def _alpha_mask(mask: bytes, first_image: bytes) -> bytes:
     """The mask as OpenAI wants it: a PNG of the first image's (upright) size, transparent where
-    the edit may change pixels. `bot.masks` reads either convention members draw."""
+    the edit may change pixels. `bot.masks` reads either convention members draw.
+
+    The size comes from the first image's header; decoding the image for it held all its pixels.
+    """
     try:
-        size = images.normalize(first_image).info
-        return masks.to_alpha_mask(mask, (size.width, size.height))
+        size = (await asyncio.to_thread(images.header, first_image)).upright_size
+        return await memory.shared().run(image_costs.alpha_mask_cost, masks.to_alpha_mask, mask, size)
     except images.ImageProblem as exc:
         raise InvalidRequest(f"the mask cannot be used: {exc}", host="openai") from exc
 
@@ -226,7 +229,7 @@ class OpenAIProvider:
         for image, data in zip(request.images, images, strict=True):
             form.add_field("image[]", data, filename=image.filename, content_type=image.content_type)
         if request.mask is not None:
-            mask = await asyncio.to_thread(_alpha_mask, await self._bytes(request.mask), images[0])
+            mask = await _alpha_mask(await self._bytes(request.mask), images[0])
             if len(mask) > MAX_MASK_BYTES:
                 raise InvalidRequest("the mask is larger than the 4 MB OpenAI accepts", host=self.name)
             form.add_field("mask", mask, filename="mask.png", content_type="image/png")

@@ -207,3 +207,17 @@ def test_a_validation_error_logged_as_text_carries_no_secret() -> None:
     with pytest.raises(ValidationError) as caught:
         Settings(discord={"token": [SECRET]}, providers={"runflow": {"api_key": int(NUMBER)}})
     assert SECRET not in str(caught.value) and NUMBER not in str(caught.value)
+
+
+def test_image_memory_below_the_minimum_is_refused_with_its_key(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + "\n[editing]\nimage_memory_mb = 20\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert "greater than or equal to 100" in dict(caught.value.problems)["editing.image_memory_mb"]
+    assert "RETOUCH_EDITING__IMAGE_MEMORY_MB" in caught.value.render()
+
+
+def test_check_config_shows_the_image_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, VALID + "\n[editing]\nimage_memory_mb = 250\n")
+    assert main(["--config", str(path), "check-config"]) == 0
+    assert "editing.image_memory_mb: 250" in capsys.readouterr().out

@@ -260,23 +260,23 @@ async def test_a_run_lost_to_a_restart_fails_and_cancel_is_a_no_op(
     assert await restarted.cancel(run) is False
 
 
-def test_alpha_masks_are_kept_and_opaque_masks_read_white_as_edit() -> None:
+async def test_alpha_masks_are_kept_and_opaque_masks_read_white_as_edit() -> None:
     first = png(8, 8)
     painted = Image.new("RGBA", (8, 8), (0, 0, 0, 255))
     painted.putpixel((1, 1), (0, 0, 0, 0))
     buffer = io.BytesIO()
     painted.save(buffer, "PNG")
-    kept = decode(_alpha_mask(buffer.getvalue(), first)).getchannel("A")
+    kept = decode(await _alpha_mask(buffer.getvalue(), first)).getchannel("A")
     assert kept.getpixel((1, 1)) == 0 and kept.getpixel((2, 2)) == 255
 
-    converted = decode(_alpha_mask(mask_png(8, 8), first)).getchannel("A")
+    converted = decode(await _alpha_mask(mask_png(8, 8), first)).getchannel("A")
     assert converted.getpixel((0, 0)) == 0 and converted.getpixel((7, 7)) == 255
     assert ImageOps.invert(converted).getbbox() == (0, 0, 4, 8)
 
 
-def test_unreadable_mask_is_invalid() -> None:
+async def test_unreadable_mask_is_invalid() -> None:
     with pytest.raises(InvalidRequest):
-        _alpha_mask(b"not an image", png())
+        await _alpha_mask(b"not an image", png())
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,124 @@
+"""What each piece of Pillow work will hold at its worst, priced from the file's header alone.
+
+Each function takes the same arguments as the work it prices (`inspect_cost` for
+`images.inspect`, and so on), so `MemoryBudget.run(estimate, work, *args)` can pair them.
+Costs are pixels × bytes per pixel at the most expensive step of the work (decoding,
+converting, turning, encoding), never a count of files: an 86 KiB PNG can be 40 megapixels.
+
+The factors were measured, not guessed: each work on 40 MP pictures of every layout the
+decoders produce, one fresh process per case, peak RSS (VmHWM) above the RSS before the call.
+In bytes per pixel:
+
+    layout        inspect  normalize  mask   what dominates
+    1 (PNG)        1.05     2.06      2.01   bilevel → L
+    L (PNG, JPEG)  1.03     1.02      2.00   the mask's threshold copy
+    I;16 (PNG)     2.02     3.34      3.31   scaled to L in bands (was 12.0 at once)
+    P (PNG)        1.03     5.03      6.00   palette → RGB(A)
+    P (GIF)        1.22     5.22      6.20   the GIF decoder keeps 0.2 B/px more
+    LA, RGB, RGBA  4.02     4.03      6.00   (PNG, JPEG)
+    CMYK (JPEG)    4.06     8.06      8.06   CMYK → RGB (was 12.06 with the EXIF copy)
+    RGB(A) (WebP) 16.15    16.16     16.04   libwebp's canvases while decoding
+
+Turning by EXIF adds a second copy of the converted picture (8 B/px for RGB). Fitting a result
+into the upload limit measured 10–29 B/px for RGB and up to 48 B/px for grey with alpha at 4K
+(libwebp's encoder; 51 B/px of the 4K picture when a 40 MP RGBA one is shrunk first), hence the
+cap on the pixels it encodes; 431 MB for a result with alpha is the most any one step can take.
+Re-encoding a member's file gave at most 1.7 times its size (a 23 MiB noisy CMYK JPEG became 38 MiB), allowed here as 3 times.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.images import Header, header
+from bot.sizes import MAX_PIXELS as LARGEST_RESULT
+
+# Bytes a pixel Pillow stores per layout; every layout of two or more bands takes 4.
+_STORED = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
+# What a decoder holds beyond the picture: GIF's throughout, WebP's while decoding.
+_HELD = {"GIF": 0.25}
+_DECODING = {"WEBP": 12.25}
+# `images._scaled_to_8bit` works in bands of a million pixels at 4 + 4 + 1 bytes each.
+_BANDS = 16_000_000
+_READY = frozenset({"RGB", "RGBA", "L", "LA"})
+# libwebp's encoder at quality 92, method 4, beyond the picture it is given: up to 25 B/px for
+# noisy RGB, 38.6 with alpha (lossless-compressed by libwebp; method 0 still took 30).
+_WEBP_ENCODER = 29
+_WEBP_ENCODER_ALPHA = 42
+_OPAQUE = frozenset({"1", "L", "RGB", "CMYK", "YCbCr", "I;16", "I;16B", "I;16L", "I"})
+# A re-encoded file is at most this many times the size of the one it came from.
+_REENCODED = 3
+# Beside the pixels: codec state, Python objects, Pillow's bookkeeping (measured 1-3 MB).
+_OVERHEAD = 8_000_000
+# The mask made for OpenAI: the mask, black, its inverse, the RGBA merge of them, and its PNG.
+_ALPHA_MASK = 8
+
+
+def _stored(mode: str) -> int:
+    return _STORED.get(mode, 4)
+
+
+def _converted(mode: str) -> int:
+    """Bytes a pixel after `images.as_8bit`: grey stays one byte, everything else takes four."""
+    return 1 if mode in ("1", "L") or mode.startswith("I") else 4
+
+
+def _upright(head: Header) -> tuple[float, int]:
+    """The peak of decoding, converting and turning (`images.upright_8bit`), and the pixels."""
+    info = head.info
+    pixels = info.width * info.height
+    stored, converted = _stored(head.mode), _converted(head.mode)
+    held = _HELD.get(head.format, 0)
+    steps = [(stored + held + _DECODING.get(head.format, 0)) * pixels]
+    if head.mode not in _READY:
+        bands = _BANDS if head.mode.startswith("I") else 0
+        steps.append((stored + converted + held) * pixels + bands)
+    if head.may_turn:
+        steps.append((2 * converted + held) * pixels)
+    return max(steps), pixels
+
+
+def inspect_cost(data: bytes | Path) -> int:
+    head = header(data)
+    pixels = head.info.width * head.info.height
+    extra = _HELD.get(head.format, 0) + _DECODING.get(head.format, 0)
+    return round((_stored(head.mode) + extra) * pixels) + _OVERHEAD
+
+
+def normalize_cost(data: bytes) -> int:
+    head = header(data)
+    peak, pixels = _upright(head)
+    converted = _converted(head.mode) * pixels
+    encoding = converted + min(converted, _REENCODED * len(data))
+    return round(max(peak, encoding)) + _OVERHEAD
+
+
+def fit_cost(data: bytes, limit: int) -> int:
+    del limit  # the work is the same whatever the limit; only how often it repeats differs
+    head = header(data)
+    peak, pixels = _upright(head)
+    converted = _converted(head.mode)
+    encoded = min(pixels, LARGEST_RESULT)
+    shrinking = converted * (pixels + encoded) if pixels > encoded else 0
+    # The encoder gets an RGB(A) copy of a grey picture, and the last try's bytes are still held.
+    encoder = _WEBP_ENCODER if head.mode in _OPAQUE else _WEBP_ENCODER_ALPHA
+    encoding = (converted + 4 + encoder + 1) * encoded
+    return round(max(peak, shrinking, encoding)) + _OVERHEAD
+
+
+def _mask_cost(mask: bytes, size: tuple[int, int], per_target_pixel: int) -> int:
+    head = header(mask)
+    peak, pixels = _upright(head)
+    converted = _converted(head.mode)
+    # `masks._painted`: the alpha channel and its threshold, then (when all opaque) grey and its.
+    painting = (converted + (4 if converted == 4 else 2)) * pixels
+    target = size[0] * size[1]
+    return round(max(peak, painting, pixels + target, per_target_pixel * target)) + _OVERHEAD
+
+
+def bw_mask_cost(mask: bytes, size: tuple[int, int]) -> int:
+    return _mask_cost(mask, size, 2)
+
+
+def alpha_mask_cost(mask: bytes, size: tuple[int, int]) -> int:
+    return _mask_cost(mask, size, _ALPHA_MASK)
