@@ -225,13 +225,17 @@ class OpenAIProvider:
 
     async def _form(self, request: EditRequest) -> aiohttp.FormData:
         datas = await asyncio.gather(*(self._bytes(image) for image in request.images))
-        parts = [(image.filename, image.content_type, data) for image, data in zip(request.images, datas, strict=True)]
+        parts = [
+            (image.filename, image.content_type, data)
+            for image, data in zip(request.images, datas, strict=True)
+        ]
         mask: bytes | None = None
         if request.mask is not None:
-            first, mask = await asyncio.to_thread(_masked_pair, datas[0], await self._bytes(request.mask))
-            if len(mask) > MAX_MASK_BYTES:
+            first, alpha = await asyncio.to_thread(_masked_pair, datas[0], await self._bytes(request.mask))
+            if len(alpha) > MAX_MASK_BYTES:
                 raise InvalidRequest("the mask is larger than the 4 MB OpenAI accepts", host=self.name)
             parts[0] = (f"{Path(parts[0][0]).stem}.png", "image/png", first)
+            mask = alpha
         form = aiohttp.FormData()
         form.add_field("model", self._settings.model)
         form.add_field("prompt", request.prompt)

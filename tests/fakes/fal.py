@@ -473,7 +473,9 @@ def _validate(body: Any) -> list[dict[str, Any]]:
         errors.append(_detail("prompt", "field required", "value_error.missing"))
     elif not MIN_PROMPT <= len(prompt) <= MAX_PROMPT:
         errors.append(
-            _detail("prompt", f"must be {MIN_PROMPT} to {MAX_PROMPT} characters", "value_error.any_str.length")
+            _detail(
+                "prompt", f"must be {MIN_PROMPT} to {MAX_PROMPT} characters", "value_error.any_str.length"
+            )
         )
     urls = body.get("image_urls")
     if not isinstance(urls, list) or not 1 <= len(urls) <= 16:

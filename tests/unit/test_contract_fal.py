@@ -67,7 +67,9 @@ WEBHOOK_ERROR = {
     "gateway_request_id": "123e4567-e89b-12d3-a456-426614174000",
     "status": "ERROR",
     "error": "Invalid status code: 422",
-    "payload": {"detail": [{"loc": ["body", "prompt"], "msg": "field required", "type": "value_error.missing"}]},
+    "payload": {
+        "detail": [{"loc": ["body", "prompt"], "msg": "field required", "type": "value_error.missing"}]
+    },
 }
 
 
@@ -203,7 +205,9 @@ async def test_the_fake_refuses_what_fal_documents_as_invalid(
     async with (
         aiohttp.ClientSession() as session,
         session.post(
-            f"{fal.base_url}/openai/gpt-image-2/edit", json=body, headers={"Authorization": f"Key {fal.api_key}"}
+            f"{fal.base_url}/openai/gpt-image-2/edit",
+            json=body,
+            headers={"Authorization": f"Key {fal.api_key}"},
         ) as reply,
     ):
         assert reply.status == 422
