@@ -125,9 +125,25 @@ class EachlabsSettings(HostSettings):
     model: str = "gpt-image-v2-edit"
 
 
+class TokenPrices(_Section):
+    """USD per million tokens (so micro-USD per token), what a token-priced host bills.
+
+    The defaults are gpt-image-2's published prices: text in $5, image in $8, text out $10,
+    image out $30. Cached input ($1.25 text, $2 image) is left out because the Images API's
+    `usage` does not say which tokens were cached, so every input token is priced uncached.
+    """
+
+    text_in: Annotated[float, Field(ge=0)] = 5.0
+    image_in: Annotated[float, Field(ge=0)] = 8.0
+    text_out: Annotated[float, Field(ge=0)] = 10.0
+    image_out: Annotated[float, Field(ge=0)] = 30.0
+
+
 class OpenAISettings(HostSettings):
     base_url: str = "https://api.openai.com"
     model: str = "gpt-image-2"
+    # What the edit cost, from the reply's token counts, for the owner's spend and money cap.
+    token_prices: TokenPrices = Field(default_factory=TokenPrices)
     # One synchronous request carries the whole edit, and high quality can take minutes.
     request_timeout: Annotated[float, Field(gt=0)] = 300.0
 

@@ -122,3 +122,9 @@ def bw_mask_cost(mask: bytes, size: tuple[int, int]) -> int:
 
 def alpha_mask_cost(mask: bytes, size: tuple[int, int]) -> int:
     return _mask_cost(mask, size, _ALPHA_MASK)
+
+
+def masked_pair_cost(first_image: bytes, mask: bytes) -> int:
+    """OpenAI's pair: the first image turned upright and re-encoded as PNG, held while its mask
+    is made at the same size."""
+    return normalize_cost(first_image) + alpha_mask_cost(mask, header(first_image).upright_size)

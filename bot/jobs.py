@@ -151,6 +151,11 @@ class JobService:
         return self._provider.resolutions
 
     @property
+    def image_sizes(self) -> frozenset[str]:
+        """The size choices some configured host makes within the model's limits."""
+        return self._provider.image_sizes
+
+    @property
     def delivery(self) -> Delivery:
         if self._delivery is None:
             raise RuntimeError("JobService.start() was not called")

@@ -15,6 +15,10 @@ ACCEPTED_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"
 MAX_INPUT_BYTES = 25 * 1024 * 1024
 MAX_INPUT_SIDE = 8192
 MIN_INPUT_SIDE = 16
+# fal documents `prompt` minLength 2 for gpt-image-2. Applied whatever hosts are configured: the
+# router may fail over to fal, a Retry may land there, and a one-character prompt says nothing
+# worth paying an edit for on any host.
+MIN_PROMPT_LENGTH = 2
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,11 @@ def prompt_problem(prompt: str) -> str | None:
     text = clean_prompt(prompt).strip()
     if not text:
         return "The prompt is empty; say what to change, for example “make the sky stormy”."
+    if len(text) < MIN_PROMPT_LENGTH:
+        return (
+            f"The prompt is too short; say what to change in at least {MIN_PROMPT_LENGTH} characters, "
+            "for example “make the sky stormy”."
+        )
     if len(text) > MAX_PROMPT_LENGTH:
         return f"The prompt is {len(text)} characters; keep it to {MAX_PROMPT_LENGTH} at most."
     return None

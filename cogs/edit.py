@@ -72,6 +72,14 @@ QUALITY_NAMES = {"low": "Low (cheapest)", "medium": "Medium", "high": "High (bes
 COUNT_NAMES = {str(n): str(n) for n in range(1, 5)}
 
 
+def size_problem(shape: str, offered: frozenset[str]) -> str:
+    """Why a size choice is refused: the configured hosts take only presets, and this one is
+    under the model's minimum there (fal's `square` is 512x512, its 16:9 ones 1024x576)."""
+    names = [f"“{SIZE_NAMES[name]}”" for name in IMAGE_SIZES if name in offered]
+    choices = " or ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} or {names[-1]}"
+    return f"This bot's image host cannot make the “{SIZE_NAMES[shape]}” size; pick {choices}."
+
+
 def _embedded(embed: discord.Embed) -> InputImage | None:
     """An embed's picture through Discord's media proxy (the only way the bot fetches it), with
     its type read from the file name, since embeds do not carry one."""
@@ -286,9 +294,15 @@ class Edit(commands.Cog):
             await interaction.response.send_message(problem, ephemeral=True)
             return
         server = await self.bot.guild_settings.get(interaction.guild_id)
+        shape = size.value if size is not None else server.default_size or "auto"
+        if shape not in self.bot.jobs.image_sizes:
+            await interaction.response.send_message(
+                size_problem(shape, self.bot.jobs.image_sizes), ephemeral=True
+            )
+            return
         options = EditOptions(
             quality=quality or server.default_quality or self.bot.settings.editing.default_quality,
-            image_size=size.value if size is not None else server.default_size or "auto",
+            image_size=shape,
             resolution=size_wanted,
             count=count or server.default_count or 1,
             output_format=format,

@@ -22,6 +22,11 @@ IMAGE_SIZES = (
     "landscape_4_3",
     "landscape_16_9",
 )
+# The presets a host that takes only preset names can make within gpt-image-2's limits. The
+# presets are fal's (Runflow and each::labs take the same names): `square` is 512x512 and the
+# 16:9 ones 1024x576, under the model's 655,360-pixel minimum, so only these and `auto` (the
+# model's own choice) are offered where no exact size can be sent.
+PRESET_SIZES = frozenset({"auto", "square_hd", "portrait_4_3", "landscape_4_3"})
 RESOLUTIONS = ("1K", "2K", "4K")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 MAX_PROMPT_LENGTH = 20_000
@@ -50,8 +55,9 @@ class EditRequest:
     count: int = 1
     output_format: str = "png"
     dimensions: tuple[int, int] | None = None
-    """Width and height to make, from `bot.sizes`; None leaves the size to the `image_size`
-    preset. Only hosts whose `resolutions` include `resolution` can honour it."""
+    """Width and height to make, from `bot.sizes` (always within the model's limits); None where
+    the first image's shape is unknown (the command-line edit). Hosts that take exact sizes send
+    it; preset-only hosts send `image_size`, which the router keeps to their `image_sizes`."""
 
 
 @dataclass(frozen=True)
@@ -172,12 +178,17 @@ def url_or_data_uri(image: ImageRef, host: str) -> str:
 
 
 def require_preset_size(request: EditRequest, host: str) -> None:
-    """Refuse what a host with only preset sizes would quietly make at 1K instead: the edit would
-    be charged at the resolution asked for and delivered smaller. The router already keeps such
-    requests away; this is the last guard."""
-    if request.dimensions is not None or request.resolution != "1K":
+    """Refuse what a host with only preset sizes would make wrongly: above 1K it would quietly
+    make about 1K (charged at the resolution asked for, delivered smaller), and a preset outside
+    PRESET_SIZES is under the model's minimum. The router already keeps such requests away;
+    this is the last guard."""
+    if request.resolution != "1K":
         raise InvalidRequest(
             f"{host} makes only its preset sizes (1K), not a {request.resolution} image", host=host
+        )
+    if request.image_size not in PRESET_SIZES:
+        raise InvalidRequest(
+            f"{host} cannot make the {request.image_size} preset within the model's limits", host=host
         )
 
 
@@ -195,6 +206,9 @@ class Provider(Protocol):
     resolutions: frozenset[str]
     """The RESOLUTIONS this host can make; a request for another must not be sent to it, as it
     would be charged at that resolution and delivered at a smaller one."""
+    image_sizes: frozenset[str]
+    """The IMAGE_SIZES this host makes within the model's limits: all of them where it takes an
+    exact size, PRESET_SIZES where it takes only preset names."""
 
     async def submit(self, request: EditRequest, *, callback_url: str | None = None) -> Run: ...
 

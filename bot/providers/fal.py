@@ -18,8 +18,10 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from bot.config import HostSettings
+from bot import sizes
+from bot.config import HostSettings, TokenPrices
 from bot.providers.base import (
+    IMAGE_SIZES,
     RESOLUTIONS,
     ContentRejected,
     EditRequest,
@@ -37,7 +39,7 @@ from bot.providers.base import (
     url_or_data_uri,
 )
 from bot.providers.http import JsonApi
-from bot.providers.openai import TokenPrices, token_usd_micros
+from bot.providers.openai import token_usd_micros
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,8 @@ CONTENT_CODES = frozenset({"content_policy_violation"})
 # another host serving it through fal both document `mask_url`, as does design.md, so that wins.
 MASK_FIELD = "mask_url"
 # fal's model page for openai/gpt-image-2/edit: text in $5/M, image in $8/M, text out $10/M,
-# image out $30/M (not OpenAI's own prices).
+# image out $30/M. Its documented output lists only `images[]`; a `usage` block, which other
+# fal clients read, is priced when present, else spend falls back to the per-image estimate.
 FAL_PRICES = TokenPrices(text_in=5, image_in=8, text_out=10, image_out=30)
 _URL_KEYS = ("status_url", "response_url", "cancel_url")
 _CANCELLED = ("OK", "CANCELLATION_REQUESTED")
@@ -136,10 +139,20 @@ def _image_url(image: ImageRef) -> str:
 
 
 def _image_size(request: EditRequest) -> str | dict[str, int]:
-    """A preset name, or above 1K the exact size in fal's documented custom-size form."""
-    if request.dimensions is None:
-        return request.image_size
-    width, height = request.dimensions
+    """Always the exact size in fal's documented `{width, height}` form, never a preset name:
+    fal's `square` (512x512) and 16:9 presets (1024x576) are under gpt-image-2's minimum.
+
+    Only "auto" without a known first-image shape (the command-line edit) is left to the model.
+    """
+    if request.dimensions is not None:
+        width, height = request.dimensions
+    elif request.image_size == "auto":
+        return "auto"
+    else:
+        try:
+            width, height = sizes.dimensions(request.image_size, request.resolution, None)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), host="fal") from exc
     return {"width": width, "height": height}
 
 
@@ -154,6 +167,7 @@ def _duration_ms(status: dict[str, Any]) -> int | None:
 class FalProvider:
     name = "fal"
     resolutions = frozenset(RESOLUTIONS)
+    image_sizes = frozenset(IMAGE_SIZES)
 
     def __init__(self, settings: HostSettings, session: aiohttp.ClientSession) -> None:
         self._settings = settings

@@ -3,9 +3,11 @@
 Facts from the API reference and the official SDK (see shared/providers.md, section 2):
 `POST /v1/images/edits` takes `image[]` file parts (up to 16, each under 50 MB), an optional
 `mask` PNG whose fully transparent pixels mark where to edit (same size as the first image,
-under 4 MB), and `model`, `prompt`, `n`, `size`, `quality`, `output_format`. GPT image models
-always answer with base64 images and a token `usage` block. Errors are
-`{"error": {"message", "type", "code"}}`.
+under 4 MB), and `model`, `prompt`, `n`, `size`, `quality`, `output_format`. The image-generation
+guide adds that the image to edit and the mask "must be of the same format and size", so with a
+mask the first image goes as an upright PNG of the mask's size. GPT image models always answer
+with base64 images and a token `usage` block, priced at the configured `token_prices`. Errors
+are `{"error": {"message", "type", "param", "code"}}`.
 
 There is no job to look up later, so `submit` performs the edit and keeps the result in this
 process under a run id of our own; `status` and `result` then answer from memory. A restart
@@ -20,19 +22,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import io
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from PIL import Image, ImageOps
 
 from bot import image_costs, images, masks, memory
-from bot.config import HostSettings
+from bot.config import HostSettings, OpenAISettings, TokenPrices
 from bot.files import DownloadError, FileStore
 from bot.providers.base import (
+    IMAGE_SIZES,
     RESOLUTIONS,
     AuthFailed,
     EditRequest,
@@ -68,18 +72,9 @@ _CONTENT_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
 _KEEP_RESULTS = 16
 
 
-@dataclass(frozen=True)
-class TokenPrices:
-    """USD per million tokens, which is also micro-USD per token."""
-
-    text_in: float
-    image_in: float
-    text_out: float
-    image_out: float
-
-
-# design.md: text in $5/M, image in $10/M, text out $40/M, image out $30/M.
-OPENAI_PRICES = TokenPrices(text_in=5, image_in=10, text_out=40, image_out=30)
+# OpenAI's published gpt-image-2 prices (the config's defaults), for hosts that pass OpenAI's
+# `usage` block through without prices of their own.
+OPENAI_PRICES = TokenPrices()
 
 
 def _count(value: Any) -> int:
@@ -126,17 +121,22 @@ def _parse_error(body: Any) -> tuple[str | None, str | None]:
     return (str(code) if code else None, str(message) if message else None)
 
 
-async def _alpha_mask(mask: bytes, first_image: bytes) -> bytes:
-    """The mask as OpenAI wants it: a PNG of the first image's (upright) size, transparent where
-    the edit may change pixels. `bot.masks` reads either convention members draw.
+def _masked_pair(first_image: bytes, mask: bytes) -> tuple[bytes, bytes]:
+    """The first image and its mask as OpenAI's guide wants them: both PNG and the same size.
 
-    The size comes from the first image's header; decoding the image for it held all its pixels.
+    The first image goes upright (its EXIF orientation applied), since the member drew the mask
+    on the picture as shown; the mask follows at that size, transparent where the edit may
+    change pixels. `bot.masks` reads either convention members draw.
     """
     try:
-        size = (await asyncio.to_thread(images.header, first_image)).upright_size
-        return await memory.shared().run(image_costs.alpha_mask_cost, masks.to_alpha_mask, mask, size)
-    except images.ImageProblem as exc:
-        raise InvalidRequest(f"the mask cannot be used: {exc}", host="openai") from exc
+        images.header(first_image)  # refuses what is unsafe to decode before decoding it
+        with Image.open(io.BytesIO(first_image)) as opened:
+            upright = images.as_8bit(ImageOps.exif_transpose(opened))
+        buffer = io.BytesIO()
+        upright.save(buffer, "PNG")
+        return buffer.getvalue(), masks.to_alpha_mask(mask, upright.size)
+    except (OSError, ValueError) as exc:  # ImageProblem is a ValueError
+        raise InvalidRequest(f"the image and its mask cannot be paired: {exc}", host="openai") from exc
 
 
 def _dimensions(size: Any) -> tuple[int | None, int | None]:
@@ -147,7 +147,7 @@ def _dimensions(size: Any) -> tuple[int | None, int | None]:
     return None, None
 
 
-def _edit_result(reply: Any, duration_ms: int | None = None) -> EditResult:
+def _edit_result(reply: Any, prices: TokenPrices, duration_ms: int | None = None) -> EditResult:
     if not isinstance(reply, dict) or not isinstance(reply.get("data"), list):
         raise Unavailable("OpenAI sent a reply without a data list", host="openai")
     output_format = reply.get("output_format") if isinstance(reply.get("output_format"), str) else "png"
@@ -166,13 +166,14 @@ def _edit_result(reply: Any, duration_ms: int | None = None) -> EditResult:
         )
     if not images:
         raise RunFailed("OpenAI finished without any image", host="openai")
-    usd_micros = token_usd_micros(reply.get("usage"), OPENAI_PRICES)
+    usd_micros = token_usd_micros(reply.get("usage"), prices)
     return EditResult(images=images, duration_ms=duration_ms, usd_micros=usd_micros)
 
 
-def _size(request: EditRequest) -> str:
-    """gpt-image-2 takes any WxH in multiples of 16, so above 1K the exact size goes as it is."""
-    if request.dimensions is None:
+def _size(request: EditRequest, free_sizes: bool) -> str:
+    """gpt-image-2 takes any WxH within its limits, which `bot.sizes` keeps to, so the exact size
+    goes as it is; older models take only the fixed sizes."""
+    if request.dimensions is None or not free_sizes:
         return SIZES.get(request.image_size, "auto")
     width, height = request.dimensions
     return f"{width}x{height}"
@@ -180,14 +181,19 @@ def _size(request: EditRequest) -> str:
 
 class OpenAIProvider:
     name = "openai"
+    # Every choice maps to a valid size: an exact one on gpt-image-2, else the SIZES table.
+    image_sizes = frozenset(IMAGE_SIZES)
 
     def __init__(self, settings: HostSettings, session: aiohttp.ClientSession) -> None:
+        if not isinstance(settings, OpenAISettings):
+            raise TypeError("OpenAIProvider needs the providers.openai settings")
         if settings.api_key is None:
             raise ValueError("providers.openai.api_key is required")
         # Free sizes (multiples of 16 up to 3840) came with gpt-image-2; older models take
         # only the three fixed sizes.
-        free_sizes = settings.model.startswith("gpt-image-2")
-        self.resolutions = frozenset(RESOLUTIONS) if free_sizes else frozenset({"1K"})
+        self._free_sizes = settings.model.startswith("gpt-image-2")
+        self.resolutions = frozenset(RESOLUTIONS) if self._free_sizes else frozenset({"1K"})
+        self._prices = settings.token_prices
         self._settings = settings
         self._session = session
         self._headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
@@ -218,20 +224,30 @@ class OpenAIProvider:
         return data
 
     async def _form(self, request: EditRequest) -> aiohttp.FormData:
-        images = await asyncio.gather(*(self._bytes(image) for image in request.images))
+        datas = await asyncio.gather(*(self._bytes(image) for image in request.images))
+        parts = [
+            (image.filename, image.content_type, data)
+            for image, data in zip(request.images, datas, strict=True)
+        ]
+        mask: bytes | None = None
+        if request.mask is not None:
+            first, alpha = await memory.shared().run(
+                image_costs.masked_pair_cost, _masked_pair, datas[0], await self._bytes(request.mask)
+            )
+            if len(alpha) > MAX_MASK_BYTES:
+                raise InvalidRequest("the mask is larger than the 4 MB OpenAI accepts", host=self.name)
+            parts[0] = (f"{Path(parts[0][0]).stem}.png", "image/png", first)
+            mask = alpha
         form = aiohttp.FormData()
         form.add_field("model", self._settings.model)
         form.add_field("prompt", request.prompt)
         form.add_field("n", str(request.count))
-        form.add_field("size", _size(request))
+        form.add_field("size", _size(request, self._free_sizes))
         form.add_field("quality", request.quality)
         form.add_field("output_format", request.output_format)
-        for image, data in zip(request.images, images, strict=True):
-            form.add_field("image[]", data, filename=image.filename, content_type=image.content_type)
-        if request.mask is not None:
-            mask = await _alpha_mask(await self._bytes(request.mask), images[0])
-            if len(mask) > MAX_MASK_BYTES:
-                raise InvalidRequest("the mask is larger than the 4 MB OpenAI accepts", host=self.name)
+        for filename, content_type, data in parts:
+            form.add_field("image[]", data, filename=filename, content_type=content_type)
+        if mask is not None:
             form.add_field("mask", mask, filename="mask.png", content_type="image/png")
         return form
 
@@ -259,7 +275,7 @@ class OpenAIProvider:
                 raise AuthFailed(exc.message, host=self.name, code=exc.code) from exc
             raise
         elapsed_ms = round((time.monotonic() - started) * 1000)
-        state = RunState(RunStatus.SUCCEEDED, result=_edit_result(reply, elapsed_ms))
+        state = RunState(RunStatus.SUCCEEDED, result=_edit_result(reply, self._prices, elapsed_ms))
         run_id = f"openai-{request.job_id}-{uuid.uuid4().hex[:12]}"
         self._finished[run_id] = state
         while len(self._finished) > _KEEP_RESULTS:

@@ -17,7 +17,9 @@ A submit that timed out may still have been accepted, so a retry can run (and bi
 twice; the hosts offer no idempotency key to prevent that.
 
 A submit goes only to hosts whose `resolutions` include the one asked for, failover included:
-a host with preset sizes only would charge a 4K edit and deliver about 1K.
+a host with preset sizes only would charge a 4K edit and deliver about 1K. Likewise only to hosts
+whose `image_sizes` include the size asked for: a preset-only host's `square` is under the
+model's minimum pixel count.
 
 `status`, `result` and `cancel` go straight to the host named in `run.host`: a run already
 accepted must be followed where it is, whatever that host's breaker says about new work.
@@ -161,6 +163,7 @@ class Router:
             for provider in providers
         }
         self.resolutions: frozenset[str] = frozenset().union(*(p.resolutions for p in providers))
+        self.image_sizes: frozenset[str] = frozenset().union(*(p.image_sizes for p in providers))
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self._jitter = jitter
@@ -217,11 +220,20 @@ class Router:
                 f"(only {', '.join(sorted(self.resolutions))})",
                 host=self.name,
             )
+        able = [
+            (name, host)
+            for name, host in self._hosts.items()
+            if request.resolution in host.provider.resolutions
+            and request.image_size in host.provider.image_sizes
+        ]
+        if not able:
+            raise InvalidRequest(
+                f"no configured image host can make the {request.image_size} size "
+                f"at {request.resolution} within the model's limits",
+                host=self.name,
+            )
         last: ProviderError | None = None
-        for name, host in self._hosts.items():
-            if request.resolution not in host.provider.resolutions:
-                log.info("%s: cannot make %s images, skipping", name, request.resolution)
-                continue
+        for name, host in able:
             if not host.breaker.allow():
                 log.info("%s: circuit open, skipping", name)
                 continue

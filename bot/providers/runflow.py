@@ -20,6 +20,7 @@ import aiohttp
 
 from bot.config import HostSettings
 from bot.providers.base import (
+    PRESET_SIZES,
     ContentRejected,
     EditRequest,
     EditResult,
@@ -149,6 +150,7 @@ class RunflowProvider:
     name = "runflow"
     # Its documented `image_size` takes presets only, which the model makes at about 1K.
     resolutions = frozenset({"1K"})
+    image_sizes = PRESET_SIZES
 
     def __init__(self, settings: HostSettings, session: aiohttp.ClientSession) -> None:
         self._settings = settings

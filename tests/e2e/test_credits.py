@@ -36,7 +36,7 @@ async def test_an_edit_the_member_cannot_afford_is_refused_with_cost_balance_and
     retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
 ) -> None:
     image = discord_fake.add_cdn_file(png(), "p.png")
-    text = await private_answer(await discord_fake.slash("edit", prompt="x", image=image, count=4))
+    text = await private_answer(await discord_fake.slash("edit", prompt="xy", image=image, count=4))
     # The public "thinking" message was withdrawn: only the member's private answer is left.
     assert all(message["flags"] & EPHEMERAL for message in discord_fake.messages.values())
     assert "costs 56 credits but you have 50" in text and "refills" in text
@@ -75,7 +75,7 @@ async def test_a_failed_edit_costs_nothing(
     retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
 ) -> None:
     runflow.fail_runs = {"failure_code": "PROVIDER_ERROR", "failure_message": "boom"}
-    await discord_fake.slash("edit", prompt="x", image=discord_fake.add_cdn_file(png(), "p.png"))
+    await discord_fake.slash("edit", prompt="xy", image=discord_fake.add_cdn_file(png(), "p.png"))
     await discord_fake.wait_for_message(shows("❌"))
     assert retouch.bot is not None
     await retouch.bot.jobs.wait_settled(1)
@@ -118,7 +118,7 @@ async def test_moderator_grants_blocks_and_exports(
     assert await balance_of(retouch, discord_fake) == 125
     await (await discord_fake.slash("quota", subcommand="block", user=owner, member=member)).wait_response()
     refused = await private_answer(
-        await discord_fake.slash("edit", prompt="x", image=discord_fake.add_cdn_file(png(), "p.png"))
+        await discord_fake.slash("edit", prompt="xy", image=discord_fake.add_cdn_file(png(), "p.png"))
     )
     assert "blocked" in refused
     exported = await (await discord_fake.slash("quota", subcommand="export", user=owner)).wait_response()

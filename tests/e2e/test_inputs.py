@@ -27,7 +27,7 @@ def cmyk_jpeg() -> bytes:
     return buffer.getvalue()
 
 
-async def first_result(fake: FakeDiscord, data: bytes, filename: str, prompt: str = "x") -> dict[str, Any]:
+async def first_result(fake: FakeDiscord, data: bytes, filename: str, prompt: str = "xy") -> dict[str, Any]:
     await fake.slash("edit", prompt=prompt, image=fake.add_cdn_file(data, filename))
     return await fake.wait_for_message(has_image)
 
@@ -61,7 +61,7 @@ async def test_a_cmyk_photo_is_converted_before_the_host_sees_it(
 async def test_images_from_anywhere_but_discords_cdn_are_not_fetched(
     retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
 ) -> None:
-    await discord_fake.slash("edit", prompt="x", image=discord_fake.add_cdn_file(png(), "p.png"))
+    await discord_fake.slash("edit", prompt="xy", image=discord_fake.add_cdn_file(png(), "p.png"))
     failed = await discord_fake.wait_for_message(shows("❌"))
     assert "not on Discord's CDN" in failed["content"]
     assert runflow.runs == {}
@@ -102,7 +102,7 @@ async def test_an_all_black_mask_is_explained_and_costs_nothing(
 ) -> None:
     image = discord_fake.add_cdn_file(png(64, 48), "p.png")
     mask = discord_fake.add_cdn_file(mask_png(64, 48, white_box=False), "mask.png")
-    await discord_fake.slash("edit", prompt="x", image=image, mask=mask)
+    await discord_fake.slash("edit", prompt="xy", image=image, mask=mask)
     failed = await discord_fake.wait_for_message(shows("❌"))
     assert "The mask marks nothing to change" in failed["content"]
     assert runflow.runs == {}
@@ -115,6 +115,6 @@ async def test_a_mask_of_another_shape_is_refused_before_anything_starts(
 ) -> None:
     image = discord_fake.add_cdn_file(png(64, 48), "p.png")
     mask = discord_fake.add_cdn_file(mask_png(48, 48, white_box=True), "mask.png")
-    response = await (await discord_fake.slash("edit", prompt="x", image=image, mask=mask)).wait_response()
+    response = await (await discord_fake.slash("edit", prompt="xy", image=image, mask=mask)).wait_response()
     assert response["type"] == 4 and response["data"]["flags"] & 64
     assert "mask" in response["data"]["content"].lower()

@@ -14,10 +14,15 @@ The fal fake follows the documented queue (see /work/shared/providers.md, sectio
 - ``GET .../requests/{id}`` answers the model output, or the model's error body for a failed run,
 - ``PUT .../requests/{id}/cancel`` answers OK (queued), CANCELLATION_REQUESTED (running),
   ALREADY_COMPLETED (400) or NOT_FOUND (404),
-- invalid input is ``422 {"detail": [{"loc", "msg", "type"}]}``; a bad key is 401,
+- invalid input is ``422 {"detail": [{"loc", "msg", "type"}]}``; a bad key is 401; the model's
+  documented input rules (fal.ai/models/openai/gpt-image-2/edit/llms.txt) are kept: ``prompt``
+  2 to 32,000 characters, 1-16 ``image_urls``, ``num_images`` 1-4,
 - ``image_size`` is a preset or ``{"width", "height"}``; a custom size must meet GPT Image 2's
-  limits (``custom_size_problem``) and the outputs are then exactly that size, while a preset
-  gives small 32x24 outputs.
+  limits (``custom_size_problem``) and the outputs are then exactly that size; a preset below
+  the model's 655,360-pixel minimum (``square`` 512x512, the 16:9 ones 1024x576) is refused like
+  a custom one, and the others (and ``auto``) give small 32x24 outputs,
+- the output is what the model's page documents, ``images[]`` of ``{url, content_type,
+  file_name, file_size, width, height}`` and nothing else (no seed, NSFW flag or token usage).
 
 Runs wait IN_QUEUE while ``queue_paused`` is set, then run for ``delay`` seconds (or until
 ``release()`` while ``hold`` is set). A webhook, when asked for, is POSTed to a loopback URL
@@ -27,8 +32,9 @@ user and timestamp headers but no ``X-Fal-Webhook-Signature``: that needs Ed2551
 
 ASSUMPTIONS of the fake (not documented): the HTTP statuses of the cancel answers, the body of a
 result fetched before the run finished, that a cancelled queued run ends COMPLETED with
-``error_type: "request_cancelled"``, and that fal refuses a custom size outside the model's
-limits at submit (422) rather than failing the run.
+``error_type: "request_cancelled"``, that fal refuses a size outside the model's limits (custom
+or preset) at submit (422) rather than failing the run or making it anyway, and the ``type``
+strings of its 422 entries.
 """
 
 from __future__ import annotations
@@ -66,10 +72,18 @@ IMAGE_SIZES = (
 )
 QUALITIES = ("low", "medium", "high")
 OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-# Token counts the fake reports per request: (text in, image in, image out per image).
-USAGE = (100, 1000, 4000)
-# The outputs' size when a preset was asked for: small, so tests stay fast.
+# The outputs' size when a valid preset was asked for: small, so tests stay fast.
 PRESET_OUTPUT = (32, 24)
+# fal's documented preset sizes, for the model's pixel limits.
+PRESET_SIZES = {
+    "square_hd": (1024, 1024),
+    "square": (512, 512),
+    "portrait_4_3": (768, 1024),
+    "portrait_16_9": (576, 1024),
+    "landscape_4_3": (1024, 768),
+    "landscape_16_9": (1024, 576),
+}
+MIN_PROMPT, MAX_PROMPT = 2, 32_000
 
 
 def custom_size_problem(width: int, height: int) -> str | None:
@@ -435,7 +449,6 @@ class FalRequest:
     inference_time: float | None = None
     cancel_requested: bool = False
     fail_with: dict[str, Any] | None = field(default=None, repr=False)
-    nsfw: bool = field(default=False, repr=False)
     empty_output: bool = field(default=False, repr=False)
 
 
@@ -456,8 +469,14 @@ def _validate(body: Any) -> list[dict[str, Any]]:
         return [_detail("body", "input must be an object", "type_error.dict")]
     errors: list[dict[str, Any]] = []
     prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
+    if not isinstance(prompt, str):
         errors.append(_detail("prompt", "field required", "value_error.missing"))
+    elif not MIN_PROMPT <= len(prompt) <= MAX_PROMPT:
+        errors.append(
+            _detail(
+                "prompt", f"must be {MIN_PROMPT} to {MAX_PROMPT} characters", "value_error.any_str.length"
+            )
+        )
     urls = body.get("image_urls")
     if not isinstance(urls, list) or not 1 <= len(urls) <= 16:
         errors.append(_detail("image_urls", "between 1 and 16 image URLs are required", "value_error"))
@@ -474,6 +493,8 @@ def _validate(body: Any) -> list[dict[str, Any]]:
             errors.append(_detail("image_size", problem, "value_error"))
     elif size not in IMAGE_SIZES:
         errors.append(_detail("image_size", "not a preset or {width, height}", "value_error.const"))
+    elif size in PRESET_SIZES and (problem := custom_size_problem(*PRESET_SIZES[size])) is not None:
+        errors.append(_detail("image_size", f"{size}: {problem}", "value_error"))
     if body.get("quality", "high") not in QUALITIES:
         errors.append(_detail("quality", "must be low, medium or high", "value_error.const"))
     if body.get("output_format", "png") not in OUTPUT_FORMATS:
@@ -492,7 +513,6 @@ class FakeFal(LoopbackFake):
         self.order: list[FalRequest] = []
         # Read when a request is submitted: {"status", "detail", "error_type"} makes it fail.
         self.fail_runs: dict[str, Any] | None = None
-        self.nsfw = False
         self.empty_output = False
         self._queue_paused = False
 
@@ -558,7 +578,6 @@ class FakeFal(LoopbackFake):
             input=body,
             webhook_url=webhook_url,
             fail_with=dict(self.fail_runs) if self.fail_runs is not None else None,
-            nsfw=self.nsfw,
             empty_output=self.empty_output,
         )
         self.queue[req.id] = req
@@ -644,24 +663,13 @@ class FakeFal(LoopbackFake):
                 {
                     "url": url,
                     "content_type": OUTPUT_FORMATS[fmt],
+                    "file_name": url.rsplit("/", 1)[-1],
                     "file_size": len(data),
                     "width": width,
                     "height": height,
                 }
             )
-        text_in, image_in, image_out = USAGE
-        req.output = {
-            "images": images,
-            "seed": 42,
-            "has_nsfw_concepts": [req.nsfw] * count,
-            "usage": {
-                "input_tokens": text_in + image_in,
-                "input_tokens_details": {"text_tokens": text_in, "image_tokens": image_in},
-                "output_tokens": image_out * count,
-                "output_tokens_details": {"text_tokens": 0, "image_tokens": image_out * count},
-                "total_tokens": text_in + image_in + image_out * count,
-            },
-        }
+        req.output = {"images": images}
         req.status = "COMPLETED"
         self.notify()
 

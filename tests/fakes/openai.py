@@ -2,7 +2,9 @@
 
 It follows the API reference and the official SDK (see /work/shared/providers.md, section 2):
 a multipart body with ``image[]`` parts (1-16, each under 50 MB), an optional ``mask`` (a PNG
-with an alpha channel, the first image's size, under 4 MB), ``model``, ``prompt``, ``n``
+with an alpha channel under 4 MB, of the same format and size as the first image, as the
+image-generation guide says: a JPEG or WebP first image with a PNG mask is refused with the
+documented 400 ``invalid_request_error`` on ``param: "mask"``), ``model``, ``prompt``, ``n``
 (1-10), ``size`` (1024x1024 | 1536x1024 | 1024x1536 | auto, or for gpt-image-2 any ``WxH``
 within the model's limits), ``quality``, ``output_format``;
 ``Authorization: Bearer``. The answer comes on the same request after ``delay`` (or when
@@ -175,8 +177,8 @@ class FakeOpenAI(LoopbackFake):
                 or len(edit.mask) >= MAX_MASK_BYTES
             ):
                 return "mask", "mask must be a PNG with an alpha channel under 4 MB"
-            if first is not None and mask.size != first.size:
-                return "mask", "mask must have the same dimensions as the first image"
+            if first is not None and (mask.size, mask.format) != (first.size, first.format):
+                return "mask", "The image to edit and the mask must be of the same format and size."
         return None
 
     def _reply(self, edit: ReceivedEdit) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageOps
 from pydantic import SecretStr
 
-from bot.config import OpenAISettings
+from bot.config import OpenAISettings, TokenPrices
 from bot.providers.base import (
     RESOLUTIONS,
     AuthFailed,
@@ -31,12 +31,10 @@ from bot.providers.base import (
     Unavailable,
 )
 from bot.providers.openai import (
-    OPENAI_PRICES,
     SIZES,
     OpenAIProvider,
-    TokenPrices,
-    _alpha_mask,
     _edit_result,
+    _masked_pair,
     token_usd_micros,
 )
 from tests.conftest import StaticFiles
@@ -100,7 +98,9 @@ async def test_edit_downloads_references_and_sends_multipart(
         "quality": "low",
         "output_format": "webp",
     }
-    assert [(name, data) for name, _, data in received.images] == [("a.png", first), ("b.png", second)]
+    assert [name for name, _, _ in received.images] == ["a.png", "b.png"]
+    assert decode(received.images[0][2]).tobytes() == decode(first).tobytes()  # re-encoded, same pixels
+    assert received.images[1][2] == second
     assert received.mask is not None
     mask = decode(received.mask)
     assert mask.format == "PNG" and mask.size == (64, 48)
@@ -115,7 +115,7 @@ async def test_edit_downloads_references_and_sends_multipart(
     assert (output.format, output.size) == ("WEBP", (64, 48))
     assert (images[0].width, images[0].height) == (64, 48)
     text_in, image_in, image_out = USAGE
-    assert state.result.usd_micros == text_in * 5 + image_in * 2 * 10 + image_out * 2 * 30
+    assert state.result.usd_micros == text_in * 5 + image_in * 2 * 8 + image_out * 2 * 30
     assert state.result.duration_ms is not None
     assert (await provider.result(run)) is state.result
 
@@ -266,17 +266,17 @@ async def test_alpha_masks_are_kept_and_opaque_masks_read_white_as_edit() -> Non
     painted.putpixel((1, 1), (0, 0, 0, 0))
     buffer = io.BytesIO()
     painted.save(buffer, "PNG")
-    kept = decode(await _alpha_mask(buffer.getvalue(), first)).getchannel("A")
+    kept = decode(_masked_pair(first, buffer.getvalue())[1]).getchannel("A")
     assert kept.getpixel((1, 1)) == 0 and kept.getpixel((2, 2)) == 255
 
-    converted = decode(await _alpha_mask(mask_png(8, 8), first)).getchannel("A")
+    converted = decode(_masked_pair(first, mask_png(8, 8))[1]).getchannel("A")
     assert converted.getpixel((0, 0)) == 0 and converted.getpixel((7, 7)) == 255
     assert ImageOps.invert(converted).getbbox() == (0, 0, 4, 8)
 
 
 async def test_unreadable_mask_is_invalid() -> None:
     with pytest.raises(InvalidRequest):
-        await _alpha_mask(b"not an image", png())
+        _masked_pair(png(), b"not an image")
 
 
 @pytest.mark.parametrize(
@@ -287,16 +287,16 @@ async def test_unreadable_mask_is_invalid() -> None:
                 "input_tokens_details": {"text_tokens": 10, "image_tokens": 20},
                 "output_tokens_details": {"text_tokens": 3, "image_tokens": 4},
             },
-            10 * 5 + 20 * 10 + 3 * 40 + 4 * 30,
+            10 * 5 + 20 * 8 + 3 * 10 + 4 * 30,
         ),
-        ({"input_tokens": 100, "output_tokens": 1000}, 100 * 10 + 1000 * 30),
+        ({"input_tokens": 100, "output_tokens": 1000}, 100 * 8 + 1000 * 30),
         ({"input_tokens": 10**20, "output_tokens": True}, None),
         ({}, None),
         ("nonsense", None),
     ],
 )
 def test_token_cost(usage: object, micros: int | None) -> None:
-    assert token_usd_micros(usage, OPENAI_PRICES) == micros
+    assert token_usd_micros(usage, OpenAISettings().token_prices) == micros
 
 
 def test_token_cost_uses_the_hosts_prices() -> None:
@@ -328,7 +328,7 @@ REPLY = st.fixed_dictionaries(
 @given(reply=REPLY | JSON)
 def test_any_reply_is_an_edit_result_or_a_provider_error(reply: object) -> None:
     with contextlib.suppress(ProviderError):
-        _edit_result(reply)
+        _edit_result(reply, TokenPrices())
 
 
 def test_a_size_in_other_scripts_digits_is_unknown_not_an_error() -> None:

@@ -11,6 +11,8 @@ from pydantic import SecretStr
 
 from bot.config import ProvidersSettings
 from bot.providers.base import (
+    IMAGE_SIZES,
+    PRESET_SIZES,
     RESOLUTIONS,
     AuthFailed,
     ContentRejected,
@@ -37,10 +39,15 @@ class Host:
     """A provider that fails as scripted, then succeeds; `gate`, when set, holds every submit."""
 
     def __init__(
-        self, name: str, *failures: ProviderError, resolutions: frozenset[str] = frozenset(RESOLUTIONS)
+        self,
+        name: str,
+        *failures: ProviderError,
+        resolutions: frozenset[str] = frozenset(RESOLUTIONS),
+        image_sizes: frozenset[str] = frozenset(IMAGE_SIZES),
     ) -> None:
         self.name = name
         self.resolutions = resolutions
+        self.image_sizes = image_sizes
         self.failures = list(failures)
         self.fail_always: ProviderError | None = None
         self.submits = 0
@@ -325,6 +332,25 @@ async def test_failover_never_sends_a_larger_resolution_to_a_preset_only_host() 
         await routed.submit(sized("2K", (2048, 2048)))
     assert large.submits == 2 and small.submits == 0
     assert (await routed.submit(REQUEST)).host == "small"  # a 1K edit may still fail over
+
+
+async def test_a_size_goes_only_to_hosts_that_make_it_within_the_models_limits() -> None:
+    """A preset-only host's `square` is 512x512, under gpt-image-2's minimum: it must not get it."""
+    presets, exact = Host("presets", resolutions=ONLY_1K, image_sizes=PRESET_SIZES), Host("exact")
+    routed = router(presets, exact)
+    assert routed.image_sizes == frozenset(IMAGE_SIZES)
+    assert (await routed.submit(replace(REQUEST, image_size="square"))).host == "exact"
+    assert presets.submits == 0
+    assert (await routed.submit(replace(REQUEST, image_size="square_hd"))).host == "presets"
+
+
+async def test_a_size_no_host_makes_validly_is_refused_without_a_submit() -> None:
+    presets = Host("presets", resolutions=ONLY_1K, image_sizes=PRESET_SIZES)
+    routed = router(presets)
+    assert routed.image_sizes == PRESET_SIZES
+    with pytest.raises(InvalidRequest, match="landscape_16_9"):
+        await routed.submit(replace(REQUEST, image_size="landscape_16_9"))
+    assert presets.submits == 0
 
 
 async def test_build_router_takes_order_and_limits_from_settings() -> None:

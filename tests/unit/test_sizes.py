@@ -1,4 +1,4 @@
-"""Output sizes above 1K: every answer must be one GPT Image 2 accepts, in the aspect asked for."""
+"""Output sizes: every answer must be one GPT Image 2 accepts, in the aspect asked for."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.providers.base import IMAGE_SIZES
+from bot.providers.base import IMAGE_SIZES, PRESET_SIZES
 from bot.sizes import dimensions
 
 # The model's limits, restated here from providers.md rather than imported, so a mistake in
@@ -51,21 +51,61 @@ def test_known_sizes(image_size: str, resolution: str, expected: tuple[int, int]
     assert dimensions(image_size, resolution, None) == expected
 
 
-@given(image_size=st.sampled_from(IMAGE_SIZES), source=sources)
-def test_1k_keeps_the_hosts_presets(image_size: str, source: tuple[int, int] | None) -> None:
-    assert dimensions(image_size, "1K", source) is None
+# fal's documented `image_size` presets (width, height); Runflow and each::labs take the same names.
+FAL_PRESETS = {
+    "square_hd": (1024, 1024),
+    "square": (512, 512),
+    "portrait_4_3": (768, 1024),
+    "portrait_16_9": (576, 1024),
+    "landscape_4_3": (1024, 768),
+    "landscape_16_9": (1024, 576),
+}
+
+
+def within_limits(width: int, height: int) -> bool:
+    return (
+        width % 16 == 0
+        and height % 16 == 0
+        and max(width, height) <= MAX_EDGE
+        and max(width, height) <= 3 * min(width, height)
+        and MIN_PIXELS <= width * height <= MAX_PIXELS
+    )
+
+
+def test_preset_only_hosts_offer_exactly_the_presets_within_the_limits() -> None:
+    """fal's `square` (512x512) and 16:9 presets (1024x576) are under the 655,360-pixel minimum."""
+    valid = {name for name, size in FAL_PRESETS.items() if within_limits(*size)}
+    assert {"auto"} | valid == PRESET_SIZES
+    assert valid == {"square_hd", "portrait_4_3", "landscape_4_3"}
+
+
+@pytest.mark.parametrize(
+    ("image_size", "expected"),
+    [
+        ("square_hd", (1024, 1024)),
+        ("square", (1024, 1024)),
+        ("landscape_4_3", (1024, 768)),
+        ("portrait_4_3", (768, 1024)),
+        ("landscape_16_9", (1088, 608)),
+        ("portrait_16_9", (608, 1088)),
+    ],
+)
+def test_1k_sizes_are_never_below_the_minimum(image_size: str, expected: tuple[int, int]) -> None:
+    """fal's 512x512 and 1024x576 presets would be refused or unspecified; 1K asks for an exact size."""
+    assert dimensions(image_size, "1K", None) == expected
 
 
 def test_auto_follows_the_first_image_within_3_to_1() -> None:
     assert dimensions("auto", "2K", (3000, 4000)) == (1536, 2048)
     assert dimensions("auto", "4K", (10_000, 100)) == (3840, 1280)
     assert dimensions("auto", "2K", (100, 10_000)) == (672, 2016)  # 2048x672 would be past 3:1
+    assert dimensions("auto", "1K", (10_000, 100)) == (1440, 480)  # 1024x336 is under the minimum
 
 
 @given(image_size=st.sampled_from(IMAGE_SIZES), source=sources)
 def test_every_size_is_one_the_model_accepts(image_size: str, source: tuple[int, int] | None) -> None:
     made = {}
-    for resolution in ("2K", "4K"):
+    for resolution in ("1K", "2K", "4K"):
         size = dimensions(image_size, resolution, source)
         assert size is not None
         width, height = size
@@ -75,8 +115,10 @@ def test_every_size_is_one_the_model_accepts(image_size: str, source: tuple[int,
         assert MIN_PIXELS <= width * height <= MAX_PIXELS
         assert width / height == pytest.approx(wanted_aspect(image_size, source), rel=0.03)
         made[resolution] = size
-    (width_2k, height_2k), (width_4k, height_4k) = made["2K"], made["4K"]
-    assert width_4k * height_4k >= width_2k * height_2k
+    (width_1k, height_1k), (width_2k, height_2k), (width_4k, height_4k) = made["1K"], made["2K"], made["4K"]
+    assert width_4k * height_4k >= width_2k * height_2k >= width_1k * height_1k
+    # 1K is the 1024 long edge where that is enough pixels, else the smallest size that is.
+    assert max(width_1k, height_1k) == 1024 or width_1k * height_1k < MIN_PIXELS + 3 * 16 * 1440
     # As large as the limits allow, less the rounding to multiples of 16.
     assert 2048 - 48 < max(width_2k, height_2k) <= 2048
     assert max(width_4k, height_4k) > MAX_EDGE - 48 or width_4k * height_4k > 0.97 * MAX_PIXELS
