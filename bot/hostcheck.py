@@ -251,12 +251,13 @@ def _measure(picture: Picture, data: bytes) -> tuple[Output, float | None]:
     return output, changed_outside(picture.image, result, picture.editable)
 
 
-async def _cancel_quietly(provider: Provider, run: Run) -> None:
-    """A run the check stopped waiting for (timeout, Ctrl-C) may still be billed: ask the host to
+async def _cancel_quietly(provider: Provider, submitting: asyncio.Task[Run]) -> None:
+    """A run the check stopped waiting for (timeout, Ctrl-C) may still be billed, even one whose
+    submit was on its way when the check stopped: wait briefly for its id, then ask the host to
     stop it where it can, without letting that take long or fail the report."""
     with contextlib.suppress(ProviderError, TimeoutError, aiohttp.ClientError):
         async with asyncio.timeout(_CANCEL_WITHIN):
-            await provider.cancel(run)
+            await provider.cancel(await submitting)
 
 
 async def check_host(
@@ -274,11 +275,13 @@ async def check_host(
     started = time.monotonic()
     async with aiohttp.ClientSession(trace_configs=[wire.trace()]) as session:
         provider = FACTORIES[host](host_settings, session)
-        run: Run | None = None
+        # Shielded: a submit already sent is finished even when the check is not, so that the
+        # run it started can be cancelled.
+        submitting = asyncio.ensure_future(provider.submit(edit_request(picture)))
         ended = False
         try:
             async with asyncio.timeout(timeout):
-                run = await provider.submit(edit_request(picture))
+                run = await asyncio.shield(submitting)
                 state = await wait_until_final(
                     provider, run, settings, lambda state: states.append(state.status.value)
                 )
@@ -305,8 +308,8 @@ async def check_host(
                 f"the output is not a usable image ({_short(str(error))}); report it to the host."
             )
         finally:
-            if run is not None and not ended:
-                await _cancel_quietly(provider, run)
+            if not ended:
+                await _cancel_quietly(provider, submitting)
     report.seconds = time.monotonic() - started
     report.http = wire.http
     report.statuses = wire.statuses or list(dict.fromkeys(states))
