@@ -139,7 +139,7 @@ def _edit(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _report(report: HostReport) -> None:
-    print("\n".join(render(report)), flush=True)  # noqa: T201
+    print("\n".join(["", *render(report)]), flush=True)  # noqa: T201
 
 
 def _check_hosts(settings: Settings, args: argparse.Namespace) -> int:
@@ -155,7 +155,7 @@ def _check_hosts(settings: Settings, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return _fail("Interrupted; runs still in flight were cancelled where the host allows it.")
     passed = sum(report.passed for report in reports)
-    print(f"{passed} of {len(reports)} hosts passed.")  # noqa: T201
+    print(f"\n{passed} of {len(reports)} hosts passed.")  # noqa: T201
     return 0 if passed == len(reports) else 1
 
 
