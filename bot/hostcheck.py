@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 from PIL import Image, ImageDraw, ImageOps
+from yarl import URL
 
 from bot import images, masks, sizes
 from bot.composite import changed_outside, same_shape
@@ -113,8 +114,10 @@ def edit_request(picture: Picture) -> EditRequest:
 
 @dataclass
 class Wire:
-    """What came back over HTTP during one host's check."""
+    """What the host's API sent back during one check. Only answers from `api_host` count, so a
+    refused download from the host's file storage is not taken for a refused key."""
 
+    api_host: str | None
     http: list[int] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
 
@@ -131,7 +134,8 @@ class Wire:
     async def _answered(
         self, session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams
     ) -> None:
-        self.http.append(params.response.status)
+        if params.url.host == self.api_host:
+            self.http.append(params.response.status)
 
     async def _body(
         self,
@@ -144,6 +148,7 @@ class Wire:
         `"status": "success"`, which says the request was taken, not how the run went."""
         if (
             params.method != "GET"
+            or params.url.host != self.api_host
             or len(params.chunk) > _MAX_STATUS_BODY
             or not params.chunk.startswith(b"{")
         ):
@@ -269,7 +274,7 @@ async def check_host(
     if host_settings.api_key is None:
         report.problem = f"no key; set providers.{host}.api_key to check this host."
         return report
-    wire = Wire()
+    wire = Wire(URL(host_settings.base_url).host)
     # Our own names for the states seen, for a host that has no statuses to poll (OpenAI).
     states: list[str] = []
     started = time.monotonic()
