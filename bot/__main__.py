@@ -1,4 +1,5 @@
-"""Command line: `python -m bot [--config PATH] [run | check-config | migrate | edit ... | backup PATH]`.
+"""Command line: `python -m bot [--config PATH] [run | check-config | migrate | edit ... | check-hosts |
+backup PATH]`.
 
 Every failure an operator can fix (a missing key, a broken file, a database from a newer
 version, a rejected token) ends in one clear message and a non-zero exit, never a traceback.
@@ -22,7 +23,8 @@ from pydantic import BaseModel, SecretStr
 
 from bot.app import Retouch
 from bot.config import KNOWN_HOSTS, ConfigError, Settings, load_settings, summary
-from bot.files import DownloadError
+from bot.files import DownloadError, FileStore
+from bot.hostcheck import DEFAULT_TIMEOUT, HostReport, check_hosts, render
 from bot.images import ImageProblem
 from bot.logs import setup_logging
 from bot.oneshot import OneShot, run_oneshot
@@ -50,6 +52,16 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument("--count", type=int, choices=range(1, 5), default=1)
     edit.add_argument("--host", choices=KNOWN_HOSTS, help="use only this host (default: providers.order)")
     edit.add_argument("--out", required=True, type=Path, help="a file (result.png) or a directory")
+    check = commands.add_parser(
+        "check-hosts", help="run one cheap masked edit on each host and report what it did (about $0.01 each)"
+    )
+    check.add_argument("--host", choices=KNOWN_HOSTS, help="check only this host (default: providers.order)")
+    check.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds each host may take (default {DEFAULT_TIMEOUT:g})",
+    )
     backup_parser = commands.add_parser("backup", help="copy the database safely, even while the bot runs")
     backup_parser.add_argument("path", help="a file to write, or a directory for a timestamped file")
     return parser
@@ -126,6 +138,27 @@ def _edit(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(report: HostReport) -> None:
+    print("\n".join(["", *render(report)]), flush=True)  # noqa: T201
+
+
+def _check_hosts(settings: Settings, args: argparse.Namespace) -> int:
+    hosts = [args.host] if args.host else list(settings.providers.order)
+    if args.timeout <= 0:
+        return _fail("--timeout must be a positive number of seconds.")
+    print(f"Checking {', '.join(hosts)}: one low-quality masked edit each...", flush=True)  # noqa: T201
+    store = FileStore(settings.storage.files_dir)
+    try:
+        reports = asyncio.run(
+            check_hosts(settings.providers, hosts, store, timeout=args.timeout, done=_report)
+        )
+    except KeyboardInterrupt:
+        return _fail("Interrupted; runs still in flight were cancelled where the host allows it.")
+    passed = sum(report.passed for report in reports)
+    print(f"\n{passed} of {len(reports)} hosts passed.")  # noqa: T201
+    return 0 if passed == len(reports) else 1
+
+
 def _backup(settings: Settings, destination: Path) -> int:
     if not settings.storage.path.exists():
         return _fail(f"There is no database at {settings.storage.path} to back up (storage.path).")
@@ -166,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _backup(settings, Path(args.path))
         if command == "edit":
             return _edit(settings, args)
+        if command == "check-hosts":
+            return _check_hosts(settings, args)
         log.info("starting Retouch: %s", "; ".join(summary(settings)))
         return asyncio.run(_run(settings))
     except SchemaTooNew as exc:

@@ -10,15 +10,26 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
 from bot import images, masks
-from bot.config import Settings
+from bot.config import ProvidersSettings, Settings
 from bot.files import DownloadError, FileStore
-from bot.providers.base import EditRequest, EditResult, ImageRef, ProviderError, RunStatus
+from bot.providers.base import (
+    EditRequest,
+    EditResult,
+    ImageRef,
+    OutputImage,
+    Provider,
+    ProviderError,
+    Run,
+    RunState,
+    RunStatus,
+)
 from bot.providers.router import build_router
 
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
@@ -86,30 +97,47 @@ async def run_oneshot(settings: Settings, order: OneShot) -> list[Path]:
         router = build_router(providers, session)
         started = time.monotonic()
         run = await router.submit(request)
-        interval = providers.poll_interval
-        while True:
-            state = await router.status(run)
-            _progress(f"{run.host}: {state.status.value}, {time.monotonic() - started:.0f} s")
-            if state.status.final:
-                break
-            await asyncio.sleep(interval)
-            interval = min(interval * 1.5, providers.poll_interval_max)
+        state = await wait_until_final(
+            router,
+            run,
+            providers,
+            lambda state: _progress(f"{run.host}: {state.status.value}, {time.monotonic() - started:.0f} s"),
+        )
         sys.stderr.write("\n")
         if state.status is not RunStatus.SUCCEEDED or state.result is None:
             raise state.error or ProviderError(f"the run ended {state.status.value}", host=run.host)
         return await _save(state.result, order.out, session)
 
 
+async def wait_until_final(
+    provider: Provider, run: Run, settings: ProvidersSettings, seen: Callable[[RunState], None]
+) -> RunState:
+    """Poll until the run ends, backing off from `poll_interval` to `poll_interval_max` as the
+    job runner does, so a check from the terminal loads the host no more than an edit would."""
+    interval = settings.poll_interval
+    while True:
+        state = await provider.status(run)
+        seen(state)
+        if state.status.final:
+            return state
+        await asyncio.sleep(interval)
+        interval = min(interval * 1.5, settings.poll_interval_max)
+
+
+async def output_bytes(output: OutputImage, session: aiohttp.ClientSession, store: FileStore) -> bytes:
+    """One output's bytes, inline or downloaded (capped); raises DownloadError."""
+    if output.data is not None:
+        return output.data
+    if output.url is not None:
+        return await store.download(session, output.url, max_bytes=MAX_OUTPUT_BYTES)
+    raise DownloadError("the host listed an output without a URL or data")
+
+
 async def _save(result: EditResult, out: Path, session: aiohttp.ClientSession) -> list[Path]:
     store = FileStore(out.parent if out.suffix else out)
     written = []
     for index, output in enumerate(result.images):
-        if output.data is not None:
-            data = output.data
-        elif output.url is not None:
-            data = await store.download(session, output.url, max_bytes=MAX_OUTPUT_BYTES)
-        else:
-            raise DownloadError("the host listed an output without a URL or data")
+        data = await output_bytes(output, session, store)
         info = images.inspect(data)
         path = _output_path(out, index, len(result.images), info.extension)
         await store.write(path, data)

@@ -1,7 +1,7 @@
 """An in-process fake of fal's queue API for `openai/gpt-image-2/edit`, and the loopback server
 base (`LoopbackFake`) that the each::labs and OpenAI fakes share.
 
-The fal fake follows the documented queue (see /work/shared/providers.md, section 1):
+The fal fake follows the documented queue (see the shared research notes, providers.md, section 1):
 
 - ``POST /{model}`` (``Authorization: Key ...``, input at the top level, optional
   ``?fal_webhook=``) answers ``{request_id, gateway_request_id, status_url, response_url,

@@ -1,6 +1,6 @@
 """An in-process fake of OpenAI's ``POST /v1/images/edits`` for GPT image models.
 
-It follows the API reference and the official SDK (see /work/shared/providers.md, section 2):
+It follows the API reference and the official SDK (see the shared research notes, providers.md, section 2):
 a multipart body with ``image[]`` parts (1-16, each under 50 MB), an optional ``mask`` (a PNG
 with an alpha channel under 4 MB, of the same format and size as the first image, as the
 image-generation guide says: a JPEG or WebP first image with a PNG mask is refused with the

@@ -26,10 +26,13 @@ Fault injection (``fail_next``, ``rate_limit_next``, ``hang_next``, ``reset_next
 and routing. A rule matches when the method is equal (or the rule's method is ``"*"``) and
 ``re.search(path_regex, path)`` finds a match in the path without its query; the first matching
 rule with uses left is applied. ``fail_runs``, ``nsfw``, ``empty_output`` and ``partial_images``
-are read when a run is created; ``callback_mode`` when its callback is sent. With
-``partial_images`` set, a run asked for more images than that makes only that many and ends
-``partial_succeeded`` (ASSUMPTION, undocumented: its output lists only the images made, and its
-``cost`` prices only those).
+are read when a run is created; ``callback_mode`` when its callback is sent; ``honour_mask`` (off:
+the whole picture is repainted) when the outputs are made, and then only ``mask_url``'s white
+pixels change. With ``partial_images`` set, a run asked for more images than that makes only that
+many and ends ``partial_succeeded`` (ASSUMPTION, undocumented: its output lists only the images
+made, and its ``cost`` prices only those).
+
+Inputs may be URLs or inline ``data:`` URIs ("Inline base64 fine under 1 MiB", guides/upload-large-files).
 
 Typical use::
 
@@ -282,8 +285,8 @@ def _validate_input(data: Any) -> list[dict[str, str]]:
         err("image_urls", f"image_urls must contain between 1 and {MAX_IMAGE_URLS} URLs")
     else:
         for i, url in enumerate(urls):
-            if not isinstance(url, str) or not _is_http_url(url):
-                errors.append({"field": f"input.image_urls.{i}", "message": "must be an http(s) URL"})
+            if not isinstance(url, str) or not (_is_http_url(url) or url.startswith("data:image/")):
+                errors.append({"field": f"input.image_urls.{i}", "message": "must be an http(s) or data URL"})
 
     mask = data.get("mask_url")
     if mask is not None and not isinstance(mask, str):
@@ -341,6 +344,7 @@ class FakeRunflow:
         self.nsfw = False
         self.empty_output = False
         self.partial_images: int | None = None
+        self.honour_mask = False
         self.callback_mode: CallbackMode = "normal"
         self._hold = False
         self._run_order: list[FakeRun] = []
@@ -716,7 +720,8 @@ class FakeRunflow:
             except _InputError as exc:
                 self._fail(run, exc.code, exc.message, "preprocess")
                 return
-            await self._succeed(run, sources[0])
+            mask = sources[-1] if self.honour_mask and isinstance(run.input.get("mask_url"), str) else None
+            await self._succeed(run, sources[0], mask)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -746,7 +751,7 @@ class FakeRunflow:
         if isinstance(run.input.get("mask_url"), str):
             urls.append(("mask_url", run.input["mask_url"]))
         for label, url in urls:
-            if not is_loopback_url(url):
+            if not is_loopback_url(url) and not url.startswith("data:"):
                 raise _InputError(
                     "INPUT_FETCH_FAILED", f"{label}: refusing to fetch non-loopback URL {url!r} (fake)"
                 )
@@ -755,18 +760,21 @@ class FakeRunflow:
     async def _fetch_image(self, label: str, url: str) -> Image.Image:
         assert self._session is not None
         try:
-            async with self._session.get(url, allow_redirects=False) as resp:
-                if resp.status != 200:
-                    raise _InputError(
-                        "INPUT_VALIDATION_FAILED", f"{label}: could not fetch image (HTTP {resp.status})"
-                    )
-                # StreamReader.read(n) returns what has arrived so far, not n bytes: read to EOF.
-                data = b""
-                async for chunk in resp.content.iter_chunked(64 * 1024):
-                    data += chunk
-                    if len(data) > MAX_INPUT_BYTES:
-                        break
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            if url.startswith("data:"):
+                data = base64.b64decode(url.partition(",")[2], validate=True)
+            else:
+                async with self._session.get(url, allow_redirects=False) as resp:
+                    if resp.status != 200:
+                        raise _InputError(
+                            "INPUT_VALIDATION_FAILED", f"{label}: could not fetch image (HTTP {resp.status})"
+                        )
+                    # StreamReader.read(n) returns what has arrived so far, not n bytes: read to EOF.
+                    data = b""
+                    async for chunk in resp.content.iter_chunked(64 * 1024):
+                        data += chunk
+                        if len(data) > MAX_INPUT_BYTES:
+                            break
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise _InputError("INPUT_VALIDATION_FAILED", f"{label}: could not fetch image ({exc!r})") from exc
         if len(data) > MAX_INPUT_BYTES:
             raise _InputError("INPUT_VALIDATION_FAILED", f"{label}: image is too large")
@@ -785,12 +793,12 @@ class FakeRunflow:
             raise _InputError("INPUT_VALIDATION_FAILED", f"{label}: not a valid image") from exc
         return image
 
-    async def _succeed(self, run: FakeRun, source: Image.Image) -> None:
+    async def _succeed(self, run: FakeRun, source: Image.Image, mask: Image.Image | None = None) -> None:
         fmt = run.input.get("output_format") or "png"
         pil_format, ext, content_type = OUTPUT_FORMATS[fmt]
         asked = int(run.input.get("num_images") or 1)
         count = 0 if run.empty_output else min(asked, run.partial_images or asked)
-        encoded = await asyncio.to_thread(_encode_outputs, source, count, pil_format)
+        encoded = await asyncio.to_thread(_encode_outputs, source, count, pil_format, mask)
         outputs: list[dict[str, Any]] = []
         for data in encoded:
             if run.input.get("sync_mode") is True:
@@ -916,10 +924,16 @@ class FakeRunflow:
         self._notify()
 
 
-def _encode_outputs(source: Image.Image, count: int, pil_format: str) -> list[bytes]:
+def _encode_outputs(
+    source: Image.Image, count: int, pil_format: str, mask: Image.Image | None = None
+) -> list[bytes]:
+    """The outputs; with a mask, only its white pixels are edited and the rest is the source."""
     result: list[bytes] = []
     for index in range(count):
         buffer = io.BytesIO()
-        expected_output_image(source, index).save(buffer, format=pil_format)
+        edited = expected_output_image(source, index)
+        if mask is not None:
+            edited = Image.composite(edited, source.convert("RGB"), mask.convert("L").resize(source.size))
+        edited.save(buffer, format=pil_format)
         result.append(buffer.getvalue())
     return result
