@@ -94,10 +94,15 @@ class InputPreparer:
         converted = await memory.shared().run(image_costs.bw_mask_cost, masks.to_bw_mask, data, first_size)
         info = (await asyncio.to_thread(images.header, data)).info
         await self._keep(stored, data, self._files.mask_path(job.id, 0, info.extension))
-        path = self._files.job_dir(job.id) / "mask-ready.png"
+        path = self.mask_ready(job.id)
         await self._files.write(path, converted)
         ready_mask = self._bytes_or_link(mask.filename, path, converted, "image/png")
         return Prepared(references, ready_mask, kept, first_size)
+
+    def mask_ready(self, job_id: int) -> Path:
+        """The job's mask as every host gets it first: greyscale, white = may change, at the first
+        image's upright size."""
+        return self._files.job_dir(job_id) / "mask-ready.png"
 
     async def _load(self, item: InputImage) -> tuple[Path | None, bytes]:
         """The image's bytes and where they are kept: from disk when kept, else fetched."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bot import access, image_costs, images, memory, sizes
+from bot import access, composite, image_costs, images, memory, sizes
 from bot.access import Act, Actor, JobHidden
 from bot.credits import Balance, CreditError, CreditService, Estimate, InsufficientCredits, MemberBlocked
 from bot.edits import (
@@ -59,7 +59,7 @@ from bot.providers.base import (
     Unavailable,
 )
 from bot.queue import FairQueue
-from storage.jobs import Job, JobRepository, JobState, NewJob, NewOutput, utcnow
+from storage.jobs import Job, JobOutput, JobRepository, JobState, NewJob, NewOutput, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -342,6 +342,9 @@ class JobService:
     async def recent(self, user_id: int, guild_id: int | None, *, limit: int = 10) -> list[Job]:
         """The member's latest edits in this server (or in DMs), the ones /show can bring back here."""
         return await self._repo.recent(user_id, guild_id, limit=limit)
+
+    async def outputs(self, job_id: int) -> list[JobOutput]:
+        return await self._repo.outputs(job_id)
 
     async def kept_outputs(self, job_id: int) -> list[Path]:
         """The job's result files still on disk (retention may have pruned them)."""
@@ -726,6 +729,7 @@ class JobService:
                 await self._files.download_to(self._session, output.url, fetched, max_bytes=MAX_OUTPUT_BYTES)
             else:
                 raise DownloadError("the host listed an output without a URL or data")
+            kept = await self._keep_outside_the_mask(job, fetched)
             # A burst of 4K results checked at once was most of the bot's peak memory; the budget
             # lets as many run as their pixels allow.
             info = await memory.shared().run(image_costs.inspect_cost, images.inspect, fetched)
@@ -741,9 +745,35 @@ class JobService:
                     height=info.height,
                     size=info.size,
                     nsfw=result.nsfw,
+                    mask_kept=kept is not None,
+                    changed_outside=kept,
                 )
             )
         await self._repo.add_outputs(job.id, stored)
+
+    async def _keep_outside_the_mask(self, job: Job, fetched: Path) -> float | None:
+        """With a mask, the output laid over the original through it, in place of what the host
+        sent (see `bot.composite`); returns the share of pixels outside the mask that the host had
+        changed, or None when there is no mask or the output's shape differs and stands as made."""
+        original = job.inputs[0].get("path") if job.inputs else None
+        mask = self._inputs.mask_ready(job.id)
+        if job.mask is None or original is None or not await asyncio.to_thread(mask.exists):
+            return None
+        done = await memory.shared().run(
+            image_costs.composite_cost, composite.composite, Path(original), fetched, mask
+        )
+        if done.data is None:
+            log.info(
+                "job %d: the output's shape differs from the original's; it is delivered as made", job.id
+            )
+            return None
+        await self._files.write(fetched, done.data)
+        log.info(
+            "job %d: kept the original outside the mask (the host changed %.1f%% there)",
+            job.id,
+            done.changed_outside * 100,
+        )
+        return done.changed_outside
 
     async def _deliver(self, job: Job) -> None:
         options = EditOptions.from_dict(job.options)

@@ -321,6 +321,7 @@ class RetryButton(_JobButton, template=_template("retry")):
             interaction,
             prompt=job.prompt,
             inputs=[InputImage(**item) for item in job.inputs],
+            mask=InputImage(**job.mask) if job.mask is not None else None,
             options=EditOptions.from_dict(job.options),
             kind="retry",
             parent_id=job.id,
@@ -359,8 +360,9 @@ class InfoButton(_JobButton, template=_template("info")):
 
     async def run(self, interaction: Interaction, job: Job) -> None:
         chain = await interaction.client.jobs.chain(job.id, actor_of(interaction))
+        outputs = await interaction.client.jobs.outputs(job.id)
         await interaction.response.send_message(
-            embed=render.info_embed(job, chain), ephemeral=True, allowed_mentions=render.NO_PINGS
+            embed=render.info_embed(job, chain, outputs), ephemeral=True, allowed_mentions=render.NO_PINGS
         )
 
 

@@ -13,7 +13,7 @@ from bot.edits import Progress, ResultFile
 from bot.guilds import ServerSettings
 from bot.providers.router import HostHealth
 from storage.guilds import AuditEntry
-from storage.jobs import Job, JobState
+from storage.jobs import Job, JobOutput, JobState
 
 PROMPT_PREVIEW = 300
 NO_PINGS = discord.AllowedMentions.none()
@@ -114,7 +114,20 @@ def history_text(jobs: Sequence[Job]) -> str:
     return "\n".join(lines)[:2000]
 
 
-def info_embed(job: Job, chain: Sequence[Job | None]) -> discord.Embed:
+def mask_text(job: Job, outputs: Sequence[JobOutput]) -> str | None:
+    """What became of the member's mask, for Info; None when the edit had none."""
+    if job.mask is None or not outputs:
+        return None
+    kept = [o.changed_outside for o in outputs if o.mask_kept and o.changed_outside is not None]
+    if not kept:
+        return "The result's shape differs from the original's, so it is as the host made it."
+    return (
+        "Outside the mask the result is the original; "
+        f"the host had changed {max(kept):.0%} of it, which was put back."
+    )
+
+
+def info_embed(job: Job, chain: Sequence[Job | None], outputs: Sequence[JobOutput] = ()) -> discord.Embed:
     """The edit's details; `chain` holds None for an earlier edit the reader may not see."""
     options = job.options
     embed = discord.Embed(title=f"Edit #{job.id}", description=quote_prompt(job.prompt))
@@ -138,6 +151,8 @@ def info_embed(job: Job, chain: Sequence[Job | None]) -> discord.Embed:
     if chain:
         steps = " ← ".join("a private edit" if parent is None else f"#{parent.id}" for parent in chain)
         embed.add_field(name="Continues from", value=steps, inline=False)
+    if (masked := mask_text(job, outputs)) is not None:
+        embed.add_field(name="Mask", value=masked, inline=False)
     return embed
 
 

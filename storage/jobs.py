@@ -164,6 +164,8 @@ class NewOutput:
     height: int
     size: int
     nsfw: bool
+    mask_kept: bool = False
+    changed_outside: float | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,8 @@ class JobOutput:
     size: int | None
     nsfw: bool
     discord_url: str | None
+    mask_kept: bool = False
+    changed_outside: float | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> JobOutput:
@@ -192,6 +196,8 @@ class JobOutput:
             size=row["size"],
             nsfw=bool(row["nsfw"]),
             discord_url=row["discord_url"],
+            mask_kept=bool(row["mask_kept"]),
+            changed_outside=row["changed_outside"],
         )
 
 
@@ -421,8 +427,9 @@ class JobRepository:
             await conn.executemany(
                 """
                 INSERT OR REPLACE INTO job_outputs
-                    (job_id, idx, source_url, path, content_type, width, height, size, nsfw, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    (job_id, idx, source_url, path, content_type, width, height, size, nsfw, mask_kept,
+                     changed_outside, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
                 [
                     (
@@ -435,6 +442,8 @@ class JobRepository:
                         o.height,
                         o.size,
                         int(o.nsfw),
+                        int(o.mask_kept),
+                        o.changed_outside,
                         now,
                     )
                     for o in outputs
