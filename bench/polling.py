@@ -125,9 +125,12 @@ class _Repo:
 
     async def move(self, job_id: int, expected: Any, to: JobState, **fields: Any) -> Job | None:
         job = self.jobs.get(job_id)
-        if job is not None:
-            self.jobs[job_id] = dataclasses.replace(job, state=to)
-        return None  # the run is over; stop here (delivery is not what is measured)
+        if job is None:
+            return None
+        moved = self.jobs[job_id] = dataclasses.replace(job, state=to, **fields)
+        # Recovery counts a start by moving a job to its own state; any other move means the run
+        # is over, and the measurement stops there (delivery is not what is measured).
+        return moved if to is job.state else None
 
     def __getattr__(self, name: str) -> Any:
         """Any other call (recovery grows new steps) finds nothing to do: an empty list."""
