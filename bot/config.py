@@ -182,7 +182,7 @@ class EditingSettings(_Section):
     allow_dms: bool = False
     # Megabytes of decoded pixels held at once across every edit (inputs, masks, result checks);
     # the rest waits its turn. With the bot's other needs, the process stays within idle + 500 MB.
-    image_memory_mb: Annotated[int, Field(ge=100, le=65_536)] = 400
+    image_memory_mb: Annotated[int, Field(ge=100, le=65_536)] = 200
 
 
 Period = Literal["day", "week", "month", "none"]

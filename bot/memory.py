@@ -25,7 +25,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 MB = 1_000_000
-DEFAULT_BYTES = 400 * MB
+DEFAULT_BYTES = 200 * MB  # editing.image_memory_mb's default
 # glibc's mallopt parameter, and the size from which allocations get pages of their own.
 _M_MMAP_THRESHOLD = -3
 _OWN_PAGES_FROM = 1 << 20
