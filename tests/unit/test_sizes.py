@@ -9,6 +9,9 @@ from hypothesis import strategies as st
 from bot.providers.base import IMAGE_SIZES, PRESET_SIZES
 from bot.sizes import dimensions
 
+# fal's documented `image_size` presets (width, height); Runflow and each::labs take the same names.
+from tests.fakes.fal import PRESET_SIZES as FAL_PRESETS
+
 # The model's limits, restated here from providers.md rather than imported, so a mistake in
 # bot.sizes cannot hide in the test.
 MAX_EDGE = 3840
@@ -49,17 +52,6 @@ def wanted_aspect(image_size: str, source: tuple[int, int] | None) -> float:
 )
 def test_known_sizes(image_size: str, resolution: str, expected: tuple[int, int]) -> None:
     assert dimensions(image_size, resolution, None) == expected
-
-
-# fal's documented `image_size` presets (width, height); Runflow and each::labs take the same names.
-FAL_PRESETS = {
-    "square_hd": (1024, 1024),
-    "square": (512, 512),
-    "portrait_4_3": (768, 1024),
-    "portrait_16_9": (576, 1024),
-    "landscape_4_3": (1024, 768),
-    "landscape_16_9": (1024, 576),
-}
 
 
 def within_limits(width: int, height: int) -> bool:
