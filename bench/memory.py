@@ -254,7 +254,7 @@ async def run(cfg: Config) -> Report:
             settings = retouch_settings(world, Path(data), {**wide_open(concurrency=count), **POLL})
             running = await start_retouch(settings)
             settled = time_settlements(running.bot)
-            files = getattr(running.bot.jobs, "_files", None)
+            files = getattr(getattr(running.bot.jobs, "_core", None), "files", None)
             downloads = Downloads(files, world.info["runflow_base_url"]) if files is not None else None
             try:
                 members = await world.members(count)

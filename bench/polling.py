@@ -29,7 +29,7 @@ from bench.core import Config, Report, Row, say
 from bench.harness import World, retouch_settings, start_retouch, time_settlements, wide_open
 from bot.config import ProvidersSettings
 from bot.files import FileStore
-from bot.jobs import JobService
+from bot.jobs import JobService, JobSettings
 from bot.providers.base import EditResult, OutputImage, Run, RunState, RunStatus
 from storage.jobs import Job, JobState
 
@@ -195,16 +195,18 @@ def simulate(runs: int, duration: float, interval: float, interval_max: float, f
         host.total = runs
         repo = _Repo([running_job(n) for n in range(1, runs + 1)])
         service = JobService(
+            JobSettings(
+                usd_per_image={},
+                concurrency=1,
+                poll_interval=interval,
+                poll_interval_max=interval_max,
+                deadline=duration * 100,
+            ),
             repo=repo,  # type: ignore[arg-type]
             provider=host,
             credits=None,  # type: ignore[arg-type]
-            usd_per_image={},
             files=FileStore(files),
             session=None,  # type: ignore[arg-type]
-            concurrency=1,
-            poll_interval=interval,
-            poll_interval_max=interval_max,
-            deadline=duration * 100,
         )
         await service.start(_Delivery())
         await asyncio.wait_for(host.all_done.wait(), duration * 10)

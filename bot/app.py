@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
 
 import aiohttp
 import discord
@@ -16,8 +15,7 @@ from bot.config import Settings
 from bot.credits import CreditService
 from bot.files import FileStore
 from bot.guilds import GuildSettingsService
-from bot.jobs import JobService
-from bot.journal import Journal
+from bot.jobs import JobService, JobSettings
 from bot.links import FileLinks
 from bot.metrics import Metrics
 from bot.providers.router import Router, build_router
@@ -79,7 +77,6 @@ class Retouch(commands.Bot):
         self.router = build_router(settings.providers, self.session)
         self.credits = CreditService(self.db, settings.credits, settings.budget)
         self.guild_settings = GuildSettingsService(self.db)
-        first_host = getattr(settings.providers, settings.providers.order[0])
         self.metrics = Metrics()
         repo = JobRepository(self.db)
         files = FileStore(
@@ -89,26 +86,14 @@ class Retouch(commands.Bot):
         )
         links = FileLinks(settings.web.public_url) if settings.web.public_url else None
         self.jobs = JobService(
+            JobSettings.from_settings(settings),
             repo=repo,
-            metrics=self.metrics,
-            cdn_hosts=settings.discord.cdn_hosts,
-            links=links,
-            journal=Journal(settings.storage.path.with_name(f"{settings.storage.path.stem}.journal")),
-            retention=timedelta(days=settings.storage.retention_days),
             provider=self.router,
             credits=self.credits,
-            usd_per_image=first_host.usd_per_image,
             files=files,
             session=self.session,
-            concurrency=sum(
-                getattr(settings.providers, host).max_concurrency for host in settings.providers.order
-            ),
-            max_per_member=settings.editing.max_jobs_per_member,
-            max_per_server=settings.editing.max_jobs_per_server,
-            poll_interval=settings.providers.poll_interval,
-            poll_interval_max=settings.providers.poll_interval_max,
-            deadline=settings.providers.deadline,
-            callback_url=f"{settings.web.public_url}/callbacks/{{host}}" if settings.web.public_url else None,
+            metrics=self.metrics,
+            links=links,
         )
         for extension in EXTENSIONS:
             await self.load_extension(extension)

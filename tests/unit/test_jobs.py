@@ -16,7 +16,7 @@ from bot.config import BudgetSettings, CreditsSettings, FalSettings, HostSetting
 from bot.credits import CreditService, Estimate
 from bot.edits import EditOptions, EditOrder, InputImage, Progress, Receipt, ResultFile
 from bot.files import FileStore
-from bot.jobs import JobService
+from bot.jobs import JobService, JobSettings
 from bot.providers.base import RESOLUTIONS, Provider
 from bot.providers.fal import FalProvider
 from bot.providers.runflow import RunflowProvider
@@ -84,18 +84,20 @@ async def running(
         repo = JobRepository(db)
         credits = CreditService(db, credit_settings or CreditsSettings(), BudgetSettings())
         service = JobService(
+            JobSettings(
+                usd_per_image=settings.usd_per_image,
+                concurrency=2,
+                max_per_member=max_per_member,
+                max_per_server=max_per_server,
+                poll_interval=0.02,
+                poll_interval_max=0.05,
+                deadline=30,
+            ),
             repo=repo,
             provider=make(settings, session),
             credits=credits,
-            usd_per_image=settings.usd_per_image,
             files=FileStore(tmp_path / "files", max_bytes=max_stored_bytes, in_use=repo.in_use),
             session=session,
-            concurrency=2,
-            max_per_member=max_per_member,
-            max_per_server=max_per_server,
-            poll_interval=0.02,
-            poll_interval_max=0.05,
-            deadline=30,
         )
         delivery = RecordingDelivery()
         await service.start(delivery)

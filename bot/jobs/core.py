@@ -1,0 +1,39 @@
+"""What every part of the job service shares: the stores it writes, the host it edits at, the
+line of waiting jobs, and the Discord side once the service has started.
+
+The parts (intake, runner, recovery, retention, queries) each hold this one value rather than
+copies of its fields, so a part built before `start` still sees the delivery `start` sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bot.credits import CreditService
+from bot.edits import Delivery
+from bot.files import FileStore
+from bot.jobs.settings import JobSettings
+from bot.journal import Journal
+from bot.metrics import Metrics
+from bot.providers.base import Provider
+from bot.queue import FairQueue
+from storage.jobs import JobRepository
+
+
+@dataclass(eq=False, kw_only=True)
+class Core:
+    settings: JobSettings
+    repo: JobRepository
+    provider: Provider
+    credits: CreditService
+    files: FileStore
+    metrics: Metrics
+    journal: Journal | None
+    queue: FairQueue = field(default_factory=FairQueue)
+    started_with: Delivery | None = None
+
+    @property
+    def delivery(self) -> Delivery:
+        if self.started_with is None:
+            raise RuntimeError("JobService.start() was not called")
+        return self.started_with

@@ -1,0 +1,153 @@
+"""Taking an edit in: price it, refuse what can be refused early, journal it, write it and its
+credit reservation together, and put it in line.
+
+The steps are separate calls because the Discord side interleaves them with its own: an edit
+is journaled before it is acknowledged, checked (`preflight`) before the member is asked to
+confirm, and put in line (`enqueue`) only once its progress message exists to be updated.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from bot import access
+from bot.access import Actor
+from bot.credits import Balance, Estimate, InsufficientCredits, MemberBlocked
+from bot.edits import TOKEN_LIFETIME, EditOptions, EditOrder, EditsPaused, Progress, TooManyJobs
+from bot.jobs.core import Core
+from storage.jobs import Job, JobState, NewJob, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Intake:
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self.accepting = False
+        # The owner's switch for every server at once; running edits still finish.
+        self.paused = False
+
+    def estimate(self, options: EditOptions) -> Estimate:
+        """What an edit with these options costs, priced at the first host's rates."""
+        return self._core.credits.estimate(
+            quality=options.quality,
+            resolution=options.resolution,
+            count=options.count,
+            usd_per_image=self._core.settings.usd_per_image,
+        )
+
+    async def preflight(self, order: EditOrder, estimate: Estimate) -> Balance:
+        """Every refusal that can be known before the job exists, so it can be answered privately.
+
+        Raises EditsPaused, TooManyJobs or a CreditError; returns the member's balance, which
+        the caller uses to decide whether to ask for confirmation.
+        """
+        if not self.accepting or self.paused:
+            raise EditsPaused
+        await self.check_limits(order.user_id, order.guild_id)
+        credits = self._core.credits
+        if await credits.is_blocked(order.credit_guild, order.user_id):
+            raise MemberBlocked
+        balance = await credits.balance(order.credit_guild, order.user_id, order.role_ids)
+        if estimate.credits > balance.available:
+            raise InsufficientCredits(estimate.credits, balance.available, balance.refills_at)
+        return balance
+
+    async def submit(self, order: EditOrder, estimate: Estimate) -> Job:
+        """`create` then `enqueue`, for callers with no Discord message to wait for."""
+        job = await self.create(order, estimate)
+        return await self.enqueue(job, order.status_message_id)
+
+    async def note(self, order: EditOrder) -> None:
+        """Journal an edit about to be acknowledged, so a crash before its row still runs it."""
+        if self._core.journal is not None:
+            await self._core.journal.add(order)
+
+    async def unnote(self, order: EditOrder) -> None:
+        """The journaled edit ended without a job; recovery must leave it alone."""
+        if self._core.journal is not None:
+            await self._core.journal.withdraw(order)
+
+    async def create(self, order: EditOrder, estimate: Estimate) -> Job:
+        """Check the in-flight limits, write the job row and reserve its credits in one
+        transaction, not yet in line.
+
+        A crash after this finds the job at start and runs it (before it, the journal does). If
+        the limits or the reservation refuse it (TooManyJobs, a CreditError), the row is rolled
+        back with it and nothing is left behind.
+        """
+        if not self.accepting or self.paused:
+            raise EditsPaused
+        return await self.record(order, estimate)
+
+    async def record(self, order: EditOrder, estimate: Estimate) -> Job:
+        """`create` whether or not edits are being taken: recovery records the edits that were
+        acknowledged before a restart, before the service opens again."""
+        repo = self._core.repo
+        parent = None if order.parent_id is None else await repo.get(order.parent_id)
+        if order.parent_id is not None and (
+            parent is None or not access.visible(parent, Actor(order.user_id, order.guild_id))
+        ):
+            # "Edit image" on a result posted before this database existed names a job it never had;
+            # and a chain never links to an edit its member could not see.
+            order = replace(order, parent_id=None, parent_output=None)
+        async with repo.transaction():
+            # Counted under the write lock with the insert: counted before it, a burst of
+            # simultaneous edits all saw room for one more and all went in.
+            await self.check_limits(order.user_id, order.guild_id)
+            job = await self._insert(order, estimate)
+            await self._core.credits.reserve(
+                guild_id=order.credit_guild,
+                user_id=order.user_id,
+                role_ids=order.role_ids,
+                job_id=job.id,
+                estimate=estimate,
+            )
+        return job
+
+    async def enqueue(self, job: Job, status_message_id: int | None) -> Job:
+        """Put a created job in line once its progress message exists, and show its place."""
+        core = self._core
+        if status_message_id is not None and status_message_id != job.status_message_id:
+            await core.repo.set_status_message(job.id, status_message_id)
+            job = replace(job, status_message_id=status_message_id)
+        await core.queue.put(job.user_id, job.id)
+        log.info("job %d queued for user %d in guild %s", job.id, job.user_id, job.guild_id)
+        place = core.queue.position(job.id)
+        await core.delivery.show_progress(job, Progress(JobState.QUEUED, queue_position=place))
+        return job
+
+    async def _insert(self, order: EditOrder, estimate: Estimate) -> Job:
+        return await self._core.repo.insert(
+            NewJob(
+                guild_id=order.guild_id,
+                channel_id=order.channel_id,
+                user_id=order.user_id,
+                prompt=order.prompt,
+                options=order.options.to_dict(),
+                inputs=[image.to_dict() for image in order.images],
+                mask=order.mask.to_dict() if order.mask is not None else None,
+                kind=order.kind,
+                parent_id=order.parent_id,
+                parent_output=order.parent_output,
+                application_id=order.application_id,
+                interaction_token=order.interaction_token,
+                status_message_id=order.status_message_id,
+                token_expires_at=utcnow() + TOKEN_LIFETIME if order.interaction_token else None,
+                credits_estimated=estimate.credits,
+            )
+        )
+
+    async def check_limits(self, user_id: int, guild_id: int | None) -> None:
+        """Raise TooManyJobs when the member or the server has no room for another edit.
+
+        Outside a transaction this is only an early answer (`preflight`); `record` asks again
+        under the write lock, where the answer holds until the job row is in.
+        """
+        member_open, server_open = await self._core.repo.count_open(user_id, guild_id)
+        settings = self._core.settings
+        if member_open >= settings.max_per_member:
+            raise TooManyJobs("member", settings.max_per_member)
+        if guild_id is not None and server_open >= settings.max_per_server:
+            raise TooManyJobs("server", settings.max_per_server)

@@ -1,0 +1,70 @@
+"""Reading jobs for members and admins: one job when the asker may act on it, a member's recent
+edits, a chain of edits, a job's outputs, and how busy the line is.
+
+Every read that a member can steer by naming a job goes through `access`, so a job id guessed
+or copied from another server answers the same as one that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from bot import access
+from bot.access import Act, Actor, JobHidden
+from storage.jobs import Job, JobOutput, JobRepository, JobState
+
+
+class Queries:
+    def __init__(self, repo: JobRepository) -> None:
+        self._repo = repo
+
+    async def get(self, job_id: int) -> Job | None:
+        return await self._repo.get(job_id)
+
+    async def acting_on(self, job_id: int, actor: Actor, act: Act, *, message_id: int | None = None) -> Job:
+        """The job, when `actor` may do `act` on it (see `access.check`); a button's act is also
+        bound to the message it was pressed on, which must be one that carries this job.
+
+        Raises JobHidden or ActRefused, whose messages are what the member is told.
+        """
+        job = access.check(await self._repo.get(job_id), actor, act, job_id)
+        if message_id is not None and not await self._repo.carries(job_id, message_id):
+            raise JobHidden(job_id)
+        return job
+
+    async def shown(self, job: Job, channel_id: int | None, message_id: int) -> None:
+        """A copy of the result was posted again (/show): its buttons act on this job too."""
+        await self._repo.add_message(job.id, channel_id, message_id)
+
+    async def recent(self, user_id: int, guild_id: int | None, *, limit: int = 10) -> list[Job]:
+        """The member's latest edits in this server (or in DMs), the ones /show can bring back here."""
+        return await self._repo.recent(user_id, guild_id, limit=limit)
+
+    async def outputs(self, job_id: int) -> list[JobOutput]:
+        return await self._repo.outputs(job_id)
+
+    async def kept_outputs(self, job_id: int) -> list[Path]:
+        """The job's result files still on disk (retention may have pruned them)."""
+        paths = [Path(o.path) for o in await self._repo.outputs(job_id) if o.path is not None]
+        return await asyncio.to_thread(lambda: [path for path in paths if path.exists()])
+
+    async def chain(self, job_id: int, actor: Actor, *, limit: int = 10) -> list[Job | None]:
+        """The edits this one continued from, nearest first, so a chain can be retraced; an edit
+        `actor` may not see (another member's private one, a deleted one) is None, a gap."""
+        found: list[Job | None] = []
+        job = await self._repo.get(job_id)
+        while job is not None and job.parent_id is not None and len(found) < limit:
+            job = await self._repo.get(job.parent_id)
+            if job is not None:
+                found.append(job if access.visible(job, actor) else None)
+        return found
+
+    async def load(self, guild_id: int | None = None) -> tuple[int, int]:
+        """Edits waiting in line, and past it (being submitted, running at a host, or being
+        delivered): in every server, or in one, which is all a server's admin may see."""
+        counts = await self._repo.count_by_state(guild_id)
+        in_flight = sum(
+            counts.get(state, 0) for state in (JobState.SUBMITTING, JobState.RUNNING, JobState.DELIVERING)
+        )
+        return counts.get(JobState.QUEUED, 0), in_flight

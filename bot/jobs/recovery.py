@@ -1,0 +1,110 @@
+"""Putting back on its path every job a previous process left unfinished.
+
+Safe to run any number of times: each step looks for one kind of leftover (an acknowledged edit
+with no row, a final job still holding credits, a failure its member was never told, a job in
+flight) and what it does removes that leftover.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bot.credits import CreditError
+from bot.edits import INTERRUPTED, MEMBER_MESSAGES, TooManyJobs
+from bot.jobs.core import Core
+from bot.jobs.endings import Endings, reference, run_of
+from bot.jobs.intake import Intake
+from bot.jobs.runner import Runner
+from bot.providers.base import ErrorKind, RunFailed
+from bot.tasks import Supervisor
+from storage.jobs import Job, JobState
+
+log = logging.getLogger(__name__)
+
+# How many times a job's processing may begin (its submit, then each recovery that finds it in
+# flight) before it is failed: a job whose processing kills the process ends after this many
+# restarts instead of taking the bot down at every one.
+MAX_STARTS = 4
+
+
+class Recovery:
+    def __init__(
+        self, core: Core, intake: Intake, runner: Runner, endings: Endings, tasks: Supervisor
+    ) -> None:
+        self._core = core
+        self._intake = intake
+        self._runner = runner
+        self._endings = endings
+        self._tasks = tasks
+
+    async def recover(self) -> None:
+        """Put every unfinished job back on its path; safe to run any number of times."""
+        core = self._core
+        await self._recover_journal()
+        for job in await core.repo.final_with_open_hold():
+            # A crash between the final state change and the ledger entry: finish the latter.
+            if job.state is JobState.DONE:
+                delivered = len(await core.repo.outputs(job.id))
+                await core.credits.settle(
+                    job.id, delivered_images=delivered, usd_micros=job.usd_micros or None
+                )
+            else:
+                await core.credits.release(job.id, reason=f"{job.state.value} (recovered)")
+                await core.files.delete_job(job.id)
+        for job in await core.repo.failed_unnotified():
+            kind = ErrorKind(job.error_kind) if job.error_kind else ErrorKind.UNAVAILABLE
+            await core.delivery.report_failure(
+                job, MEMBER_MESSAGES[kind].format(detail=job.error or "unknown")
+            )
+            await core.repo.mark_notified(job.id)
+        for job in await core.repo.open_jobs():
+            if job.state is not JobState.QUEUED and job.attempts >= MAX_STARTS:
+                await self._give_up_interrupted(job)
+                continue
+            log.info("recovering job %d from state %s", job.id, job.state)
+            if job.state in (JobState.QUEUED, JobState.SUBMITTING):
+                if job.state is JobState.SUBMITTING:
+                    # The submit counts this start when it begins again.
+                    await core.repo.move(job.id, [JobState.SUBMITTING], JobState.QUEUED)
+                await core.queue.put(job.user_id, job.id)
+            elif await core.repo.move(job.id, [job.state], job.state, attempts=job.attempts + 1):
+                # Counted before anything is done with it, so a job that kills the process
+                # part-way through is still counted when it does.
+                self._tasks.spawn(self._runner.guarded(job.id), name=f"job-recover-{job.id}")
+
+    async def _give_up_interrupted(self, job: Job) -> None:
+        """A job whose processing began MAX_STARTS times and never finished: whatever stops it
+        (a process crash, a restart loop) would stop it again, so it ends here, free."""
+        tag = reference(job.id)
+        log.error(
+            "job %d was interrupted %d times in state %s (reference %s); it is failed and its credits released",
+            job.id,
+            job.attempts,
+            job.state,
+            tag,
+        )
+        if job.state is JobState.RUNNING:
+            await self._endings.stop_run(run_of(job))
+        await self._endings.fail(
+            job,
+            RunFailed(f"interrupted {job.attempts} times (reference {tag})", host="retouch"),
+            member_text=INTERRUPTED.format(starts=job.attempts, reference=tag),
+        )
+
+    async def _recover_journal(self) -> None:
+        """Edits acknowledged just before a crash, with no job yet: create and run them now."""
+        journal = self._core.journal
+        if journal is None:
+            return
+        for order in await journal.recent():
+            token = order.interaction_token
+            if token is None or await self._core.repo.find_by_token(token) is not None:
+                continue
+            try:
+                job = await self._intake.record(order, self._intake.estimate(order.options))
+            except (TooManyJobs, CreditError) as error:
+                log.warning("an edit acknowledged before a restart could not start: %s", error)
+                continue
+            log.info("job %d recovered from the journal", job.id)
+            await self._core.queue.put(job.user_id, job.id)
+        await journal.forget_older()

@@ -1,0 +1,213 @@
+"""A finished run's results: downloaded to disk, laid over the original through the mask,
+fitted under the upload limit, posted, and only then charged.
+
+The outputs are on disk with their rows before delivery starts, so a crash while posting finds
+them again at recovery instead of asking the host (whose result URLs may have expired).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiohttp
+
+from bot import composite, image_costs, images, memory
+from bot.edits import NSFW_BLOCKED, DeliveryFailed, EditOptions, Receipt, ResultFile
+from bot.files import DownloadError
+from bot.inputs import InputPreparer
+from bot.jobs.core import Core
+from bot.jobs.endings import Endings, run_of
+from bot.providers.base import ContentRejected, EditResult, ProviderError, Unavailable
+from storage.jobs import Job, JobState, NewOutput, utcnow
+
+log = logging.getLogger(__name__)
+
+# Seconds to wait before trying again when Discord answers a result with a 5xx.
+DELIVERY_RETRIES = (1.0, 5.0, 20.0)
+# Seconds to wait before fetching a finished edit's results again after a failed download.
+DOWNLOAD_RETRIES = (1.0, 3.0)
+MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+
+
+class Results:
+    def __init__(
+        self, core: Core, endings: Endings, inputs: InputPreparer, session: aiohttp.ClientSession
+    ) -> None:
+        self._core = core
+        self._endings = endings
+        self._inputs = inputs
+        self._session = session
+
+    async def fetch(self, job: Job, result: EditResult | None = None) -> bool:
+        """Download the outputs to disk; when a crash lost them, ask the host for the result again.
+
+        False when the job had to be failed instead (the member has been told).
+        """
+        for pause in (*DOWNLOAD_RETRIES, None):
+            try:
+                if result is None:
+                    result = await self._core.provider.result(run_of(job))
+                await self._store(job, result)
+            except ProviderError as error:
+                await self._endings.fail(job, error)
+                return False
+            except (DownloadError, images.ImageProblem) as exc:
+                # The host finished the edit: a dropped download is worth a few more tries, with
+                # the result asked for again in case its short-lived URLs have changed.
+                if pause is None or isinstance(exc, images.ImageProblem):
+                    log.warning("job %d: fetching the result failed: %s", job.id, exc)
+                    await self._endings.fail(
+                        job,
+                        Unavailable(f"the result could not be downloaded: {exc}", host=job.provider or ""),
+                    )
+                    return False
+                log.info("job %d: fetching the result failed (%s); trying again in %g s", job.id, exc, pause)
+                await asyncio.sleep(pause)
+                result = None
+            else:
+                return True
+        return False
+
+    async def _store(self, job: Job, result: EditResult) -> None:
+        """Every output to disk first, then all their rows in one transaction: a crash between
+        two downloads leaves no rows, so recovery fetches them all again rather than a part."""
+        files = self._core.files
+        stored = []
+        for idx, output in enumerate(result.images):
+            # Results stream to disk rather than sit in memory: there may be hundreds at 4K.
+            fetched = files.output_path(job.id, idx, "download")
+            if output.data is not None:
+                await files.write(fetched, output.data)
+            elif output.url is not None:
+                await files.download_to(self._session, output.url, fetched, max_bytes=MAX_OUTPUT_BYTES)
+            else:
+                raise DownloadError("the host listed an output without a URL or data")
+            kept = await self._keep_outside_the_mask(job, fetched)
+            # A burst of 4K results checked at once was most of the bot's peak memory; the budget
+            # lets as many run as their pixels allow.
+            info = await memory.shared().run(image_costs.inspect_cost, images.inspect, fetched)
+            path = files.output_path(job.id, idx, info.extension)
+            await files.rename(fetched, path)
+            stored.append(
+                NewOutput(
+                    idx=idx,
+                    source_url=output.url,
+                    path=str(path),
+                    content_type=info.content_type,
+                    width=info.width,
+                    height=info.height,
+                    size=info.size,
+                    nsfw=result.nsfw,
+                    mask_kept=kept is not None,
+                    changed_outside=kept,
+                )
+            )
+        await self._core.repo.add_outputs(job.id, stored)
+
+    async def _keep_outside_the_mask(self, job: Job, fetched: Path) -> float | None:
+        """With a mask, the output laid over the original through it, in place of what the host
+        sent (see `bot.composite`); returns the share of pixels outside the mask that the host had
+        changed, or None when there is no mask or the output's shape differs and stands as made."""
+        original = job.inputs[0].get("path") if job.inputs else None
+        mask = self._inputs.mask_ready(job.id)
+        if job.mask is None or original is None or not await asyncio.to_thread(mask.exists):
+            return None
+        done = await memory.shared().run(
+            image_costs.composite_cost, composite.composite, Path(original), fetched, mask
+        )
+        if done.data is None:
+            log.info(
+                "job %d: the output's shape differs from the original's; it is delivered as made", job.id
+            )
+            return None
+        await self._core.files.write(fetched, done.data)
+        log.info(
+            "job %d: kept the original outside the mask (the host changed %.1f%% there)",
+            job.id,
+            done.changed_outside * 100,
+        )
+        return done.changed_outside
+
+    async def deliver(self, job: Job) -> None:
+        core = self._core
+        options = EditOptions.from_dict(job.options)
+        limit = options.upload_limit
+        outputs = await core.repo.outputs(job.id)
+        if not outputs:
+            if not await self.fetch(job):
+                return
+            outputs = await core.repo.outputs(job.id)
+        flagged = any(output.nsfw for output in outputs)
+        shown = options.shows_nsfw() if flagged else True
+        if shown is None:
+            await self._endings.fail(
+                job,
+                ContentRejected("the host flagged the result as NSFW", host=job.provider or ""),
+                member_text=NSFW_BLOCKED,
+            )
+            return
+        files = []
+        for output in outputs:
+            assert output.path is not None
+            path = Path(output.path)
+            info = images.ImageInfo(
+                output.content_type or "image/png", output.width or 0, output.height or 0, output.size or 0
+            )
+            shrunk = info.size > limit
+            if shrunk:
+                # Only a result over the limit is read back into memory, to be re-encoded.
+                fitted = await memory.shared().run(
+                    image_costs.fit_cost, images.fit_under, await core.files.read(path), limit
+                )
+                info = fitted.info
+                path = path.with_name(f"fitted-{output.idx}.{info.extension}")
+                await core.files.write(path, fitted.data)
+            files.append(
+                ResultFile(
+                    path=path,
+                    filename=f"retouch-{job.id}-{output.idx + 1}.{info.extension}",
+                    content_type=info.content_type,
+                    width=info.width,
+                    height=info.height,
+                    size=info.size,
+                    shrunk=shrunk,
+                    spoiler=flagged and not shown,
+                )
+            )
+        receipt = await self._post(job, files)
+        if receipt is None:
+            return
+        await core.repo.set_output_urls(job.id, receipt.urls)
+        charged = await core.credits.settle(
+            job.id, delivered_images=len(files), usd_micros=job.usd_micros or None
+        )
+        core.metrics.credits_spent.inc(charged)
+        core.metrics.usd_spent.inc(job.usd_micros / 1_000_000)
+        done = await core.repo.move(
+            job.id,
+            [JobState.DELIVERING],
+            JobState.DONE,
+            result_message_id=receipt.message_id,
+            completed_at=utcnow(),
+        )
+        if done is not None:
+            log.info("job %d delivered as message %d", job.id, receipt.message_id)
+            self._endings.finished(done)
+
+    async def _post(self, job: Job, files: Sequence[ResultFile]) -> Receipt | None:
+        """Post the result, waiting out Discord's own outages a few times; None when the edit had
+        to be failed instead (refunded, and the member told where possible)."""
+        for pause in (*DELIVERY_RETRIES, None):
+            try:
+                return await self._core.delivery.deliver(job, files)
+            except DeliveryFailed as exc:
+                if not exc.transient or pause is None:
+                    failure = Unavailable(f"the result could not be posted: {exc}", host="discord")
+                    await self._endings.fail(job, failure)
+                    return None
+                log.warning("job %d: delivery failed (%s); retrying in %g s", job.id, exc, pause)
+                await asyncio.sleep(pause)
+        return None

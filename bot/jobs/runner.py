@@ -1,0 +1,245 @@
+"""The workers: take the next job in line and carry it through submit → poll → deliver.
+
+Each step is written to the job row before the side effect that depends on it, so whatever
+line a crash lands on, recovery finds the job in a state it knows how to finish. Every step
+re-reads or moves the row (compare-and-set), so a job cancelled meanwhile stops at its next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+
+from bot import images, sizes
+from bot.edits import BOT_ERROR, STORAGE_FULL, EditOptions, Progress
+from bot.files import DownloadError, StorageFull
+from bot.inputs import InputPreparer
+from bot.jobs.core import Core
+from bot.jobs.endings import Endings, reference, run_of
+from bot.jobs.results import Results
+from bot.providers.base import (
+    EditRequest,
+    EditResult,
+    ErrorKind,
+    InvalidRequest,
+    ProviderError,
+    RunFailed,
+    RunStatus,
+    Unavailable,
+)
+from storage.jobs import Job, JobState, utcnow
+
+log = logging.getLogger(__name__)
+
+# Places in line worth updating as it moves; further back, the change would be noise.
+ANNOUNCED_PLACES = 3
+PROGRESS_INTERVAL = 10.0
+
+
+def _unusable(problem: Exception) -> str:
+    """Mask problems are already whole sentences for the member; file problems are a clause."""
+    text = str(problem)
+    return text if text.endswith(".") else f"An image could not be used: {text}; try another one."
+
+
+class Runner:
+    def __init__(self, core: Core, endings: Endings, inputs: InputPreparer, results: Results) -> None:
+        self._core = core
+        self._endings = endings
+        self._inputs = inputs
+        self._results = results
+        self._wakeups: dict[int, asyncio.Event] = {}
+
+    async def work(self) -> None:
+        """One worker: forever, the next job in line."""
+        while True:
+            job_id = await self._core.queue.get()
+            await self._announce_places()
+            await self.guarded(job_id)
+
+    async def run_update(self, host: str, run_id: str) -> bool:
+        """A host says a run changed: poll it now rather than at the next interval.
+
+        The callback's own body is never trusted for the outcome; the poll asks the host
+        through its authenticated API, so a forged or replayed callback costs one request.
+        False when no running job has that run.
+        """
+        job = await self._core.repo.find_by_run(host, run_id)
+        if job is None or job.state is not JobState.RUNNING:
+            return False
+        self._wakeups.setdefault(job.id, asyncio.Event()).set()
+        return True
+
+    async def _announce_places(self) -> None:
+        """The line moved: tell the first few waiting members their new place."""
+        core = self._core
+        for place, job_id in enumerate(core.queue.order()[:ANNOUNCED_PLACES], start=1):
+            job = await core.repo.get(job_id)
+            if job is not None and job.state is JobState.QUEUED:
+                await core.delivery.show_progress(job, Progress(JobState.QUEUED, queue_position=place))
+
+    async def guarded(self, job_id: int) -> None:
+        """Process a job; whatever escapes the processing ends the job rather than stranding it.
+
+        An unexpected exception would happen again on every try (a crafted input, a full disk),
+        so the job fails at once, free, and the traceback is logged once with the reference the
+        member is given. Only a database error leaves the job as it is: the failure could not be
+        recorded either, and recovery, which counts its starts, takes it up again.
+        """
+        try:
+            await self._process(job_id)
+        except asyncio.CancelledError:
+            raise
+        except sqlite3.Error:
+            log.exception("job %d: the database failed; it is left for recovery", job_id)
+        except StorageFull as exc:
+            log.error("job %d: %s", job_id, exc)
+            await self._give_up(job_id, Unavailable(str(exc), host="retouch"), STORAGE_FULL)
+        except Exception as exc:
+            tag = reference(job_id)
+            log.exception("job %d crashed (reference %s); it is failed and its credits released", job_id, tag)
+            error = RunFailed(f"unexpected {type(exc).__name__} (reference {tag})", host="retouch")
+            await self._give_up(job_id, error, BOT_ERROR.format(reference=tag))
+
+    async def _give_up(self, job_id: int, error: ProviderError, member_text: str) -> None:
+        try:
+            job = await self._core.repo.get(job_id)
+            if job is not None:
+                await self._endings.fail(job, error, member_text=member_text)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %d could not be failed; it is left for recovery", job_id)
+
+    async def _process(self, job_id: int) -> None:
+        job = await self._core.repo.get(job_id)
+        if job is None or job.state.final:
+            return
+        if job.state is JobState.QUEUED:
+            job = await self._submit(job)
+        if job is not None and job.state is JobState.RUNNING:
+            job = await self._wait(job)
+        if job is not None and job.state is JobState.DELIVERING:
+            await self._results.deliver(job)
+
+    async def _submit(self, job: Job) -> Job | None:
+        core, fail = self._core, self._endings.fail
+        moved = await core.repo.move(
+            job.id, [JobState.QUEUED], JobState.SUBMITTING, attempts=job.attempts + 1
+        )
+        if moved is None:
+            return None
+        await core.delivery.show_progress(moved, Progress(JobState.SUBMITTING))
+        options = EditOptions.from_dict(moved.options)
+        try:
+            prepared = await self._inputs.prepare(moved)
+            await core.repo.set_inputs(moved.id, prepared.kept)
+        except (DownloadError, images.ImageProblem) as exc:
+            await fail(moved, InvalidRequest(str(exc), host="discord"), member_text=_unusable(exc))
+            return None
+        try:
+            dimensions = sizes.dimensions(options.image_size, options.resolution, prepared.first_size)
+        except ValueError as exc:
+            await fail(moved, InvalidRequest(str(exc), host="retouch"))
+            return None
+        request = EditRequest(
+            job_id=moved.id,
+            prompt=moved.prompt,
+            images=prepared.references,
+            mask=prepared.mask,
+            quality=options.quality,
+            image_size=options.image_size,
+            resolution=options.resolution,
+            count=options.count,
+            output_format=options.output_format,
+            dimensions=dimensions,
+        )
+        started = time.monotonic()
+        try:
+            run = await core.provider.submit(request, callback_url=core.settings.callback_url)
+        except ProviderError as error:
+            self._observe(error.host or "unknown", "submit", started, error)
+            await fail(moved, error)
+            return None
+        self._observe(run.host, "submit", started)
+        running = await core.repo.move(
+            moved.id,
+            [JobState.SUBMITTING],
+            JobState.RUNNING,
+            provider=run.host,
+            run_id=run.run_id,
+            run_data=run.data,
+            submitted_at=utcnow(),
+        )
+        if running is None:
+            # Cancelled while the submit was in flight: the run exists, so stop it.
+            await self._endings.stop_run(run)
+        return running
+
+    async def _wait(self, job: Job) -> Job | None:
+        try:
+            return await self._poll(job)
+        finally:
+            self._wakeups.pop(job.id, None)
+
+    async def _poll(self, job: Job) -> Job | None:
+        """Ask the host until the run ends, backing off, or sooner when a callback says so."""
+        core, fail = self._core, self._endings.fail
+        deadline = core.settings.deadline
+        run = run_of(job)
+        started = job.submitted_at or job.created_at
+        interval = core.settings.poll_interval
+        last_shown = 0.0
+        while True:
+            current = await core.repo.get(job.id)
+            if current is None or current.state is not JobState.RUNNING:
+                return None  # cancelled (or finished by a callback) while we waited
+            elapsed = (utcnow() - started).total_seconds()
+            if elapsed > deadline:
+                await self._endings.stop_run(run)
+                await fail(job, Unavailable(f"no result after {deadline:g} s", host=run.host))
+                return None
+            asked = time.monotonic()
+            try:
+                state = await core.provider.status(run)
+            except ProviderError as error:
+                self._observe(run.host, "status", asked, error)
+                if error.kind not in (ErrorKind.UNAVAILABLE, ErrorKind.RATE_LIMITED):
+                    await fail(job, error)
+                    return None
+                log.warning("job %d: polling %s failed (%s); will retry", job.id, run.host, error.message)
+            else:
+                self._observe(run.host, "status", asked)
+                if state.status.final:
+                    return await self._finish_run(job, state.result, state.error, state.status)
+            if time.monotonic() - last_shown >= PROGRESS_INTERVAL:
+                last_shown = time.monotonic()
+                await core.delivery.show_progress(job, Progress(JobState.RUNNING, elapsed=elapsed))
+            wakeup = self._wakeups.setdefault(job.id, asyncio.Event())
+            try:
+                await asyncio.wait_for(wakeup.wait(), interval)
+            except TimeoutError:
+                interval = min(interval * 1.5, core.settings.poll_interval_max)
+            wakeup.clear()
+
+    async def _finish_run(
+        self, job: Job, result: EditResult | None, error: ProviderError | None, status: RunStatus
+    ) -> Job | None:
+        if result is None:
+            failure = error or Unavailable(f"the run ended {status}", host=job.provider or "")
+            await self._endings.fail(job, failure)
+            return None
+        moved = await self._core.repo.move(
+            job.id, [JobState.RUNNING], JobState.DELIVERING, usd_micros=result.usd_micros or 0
+        )
+        if moved is None:
+            return None
+        return moved if await self._results.fetch(moved, result) else None
+
+    def _observe(self, host: str, operation: str, started: float, error: ProviderError | None = None) -> None:
+        metrics = self._core.metrics
+        metrics.host_latency.labels(host, operation).observe(time.monotonic() - started)
+        if error is not None:
+            metrics.host_errors.labels(host, error.kind.value).inc()

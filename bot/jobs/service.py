@@ -1,0 +1,132 @@
+"""The one door to the job service, for the Discord side, the web server and the CLI.
+
+It builds the parts around one shared `Core`, owns their background tasks, and names which part
+answers each call; the parts know nothing of one another beyond what they are handed here.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+
+from bot.credits import CreditService
+from bot.edits import Delivery
+from bot.files import FileStore
+from bot.inputs import InputPreparer
+from bot.jobs.core import Core
+from bot.jobs.endings import Endings
+from bot.jobs.intake import Intake
+from bot.jobs.queries import Queries
+from bot.jobs.recovery import Recovery
+from bot.jobs.results import Results
+from bot.jobs.retention import Retention
+from bot.jobs.runner import Runner
+from bot.jobs.settings import JobSettings
+from bot.journal import Journal
+from bot.links import FileLinks
+from bot.metrics import Metrics
+from bot.providers.base import Provider
+from bot.tasks import Supervisor
+from storage.jobs import JobRepository
+
+
+class JobService:
+    def __init__(
+        self,
+        settings: JobSettings,
+        *,
+        repo: JobRepository,
+        provider: Provider,
+        credits: CreditService,
+        files: FileStore,
+        session: aiohttp.ClientSession,
+        metrics: Metrics | None = None,
+        links: FileLinks | None = None,
+    ) -> None:
+        journal = Journal(settings.journal_path) if settings.journal_path is not None else None
+        core = Core(
+            settings=settings,
+            repo=repo,
+            provider=provider,
+            credits=credits,
+            files=files,
+            metrics=metrics or Metrics(),
+            journal=journal,
+        )
+        core.metrics.watch_queue(lambda: len(core.queue))
+        inputs = InputPreparer(files=files, session=session, cdn_hosts=settings.cdn_hosts, links=links)
+        endings = Endings(core)
+        intake = Intake(core)
+        runner = Runner(core, endings, inputs, Results(core, endings, inputs, session))
+        queries = Queries(repo)
+        self._core = core
+        self._intake = intake
+        self._runner = runner
+        self._retention = Retention(core)
+        self._tasks = Supervisor()
+        self._recovery = Recovery(core, intake, runner, endings, self._tasks)
+
+        # Taking an edit in (see `Intake` for the order the Discord side calls these in).
+        self.estimate = intake.estimate
+        self.note = intake.note
+        self.unnote = intake.unnote
+        self.preflight = intake.preflight
+        self.create = intake.create
+        self.enqueue = intake.enqueue
+        self.submit = intake.submit
+        # A host saying a run changed, ahead of the next poll.
+        self.run_update = runner.run_update
+        # Ending one early, and waiting for the end.
+        self.cancel = endings.cancel
+        self.delete = endings.delete
+        self.wait_settled = endings.wait_settled
+        # Reading.
+        self.get = queries.get
+        self.acting_on = queries.acting_on
+        self.shown = queries.shown
+        self.recent = queries.recent
+        self.outputs = queries.outputs
+        self.kept_outputs = queries.kept_outputs
+        self.chain = queries.chain
+        self.load = queries.load
+
+    @property
+    def resolutions(self) -> frozenset[str]:
+        """The resolutions some configured host can make, so 2K/4K are offered only where real."""
+        return self._core.provider.resolutions
+
+    @property
+    def image_sizes(self) -> frozenset[str]:
+        """The size choices some configured host makes within the model's limits."""
+        return self._core.provider.image_sizes
+
+    @property
+    def accepting(self) -> bool:
+        """Started and not stopping: false before recovery has run and from the start of `stop`."""
+        return self._intake.accepting
+
+    @property
+    def paused(self) -> bool:
+        """The owner's switch for every server at once; running edits still finish."""
+        return self._intake.paused
+
+    @paused.setter
+    def paused(self, paused: bool) -> None:
+        self._intake.paused = paused
+
+    async def start(self, delivery: Delivery) -> None:
+        """Recover what a previous process left, then begin serving the line."""
+        self._core.started_with = delivery
+        await self.recover()
+        for n in range(self._core.settings.concurrency):
+            self._tasks.spawn(self._runner.work(), name=f"job-worker-{n}")
+        self._tasks.spawn(self._retention.keep_pruning(), name="prune-files")
+        self._intake.accepting = True
+
+    async def stop(self) -> None:
+        """Stop taking edits and drop the workers; unfinished jobs stay in the database for recovery."""
+        self._intake.accepting = False
+        await self._tasks.stop()
+
+    async def recover(self) -> None:
+        """Put every unfinished job back on its path; safe to run any number of times."""
+        await self._recovery.recover()
