@@ -29,6 +29,7 @@ from bot.images import ImageProblem
 from bot.logs import setup_logging
 from bot.oneshot import OneShot, run_oneshot
 from bot.providers.base import IMAGE_SIZES, QUALITIES, ProviderError
+from bot.tasks import Supervisor
 from storage.db import SchemaTooNew, backup, latest_version, migrate_with_backup
 
 log = logging.getLogger("bot")
@@ -89,9 +90,10 @@ async def _run(settings: Settings) -> int:
     await migrate_with_backup(settings.storage.path)
     bot = Retouch(settings)
     loop = asyncio.get_running_loop()
+    signalled = Supervisor()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, lambda: asyncio.create_task(bot.close()))
+            loop.add_signal_handler(signum, lambda: signalled.spawn(bot.close(), name="close-on-signal"))
     try:
         await bot.start(settings.discord.token.get_secret_value())
     except discord.LoginFailure:
@@ -109,6 +111,7 @@ async def _run(settings: Settings) -> int:
         )
     finally:
         await bot.close()
+        await signalled.stop()
     return 0
 
 
