@@ -22,13 +22,15 @@ import discord
 from pydantic import BaseModel, SecretStr
 
 from bot.app import Retouch
-from bot.config import KNOWN_HOSTS, ConfigError, Settings, load_settings, summary
+from bot.config import ConfigError, Settings, load_settings, summary
 from bot.files import DownloadError, FileStore
 from bot.hostcheck import DEFAULT_TIMEOUT, HostReport, check_hosts, render
 from bot.images import ImageProblem
 from bot.logs import setup_logging
 from bot.oneshot import OneShot, run_oneshot
-from bot.providers.base import IMAGE_SIZES, QUALITIES, ProviderError
+from bot.providers.base import QUALITIES, ProviderError
+from bot.providers.settings import KNOWN_HOSTS
+from bot.sizes import IMAGE_SIZES
 from storage.db import SchemaTooNew, backup, latest_version, migrate_with_backup
 
 log = logging.getLogger("bot")

@@ -20,7 +20,7 @@ import discord
 
 from bot.access import Act
 from bot.edits import EditOptions, InputImage
-from bot.providers.base import RESOLUTIONS
+from bot.sizes import RESOLUTIONS
 from cogs import render
 from cogs.errors import answering
 from cogs.flow import actor_of, as_input, start_edit

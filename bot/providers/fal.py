@@ -19,10 +19,7 @@ from urllib.parse import urlencode
 import aiohttp
 
 from bot import sizes
-from bot.config import HostSettings, TokenPrices
 from bot.providers.base import (
-    IMAGE_SIZES,
-    RESOLUTIONS,
     ContentRejected,
     EditRequest,
     EditResult,
@@ -40,6 +37,8 @@ from bot.providers.base import (
 )
 from bot.providers.http import JsonApi
 from bot.providers.openai import token_usd_micros
+from bot.providers.settings import HostSettings, TokenPrices
+from bot.sizes import IMAGE_SIZES, RESOLUTIONS
 
 log = logging.getLogger(__name__)
 

@@ -33,11 +33,8 @@ import aiohttp
 from PIL import Image, ImageOps
 
 from bot import image_costs, images, masks, memory
-from bot.config import HostSettings, OpenAISettings, TokenPrices
 from bot.files import DownloadError, FileStore
 from bot.providers.base import (
-    IMAGE_SIZES,
-    RESOLUTIONS,
     AuthFailed,
     EditRequest,
     EditResult,
@@ -52,6 +49,8 @@ from bot.providers.base import (
     Unavailable,
 )
 from bot.providers.http import request_json
+from bot.providers.settings import HostSettings, OpenAISettings, TokenPrices
+from bot.sizes import IMAGE_SIZES, RESOLUTIONS
 
 # The three sizes every GPT image model accepts (plus auto), used at 1K; `EditRequest.dimensions`
 # asks gpt-image-2 for others.

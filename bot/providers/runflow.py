@@ -18,7 +18,6 @@ from typing import Any
 
 import aiohttp
 
-from bot.config import HostSettings
 from bot.providers.base import (
     PRESET_SIZES,
     ContentRejected,
@@ -39,6 +38,7 @@ from bot.providers.base import (
 )
 from bot.providers.fal import int_or_none
 from bot.providers.http import JsonApi
+from bot.providers.settings import HostSettings
 
 _STATUS = {
     "queued": RunStatus.QUEUED,

@@ -8,9 +8,7 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from bot.config import FalSettings
 from bot.providers.base import (
-    RESOLUTIONS,
     AuthFailed,
     ContentRejected,
     EditRequest,
@@ -24,6 +22,8 @@ from bot.providers.base import (
 )
 from bot.providers.callbacks import parse_fal_webhook
 from bot.providers.fal import MASK_FIELD, FalProvider, parse_error
+from bot.providers.settings import FalSettings
+from bot.sizes import RESOLUTIONS
 from tests.fakes.fal import FakeFal, WebhookSink
 from tests.images import decode
 

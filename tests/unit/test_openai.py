@@ -15,9 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageOps
 from pydantic import SecretStr
 
-from bot.config import OpenAISettings, TokenPrices
 from bot.providers.base import (
-    RESOLUTIONS,
     AuthFailed,
     ContentRejected,
     EditRequest,
@@ -37,6 +35,8 @@ from bot.providers.openai import (
     _masked_pair,
     token_usd_micros,
 )
+from bot.providers.settings import OpenAISettings, TokenPrices
+from bot.sizes import RESOLUTIONS
 from tests.conftest import StaticFiles
 from tests.fakes.openai import USAGE, FakeOpenAI
 from tests.images import decode, png

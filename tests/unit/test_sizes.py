@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.providers.base import IMAGE_SIZES, PRESET_SIZES
-from bot.sizes import dimensions
+from bot.providers.base import PRESET_SIZES
+from bot.sizes import IMAGE_SIZES, dimensions
 
 # The model's limits, restated here from providers.md rather than imported, so a mistake in
 # bot.sizes cannot hide in the test.
