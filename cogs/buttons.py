@@ -27,7 +27,7 @@ from cogs.flow import actor_of, as_input, start_edit
 from storage.jobs import Job
 
 if TYPE_CHECKING:
-    from bot.app import Retouch
+    from cogs.app import Retouch
 
     Interaction = discord.Interaction[Retouch]
 

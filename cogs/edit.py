@@ -35,7 +35,7 @@ from cogs.flow import NOT_IN_DMS, actor_of, as_input, facts, first_problem, star
 from storage.jobs import JobState
 
 if TYPE_CHECKING:
-    from bot.app import Retouch
+    from cogs.app import Retouch
 
     Interaction = discord.Interaction[Retouch]
 
