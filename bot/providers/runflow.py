@@ -36,8 +36,8 @@ from bot.providers.base import (
     require_preset_size,
     url_or_data_uri,
 )
-from bot.providers.fal import int_or_none
 from bot.providers.http import JsonApi
+from bot.providers.payloads import int_or_none
 from bot.providers.settings import HostSettings
 
 _STATUS = {

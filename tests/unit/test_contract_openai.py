@@ -31,7 +31,8 @@ from PIL import Image
 from pydantic import SecretStr
 
 from bot.providers.base import AuthFailed, ContentRejected, EditRequest, ImageRef, InvalidRequest
-from bot.providers.openai import OpenAIProvider, token_usd_micros
+from bot.providers.openai import OpenAIProvider
+from bot.providers.payloads import token_usd_micros
 from bot.providers.settings import OpenAISettings, TokenPrices
 from tests.fakes.openai import FakeOpenAI
 from tests.images import decode, png

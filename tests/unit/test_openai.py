@@ -33,8 +33,8 @@ from bot.providers.openai import (
     OpenAIProvider,
     _edit_result,
     _masked_pair,
-    token_usd_micros,
 )
+from bot.providers.payloads import token_usd_micros
 from bot.providers.settings import OpenAISettings, TokenPrices
 from bot.sizes import RESOLUTIONS
 from tests.conftest import StaticFiles
