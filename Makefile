@@ -21,6 +21,7 @@ test: sync lint typecheck pytest
 lint:
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) lint-imports
 
 typecheck:
 	$(RUN) mypy bot cogs storage tests
@@ -39,4 +40,4 @@ bench-quick: sync
 	$(RUN) python -m bench --quick
 
 clean:
-	rm -rf $(TOOLS) .venv .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(TOOLS) .venv .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

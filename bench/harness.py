@@ -29,8 +29,8 @@ from discord.ext import commands
 
 from bench.core import ROOT
 from bot import images as bot_images
-from bot.app import Retouch
 from bot.config import Settings
+from cogs.app import Retouch
 from tests.e2e.conftest import env_for, settings_for
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.runflow import FakeRunflow
@@ -221,7 +221,7 @@ class BareBot(commands.Bot):
 
 
 def point_discord_py_at(world: World) -> None:
-    """What `bot.app.route_discord` does for Retouch, for the bare bot."""
+    """What `cogs.app.route_discord` does for Retouch, for the bare bot."""
     discord.http.Route.BASE = world.info["api_base"]
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(world.info["gateway_url"])
 

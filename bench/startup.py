@@ -22,7 +22,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import bot.app
+import cogs.app
 from bench.core import Config, Profiler, Report, Row, say
 from bench.harness import World, retouch_settings, start_retouch
 from bot.config import BudgetSettings, CreditsSettings
@@ -141,7 +141,7 @@ class _Timed:
         self.seconds: dict[str, float] = {}
         self.statements: list[str] = []
         self.trace = trace
-        self._open_db = getattr(bot.app, "open_db")  # noqa: B009 (a name bot.app imports, not exports)
+        self._open_db = getattr(cogs.app, "open_db")  # noqa: B009 (a name cogs.app imports, not exports)
         self._recover = JobService.recover
 
     def __enter__(self) -> _Timed:
@@ -164,12 +164,12 @@ class _Timed:
             finally:
                 timed.seconds["recover"] = time.perf_counter() - started
 
-        setattr(bot.app, "open_db", open_db_timed)  # noqa: B010
+        setattr(cogs.app, "open_db", open_db_timed)  # noqa: B010
         setattr(JobService, "recover", recover_timed)  # noqa: B010
         return self
 
     def __exit__(self, *exc: object) -> None:
-        setattr(bot.app, "open_db", self._open_db)  # noqa: B010
+        setattr(cogs.app, "open_db", self._open_db)  # noqa: B010
         setattr(JobService, "recover", self._recover)  # noqa: B010
 
 

@@ -9,27 +9,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import aiohttp
-import discord
 from pydantic import BaseModel, SecretStr
 
-from bot.app import Retouch
-from bot.config import KNOWN_HOSTS, ConfigError, Settings, load_settings, summary
+from bot.config import ConfigError, Settings, load_settings, summary
 from bot.files import DownloadError, FileStore
 from bot.hostcheck import DEFAULT_TIMEOUT, HostReport, check_hosts, render
 from bot.images import ImageProblem
 from bot.logs import setup_logging
 from bot.oneshot import OneShot, run_oneshot
-from bot.providers.base import IMAGE_SIZES, QUALITIES, ProviderError
-from bot.tasks import Supervisor
+from bot.providers.base import QUALITIES, ProviderError
+from bot.providers.settings import KNOWN_HOSTS
+from bot.sizes import IMAGE_SIZES
+from cogs.app import CannotStart, serve
 from storage.db import SchemaTooNew, backup, latest_version, migrate_with_backup
 
 log = logging.getLogger("bot")
@@ -88,30 +85,10 @@ async def _run(settings: Settings) -> int:
     # The schema is checked before logging in, so a database from a newer version is refused
     # without touching Discord.
     await migrate_with_backup(settings.storage.path)
-    bot = Retouch(settings)
-    loop = asyncio.get_running_loop()
-    signalled = Supervisor()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, lambda: signalled.spawn(bot.close(), name="close-on-signal"))
     try:
-        await bot.start(settings.discord.token.get_secret_value())
-    except discord.LoginFailure:
-        return _fail(
-            "Discord rejected discord.token: check the bot token in the Developer Portal (Bot → Reset Token)."
-        )
-    except discord.PrivilegedIntentsRequired:
-        return _fail(
-            "Discord refused the gateway intents; Retouch needs none privileged, so check the application."
-        )
-    except (aiohttp.ClientConnectionError, OSError) as exc:
-        where = settings.discord.api_base or "discord.com"
-        return _fail(
-            f"Cannot reach Discord at {where} ({exc.__class__.__name__}); check the network or proxy."
-        )
-    finally:
-        await bot.close()
-        await signalled.stop()
+        await serve(settings)
+    except CannotStart as exc:
+        return _fail(str(exc))
     return 0
 
 

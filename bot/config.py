@@ -16,65 +16,17 @@ from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-)
-from pydantic_core import PydanticKnownError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+
+from bot.providers.registry import FACTORIES
+from bot.providers.settings import HostSettings, ProvidersSettings, Section, holds_secret, url_or_none
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
 ENV_PREFIX = "RETOUCH_"
 
-HostName = Literal["runflow", "fal", "eachlabs", "openai"]
-KNOWN_HOSTS: tuple[HostName, ...] = ("runflow", "fal", "eachlabs", "openai")
 
-
-def _holds_secret(annotation: Any) -> bool:
-    """Whether a value of this type is, or is a table holding, a secret."""
-    if annotation is SecretStr:
-        return True
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return any(_holds_secret(field.annotation) for field in annotation.model_fields.values())
-    return any(_holds_secret(arg) for arg in get_args(annotation))
-
-
-class _Section(BaseModel):
-    """A config table: unknown keys are errors, so a typo never silently does nothing.
-
-    Inputs are kept out of the text of validation errors, so no secret reaches a log that way.
-    """
-
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _blank_secret_is_missing(cls, value: Any, info: ValidationInfo) -> Any:
-        # A blank secret is config.example.toml's placeholder never filled in: it counts as unset,
-        # so the owner hears about it now rather than from a failed login or a host's 401.
-        field = cls.model_fields[info.field_name or ""]
-        text = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if not (isinstance(text, str) and not text.strip() and _holds_secret(field.annotation)):
-            return value
-        if field.is_required():
-            raise PydanticKnownError("missing")
-        return None
-
-
-def _loopback_or_url(value: str | None) -> str | None:
-    if value is None:
-        return None
-    if not value.startswith(("http://", "https://", "ws://", "wss://")):
-        raise ValueError("must be a URL starting with http(s):// or ws(s)://")
-    return value.rstrip("/")
-
-
-class DiscordSettings(_Section):
+class DiscordSettings(Section):
     token: SecretStr
     api_base: str | None = None
     gateway_url: str | None = None
@@ -90,88 +42,10 @@ class DiscordSettings(_Section):
         ]
     )
 
-    _urls = field_validator("api_base", "gateway_url")(_loopback_or_url)
+    _urls = field_validator("api_base", "gateway_url")(url_or_none)
 
 
-class HostSettings(_Section):
-    """Keys every edit host has; subclasses set each host's own defaults."""
-
-    api_key: SecretStr | None = None
-    base_url: str
-    callback_secret: SecretStr | None = None
-    model: str
-    max_concurrency: Annotated[int, Field(ge=1, le=256)] = 8
-    request_timeout: Annotated[float, Field(gt=0)] = 60.0
-    # Owner-side USD per output image by quality, used where the host does not report cost.
-    usd_per_image: dict[str, float] = Field(
-        default_factory=lambda: {"low": 0.009, "medium": 0.034, "high": 0.133}
-    )
-
-    _urls = field_validator("base_url")(_loopback_or_url)
-
-
-class RunflowSettings(HostSettings):
-    base_url: str = "https://api.runflow.io"
-    model: str = "openai/gpt-image-2/edit"
-
-
-class FalSettings(HostSettings):
-    base_url: str = "https://queue.fal.run"
-    model: str = "openai/gpt-image-2/edit"
-
-
-class EachlabsSettings(HostSettings):
-    base_url: str = "https://api.eachlabs.ai"
-    model: str = "gpt-image-v2-edit"
-
-
-class TokenPrices(_Section):
-    """USD per million tokens (so micro-USD per token), what a token-priced host bills.
-
-    The defaults are gpt-image-2's published prices: text in $5, image in $8, text out $10,
-    image out $30. Cached input ($1.25 text, $2 image) is left out because the Images API's
-    `usage` does not say which tokens were cached, so every input token is priced uncached.
-    """
-
-    text_in: Annotated[float, Field(ge=0)] = 5.0
-    image_in: Annotated[float, Field(ge=0)] = 8.0
-    text_out: Annotated[float, Field(ge=0)] = 10.0
-    image_out: Annotated[float, Field(ge=0)] = 30.0
-
-
-class OpenAISettings(HostSettings):
-    base_url: str = "https://api.openai.com"
-    model: str = "gpt-image-2"
-    # What the edit cost, from the reply's token counts, for the owner's spend and money cap.
-    token_prices: TokenPrices = Field(default_factory=TokenPrices)
-    # One synchronous request carries the whole edit, and high quality can take minutes.
-    request_timeout: Annotated[float, Field(gt=0)] = 300.0
-
-
-class ProvidersSettings(_Section):
-    order: list[HostName] = Field(default_factory=lambda: [KNOWN_HOSTS[0]], min_length=1)
-    runflow: RunflowSettings = Field(default_factory=RunflowSettings)
-    fal: FalSettings = Field(default_factory=FalSettings)
-    eachlabs: EachlabsSettings = Field(default_factory=EachlabsSettings)
-    openai: OpenAISettings = Field(default_factory=OpenAISettings)
-    poll_interval: Annotated[float, Field(gt=0)] = 2.0
-    poll_interval_max: Annotated[float, Field(gt=0)] = 10.0
-    deadline: Annotated[float, Field(gt=0)] = 600.0
-
-    def problems(self) -> Iterator[tuple[str, str]]:
-        """Cross-key checks pydantic cannot express per field: every ordered host needs a key."""
-        from bot.providers.registry import FACTORIES
-
-        for host in self.order:
-            if host not in FACTORIES:
-                yield "providers.order", f"{host!r} is not supported by this version of Retouch"
-                continue
-            host_settings: HostSettings = getattr(self, host)
-            if host_settings.api_key is None:
-                yield f"providers.{host}.api_key", "missing: the host is in providers.order but has no key"
-
-
-class EditingSettings(_Section):
+class EditingSettings(Section):
     """Defaults and limits for edits; servers override the defaults with /retouch settings."""
 
     default_quality: Literal["low", "medium", "high"] = "high"
@@ -188,7 +62,7 @@ class EditingSettings(_Section):
 Period = Literal["day", "week", "month", "none"]
 
 
-class CreditsSettings(_Section):
+class CreditsSettings(Section):
     """Defaults for every server; moderators override allowances and the period per server."""
 
     # Credits per output image at 1K, by quality; 2K and 4K multiply it.
@@ -205,14 +79,14 @@ class CreditsSettings(_Section):
     confirm_above: Annotated[int, Field(ge=0)] = 20
 
 
-class BudgetSettings(_Section):
+class BudgetSettings(Section):
     """The owner's hard caps on real money across all servers; unset = no cap."""
 
     usd_per_day: Annotated[float, Field(gt=0)] | None = None
     usd_per_month: Annotated[float, Field(gt=0)] | None = None
 
 
-class StorageSettings(_Section):
+class StorageSettings(Section):
     path: Path = Path("data/retouch.db")
     files_dir: Path = Path("data/files")
     # Inputs and outputs older than this are deleted, and the oldest first above the size cap.
@@ -220,7 +94,7 @@ class StorageSettings(_Section):
     max_gib: Annotated[float, Field(gt=0)] = 5.0
 
 
-class WebSettings(_Section):
+class WebSettings(Section):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     public_url: str | None = None
@@ -234,10 +108,10 @@ class WebSettings(_Section):
     # Per host: callbacks a minute that carry no valid signature (unsigned hosts, forgeries).
     unverified_callbacks_per_minute: Annotated[int, Field(ge=1)] = 120
 
-    _urls = field_validator("public_url")(_loopback_or_url)
+    _urls = field_validator("public_url")(url_or_none)
 
 
-class LogSettings(_Section):
+class LogSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = Field(default=False, alias="json")
 
@@ -350,14 +224,25 @@ def load_settings(cli_path: str | os.PathLike[str] | None = None) -> Settings:
         if not any(key.partition(".")[0] == "providers" for key, _ in problems):
             # Every problem in one run: the host keys are still checked while another table is bad.
             with contextlib.suppress(ValidationError):
-                problems += _ProvidersOnly(providers=table.get("providers", {})).providers.problems()
+                problems += _host_problems(_ProvidersOnly(providers=table.get("providers", {})).providers)
         raise ConfigError(problems, source) from None
     except SettingsError as exc:
         raise ConfigError([_unreadable_environment(exc)], source) from None
-    problems = list(settings.providers.problems())
+    problems = list(_host_problems(settings.providers))
     if problems:
         raise ConfigError(problems, source)
     return settings
+
+
+def _host_problems(providers: ProvidersSettings) -> Iterator[tuple[str, str]]:
+    """Cross-key checks pydantic cannot express per field: every ordered host needs a key."""
+    for host in providers.order:
+        if host not in FACTORIES:
+            yield "providers.order", f"{host!r} is not supported by this version of Retouch"
+            continue
+        host_settings: HostSettings = getattr(providers, host)
+        if host_settings.api_key is None:
+            yield f"providers.{host}.api_key", "missing: the host is in providers.order but has no key"
 
 
 def _unreadable_environment(error: SettingsError) -> tuple[str, str]:
@@ -389,7 +274,7 @@ def _may_show_input(loc: tuple[int | str, ...]) -> bool:
         if field is None:
             return False
         annotation = field.annotation
-    return not _holds_secret(annotation)
+    return not holds_secret(annotation)
 
 
 _KINDS: tuple[tuple[type | UnionType, str], ...] = (

@@ -31,7 +31,6 @@ from yarl import URL
 
 from bot import images, masks, sizes
 from bot.composite import changed_outside, same_shape
-from bot.config import ProvidersSettings
 from bot.files import DownloadError, FileStore
 from bot.images import ImageProblem
 from bot.oneshot import output_bytes, wait_until_final
@@ -46,6 +45,7 @@ from bot.providers.base import (
     RunStatus,
 )
 from bot.providers.registry import FACTORIES
+from bot.providers.settings import ProvidersSettings
 
 SIDE = 1024
 # The editable rectangle: the middle half of each side.

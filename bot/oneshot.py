@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 
 from bot import images, masks
-from bot.config import ProvidersSettings, Settings
+from bot.config import Settings
 from bot.files import DownloadError, FileStore
 from bot.providers.base import (
     EditRequest,
@@ -31,6 +31,7 @@ from bot.providers.base import (
     RunStatus,
 )
 from bot.providers.router import build_router
+from bot.providers.settings import ProvidersSettings
 
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 

@@ -16,7 +16,18 @@ from __future__ import annotations
 from fractions import Fraction
 from math import isqrt
 
-from bot.providers.base import IMAGE_SIZES, RESOLUTIONS
+# The size choices and resolutions a member picks from. They live beside the arithmetic, not with
+# the hosts, so the hosts depend on the sizes and never the reverse.
+IMAGE_SIZES = (
+    "auto",
+    "square_hd",
+    "square",
+    "portrait_4_3",
+    "portrait_16_9",
+    "landscape_4_3",
+    "landscape_16_9",
+)
+RESOLUTIONS = ("1K", "2K", "4K")
 
 EDGE_STEP = 16
 MAX_EDGE = 3840

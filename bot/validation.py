@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.images import MAX_PIXELS, WEBP_MAX_PIXELS
-from bot.providers.base import MAX_PROMPT_LENGTH
 
 ACCEPTED_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
 MAX_INPUT_BYTES = 25 * 1024 * 1024
@@ -19,6 +18,8 @@ MIN_INPUT_SIDE = 16
 # router may fail over to fal, a Retry may land there, and a one-character prompt says nothing
 # worth paying an edit for on any host.
 MIN_PROMPT_LENGTH = 2
+# GPT Image 2's own limit, the same on every host.
+MAX_PROMPT_LENGTH = 20_000
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import aiosqlite
 from aiohttp import web
 
-from bot.config import ProvidersSettings, WebSettings
+from bot.config import WebSettings
 from bot.connections import ConnectionGuard
 from bot.files import FileStore
 from bot.links import FileLinks
@@ -29,6 +29,7 @@ from bot.providers.callbacks import (
     verify_eachlabs,
     verify_runflow,
 )
+from bot.providers.settings import ProvidersSettings
 from storage.jobs import JobRepository
 
 log = logging.getLogger(__name__)

@@ -15,12 +15,12 @@ from discord.ext import commands
 
 from bot import __version__
 from bot.guilds import NsfwPolicy
-from bot.providers.base import IMAGE_SIZES
+from bot.sizes import IMAGE_SIZES
 from cogs import render
 from cogs.flow import can_moderate
 
 if TYPE_CHECKING:
-    from bot.app import Retouch
+    from cogs.app import Retouch
 
     Interaction = discord.Interaction[Retouch]
 

@@ -20,14 +20,14 @@ import discord
 
 from bot.access import Act
 from bot.edits import EditOptions, InputImage
-from bot.providers.base import RESOLUTIONS
+from bot.sizes import RESOLUTIONS
 from cogs import render
 from cogs.errors import answering
 from cogs.flow import actor_of, as_input, start_edit
 from storage.jobs import Job
 
 if TYPE_CHECKING:
-    from bot.app import Retouch
+    from cogs.app import Retouch
 
     Interaction = discord.Interaction[Retouch]
 

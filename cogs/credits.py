@@ -12,7 +12,7 @@ from cogs import render
 from cogs.flow import role_ids
 
 if TYPE_CHECKING:
-    from bot.app import Retouch
+    from cogs.app import Retouch
 
     Interaction = discord.Interaction[Retouch]
 

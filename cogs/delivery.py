@@ -21,7 +21,7 @@ from cogs.buttons import progress_view, result_message, upscale_sizes
 from storage.jobs import Job, JobState, utcnow
 
 if TYPE_CHECKING:
-    from bot.app import Retouch
+    from cogs.app import Retouch
 
 log = logging.getLogger(__name__)
 

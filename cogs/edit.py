@@ -16,7 +16,7 @@ from discord.ext import commands
 from bot.access import Act
 from bot.edits import EditOptions, InputImage
 from bot.masks import mask_problem
-from bot.providers.base import IMAGE_SIZES, RESOLUTIONS
+from bot.sizes import IMAGE_SIZES, RESOLUTIONS
 from cogs import render
 from cogs.buttons import (
     DYNAMIC_ITEMS,
@@ -35,7 +35,7 @@ from cogs.flow import NOT_IN_DMS, actor_of, as_input, facts, first_problem, star
 from storage.jobs import JobState
 
 if TYPE_CHECKING:
-    from bot.app import Retouch
+    from cogs.app import Retouch
 
     Interaction = discord.Interaction[Retouch]
 

@@ -24,7 +24,7 @@ from bot.credits import CreditError
 from bot.edits import EditsPaused, TooManyJobs
 
 if TYPE_CHECKING:
-    from bot.app import Retouch
+    from cogs.app import Retouch
 
     Interaction = discord.Interaction[Retouch]
 

@@ -24,7 +24,7 @@ from cogs.errors import PAUSED, refusal, report
 from storage.jobs import Job
 
 if TYPE_CHECKING:
-    from bot.app import Retouch
+    from cogs.app import Retouch
 
     Interaction = discord.Interaction[Retouch]
 

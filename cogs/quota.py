@@ -20,7 +20,7 @@ from cogs import render
 from cogs.flow import can_moderate
 
 if TYPE_CHECKING:
-    from bot.app import Retouch
+    from cogs.app import Retouch
 
     Interaction = discord.Interaction[Retouch]
 

@@ -13,23 +13,12 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 QUALITIES = ("low", "medium", "high")
-IMAGE_SIZES = (
-    "auto",
-    "square_hd",
-    "square",
-    "portrait_4_3",
-    "portrait_16_9",
-    "landscape_4_3",
-    "landscape_16_9",
-)
 # The presets a host that takes only preset names can make within gpt-image-2's limits. The
 # presets are fal's (Runflow and each::labs take the same names): `square` is 512x512 and the
 # 16:9 ones 1024x576, under the model's 655,360-pixel minimum, so only these and `auto` (the
 # model's own choice) are offered where no exact size can be sent.
 PRESET_SIZES = frozenset({"auto", "square_hd", "portrait_4_3", "landscape_4_3"})
-RESOLUTIONS = ("1K", "2K", "4K")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
-MAX_PROMPT_LENGTH = 20_000
 MAX_REFERENCE_IMAGES = 16
 
 

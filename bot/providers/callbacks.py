@@ -22,7 +22,8 @@ from typing import Any
 
 from bot.providers.base import ProviderError, RunFailed, RunState, RunStatus
 from bot.providers.eachlabs import failure, prediction_state
-from bot.providers.fal import int_or_none, output_state, run_error
+from bot.providers.fal import output_state, run_error
+from bot.providers.payloads import int_or_none
 from bot.providers.runflow import run_state
 
 RUNFLOW_SIGNATURE_HEADER = "Runflow-Signature"

@@ -29,7 +29,6 @@ from typing import Any
 
 import aiohttp
 
-from bot.config import HostSettings
 from bot.providers.base import (
     PRESET_SIZES,
     ContentRejected,
@@ -47,9 +46,16 @@ from bot.providers.base import (
     finished_result,
     require_preset_size,
 )
-from bot.providers.fal import MASK_FIELD, int_or_none, nsfw_flag, output_images
 from bot.providers.http import JsonApi
-from bot.providers.openai import OPENAI_PRICES, token_usd_micros
+from bot.providers.payloads import (
+    MASK_FIELD,
+    OPENAI_PRICES,
+    int_or_none,
+    nsfw_flag,
+    output_images,
+    token_usd_micros,
+)
+from bot.providers.settings import HostSettings
 
 log = logging.getLogger(__name__)
 

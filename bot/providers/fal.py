@@ -19,17 +19,13 @@ from urllib.parse import urlencode
 import aiohttp
 
 from bot import sizes
-from bot.config import HostSettings, TokenPrices
 from bot.providers.base import (
-    IMAGE_SIZES,
-    RESOLUTIONS,
     ContentRejected,
     EditRequest,
     EditResult,
     ErrorKind,
     ImageRef,
     InvalidRequest,
-    OutputImage,
     ProviderError,
     Run,
     RunFailed,
@@ -39,15 +35,13 @@ from bot.providers.base import (
     url_or_data_uri,
 )
 from bot.providers.http import JsonApi
-from bot.providers.openai import token_usd_micros
+from bot.providers.payloads import MASK_FIELD, int_or_none, nsfw_flag, output_images, token_usd_micros
+from bot.providers.settings import HostSettings, TokenPrices
+from bot.sizes import IMAGE_SIZES, RESOLUTIONS
 
 log = logging.getLogger(__name__)
 
 CONTENT_CODES = frozenset({"content_policy_violation"})
-# ASSUMPTION: the mask field of `openai/gpt-image-2/edit`. providers.md found `mask_image_url` in
-# community code for fal's older GPT image endpoints; Runflow's proxy of this very model and
-# another host serving it through fal both document `mask_url`, as does design.md, so that wins.
-MASK_FIELD = "mask_url"
 # fal's model page for openai/gpt-image-2/edit: text in $5/M, image in $8/M, text out $10/M,
 # image out $30/M. Its documented output lists only `images[]`; a `usage` block, which other
 # fal clients read, is priced when present, else spend falls back to the per-image estimate.
@@ -84,38 +78,6 @@ def run_error(body: Any, fallback: str) -> ProviderError:
     if isinstance(body, dict) and isinstance(body.get("detail"), list):
         return InvalidRequest(text, host="fal", code=code)
     return RunFailed(text, host="fal", code=code)
-
-
-def int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def output_images(payload: Any) -> list[OutputImage]:
-    """The `images[]` of a fal-style model output (each::labs serves the same shape)."""
-    entries = payload.get("images") if isinstance(payload, dict) else None
-    if not isinstance(entries, list):
-        return []
-    return [
-        OutputImage(
-            url=entry["url"],
-            content_type=entry.get("content_type") if isinstance(entry.get("content_type"), str) else None,
-            width=int_or_none(entry.get("width")),
-            height=int_or_none(entry.get("height")),
-        )
-        for entry in entries
-        if isinstance(entry, dict) and isinstance(entry.get("url"), str) and entry["url"]
-    ]
-
-
-def nsfw_flag(payload: dict[str, Any]) -> bool:
-    """fal models report NSFW as `has_nsfw_concepts` (one bool per image) or a single flag."""
-    for key in ("has_nsfw_concepts", "nsfw_content_detected", "nsfw_detected", "nsfw"):
-        value = payload.get(key)
-        if isinstance(value, list):
-            return any(item is True for item in value)
-        if isinstance(value, bool):
-            return value
-    return False
 
 
 def output_state(payload: Any, duration_ms: int | None = None) -> RunState:

@@ -16,7 +16,6 @@ from typing import Any
 
 import aiohttp
 
-from bot.config import HostSettings
 from bot.providers.base import (
     AuthFailed,
     ContentRejected,
@@ -25,6 +24,7 @@ from bot.providers.base import (
     RateLimited,
     Unavailable,
 )
+from bot.providers.settings import HostSettings
 
 ErrorParser = Callable[[Any], tuple[str | None, str | None]]
 """Body -> (code, message); either may be None when the body does not say."""

@@ -33,11 +33,8 @@ import aiohttp
 from PIL import Image, ImageOps
 
 from bot import image_costs, images, masks, memory
-from bot.config import HostSettings, OpenAISettings, TokenPrices
 from bot.files import DownloadError, FileStore
 from bot.providers.base import (
-    IMAGE_SIZES,
-    RESOLUTIONS,
     AuthFailed,
     EditRequest,
     EditResult,
@@ -52,6 +49,9 @@ from bot.providers.base import (
     Unavailable,
 )
 from bot.providers.http import request_json
+from bot.providers.payloads import token_usd_micros
+from bot.providers.settings import HostSettings, OpenAISettings, TokenPrices
+from bot.sizes import IMAGE_SIZES, RESOLUTIONS
 
 # The three sizes every GPT image model accepts (plus auto), used at 1K; `EditRequest.dimensions`
 # asks gpt-image-2 for others.
@@ -70,46 +70,6 @@ _CONTENT_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
 # Finished edits wait here until the job runner reads them, which it does right after submit
 # returns; the cap only bounds memory if nobody ever asks (each entry can hold several MB).
 _KEEP_RESULTS = 16
-
-
-# OpenAI's published gpt-image-2 prices (the config's defaults), for hosts that pass OpenAI's
-# `usage` block through without prices of their own.
-OPENAI_PRICES = TokenPrices()
-
-
-def _count(value: Any) -> int:
-    """A token count, or 0 for anything that cannot be one (a bigger count would be a lie)."""
-    plausible = isinstance(value, int) and not isinstance(value, bool) and 0 < value < 10**12
-    return value if plausible else 0
-
-
-def token_usd_micros(usage: Any, prices: TokenPrices) -> int | None:
-    """What a GPT image `usage` block costs; None when the reply carries no token counts.
-
-    Input tokens without a text/image split are priced as image tokens and output tokens
-    without one as image output, since image tokens dominate an edit and over-counting is the
-    safe side for the owner's budget cap.
-    """
-    if not isinstance(usage, dict):
-        return None
-    details_in = usage.get("input_tokens_details")
-    details_out = usage.get("output_tokens_details")
-    if isinstance(details_in, dict):
-        text_in, image_in = _count(details_in.get("text_tokens")), _count(details_in.get("image_tokens"))
-    else:
-        text_in, image_in = 0, _count(usage.get("input_tokens"))
-    if isinstance(details_out, dict):
-        text_out, image_out = _count(details_out.get("text_tokens")), _count(details_out.get("image_tokens"))
-    else:
-        text_out, image_out = 0, _count(usage.get("output_tokens"))
-    if not (text_in or image_in or text_out or image_out):
-        return None
-    return round(
-        text_in * prices.text_in
-        + image_in * prices.image_in
-        + text_out * prices.text_out
-        + image_out * prices.image_out
-    )
 
 
 def _parse_error(body: Any) -> tuple[str | None, str | None]:

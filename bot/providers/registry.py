@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 import aiohttp
 
-from bot.config import HostSettings, ProvidersSettings
 from bot.providers.base import Provider
 from bot.providers.eachlabs import EachlabsProvider
 from bot.providers.fal import FalProvider
 from bot.providers.openai import OpenAIProvider
 from bot.providers.runflow import RunflowProvider
+from bot.providers.settings import HostSettings, ProvidersSettings
 
 Factory = Callable[[HostSettings, aiohttp.ClientSession], Provider]
 

@@ -37,7 +37,6 @@ from enum import StrEnum
 
 import aiohttp
 
-from bot.config import ProvidersSettings
 from bot.providers.base import (
     EditRequest,
     EditResult,
@@ -51,6 +50,7 @@ from bot.providers.base import (
     Unavailable,
 )
 from bot.providers.registry import build_providers
+from bot.providers.settings import ProvidersSettings
 
 log = logging.getLogger(__name__)
 

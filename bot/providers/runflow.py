@@ -18,7 +18,6 @@ from typing import Any
 
 import aiohttp
 
-from bot.config import HostSettings
 from bot.providers.base import (
     PRESET_SIZES,
     ContentRejected,
@@ -37,8 +36,9 @@ from bot.providers.base import (
     require_preset_size,
     url_or_data_uri,
 )
-from bot.providers.fal import int_or_none
 from bot.providers.http import JsonApi
+from bot.providers.payloads import int_or_none
+from bot.providers.settings import HostSettings
 
 _STATUS = {
     "queued": RunStatus.QUEUED,

@@ -14,8 +14,8 @@ from pathlib import Path
 import discord
 import pytest
 
-from bot.app import Retouch
 from bot.config import Settings
+from cogs.app import Retouch
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.runflow import FakeRunflow
 

@@ -18,7 +18,7 @@ import sys
 
 import bot.config  # (the imports are the point)
 import bot.logs  # noqa: F401
-from bot.app import EXTENSIONS
+from cogs.app import EXTENSIONS
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from bot.config import RunflowSettings
 from bot.providers.base import (
     ContentRejected,
     EditRequest,
@@ -32,6 +31,7 @@ from bot.providers.callbacks import (
     verify_runflow,
 )
 from bot.providers.runflow import RunflowProvider
+from bot.providers.settings import RunflowSettings
 from tests.conftest import StaticFiles
 from tests.fakes.fal import WebhookSink
 from tests.fakes.runflow import FakeRunflow

@@ -18,7 +18,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from bot.config import EachlabsSettings, ProvidersSettings, WebSettings
+from bot.config import WebSettings
 from bot.metrics import Metrics
 from bot.providers.base import (
     ContentRejected,
@@ -31,6 +31,7 @@ from bot.providers.base import (
 )
 from bot.providers.callbacks import parse_eachlabs_webhook, verify_eachlabs
 from bot.providers.eachlabs import EachlabsProvider, prediction_state
+from bot.providers.settings import EachlabsSettings, ProvidersSettings
 from bot.web import Callbacks, Exposition, Health, build_app, callback_hosts
 from storage.db import open_db
 from storage.jobs import JobRepository

@@ -23,11 +23,11 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from bot.config import FalSettings
-from bot.providers.base import IMAGE_SIZES, EditRequest, ImageRef, InvalidRequest, RunStatus
+from bot.providers.base import EditRequest, ImageRef, InvalidRequest, RunStatus
 from bot.providers.callbacks import parse_fal_webhook
 from bot.providers.fal import FalProvider
-from bot.sizes import dimensions
+from bot.providers.settings import FalSettings
+from bot.sizes import IMAGE_SIZES, dimensions
 from bot.validation import prompt_problem
 from tests.fakes.fal import FakeFal
 

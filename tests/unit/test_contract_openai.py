@@ -30,9 +30,10 @@ import pytest
 from PIL import Image
 from pydantic import SecretStr
 
-from bot.config import OpenAISettings, TokenPrices
 from bot.providers.base import AuthFailed, ContentRejected, EditRequest, ImageRef, InvalidRequest
-from bot.providers.openai import OpenAIProvider, token_usd_micros
+from bot.providers.openai import OpenAIProvider
+from bot.providers.payloads import token_usd_micros
+from bot.providers.settings import OpenAISettings, TokenPrices
 from tests.fakes.openai import FakeOpenAI
 from tests.images import decode, png
 

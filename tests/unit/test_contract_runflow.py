@@ -16,10 +16,10 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from bot.config import RunflowSettings
 from bot.providers.base import EditRequest, ImageRef, Run, RunStatus
 from bot.providers.callbacks import parse_runflow_callback
 from bot.providers.runflow import RunflowProvider, run_state
+from bot.providers.settings import RunflowSettings
 from tests.conftest import StaticFiles
 from tests.fakes.fal import WebhookSink
 from tests.fakes.runflow import FakeRunflow

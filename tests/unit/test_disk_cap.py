@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from bot.config import RunflowSettings
 from bot.edits import STORAGE_FULL
 from bot.files import FileStore, StorageFull
 from bot.providers.runflow import RunflowProvider
+from bot.providers.settings import RunflowSettings
 from storage.jobs import JobState
 from tests.conftest import StaticFiles
 from tests.fakes.runflow import FakeRunflow

@@ -10,7 +10,6 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from bot.config import EachlabsSettings
 from bot.providers.base import (
     AuthFailed,
     ContentRejected,
@@ -25,6 +24,7 @@ from bot.providers.base import (
 )
 from bot.providers.callbacks import parse_eachlabs_webhook, verify_eachlabs
 from bot.providers.eachlabs import EachlabsProvider
+from bot.providers.settings import EachlabsSettings
 from tests.fakes.eachlabs import COST_PER_IMAGE, KNOWN_MODEL, FakeEachlabs
 from tests.fakes.fal import WebhookSink
 

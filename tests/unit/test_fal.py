@@ -8,9 +8,7 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from bot.config import FalSettings
 from bot.providers.base import (
-    RESOLUTIONS,
     AuthFailed,
     ContentRejected,
     EditRequest,
@@ -23,7 +21,10 @@ from bot.providers.base import (
     Unavailable,
 )
 from bot.providers.callbacks import parse_fal_webhook
-from bot.providers.fal import MASK_FIELD, FalProvider, parse_error
+from bot.providers.fal import FalProvider, parse_error
+from bot.providers.payloads import MASK_FIELD
+from bot.providers.settings import FalSettings
+from bot.sizes import RESOLUTIONS
 from tests.fakes.fal import FakeFal, WebhookSink
 from tests.images import decode
 

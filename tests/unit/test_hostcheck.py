@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from bot.config import ProvidersSettings
 from bot.files import FileStore
 from bot.hostcheck import (
     HONOURED_BELOW,
@@ -25,6 +24,7 @@ from bot.hostcheck import (
     mask_verdict,
     render,
 )
+from bot.providers.settings import ProvidersSettings
 from tests.fakes.fal import FakeFal
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.runflow import FakeRunflow

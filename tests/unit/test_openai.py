@@ -15,9 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageOps
 from pydantic import SecretStr
 
-from bot.config import OpenAISettings, TokenPrices
 from bot.providers.base import (
-    RESOLUTIONS,
     AuthFailed,
     ContentRejected,
     EditRequest,
@@ -35,8 +33,10 @@ from bot.providers.openai import (
     OpenAIProvider,
     _edit_result,
     _masked_pair,
-    token_usd_micros,
 )
+from bot.providers.payloads import token_usd_micros
+from bot.providers.settings import OpenAISettings, TokenPrices
+from bot.sizes import RESOLUTIONS
 from tests.conftest import StaticFiles
 from tests.fakes.openai import USAGE, FakeOpenAI
 from tests.images import decode, png

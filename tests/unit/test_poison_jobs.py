@@ -17,12 +17,12 @@ import pytest
 from pydantic import SecretStr
 
 from bot import files
-from bot.config import RunflowSettings
 from bot.credits import Estimate
 from bot.edits import STORAGE_FULL
 from bot.inputs import url_expired
 from bot.jobs import MAX_STARTS
 from bot.providers.runflow import RunflowProvider
+from bot.providers.settings import RunflowSettings
 from storage.jobs import Job, JobState, NewJob
 from tests.conftest import StaticFiles
 from tests.fakes.runflow import FakeRunflow

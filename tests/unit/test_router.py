@@ -9,11 +9,8 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from bot.config import ProvidersSettings
 from bot.providers.base import (
-    IMAGE_SIZES,
     PRESET_SIZES,
-    RESOLUTIONS,
     AuthFailed,
     ContentRejected,
     EditRequest,
@@ -30,6 +27,8 @@ from bot.providers.base import (
     Unavailable,
 )
 from bot.providers.router import BreakerState, HostHealth, RetryPolicy, Router, build_router
+from bot.providers.settings import ProvidersSettings
+from bot.sizes import IMAGE_SIZES, RESOLUTIONS
 
 REQUEST = EditRequest(job_id=1, prompt="p", images=[ImageRef("a.png", url="http://127.0.0.1:9/a.png")])
 ONLY_1K = frozenset({"1K"})

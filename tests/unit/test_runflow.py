@@ -8,7 +8,6 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from bot.config import RunflowSettings
 from bot.providers.base import (
     AuthFailed,
     ContentRejected,
@@ -22,6 +21,7 @@ from bot.providers.base import (
     Unavailable,
 )
 from bot.providers.runflow import RunflowProvider
+from bot.providers.settings import RunflowSettings
 from tests.conftest import StaticFiles
 from tests.fakes.runflow import FakeRunflow
 from tests.images import png

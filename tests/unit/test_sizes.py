@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.providers.base import IMAGE_SIZES, PRESET_SIZES
-from bot.sizes import dimensions
+from bot.providers.base import PRESET_SIZES
+from bot.sizes import IMAGE_SIZES, dimensions
 
 # fal's documented `image_size` presets (width, height); Runflow and each::labs take the same names.
 from tests.fakes.fal import PRESET_SIZES as FAL_PRESETS

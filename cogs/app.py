@@ -1,9 +1,15 @@
-"""The discord.py Bot: it owns the process's resources and wires services to cogs."""
+"""The discord.py Bot: it owns the process's resources and wires services to cogs.
+
+It is the Discord side's entry point, so it lives with the cogs: it builds the Discord delivery
+and hands it to the Discord-free job runner, and `bot/` never imports Discord or the cogs.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 
 import aiohttp
 import discord
@@ -19,6 +25,7 @@ from bot.jobs import JobService, JobSettings
 from bot.links import FileLinks
 from bot.metrics import Metrics
 from bot.providers.router import Router, build_router
+from bot.tasks import Supervisor
 from bot.web import Callbacks, Exposition, Health, Served, WebServer, build_app, callback_hosts
 from cogs.delivery import DiscordDelivery
 from storage.db import Database, open_db
@@ -148,3 +155,35 @@ class Retouch(commands.Bot):
             await self.session.close()
         if hasattr(self, "db"):
             await self.db.close()
+
+
+class CannotStart(Exception):
+    """Discord or the network refused the start in a way the owner can fix; the text says how."""
+
+
+async def serve(settings: Settings) -> None:
+    """Run the bot until a signal or Discord ends it, closing everything on the way out."""
+    bot = Retouch(settings)
+    loop = asyncio.get_running_loop()
+    signalled = Supervisor()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, lambda: signalled.spawn(bot.close(), name="close-on-signal"))
+    try:
+        await bot.start(settings.discord.token.get_secret_value())
+    except discord.LoginFailure:
+        raise CannotStart(
+            "Discord rejected discord.token: check the bot token in the Developer Portal (Bot → Reset Token)."
+        ) from None
+    except discord.PrivilegedIntentsRequired:
+        raise CannotStart(
+            "Discord refused the gateway intents; Retouch needs none privileged, so check the application."
+        ) from None
+    except (aiohttp.ClientConnectionError, OSError) as exc:
+        where = settings.discord.api_base or "discord.com"
+        raise CannotStart(
+            f"Cannot reach Discord at {where} ({exc.__class__.__name__}); check the network or proxy."
+        ) from None
+    finally:
+        await bot.close()
+        await signalled.stop()

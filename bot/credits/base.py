@@ -1,0 +1,47 @@
+"""The state the credit service's parts share: the database, the settings and the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from bot.config import BudgetSettings, CreditsSettings
+from bot.credits.values import DM_GUILD
+from storage.db import Database
+from storage.ledger import LedgerRepository
+from storage.quotas import Allowances, QuotaRepository
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class CreditBase:
+    """The books and settings every part of the credit service works on.
+
+    The service is one object to its callers (`bot.credits` on the bot) but its parts, member
+    balances and holds, moderator actions and reports, live in a module each; they share this.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        credits: CreditsSettings,
+        budget: BudgetSettings,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._db = db
+        self._credits = credits
+        self._budget = budget
+        self._clock = clock
+        self._ledger = LedgerRepository(db)
+        self._quotas = QuotaRepository(db)
+
+    def _now(self) -> datetime:
+        return self._clock().astimezone(UTC)
+
+    def _default_allowance(self, rows: Allowances, guild_id: int) -> int:
+        if rows.default is not None:
+            return rows.default
+        return self._credits.dm_allowance if guild_id == DM_GUILD else self._credits.default_allowance

@@ -1,0 +1,207 @@
+"""The credit service: prices, balances, and the hold an edit puts on credits until it settles.
+
+Caps are checked in the reservation's transaction, which holds the database's write lock, so
+concurrent reservations are serialized and can never overshoot a cap together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from bot.credits.moderation import Moderation
+from bot.credits.reports import Reports
+from bot.credits.values import (
+    Balance,
+    BudgetExceeded,
+    Estimate,
+    InsufficientCredits,
+    MemberBlocked,
+    budget_window,
+    micros,
+    period_bounds,
+)
+from bot.credits.wallet import Wallet
+from storage.ledger import EntryKind, Hold, LedgerEntry, NewEntry
+from storage.quotas import Allowances
+
+
+@dataclass(frozen=True)
+class _Member:
+    balance: Balance
+    period_start: datetime | None
+    server_cap: int | None
+
+
+class CreditService(Moderation, Reports):
+    """What an edit costs and whether a member may make it; moderators' and reports' calls too."""
+
+    # Prices
+
+    def estimate(
+        self, *, quality: str, resolution: str, count: int, usd_per_image: Mapping[str, float]
+    ) -> Estimate:
+        if count < 1:
+            raise ValueError("an edit makes at least one image")
+        if quality not in self._credits.prices or quality not in usd_per_image:
+            raise ValueError(f"no price is configured for quality {quality!r}")
+        if resolution not in self._credits.resolution_multiplier:
+            raise ValueError(f"no price multiplier is configured for resolution {resolution!r}")
+        multiplier = self._credits.resolution_multiplier[resolution]
+        credits = self._credits.prices[quality] * multiplier
+        usd_micros = micros(usd_per_image[quality]) * multiplier
+        return Estimate(credits * count, usd_micros * count, count)
+
+    def price_table(self) -> dict[str, dict[str, int]]:
+        """Credits per image by quality, then resolution, for showing members what edits cost."""
+        return {
+            quality: {res: price * mult for res, mult in self._credits.resolution_multiplier.items()}
+            for quality, price in self._credits.prices.items()
+        }
+
+    # Balances and reservations
+
+    async def balance(self, guild_id: int, user_id: int, role_ids: Sequence[int] = ()) -> Balance:
+        async with self._db.transaction():
+            member = await self._member(guild_id, user_id, role_ids, self._now())
+        return member.balance
+
+    async def _member(self, guild_id: int, user_id: int, role_ids: Sequence[int], now: datetime) -> _Member:
+        settings = await self._quotas.guild_credits(guild_id)
+        period = settings.period or self._credits.period
+        start, refills_at = period_bounds(period, now)
+        allowance = self._resolve(
+            await self._quotas.member_allowances(guild_id, user_id, role_ids), guild_id, user_id, role_ids
+        )
+        wallet = Wallet(*await self._ledger.member_ledger(guild_id, user_id))
+        used = wallet.allowance_used(start)
+        bonus = wallet.bonus(now)
+        balance = Balance(
+            available=max(0, allowance - used) + bonus,
+            reserved=wallet.reserved(),
+            allowance=allowance,
+            allowance_used=used,
+            bonus=bonus,
+            period=period,
+            refills_at=refills_at,
+        )
+        return _Member(balance, start, settings.server_cap)
+
+    def _resolve(self, rows: Allowances, guild_id: int, user_id: int, role_ids: Sequence[int]) -> int:
+        if user_id in rows.users:
+            return rows.users[user_id]
+        matched = [rows.roles[role] for role in role_ids if role in rows.roles]
+        if matched:
+            return max(matched)
+        return self._default_allowance(rows, guild_id)
+
+    async def reserve(
+        self, *, guild_id: int, user_id: int, role_ids: Sequence[int], job_id: int, estimate: Estimate
+    ) -> None:
+        """Hold the estimate for a job, or raise the CreditError that explains why not.
+
+        Joins the caller's transaction, so the job row and its hold commit or vanish together.
+        A second call for the same job returns without checking anything: the first one won.
+        """
+        async with self._db.transaction():
+            if await self._ledger.hold(job_id) is not None:
+                return
+            now = self._now()
+            if await self._quotas.is_blocked(guild_id, user_id):
+                raise MemberBlocked
+            member = await self._member(guild_id, user_id, role_ids, now)
+            balance = member.balance
+            if estimate.credits > balance.available:
+                raise InsufficientCredits(estimate.credits, balance.available, balance.refills_at)
+            if member.server_cap is not None:
+                committed = await self._ledger.committed_credits(guild_id, member.period_start)
+                if committed + estimate.credits > member.server_cap:
+                    raise BudgetExceeded("server", balance.refills_at)
+            await self._check_owner_budget(estimate.usd_micros, now)
+            from_allowance = min(estimate.credits, max(0, balance.allowance - balance.allowance_used))
+            await self._ledger.append(
+                NewEntry(
+                    guild_id=guild_id,
+                    user_id=user_id,
+                    kind=EntryKind.RESERVE,
+                    amount=-estimate.credits,
+                    idempotency_key=f"job:{job_id}:reserve",
+                    created_at=now,
+                    job_id=job_id,
+                    reason=f"{estimate.images} image(s) at {estimate.credits_per_image} each",
+                )
+            )
+            await self._ledger.add_hold(Hold(job_id, estimate.images, from_allowance, estimate.usd_micros))
+            await self._ledger.record_reservation(
+                job_id, credits=estimate.credits, usd_micros=estimate.usd_micros
+            )
+
+    async def _check_owner_budget(self, usd_micros: int, now: datetime) -> None:
+        scopes: tuple[tuple[Literal["day", "month"], float | None], ...] = (
+            ("day", self._budget.usd_per_day),
+            ("month", self._budget.usd_per_month),
+        )
+        caps = [(scope, limit, *budget_window(scope, now)) for scope, limit in scopes if limit is not None]
+        spent = await self._ledger.committed_usd(*(start for _, _, start, _ in caps))
+        for (scope, limit, _, resets_at), used in zip(caps, spent, strict=True):
+            if used + usd_micros > micros(limit):
+                raise BudgetExceeded(scope, resets_at)
+
+    async def settle(self, job_id: int, *, delivered_images: int, usd_micros: int | None = None) -> int:
+        """Charge for what was delivered, give back the rest; returns the credits charged.
+
+        `usd_micros` is what the host reported the job cost; without it, the reserved USD per
+        image times the images delivered. A job already settled or released is left alone and
+        its charge returned; a job that never reserved anything was free.
+        """
+        if delivered_images < 0 or (usd_micros is not None and usd_micros < 0):
+            raise ValueError("delivered images and USD cannot be negative")
+        async with self._db.transaction():
+            entries = await self._ledger.job_entries(job_id)
+            reserve = next((e for e in entries if e.kind is EntryKind.RESERVE), None)
+            if reserve is None:
+                return 0
+            if any(e.kind in (EntryKind.CAPTURE, EntryKind.RELEASE) for e in entries):
+                return sum(-e.amount for e in entries if e.kind is EntryKind.CAPTURE)
+            hold = await self._ledger.hold(job_id)
+            if hold is None:
+                raise RuntimeError(f"job {job_id} has a reserve entry but no hold; run verify()")
+            reserved = -reserve.amount
+            charged = min(reserved, reserved // hold.images * delivered_images)
+            now = self._now()
+            detail = f"delivered {delivered_images} of {hold.images} image(s)"
+            if delivered_images > 0:
+                await self._job_entry(reserve, EntryKind.CAPTURE, -charged, detail, now)
+            if reserved > charged or delivered_images == 0:
+                await self._job_entry(reserve, EntryKind.RELEASE, reserved - charged, detail, now)
+            if usd_micros is None:
+                usd_micros = hold.usd_micros // hold.images * delivered_images
+            await self._ledger.record_settlement(job_id, credits=charged, usd_micros=usd_micros)
+        return charged
+
+    async def release(self, job_id: int, *, reason: str) -> None:
+        """Give the whole hold back (failed, cancelled, crashed); nothing if already settled."""
+        async with self._db.transaction():
+            entries = await self._ledger.job_entries(job_id)
+            reserve = next((e for e in entries if e.kind is EntryKind.RESERVE), None)
+            if reserve is None or any(e.kind in (EntryKind.CAPTURE, EntryKind.RELEASE) for e in entries):
+                return
+            await self._job_entry(reserve, EntryKind.RELEASE, -reserve.amount, reason, self._now())
+
+    async def _job_entry(
+        self, reserve: LedgerEntry, kind: EntryKind, amount: int, reason: str, now: datetime
+    ) -> None:
+        await self._ledger.append(
+            NewEntry(
+                guild_id=reserve.guild_id,
+                user_id=reserve.user_id,
+                kind=kind,
+                amount=amount,
+                idempotency_key=f"job:{reserve.job_id}:{kind.value}",
+                created_at=now,
+                job_id=reserve.job_id,
+                reason=reason,
+            )
+        )
