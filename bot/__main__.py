@@ -38,7 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", help="config file (default: $RETOUCH_CONFIG, else ./config.toml)")
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("run", help="run the bot (the default)")
+    run = commands.add_parser("run", help="run the bot (the default)")
+    run.add_argument(
+        "--sync-commands",
+        action="store_true",
+        help="sync slash commands with Discord even if they have not changed since the last sync",
+    )
     commands.add_parser("check-config", help="validate the configuration and print a summary")
     commands.add_parser("migrate", help="bring the database schema up to date and exit")
     edit = commands.add_parser("edit", help="run one edit without Discord, to test a key and a host")
@@ -81,12 +86,12 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
-async def _run(settings: Settings) -> int:
+async def _run(settings: Settings, *, sync_commands: bool = False) -> int:
     # The schema is checked before logging in, so a database from a newer version is refused
     # without touching Discord.
     await migrate_with_backup(settings.storage.path)
     try:
-        await serve(settings)
+        await serve(settings, sync_commands=sync_commands)
     except CannotStart as exc:
         return _fail(str(exc))
     return 0
@@ -182,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "check-hosts":
             return _check_hosts(settings, args)
         log.info("starting Retouch: %s", "; ".join(summary(settings)))
-        return asyncio.run(_run(settings))
+        return asyncio.run(_run(settings, sync_commands=getattr(args, "sync_commands", False)))
     except SchemaTooNew as exc:
         return _fail(f"Refusing to start: {exc}.")
 

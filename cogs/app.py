@@ -17,6 +17,7 @@ import yarl
 from discord.ext import commands
 
 from bot import memory
+from bot.command_sync import CommandSync
 from bot.config import Settings
 from bot.credits import CreditService
 from bot.files import FileStore
@@ -28,6 +29,7 @@ from bot.providers.router import Router, build_router
 from bot.tasks import Supervisor
 from bot.web import Callbacks, Exposition, Health, Served, WebServer, build_app, callback_hosts
 from cogs.delivery import DiscordDelivery
+from storage.commands import CommandSyncRepository
 from storage.db import Database, open_db
 from storage.jobs import JobRepository
 
@@ -59,7 +61,9 @@ class Retouch(commands.Bot):
     metrics: Metrics
     guild_settings: GuildSettingsService
 
-    def __init__(self, settings: Settings, *, guild_ready_timeout: float = 2.0) -> None:
+    def __init__(
+        self, settings: Settings, *, guild_ready_timeout: float = 2.0, sync_commands: bool = False
+    ) -> None:
         # Slash commands and components arrive without any privileged intent; `guilds` keeps
         # channel and role caches for permission checks.
         intents = discord.Intents.none()
@@ -72,6 +76,7 @@ class Retouch(commands.Bot):
             guild_ready_timeout=guild_ready_timeout,
         )
         self.settings = settings
+        self._force_sync = sync_commands
         self.started_at = discord.utils.utcnow()
         self._shutdown: asyncio.Task[None] | None = None
         route_discord(settings)
@@ -123,15 +128,23 @@ class Retouch(commands.Bot):
         await self.jobs.start(DiscordDelivery(self))
 
     async def _sync_commands(self) -> None:
-        if self.settings.discord.dev_guilds:
-            for guild_id in self.settings.discord.dev_guilds:
-                guild = discord.Object(id=guild_id)
+        """Sync the commands to the dev guilds, or globally, where they changed since the last sync."""
+        syncs = CommandSync(CommandSyncRepository(self.db), force=self._force_sync)
+        scopes: list[discord.Object | None] = [
+            discord.Object(id=guild_id) for guild_id in self.settings.discord.dev_guilds
+        ] or [None]
+        for guild in scopes:
+            if guild is not None:
                 self.tree.copy_global_to(guild=guild)
-                synced = await self.tree.sync(guild=guild)
-                log.info("synced %d commands to guild %d", len(synced), guild_id)
-        else:
-            synced = await self.tree.sync()
-            log.info("synced %d global commands", len(synced))
+            where = "globally" if guild is None else f"to guild {guild.id}"
+            scope = f"{self.application_id}:{'global' if guild is None else guild.id}"
+            definitions = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+            if not await syncs.needed(scope, definitions):
+                log.info("commands unchanged since the last sync %s; not synced", where)
+                continue
+            synced = await self.tree.sync(guild=guild)
+            await syncs.synced(scope, definitions)
+            log.info("synced %d commands %s", len(synced), where)
 
     async def close(self) -> None:
         """Shut down once, however many callers ask (a signal, the end of `start`, a test).
@@ -161,9 +174,10 @@ class CannotStart(Exception):
     """Discord or the network refused the start in a way the owner can fix; the text says how."""
 
 
-async def serve(settings: Settings) -> None:
-    """Run the bot until a signal or Discord ends it, closing everything on the way out."""
-    bot = Retouch(settings)
+async def serve(settings: Settings, *, sync_commands: bool = False) -> None:
+    """Run the bot until a signal or Discord ends it, closing everything on the way out;
+    `sync_commands` syncs the slash commands even when they have not changed."""
+    bot = Retouch(settings, sync_commands=sync_commands)
     loop = asyncio.get_running_loop()
     signalled = Supervisor()
     for signum in (signal.SIGTERM, signal.SIGINT):
