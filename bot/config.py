@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from bot.providers.registry import FACTORIES
+from bot.providers.registry import SPECS
 from bot.providers.settings import HostSettings, ProvidersSettings, Section, holds_secret, url_or_none
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
@@ -237,7 +237,7 @@ def load_settings(cli_path: str | os.PathLike[str] | None = None) -> Settings:
 def _host_problems(providers: ProvidersSettings) -> Iterator[tuple[str, str]]:
     """Cross-key checks pydantic cannot express per field: every ordered host needs a key."""
     for host in providers.order:
-        if host not in FACTORIES:
+        if host not in SPECS:
             yield "providers.order", f"{host!r} is not supported by this version of Retouch"
             continue
         host_settings: HostSettings = getattr(providers, host)

@@ -44,7 +44,7 @@ from bot.providers.base import (
     RunFailed,
     RunStatus,
 )
-from bot.providers.registry import FACTORIES
+from bot.providers.registry import SPECS
 from bot.providers.settings import ProvidersSettings
 
 SIDE = 1024
@@ -279,7 +279,7 @@ async def check_host(
     states: list[str] = []
     started = time.monotonic()
     async with aiohttp.ClientSession(trace_configs=[wire.trace()]) as session:
-        provider = FACTORIES[host](host_settings, session)
+        provider = SPECS[host].factory(host_settings, session)
         # Shielded: a submit already sent is finished even when the check is not, so that the
         # run it started can be cancelled.
         submitting = asyncio.ensure_future(provider.submit(edit_request(picture)))

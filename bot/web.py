@@ -22,14 +22,9 @@ from bot.connections import ConnectionGuard
 from bot.files import FileStore
 from bot.links import FileLinks
 from bot.metrics import CONTENT_TYPE, Metrics
-from bot.providers.callbacks import (
-    parse_eachlabs_webhook,
-    parse_fal_webhook,
-    parse_runflow_callback,
-    verify_eachlabs,
-    verify_runflow,
-)
+from bot.providers.registry import SPECS
 from bot.providers.settings import ProvidersSettings
+from bot.providers.spec import CallbackParser, SecretCheck
 from storage.jobs import JobRepository
 
 log = logging.getLogger(__name__)
@@ -281,9 +276,8 @@ class WebServer:
             await self._listener.wait_closed()
 
 
-SecretCheck = Callable[[bytes, Mapping[str, str], str], bool]
-# Hosts whose callbacks prove their sender when a callback_secret is configured.
-_SECRET_CHECKS: dict[str, SecretCheck] = {"runflow": verify_runflow, "eachlabs": verify_eachlabs}
+def _run_id(parse: CallbackParser) -> RunIdParser:
+    return lambda raw: parse(raw)[0]
 
 
 def _verifier(check: SecretCheck, secret: str) -> Verifier:
@@ -291,18 +285,15 @@ def _verifier(check: SecretCheck, secret: str) -> Verifier:
 
 
 def callback_hosts(settings: ProvidersSettings) -> dict[str, CallbackHost]:
-    """The configured hosts that call back, each with its parser and, with a secret, its check."""
-    parsers: dict[str, RunIdParser] = {
-        "runflow": lambda raw: parse_runflow_callback(raw)[0],
-        "fal": lambda raw: parse_fal_webhook(raw)[0],
-        "eachlabs": lambda raw: parse_eachlabs_webhook(raw)[0],
-    }
+    """The configured hosts that call back, each with its parser and, with a secret, its check
+    (both from the host's spec)."""
     hosts: dict[str, CallbackHost] = {}
     for name in settings.order:
-        if name not in parsers:
+        spec = SPECS[name]
+        if spec.parse_callback is None:
             continue
         secret = getattr(settings, name).callback_secret
-        check = _SECRET_CHECKS.get(name)
+        check = spec.check_callback
         verify = _verifier(check, secret.get_secret_value()) if check and secret else None
-        hosts[name] = CallbackHost(parsers[name], verify)
+        hosts[name] = CallbackHost(_run_id(spec.parse_callback), verify)
     return hosts

@@ -24,7 +24,9 @@ to `poll_interval_max`), so `status` is a single request like every other host's
 
 from __future__ import annotations
 
+import hmac
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -46,6 +48,7 @@ from bot.providers.base import (
     finished_result,
     require_preset_size,
 )
+from bot.providers.callbacks import header, json_object, required_id
 from bot.providers.http import JsonApi
 from bot.providers.payloads import (
     MASK_FIELD,
@@ -56,6 +59,7 @@ from bot.providers.payloads import (
     token_usd_micros,
 )
 from bot.providers.settings import HostSettings
+from bot.providers.spec import HostSpec
 
 log = logging.getLogger(__name__)
 
@@ -256,3 +260,46 @@ class EachlabsProvider:
 
     async def close(self) -> None:
         """The session belongs to the app, which closes it."""
+
+
+SECRET_HEADER = "X-Webhook-Secret"  # noqa: S105 - a header name, not a secret
+
+
+def verify_callback(raw_body: bytes, headers: Mapping[str, str], secret: str) -> bool:
+    """Whether `X-Webhook-Secret` is exactly `secret`, compared in constant time.
+
+    each::labs documents the header as carrying the secret verbatim, with no signature of the
+    body (docs.eachlabs.ai/api/webhooks/payload-reference), so `raw_body` plays no part. An empty
+    secret never verifies.
+    """
+    sent = header(headers, SECRET_HEADER)
+    if not secret or sent is None:
+        return False
+    # Bytes, since compare_digest refuses non-ASCII text; surrogatepass encodes any str one way.
+    return hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), secret.encode("utf-8", "surrogatepass"))
+
+
+def parse_callback(body: bytes) -> tuple[str, RunState]:
+    """An each::labs webhook as (prediction id, state).
+
+    docs.eachlabs.ai/api/webhooks/payload-reference: `{exec_id, flow_id, status, output, error}`,
+    `exec_id` being the `predictionID` create answered and `status` succeeded | failed; on
+    failure `output` is `[{..., "error": reason}]` and the top-level `error` is empty.
+    """
+    payload = json_object(body)
+    prediction_id = required_id(payload, "exec_id")
+    status, output = payload.get("status"), payload.get("output")
+    if status == "succeeded":
+        try:
+            return prediction_id, prediction_state({"status": "success", "output": output})
+        except ProviderError as error:
+            raise ValueError(error.message) from None
+    if status == "failed":
+        first = output[0] if isinstance(output, list) and output else None
+        reason = first.get("error") if isinstance(first, dict) else None
+        message = str(reason or payload.get("error") or "the prediction failed at each::labs")
+        return prediction_id, RunState(RunStatus.FAILED, error=failure(message))
+    raise ValueError("status is not succeeded or failed")
+
+
+SPEC = HostSpec("eachlabs", EachlabsProvider, parse_callback, verify_callback)

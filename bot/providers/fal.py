@@ -34,9 +34,11 @@ from bot.providers.base import (
     Unavailable,
     url_or_data_uri,
 )
+from bot.providers.callbacks import json_object, required_id
 from bot.providers.http import JsonApi
 from bot.providers.payloads import MASK_FIELD, int_or_none, nsfw_flag, output_images, token_usd_micros
 from bot.providers.settings import HostSettings, TokenPrices
+from bot.providers.spec import HostSpec
 from bot.sizes import IMAGE_SIZES, RESOLUTIONS
 
 log = logging.getLogger(__name__)
@@ -225,3 +227,31 @@ class FalProvider:
 
     async def close(self) -> None:
         """The session belongs to the app, which closes it."""
+
+
+def parse_callback(body: bytes) -> tuple[str, RunState]:
+    """A fal webhook as (request id, state): `status` OK with the model output as `payload`,
+    or ERROR with `error` and the model's error body as `payload`."""
+    payload = json_object(body)
+    request_id = required_id(payload, "request_id")
+    status = payload.get("status")
+    output = payload.get("payload")
+    if status == "OK":
+        if output is None:
+            # fal could not serialise the output; it says why in payload_error.
+            reason = payload.get("payload_error")
+            message = str(reason) if reason else "fal sent no output"
+            return request_id, RunState(RunStatus.FAILED, error=RunFailed(message, host="fal"))
+        if not isinstance(output, dict):
+            raise ValueError("payload is not an object")
+        return request_id, output_state(output)
+    if status == "ERROR":
+        error = payload.get("error")
+        fallback = str(error) if error else "the run failed at fal"
+        return request_id, RunState(RunStatus.FAILED, error=run_error(output, fallback))
+    raise ValueError("status is not OK or ERROR")
+
+
+# fal signs its webhooks with Ed25519 (keys from its JWKS), which needs the `cryptography` package this
+# project does not ship: its webhooks are unchecked hints that only prompt a poll.
+SPEC = HostSpec("fal", FalProvider, parse_callback)

@@ -51,6 +51,7 @@ from bot.providers.base import (
 from bot.providers.http import request_json
 from bot.providers.payloads import token_usd_micros
 from bot.providers.settings import HostSettings, OpenAISettings, TokenPrices
+from bot.providers.spec import HostSpec
 from bot.sizes import IMAGE_SIZES, RESOLUTIONS
 
 # The three sizes every GPT image model accepts (plus auto), used at 1K; `EditRequest.dimensions`
@@ -268,3 +269,7 @@ class OpenAIProvider:
 
     async def close(self) -> None:
         self._finished.clear()
+
+
+# OpenAI answers on the request itself: no callbacks.
+SPEC = HostSpec("openai", OpenAIProvider)

@@ -1,28 +1,19 @@
-"""Building the configured hosts by name, so the app never lists them itself."""
+"""Building the configured hosts by name, so the app never lists them itself: one line a host."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import aiohttp
 
+from bot.providers import eachlabs, fal, openai, runflow
 from bot.providers.base import Provider
-from bot.providers.eachlabs import EachlabsProvider
-from bot.providers.fal import FalProvider
-from bot.providers.openai import OpenAIProvider
-from bot.providers.runflow import RunflowProvider
-from bot.providers.settings import HostSettings, ProvidersSettings
+from bot.providers.settings import ProvidersSettings
+from bot.providers.spec import HostSpec
 
-Factory = Callable[[HostSettings, aiohttp.ClientSession], Provider]
-
-FACTORIES: dict[str, Factory] = {
-    "runflow": RunflowProvider,
-    "fal": FalProvider,
-    "eachlabs": EachlabsProvider,
-    "openai": OpenAIProvider,
+SPECS: dict[str, HostSpec] = {
+    spec.name: spec for spec in (runflow.SPEC, fal.SPEC, eachlabs.SPEC, openai.SPEC)
 }
 
 
 def build_providers(settings: ProvidersSettings, session: aiohttp.ClientSession) -> list[Provider]:
     """The hosts in `providers.order`, each built from its own settings table."""
-    return [FACTORIES[name](getattr(settings, name), session) for name in settings.order]
+    return [SPECS[name].factory(getattr(settings, name), session) for name in settings.order]

@@ -13,6 +13,9 @@ charges per image delivered and records the run's own `cost` as the spend.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -36,9 +39,11 @@ from bot.providers.base import (
     require_preset_size,
     url_or_data_uri,
 )
+from bot.providers.callbacks import header, json_object, required_id
 from bot.providers.http import JsonApi
 from bot.providers.payloads import int_or_none
 from bot.providers.settings import HostSettings
+from bot.providers.spec import HostSpec
 
 _STATUS = {
     "queued": RunStatus.QUEUED,
@@ -197,3 +202,71 @@ class RunflowProvider:
 
     async def close(self) -> None:
         """The session belongs to the app, which closes it."""
+
+
+SIGNATURE_HEADER = "Runflow-Signature"
+_LIST_KEYS = ("outputs", "images", "image_urls")
+
+
+def verify_callback(raw_body: bytes, headers: Mapping[str, str], secret: str) -> bool:
+    """Whether `Runflow-Signature` is the hex HMAC-SHA256 of the exact body under `secret`.
+
+    An empty secret never verifies: that is a configuration mistake, not a reason to accept
+    anything anyone posts.
+    """
+    signature = header(headers, SIGNATURE_HEADER)
+    if not secret or signature is None:
+        return False
+    signature = signature.strip().lower()
+    if not signature.isascii():
+        return False
+    expected = hmac.new(secret.encode(), raw_body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), signature.encode())
+
+
+def _runflow_output(output: Any) -> dict[str, Any] | None:
+    """The callback's output in the shape `run_state` reads: lists where it iterates, and no
+    seed that is not an integer (a bad seed is dropped, it is no reason to refuse the result)."""
+    if output is None:
+        return None
+    if not isinstance(output, dict):
+        raise ValueError("output is not an object")
+    for key in _LIST_KEYS:
+        if output.get(key) is not None and not isinstance(output[key], list):
+            raise ValueError(f"output.{key} is not a list")
+    nsfw = output.get("nsfw_detected")
+    if nsfw is not None and not isinstance(nsfw, bool | list):
+        raise ValueError("output.nsfw_detected is not a flag")
+    return {**output, "seed": int_or_none(output.get("seed"))}
+
+
+def parse_callback(body: bytes) -> tuple[str, RunState]:
+    """A Runflow callback as (run id, state), read the same way as a polled run.
+
+    docs.runflow.io/concepts/callbacks: `status` is the run's final `status_code` (succeeded,
+    partial_succeeded, failed, canceled), `output` the model output, the error envelope
+    `{code, message, errors}` on failure, or null when cancelled.
+    """
+    payload = json_object(body)
+    run_id = required_id(payload, "run_id")
+    status = payload.get("status")
+    if not isinstance(status, str):
+        raise ValueError("status is missing")
+    output = _runflow_output(payload.get("output"))
+    run: dict[str, Any] = {"status": status, "duration_ms": int_or_none(payload.get("duration_ms"))}
+    if status == "failed":
+        reason = output or {}
+        run["failure_code"] = payload.get("failure_code") or reason.get("code")
+        run["failure_message"] = payload.get("failure_message") or reason.get("message")
+    else:
+        run["output"] = output
+    try:
+        state = run_state(run)
+    except ProviderError as error:
+        raise ValueError(error.message) from None
+    if not state.status.final:
+        raise ValueError(f"status {status!r} is not a final one")
+    return run_id, state
+
+
+SPEC = HostSpec("runflow", RunflowProvider, parse_callback, verify_callback)

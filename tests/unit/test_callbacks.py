@@ -23,14 +23,12 @@ from bot.providers.base import (
     RunFailed,
     RunStatus,
 )
-from bot.providers.callbacks import (
-    parse_eachlabs_webhook,
-    parse_fal_webhook,
-    parse_runflow_callback,
-    verify_eachlabs,
-    verify_runflow,
-)
+from bot.providers.eachlabs import parse_callback as parse_eachlabs_webhook
+from bot.providers.eachlabs import verify_callback as verify_eachlabs
+from bot.providers.fal import parse_callback as parse_fal_webhook
 from bot.providers.runflow import RunflowProvider
+from bot.providers.runflow import parse_callback as parse_runflow_callback
+from bot.providers.runflow import verify_callback as verify_runflow
 from bot.providers.settings import RunflowSettings
 from tests.conftest import StaticFiles
 from tests.fakes.fal import WebhookSink

@@ -29,8 +29,9 @@ from bot.providers.base import (
     RunFailed,
     RunStatus,
 )
-from bot.providers.callbacks import parse_eachlabs_webhook, verify_eachlabs
 from bot.providers.eachlabs import EachlabsProvider, prediction_state
+from bot.providers.eachlabs import parse_callback as parse_eachlabs_webhook
+from bot.providers.eachlabs import verify_callback as verify_eachlabs
 from bot.providers.settings import EachlabsSettings, ProvidersSettings
 from bot.web import Callbacks, Exposition, Health, build_app, callback_hosts
 from storage.db import open_db

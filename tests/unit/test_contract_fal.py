@@ -24,8 +24,8 @@ import pytest
 from pydantic import SecretStr
 
 from bot.providers.base import EditRequest, ImageRef, InvalidRequest, RunStatus
-from bot.providers.callbacks import parse_fal_webhook
 from bot.providers.fal import FalProvider
+from bot.providers.fal import parse_callback as parse_fal_webhook
 from bot.providers.settings import FalSettings
 from bot.sizes import IMAGE_SIZES, dimensions
 from bot.validation import prompt_problem

@@ -17,8 +17,8 @@ import pytest
 from pydantic import SecretStr
 
 from bot.providers.base import EditRequest, ImageRef, Run, RunStatus
-from bot.providers.callbacks import parse_runflow_callback
 from bot.providers.runflow import RunflowProvider, run_state
+from bot.providers.runflow import parse_callback as parse_runflow_callback
 from bot.providers.settings import RunflowSettings
 from tests.conftest import StaticFiles
 from tests.fakes.fal import WebhookSink

@@ -22,8 +22,9 @@ from bot.providers.base import (
     RunStatus,
     Unavailable,
 )
-from bot.providers.callbacks import parse_eachlabs_webhook, verify_eachlabs
 from bot.providers.eachlabs import EachlabsProvider
+from bot.providers.eachlabs import parse_callback as parse_eachlabs_webhook
+from bot.providers.eachlabs import verify_callback as verify_eachlabs
 from bot.providers.settings import EachlabsSettings
 from tests.fakes.eachlabs import COST_PER_IMAGE, KNOWN_MODEL, FakeEachlabs
 from tests.fakes.fal import WebhookSink

@@ -20,8 +20,8 @@ from bot.providers.base import (
     RunStatus,
     Unavailable,
 )
-from bot.providers.callbacks import parse_fal_webhook
 from bot.providers.fal import FalProvider, parse_error
+from bot.providers.fal import parse_callback as parse_fal_webhook
 from bot.providers.payloads import MASK_FIELD
 from bot.providers.settings import FalSettings
 from bot.sizes import RESOLUTIONS
