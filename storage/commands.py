@@ -12,10 +12,7 @@ class CommandSyncRepository:
         self._db = db
 
     async def digest(self, scope: str) -> str | None:
-        async with self._db.conn.execute(
-            "SELECT digest FROM command_syncs WHERE scope = ?", (scope,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = await self._db.fetch_one("SELECT digest FROM command_syncs WHERE scope = ?", (scope,))
         return None if row is None else str(row["digest"])
 
     async def record(self, scope: str, digest: str, *, now: datetime) -> None:

@@ -12,7 +12,7 @@ import contextvars
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -187,6 +187,26 @@ class Database:
                 await self.conn.commit()
             finally:
                 _in_transaction.reset(token)
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[None]:
+        """Reads wait for another task's open transaction to end: on this one shared connection
+        they would otherwise see its uncommitted rows (and lose them if it rolls back). Inside a
+        transaction of its own task, a read joins it."""
+        if _in_transaction.get():
+            yield
+            return
+        async with self._lock:
+            yield
+
+    async def fetch_all(self, sql: str, params: Iterable[object] = ()) -> list[sqlite3.Row]:
+        async with self._reading():
+            return list(await self.conn.execute_fetchall(sql, tuple(params)))
+
+    async def fetch_one(self, sql: str, params: Iterable[object] = ()) -> sqlite3.Row | None:
+        async with self._reading(), self.conn.execute(sql, tuple(params)) as cursor:
+            row: sqlite3.Row | None = await cursor.fetchone()
+            return row
 
     async def close(self) -> None:
         await self.conn.close()

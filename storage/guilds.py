@@ -29,10 +29,9 @@ class GuildRepository:
 
     async def load(self, guild_id: int) -> tuple[bool, dict[str, Any]]:
         """(paused, settings document); a server never configured is (False, {})."""
-        async with self._db.conn.execute(
+        row = await self._db.fetch_one(
             "SELECT paused, settings FROM guild_settings WHERE guild_id = ?", (guild_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         if row is None:
             return False, {}
         return bool(row["paused"]), json.loads(row["settings"])
@@ -72,12 +71,11 @@ class GuildRepository:
             )
 
     async def audit_entries(self, guild_id: int, *, limit: int) -> list[AuditEntry]:
-        async with self._db.conn.execute(
+        rows = await self._db.fetch_all(
             "SELECT actor_id, action, target_id, detail, created_at FROM audit_log "
             "WHERE guild_id = ? ORDER BY id DESC LIMIT ?",
             (guild_id, limit),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [
             AuditEntry(
                 actor_id=row["actor_id"],

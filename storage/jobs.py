@@ -223,7 +223,6 @@ _MOVABLE = frozenset(
 class JobRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._conn = db.conn
 
     async def insert(self, job: NewJob) -> Job:
         now = _ts(utcnow())
@@ -264,22 +263,17 @@ class JobRepository:
         return found
 
     async def find_by_token(self, interaction_token: str) -> Job | None:
-        async with self._conn.execute(
-            "SELECT * FROM jobs WHERE interaction_token = ?", (interaction_token,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = await self._db.fetch_one("SELECT * FROM jobs WHERE interaction_token = ?", (interaction_token,))
         return None if row is None else Job.from_row(row)
 
     async def find_by_run(self, provider: str, run_id: str) -> Job | None:
-        async with self._conn.execute(
+        row = await self._db.fetch_one(
             "SELECT * FROM jobs WHERE provider = ? AND run_id = ?", (provider, run_id)
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         return None if row is None else Job.from_row(row)
 
     async def get(self, job_id: int) -> Job | None:
-        async with self._conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._db.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return None if row is None else Job.from_row(row)
 
     async def move(
@@ -317,14 +311,13 @@ class JobRepository:
         """Edits not yet finished: the member's own, and the whole server's."""
         marks = ", ".join("?" for _ in OPEN_STATES)
         states = tuple(state.value for state in OPEN_STATES)
-        async with self._conn.execute(
+        row = await self._db.fetch_one(
             f"""
             SELECT COALESCE(SUM(user_id = ?), 0), COALESCE(SUM(guild_id IS ?), 0)
             FROM jobs WHERE state IN ({marks})
             """,  # noqa: S608
             (user_id, guild_id, *states),
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         assert row is not None
         return int(row[0]), int(row[1])
 
@@ -332,14 +325,13 @@ class JobRepository:
         self, user_id: int, guild_id: int | None, *, limit: int = 10, offset: int = 0
     ) -> list[Job]:
         """The member's edits made in one server (None: in DMs), newest first, deleted ones left out."""
-        async with self._conn.execute(
+        rows = await self._db.fetch_all(
             """
             SELECT * FROM jobs WHERE user_id = ? AND guild_id IS ? AND deleted_at IS NULL
             ORDER BY id DESC LIMIT ? OFFSET ?
             """,
             (user_id, guild_id, limit, offset),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [Job.from_row(row) for row in rows]
 
     def transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
@@ -359,38 +351,33 @@ class JobRepository:
 
     async def failed_unnotified(self) -> list[Job]:
         """Failed edits whose member was never told (a crash came between refund and notice)."""
-        async with self._conn.execute(
+        rows = await self._db.fetch_all(
             "SELECT * FROM jobs WHERE state = 'failed' AND notified_at IS NULL ORDER BY id"
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [Job.from_row(row) for row in rows]
 
     async def count_by_state(self, guild_id: int | None = None) -> dict[JobState, int]:
         """Jobs by state, in every server or in one (a server admin sees only their own)."""
-        async with self._conn.execute(
+        rows = await self._db.fetch_all(
             "SELECT state, COUNT(*) FROM jobs WHERE ? IS NULL OR guild_id = ? GROUP BY state",
             (guild_id, guild_id),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return {JobState(row[0]): int(row[1]) for row in rows}
 
     async def count_open_holds(self) -> int:
-        async with self._conn.execute(
-            """
+        row = await self._db.fetch_one("""
             SELECT COUNT(*) FROM ledger AS held WHERE held.kind = 'reserve' AND NOT EXISTS (
                 SELECT 1 FROM ledger AS done
                 WHERE done.job_id = held.job_id AND done.kind IN ('capture', 'release')
             )
-            """
-        ) as cursor:
-            row = await cursor.fetchone()
+            """)
         return int(row[0]) if row else 0
 
     async def final_with_open_hold(self) -> list[Job]:
         """Finished jobs whose credit reservation was never captured or released."""
         final = tuple(state.value for state in FINAL_STATES)
         marks = ", ".join("?" for _ in final)
-        async with self._conn.execute(
+        rows = await self._db.fetch_all(
             f"""
             SELECT jobs.* FROM jobs JOIN ledger AS held ON held.job_id = jobs.id AND held.kind = 'reserve'
             WHERE jobs.state IN ({marks}) AND NOT EXISTS (
@@ -400,8 +387,7 @@ class JobRepository:
             ORDER BY jobs.id
             """,  # noqa: S608
             final,
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [Job.from_row(row) for row in rows]
 
     async def in_use(self) -> set[int]:
@@ -413,11 +399,10 @@ class JobRepository:
 
     async def open_jobs(self) -> list[Job]:
         marks = ", ".join("?" for _ in OPEN_STATES)
-        async with self._conn.execute(
+        rows = await self._db.fetch_all(
             f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id",  # noqa: S608
             tuple(state.value for state in OPEN_STATES),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [Job.from_row(row) for row in rows]
 
     async def add_outputs(self, job_id: int, outputs: Sequence[NewOutput]) -> None:
@@ -465,10 +450,7 @@ class JobRepository:
             )
 
     async def outputs(self, job_id: int) -> list[JobOutput]:
-        async with self._conn.execute(
-            "SELECT * FROM job_outputs WHERE job_id = ? ORDER BY idx", (job_id,)
-        ) as cursor:
-            rows = await cursor.fetchall()
+        rows = await self._db.fetch_all("SELECT * FROM job_outputs WHERE job_id = ? ORDER BY idx", (job_id,))
         return [JobOutput.from_row(row) for row in rows]
 
     async def add_message(self, job_id: int, channel_id: int | None, message_id: int) -> None:
@@ -484,21 +466,22 @@ class JobRepository:
 
     async def carries(self, job_id: int, message_id: int) -> bool:
         """Whether this message is one of the job's own or a copy recorded with `add_message`."""
-        async with self._conn.execute(
-            """
+        return (
+            await self._db.fetch_one(
+                """
             SELECT 1 FROM jobs WHERE id = ? AND ? IN (status_message_id, result_message_id)
             UNION ALL SELECT 1 FROM job_messages WHERE job_id = ? AND message_id = ?
             """,
-            (job_id, message_id, job_id, message_id),
-        ) as cursor:
-            return await cursor.fetchone() is not None
+                (job_id, message_id, job_id, message_id),
+            )
+            is not None
+        )
 
     async def copies(self, job_id: int) -> list[tuple[int | None, int]]:
         """The (channel, message) of every copy of the job that /show posted."""
-        async with self._conn.execute(
+        rows = await self._db.fetch_all(
             "SELECT channel_id, message_id FROM job_messages WHERE job_id = ? ORDER BY message_id", (job_id,)
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [(row[0], row[1]) for row in rows]
 
     async def mark_deleted(self, job_id: int) -> bool:

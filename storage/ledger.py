@@ -129,8 +129,7 @@ class LedgerRepository:
         return added
 
     async def _rows(self, sql: str, params: Iterable[object] = ()) -> list[sqlite3.Row]:
-        async with self._db.transaction() as conn:
-            return list(await conn.execute_fetchall(sql, tuple(params)))
+        return await self._db.fetch_all(sql, params)
 
     async def _scalar(self, sql: str, params: Iterable[object]) -> int:
         [row] = await self._rows(sql, params)

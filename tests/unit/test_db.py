@@ -7,7 +7,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from storage.db import SchemaTooNew, connect, latest_version, migrate, open_db, schema_version
+from storage.db import Database, SchemaTooNew, connect, latest_version, migrate, open_db, schema_version
 
 
 async def scalar(conn: aiosqlite.Connection, sql: str) -> object:
@@ -60,3 +60,50 @@ async def test_a_failed_transaction_leaves_nothing_behind(tmp_path: Path) -> Non
         assert await scalar(db.conn, "SELECT COUNT(*) FROM audit_log") == 0
     finally:
         await db.close()
+
+
+async def test_a_read_never_sees_another_tasks_uncommitted_write(tmp_path: Path) -> None:
+    """One connection is shared by every task: a read made while another task's transaction is
+    open must wait for it, or it sees rows that the rollback then takes away."""
+
+    db = await open_db(tmp_path / "r.db")
+    try:
+        await _read_while_another_task_writes(db)
+    finally:
+        await db.close()
+
+
+async def _read_while_another_task_writes(db: Database) -> None:
+    import asyncio
+
+    from storage.jobs import JobRepository, NewJob
+
+    repo = JobRepository(db)
+    inserted, release = asyncio.Event(), asyncio.Event()
+
+    async def write_then_roll_back() -> None:
+        with pytest.raises(RuntimeError):
+            async with db.transaction() as conn:
+                await conn.execute(
+                    "INSERT INTO jobs (id, channel_id, user_id, state, prompt, created_at, updated_at) "
+                    "VALUES (7, 1, 1, 'queued', 'p', '2026', '2026')"
+                )
+                inserted.set()
+                await release.wait()
+                raise RuntimeError("the reservation was refused")
+
+    writer = asyncio.create_task(write_then_roll_back())
+    await inserted.wait()
+    reader = asyncio.create_task(repo.get(7))
+    await asyncio.sleep(0)  # let the read start while the transaction is still open
+    release.set()
+    seen = await reader
+    await writer
+    assert seen is None
+    assert await repo.get(7) is None
+    # Inside its own transaction a task still reads what it wrote.
+    async with db.transaction():
+        job = await repo.insert(
+            NewJob(guild_id=1, channel_id=2, user_id=3, prompt="p", options={}, inputs=[])
+        )
+        assert await repo.get(job.id) is not None
