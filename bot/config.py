@@ -75,6 +75,9 @@ class CreditsSettings(Section):
     default_allowance: Annotated[int, Field(ge=0)] = 50
     period: Period = "day"
     dm_allowance: Annotated[int, Field(ge=0)] = 0
+    # Credits per period for edits through a member's own install of Retouch, where the server has
+    # not installed it or in group DMs; 0 turns that personal use off.
+    personal_allowance: Annotated[int, Field(ge=0)] = 0
     # Ask the member to confirm an edit that costs more than this many credits.
     confirm_above: Annotated[int, Field(ge=0)] = 20
 

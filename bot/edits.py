@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from bot.credits.values import credit_scope
 from bot.providers.base import ErrorKind, ProviderError
 from storage.jobs import Job, JobState
 
@@ -87,11 +88,13 @@ class EditOrder:
     interaction_token: str | None = None
     status_message_id: int | None = None
     role_ids: Sequence[int] = ()
+    # Asked through the member's own install where no server installed Retouch (`guild_id` None).
+    personal: bool = False
 
     @property
     def credit_guild(self) -> int:
-        """Credits are kept per server; edits in DMs share the pseudo-server 0."""
-        return self.guild_id or 0
+        """Credits are kept per server; DMs with the bot and personal use have books of their own."""
+        return credit_scope(self.guild_id, personal=self.personal)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.credits import credit_scope
 from cogs import render
-from cogs.flow import role_ids
+from cogs.flow import anywhere, is_personal, role_ids, server_of
 
 if TYPE_CHECKING:
     from cogs.app import Retouch
@@ -20,9 +21,11 @@ HISTORY_PAGE = 10
 
 
 def credit_guild(interaction: Interaction) -> int:
-    return interaction.guild_id or 0
+    """The books the member's edits here are paid from (see `bot.credits.credit_scope`)."""
+    return credit_scope(server_of(interaction), personal=is_personal(interaction))
 
 
+@anywhere
 class Credits(commands.GroupCog, group_name="credits", group_description="Your image-editing credits"):
     def __init__(self, bot: Retouch) -> None:
         self.bot = bot

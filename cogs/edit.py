@@ -6,6 +6,7 @@ import contextlib
 import logging
 import mimetypes
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -31,7 +32,18 @@ from cogs.buttons import (
     upscale_submitted,
 )
 from cogs.errors import answering
-from cogs.flow import NOT_IN_DMS, actor_of, as_input, facts, first_problem, start_edit, uploaded_input
+from cogs.flow import (
+    actor_of,
+    anywhere,
+    as_input,
+    closed_here,
+    facts,
+    first_problem,
+    is_personal,
+    server_of,
+    start_edit,
+    uploaded_input,
+)
 from storage.jobs import JobState
 
 if TYPE_CHECKING:
@@ -70,6 +82,8 @@ RESULT_FILE = re.compile(r"(?:SPOILER_)?retouch-(?P<job_id>[0-9]{1,20})-(?P<n>[1
 MAX_MESSAGE_IMAGES = 4
 QUALITY_NAMES = {"low": "Low (cheapest)", "medium": "Medium", "high": "High (best, costs most)"}
 COUNT_NAMES = {str(n): str(n) for n in range(1, 5)}
+# "Edit image" targets kept for forms not yet submitted, where the bot cannot read them again.
+REMEMBERED_TARGETS = 1000
 
 
 def size_problem(shape: str, offered: frozenset[str]) -> str:
@@ -186,6 +200,10 @@ class Edit(commands.Cog):
     def __init__(self, bot: Retouch) -> None:
         self.bot = bot
         self.edit_image_menu = app_commands.ContextMenu(name="Edit image", callback=self.edit_image)
+        # Through a member's own install (a server without Retouch, a group DM) the bot cannot read
+        # the message again when the form comes back, so it keeps the one Discord sent with the
+        # command, for that member only; after a restart the form asks for /edit instead.
+        self._targets: OrderedDict[tuple[int, int], discord.Message] = OrderedDict()
         bot.tree.add_command(self.edit_image_menu)
 
     async def cog_unload(self) -> None:
@@ -206,8 +224,8 @@ class Edit(commands.Cog):
         self, interaction: Interaction, message_id: int, data: Mapping[str, Any]
     ) -> None:
         channel = interaction.channel
-        message = None
-        if isinstance(channel, discord.abc.Messageable):
+        message = self._targets.pop((interaction.user.id, message_id), None)
+        if message is None and isinstance(channel, discord.abc.Messageable):
             with contextlib.suppress(discord.NotFound, discord.Forbidden):
                 message = await channel.fetch_message(message_id)
         if message is None:
@@ -228,7 +246,7 @@ class Edit(commands.Cog):
             await interaction.response.send_message(problem, ephemeral=True)
             return
         chosen = submitted_choices(data)
-        server = await self.bot.guild_settings.get(interaction.guild_id)
+        server = await self.bot.guild_settings.get(server_of(interaction))
         quality = next((q for q in chosen.get("quality", []) if q in QUALITY_NAMES), None)
         count = next((int(n) for n in chosen.get("count", []) if n in COUNT_NAMES), None)
         # The bot's own result: the new edit continues its chain (no database read before the
@@ -248,6 +266,7 @@ class Edit(commands.Cog):
             parent_output=None if origin is None else origin[1],
         )
 
+    @anywhere
     @app_commands.command(name="edit", description="Edit a picture with AI: attach it and say what to change")
     @app_commands.describe(
         prompt="What to change, e.g. “replace the sky with a sunset”",
@@ -293,7 +312,7 @@ class Edit(commands.Cog):
         if problem is not None:
             await interaction.response.send_message(problem, ephemeral=True)
             return
-        server = await self.bot.guild_settings.get(interaction.guild_id)
+        server = await self.bot.guild_settings.get(server_of(interaction))
         shape = size.value if size is not None else server.default_size or "auto"
         if shape not in self.bot.jobs.image_sizes:
             await interaction.response.send_message(
@@ -316,9 +335,10 @@ class Edit(commands.Cog):
             mask=as_input(mask) if mask is not None else None,
         )
 
+    @anywhere
     async def edit_image(self, interaction: Interaction, message: discord.Message) -> None:
-        if interaction.guild_id is None and not self.bot.settings.editing.allow_dms:
-            await interaction.response.send_message(NOT_IN_DMS, ephemeral=True)
+        if (closed := closed_here(interaction)) is not None:
+            await interaction.response.send_message(closed, ephemeral=True)
             return
         if not message_images(message):
             await interaction.response.send_message(
@@ -326,15 +346,21 @@ class Edit(commands.Cog):
                 ephemeral=True,
             )
             return
+        if is_personal(interaction):
+            self._targets[interaction.user.id, message.id] = message
+            while len(self._targets) > REMEMBERED_TARGETS:
+                self._targets.popitem(last=False)
         await interaction.response.send_modal(EditImageModal(message.id))
 
+    @anywhere
     @app_commands.command(name="history", description="Your recent edits here, with links to the results")
     async def history(self, interaction: Interaction) -> None:
-        jobs = await self.bot.jobs.recent(interaction.user.id, interaction.guild_id, limit=10)
+        jobs = await self.bot.jobs.recent(interaction.user.id, server_of(interaction), limit=10)
         await interaction.response.send_message(
             render.history_text(jobs), ephemeral=True, allowed_mentions=render.NO_PINGS
         )
 
+    @anywhere
     @app_commands.command(name="show", description="Bring back one of your edits with its buttons")
     @app_commands.describe(job="The edit's number, as shown in /history (e.g. 42)")
     async def show(self, interaction: Interaction, job: app_commands.Range[int, 1]) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import discord
+from discord import app_commands
 
 from bot.access import Actor
 from bot.credits import Balance, CreditError, Estimate
@@ -29,8 +30,18 @@ if TYPE_CHECKING:
     Interaction = discord.Interaction[Retouch]
 
 NOT_IN_DMS = "Editing in direct messages is turned off on this bot; use /edit in a server channel."
+PERSONAL_OFF = "Using Retouch from your own account is turned off on this bot; use it in a server that has added Retouch."
 SERVER_PAUSED = "Editing is paused on this server by its moderators; try again later."
 CONFIRM_TIMEOUT = 300.0
+_Offered = TypeVar("_Offered")
+
+
+def anywhere(command: _Offered) -> _Offered:
+    """Offer a member's command wherever the member is: in servers and DMs through the server's
+    install, and through the member's own install in servers without Retouch and group DMs."""
+    installs = app_commands.allowed_installs(guilds=True, users=True)
+    contexts = app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
+    return installs(contexts(command))
 
 
 def wrong_channel_text(server: ServerSettings) -> str:
@@ -78,19 +89,60 @@ def first_problem(prompt: str, inputs: Sequence[InputImage]) -> str | None:
     return found
 
 
+def server_of(interaction: Interaction) -> int | None:
+    """The server whose Retouch this is: the interaction's, when that server installed the bot.
+
+    Through a member's own install in a server without Retouch there is none: its settings,
+    moderators, roles and credits are not ours to apply, so the member acts as in a DM, alone.
+    """
+    return interaction.guild_id if interaction.is_guild_integration() else None
+
+
+def is_personal(interaction: Interaction) -> bool:
+    """Reached only through the member's own install: a server without Retouch, or a group DM."""
+    if interaction.guild_id is not None:
+        return not interaction.is_guild_integration()
+    return interaction.context.private_channel
+
+
+def closed_here(interaction: Interaction) -> str | None:
+    """Why the owner has turned editing off where the member is: in DMs with the bot, or through
+    members' own installs (a personal allowance of 0)."""
+    settings = interaction.client.settings
+    if is_personal(interaction):
+        return None if settings.credits.personal_allowance else PERSONAL_OFF
+    if interaction.guild_id is None and not settings.editing.allow_dms:
+        return NOT_IN_DMS
+    return None
+
+
+def answers_privately(interaction: Interaction) -> bool:
+    """Where a server denies its members Use External Apps, Discord shows a user-installed app's
+    replies to the member alone; saying so from the start keeps the edit's messages consistent."""
+    return (
+        interaction.guild_id is not None
+        and is_personal(interaction)
+        and not interaction.permissions.use_external_apps
+    )
+
+
 def can_moderate(interaction: Interaction) -> bool:
-    """Manage Server in this channel; checked here, not only by Discord's command defaults."""
-    return interaction.guild is not None and interaction.permissions.manage_guild
+    """Manage Server in this channel of a server that installed Retouch; checked here, not only by
+    Discord's command defaults."""
+    return server_of(interaction) is not None and interaction.permissions.manage_guild
 
 
 def actor_of(interaction: Interaction) -> Actor:
     """Who is acting on a job, and where, as the core's access rule needs it."""
-    return Actor(interaction.user.id, interaction.guild_id, moderates=can_moderate(interaction))
+    return Actor(interaction.user.id, server_of(interaction), moderates=can_moderate(interaction))
 
 
 def role_ids(interaction: Interaction) -> list[int]:
+    """The member's roles in a server that installed Retouch; a server without it grants nothing."""
     user = interaction.user
-    return [role.id for role in user.roles] if isinstance(user, discord.Member) else []
+    if server_of(interaction) is None or not isinstance(user, discord.Member):
+        return []
+    return [role.id for role in user.roles]
 
 
 def needs_confirmation(
@@ -144,16 +196,16 @@ async def start_edit(
     """
     bot = interaction.client
     prompt = clean_prompt(prompt)
-    problem = prompt_problem(prompt)
-    if problem is None and interaction.guild_id is None and not bot.settings.editing.allow_dms:
-        problem = NOT_IN_DMS
+    problem = prompt_problem(prompt) or closed_here(interaction)
     if problem is None and (not bot.jobs.accepting or bot.jobs.paused):
         problem = PAUSED
     if problem is not None:
         await _answer_privately(interaction, problem)
         return None
+    if answers_privately(interaction):
+        options = replace(options, private=True)
     draft = EditOrder(
-        guild_id=interaction.guild_id,
+        guild_id=server_of(interaction),
         channel_id=interaction.channel_id or 0,
         user_id=interaction.user.id,
         prompt=prompt.strip(),
@@ -166,10 +218,11 @@ async def start_edit(
         application_id=interaction.application_id,
         interaction_token=interaction.token,
         role_ids=role_ids(interaction),
+        personal=is_personal(interaction),
     )
     await bot.jobs.note(draft)
     status = await open_status(interaction, options.private)
-    server = await bot.guild_settings.get(interaction.guild_id)
+    server = await bot.guild_settings.get(draft.guild_id)
     chosen = EditOptions.from_dict(
         {
             **draft.options.to_dict(),

@@ -8,6 +8,7 @@ import from here, so how the package is split stays its own business.
 from bot.credits.service import CreditService
 from bot.credits.values import (
     DM_GUILD,
+    PERSONAL_GUILD,
     Balance,
     BudgetExceeded,
     CreditError,
@@ -16,12 +17,14 @@ from bot.credits.values import (
     MemberBlocked,
     QuotaView,
     Spend,
+    credit_scope,
     period_bounds,
 )
 from storage.ledger import LedgerEntry, UsageRow
 
 __all__ = [
     "DM_GUILD",
+    "PERSONAL_GUILD",
     "Balance",
     "BudgetExceeded",
     "CreditError",
@@ -33,5 +36,6 @@ __all__ = [
     "QuotaView",
     "Spend",
     "UsageRow",
+    "credit_scope",
     "period_bounds",
 ]

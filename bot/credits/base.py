@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from bot.config import BudgetSettings, CreditsSettings
-from bot.credits.values import DM_GUILD
+from bot.credits.values import DM_GUILD, PERSONAL_GUILD
 from storage.db import Database
 from storage.ledger import LedgerRepository
 from storage.quotas import Allowances, QuotaRepository
@@ -44,4 +44,8 @@ class CreditBase:
     def _default_allowance(self, rows: Allowances, guild_id: int) -> int:
         if rows.default is not None:
             return rows.default
-        return self._credits.dm_allowance if guild_id == DM_GUILD else self._credits.default_allowance
+        if guild_id == DM_GUILD:
+            return self._credits.dm_allowance
+        if guild_id == PERSONAL_GUILD:
+            return self._credits.personal_allowance
+        return self._credits.default_allowance

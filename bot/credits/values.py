@@ -11,8 +11,19 @@ from bot.config import Period
 
 PERIODS: tuple[Period, ...] = ("day", "week", "month", "none")
 MICROS_PER_USD = 1_000_000
-# Direct messages have no server; their credits live under this guild id.
+# Direct messages with the bot have no server; their credits live under this guild id.
 DM_GUILD = 0
+# Neither have edits made through a member's own install (a server without Retouch, a group DM):
+# their credits live under this one, which no Discord snowflake can be (they are never negative).
+PERSONAL_GUILD = -1
+
+
+def credit_scope(guild_id: int | None, *, personal: bool) -> int:
+    """Where an edit's credits are kept: its server's books; the DM books for the bot's DMs; the
+    personal books for a member's own install where no server installed Retouch."""
+    if personal:
+        return PERSONAL_GUILD
+    return DM_GUILD if guild_id is None else guild_id
 
 
 def period_bounds(period: str, now: datetime) -> tuple[datetime | None, datetime | None]:

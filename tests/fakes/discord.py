@@ -17,7 +17,10 @@ Point discord.py at it with two class attributes (the bot under test does this f
 
 Interactions come from the guild's one text channel or, with ``dm=True``, from the member's DM with the
 bot, shaped as Discord sends them there (``user`` instead of ``member``, ``context`` 1) and only for
-commands whose synced definition Discord would offer in a DM.
+commands whose synced definition Discord would offer in a DM. A user who added the app to their own
+account (``install_for_user()``) can also use it in a server without the bot (``add_guild(with_bot=False)``)
+and in a group DM (``add_group_dm()``): context 0 or 2, ``authorizing_integration_owners`` naming only the
+user install, and only commands whose ``integration_types`` and ``contexts`` allow it there.
 
 The world (guild, members, messages, files, commands) outlives gateway connections, so a bot can be
 killed and restarted, in-process or as a subprocess, against the same fake. The rules bots trip over
@@ -69,7 +72,9 @@ EVERYONE_PERMISSIONS: Final = sum(
 )
 BOT_PERMISSIONS: Final = sum(1 << bit for bit in (6, 10, 11, 14, 15, 16, 18, 38))
 DM_APP_PERMISSIONS: Final = 4_011_158_005_075_008  # discord.Permissions._dm_permissions().value in 2.7.1
-GUILD_CONTEXT, BOT_DM_CONTEXT = 0, 1  # interaction context types; PRIVATE_CHANNEL (2) needs a user install
+GUILD_CONTEXT, BOT_DM_CONTEXT, PRIVATE_CHANNEL_CONTEXT = 0, 1, 2  # interaction context types
+GUILD_INSTALL, USER_INSTALL = 0, 1  # application integration types
+USE_EXTERNAL_APPS: Final = 1 << 50  # without it, a user-installed app's replies in the server are ephemeral
 INTENT_GUILDS, INTENT_MEMBERS, INTENT_PRESENCES, INTENT_GUILD_MESSAGES = 1 << 0, 1 << 1, 1 << 8, 1 << 9
 INTENT_DIRECT_MESSAGES, INTENT_MESSAGE_CONTENT = 1 << 12, 1 << 15
 PRIVILEGED_INTENTS: Final = INTENT_MEMBERS | INTENT_PRESENCES | INTENT_MESSAGE_CONTENT
@@ -240,19 +245,23 @@ def _validate_options(options: list[JSON], errors: _FormErrors, path: Path) -> N
         optional_seen = optional_seen or not option.get("required")
 
 
-def command_contexts(command: JSON) -> set[int]:
-    """Where Discord's client offers a synced command, as interaction context types. A guild command
-    only in its guild; a global one where ``contexts`` says, or, when that is null, in servers and
-    (unless the deprecated ``dm_permission`` is false) in DMs with the bot. The fake's app is installed
-    to servers only, so a command limited to user installs is offered nowhere and PRIVATE_CHANNEL never."""
+def command_contexts(command: JSON, install: int = GUILD_INSTALL) -> set[int]:
+    """Where Discord's client offers a synced command through one kind of install, as interaction
+    context types. A guild command only in its guild, through the server's install; a global one only
+    through the installs its ``integration_types`` name, where ``contexts`` says, or, when that is
+    null, in servers and (unless the deprecated ``dm_permission`` is false) in DMs with the bot. Group
+    DMs (PRIVATE_CHANNEL) are reached only through a user's own install."""
     if "guild_id" in command:
-        return {GUILD_CONTEXT}
-    if GUILD_CONTEXT not in (command.get("integration_types") or [GUILD_CONTEXT]):  # 0 = GUILD_INSTALL
+        return {GUILD_CONTEXT} if install == GUILD_INSTALL else set()
+    if install not in (command.get("integration_types") or [GUILD_INSTALL]):
         return set()
+    reachable = {GUILD_CONTEXT, BOT_DM_CONTEXT} | (
+        {PRIVATE_CHANNEL_CONTEXT} if install == USER_INSTALL else set()
+    )
     contexts = command.get("contexts")
     if contexts is None:
         return {GUILD_CONTEXT} | (set() if command.get("dm_permission") is False else {BOT_DM_CONTEXT})
-    return set(contexts) & {GUILD_CONTEXT, BOT_DM_CONTEXT}
+    return set(contexts) & reachable
 
 
 def validate_message(message: JSON, errors: _FormErrors, new_files: int) -> None:
@@ -460,6 +469,8 @@ class Interaction:
         self.original_id: int | None = None  # what @original means for the webhook routes
         self.loading = False  # @original is a "thinking" message that the next followup replaces
         self.modal: JSON | None = None
+        # authorizing_integration_owners: install type ("0" server, "1" user) -> its owner's id
+        self.owners: dict[str, str] = {}
         self._followup_ids: list[int] = []
 
     def __repr__(self) -> str:
@@ -467,8 +478,8 @@ class Interaction:
 
     @property
     def in_dm(self) -> bool:
-        """Used in the member's DM with the bot rather than in the guild."""
-        return self._fake.guild_of(self.channel_id) is None
+        """Used in the member's DM with the bot rather than in a guild or a group DM."""
+        return self._fake._dm_recipient(self.channel_id) is not None
 
     @property
     def followups(self) -> list[JSON]:
@@ -509,9 +520,7 @@ class Interaction:
     def metadata(self) -> JSON:
         """``interaction_metadata`` of the messages created in response to this interaction."""
         meta: JSON = {"id": str(self.id), "type": self.type, "user": self._fake._users[self.user_id]}
-        # GUILD_INSTALL's owner is the guild, or "0" in the bot's DMs (Discord's docs).
-        guild = self._fake.guild_of(self.channel_id)
-        meta["authorizing_integration_owners"] = {"0": "0" if guild is None else str(guild.id)}
+        meta["authorizing_integration_owners"] = dict(self.owners)
         if self.type == APP_COMMAND:
             meta |= {"name": self.data["name"], "command_type": self.data["type"]}
         if self.message_id is not None:
@@ -546,7 +555,13 @@ class Guild:
     bot, an owner (Administrator) and a plain member."""
 
     def __init__(
-        self, ids: _Snowflakes, bot_id: int, users: dict[int, JSON], name: str = "Fake Guild"
+        self,
+        ids: _Snowflakes,
+        bot_id: int,
+        users: dict[int, JSON],
+        name: str = "Fake Guild",
+        *,
+        with_bot: bool = True,
     ) -> None:
         self.ids, self.bot_id, self.name = ids, bot_id, name
         self.id, self.channel_id = ids.next(), ids.next()
@@ -554,8 +569,10 @@ class Guild:
         self.roles: dict[int, JSON] = {}
         self.members: dict[int, JSON] = {}
         self.add_role("@everyone", EVERYONE_PERMISSIONS, role_id=self.id)
-        bot_role = self.add_role("Retouch Test", BOT_PERMISSIONS, managed=True, tags={"bot_id": str(bot_id)})
-        self.add_member(self.add_user("Retouch Test", bot=True, user_id=bot_id), [bot_role])
+        if with_bot:
+            tags = {"bot_id": str(bot_id)}
+            bot_role = self.add_role("Retouch Test", BOT_PERMISSIONS, managed=True, tags=tags)
+            self.add_member(self.add_user("Retouch Test", bot=True, user_id=bot_id), [bot_role])
         self.owner_id = self.add_member(self.add_user("owner"), [self.add_role("Admin", ADMINISTRATOR)])
         self.member_id = self.add_member(self.add_user("member"), [])
 
@@ -598,10 +615,15 @@ class Guild:
     def permissions(self, user_id: int) -> int:
         if user_id == self.owner_id:
             return ALL_PERMISSIONS
-        value = EVERYONE_PERMISSIONS
+        value = int(self.roles[self.id]["permissions"])
         for role_id in self.members[user_id]["roles"]:
             value |= int(self.roles[int(role_id)]["permissions"])
         return ALL_PERMISSIONS if value & ADMINISTRATOR else value
+
+    def deny_everyone(self, permissions: int) -> None:
+        """Take permissions from @everyone, as a server's settings do (e.g. ``USE_EXTERNAL_APPS``)."""
+        everyone = self.roles[self.id]
+        everyone["permissions"] = str(int(everyone["permissions"]) & ~permissions)
 
     def channel_payload(self) -> JSON:
         return {
@@ -730,6 +752,9 @@ class FakeDiscord:
         self._files: dict[int, _StoredFile] = {}
         self._external: dict[int, _StoredFile] = {}  # add_embed_image() pictures, by media proxy key
         self._dm_channels: dict[int, int] = {}  # user id -> DM channel id
+        self.foreign_guilds: dict[int, Guild] = {}  # guilds without the bot, reached by user installs
+        self._group_dms: dict[int, list[int]] = {}  # channel id -> its members' user ids
+        self.user_installs: set[int] = set()  # users who added the app to their own account
         self._nonces: dict[str, int] = {}
         self._faults: list[_Fault] = []
         self._sessions: dict[str, _Session] = {}
@@ -859,10 +884,15 @@ class FakeDiscord:
             merged.update({name: command for (name, _), command in self._command_scopes[scope].items()})
         return merged
 
-    def add_guild(self, name: str = "Other Guild") -> Guild:
+    def add_guild(self, name: str = "Other Guild", *, with_bot: bool = True) -> Guild:
         """Another guild with the bot in it (GUILD_CREATE reaches a connected bot, as when it joins),
-        with its own channel, owner and member; ``add_member(guild=...)`` adds more."""
-        guild = Guild(self._ids, self.bot_user_id, self._users, name)
+        with its own channel, owner and member; ``add_member(guild=...)`` adds more. With
+        ``with_bot=False`` a guild that never installed the app: the bot sees nothing of it (no events,
+        its channel unknown to REST) and its members reach the app only through their own install."""
+        guild = Guild(self._ids, self.bot_user_id, self._users, name, with_bot=with_bot)
+        if not with_bot:
+            self.foreign_guilds[guild.id] = guild
+            return guild
         self.guilds[guild.id] = guild
         connection = self._current
         if connection is not None and connection.session is not None:
@@ -871,14 +901,39 @@ class FakeDiscord:
         return guild
 
     def guild_of(self, channel_id: int) -> Guild | None:
-        """The guild whose text channel this is; None for a DM."""
+        """The guild with the bot whose text channel this is; None for a DM (or a place without the bot)."""
         return next((guild for guild in self.guilds.values() if guild.channel_id == channel_id), None)
+
+    def _foreign_guild_of(self, channel_id: int) -> Guild | None:
+        return next((g for g in self.foreign_guilds.values() if g.channel_id == channel_id), None)
+
+    def install_for_user(self, user: int | None = None) -> None:
+        """The user adds the app to their own account (a user install)."""
+        self.user_installs.add(user if user is not None else self.member_id)
+
+    def add_group_dm(self, *users: int) -> int:
+        """A group DM between ``users`` (the bot is never in one); returns its channel id."""
+        assert len(users) >= 2 and all(user in self._users for user in users), "a group DM needs known users"
+        channel_id = self._ids.next()
+        self._group_dms[channel_id] = list(users)
+        return channel_id
+
+    def _group_dm_payload(self, channel_id: int) -> JSON:
+        members = self._group_dms[channel_id]
+        return {
+            "id": str(channel_id),
+            "type": 3,
+            "owner_id": str(members[0]),
+            "recipients": [self._users[user] for user in members],
+            **_defaults(nulls="name icon last_message_id", zeros="flags"),
+        }
 
     def add_role(self, name: str, permissions: int = 0, *, guild: Guild | None = None) -> int:
         guild = guild or self._guild
         role_id = guild.add_role(name, permissions)
-        event = {"guild_id": str(guild.id), "role": guild.roles[role_id]}
-        self._dispatch_nowait("GUILD_ROLE_CREATE", event, INTENT_GUILDS)
+        if guild.id in self.guilds:  # the bot hears only of its own servers
+            event = {"guild_id": str(guild.id), "role": guild.roles[role_id]}
+            self._dispatch_nowait("GUILD_ROLE_CREATE", event, INTENT_GUILDS)
         return role_id
 
     def add_member(
@@ -897,8 +952,9 @@ class FakeDiscord:
         guild = guild or self._guild
         own = [self.add_role(f"{name} perms", permissions, guild=guild)] if permissions else []
         user_id = guild.add_member(user_id or guild.add_user(name), [*(roles or []), *own])
-        event = {"guild_id": str(guild.id), **guild.members[user_id]}
-        self._dispatch_nowait("GUILD_MEMBER_ADD", event, INTENT_MEMBERS)
+        if guild.id in self.guilds:
+            event = {"guild_id": str(guild.id), **guild.members[user_id]}
+            self._dispatch_nowait("GUILD_MEMBER_ADD", event, INTENT_MEMBERS)
         return user_id
 
     def add_cdn_file(self, data: bytes, filename: str, content_type: str | None = "auto") -> JSON:
@@ -1687,8 +1743,11 @@ class FakeDiscord:
         return connection.dispatch(event, data)
 
     async def _dispatch_message(self, event: str, message: JSON) -> None:
-        """MESSAGE_* events as Discord sends them: intent-gated, and without the message content intent
-        other users' guild messages come blank unless they mention the bot."""
+        """MESSAGE_* events as Discord sends them: intent-gated, only from channels the bot is in, and
+        without the message content intent other users' guild messages come blank unless they
+        mention the bot."""
+        if self._channel(int(message["channel_id"])) is None:
+            return  # a server without the bot, or a group DM
         guild = self.guild_of(int(message["channel_id"]))
         in_guild = guild is not None
         data = copy.deepcopy(message)
@@ -1726,15 +1785,27 @@ class FakeDiscord:
         message: JSON | None = None,
         opened_by: Interaction | None = None,
         channel_id: int | None = None,
+        owners: dict[str, str] | None = None,
     ) -> Interaction:
         """INTERACTION_CREATE to the current bot; waits up to 10 s for one, also when the connection
         dies under us (a killed bot process), and starts the deadline clock when the event is sent.
-        It comes from ``channel_id``, else the clicked message's channel, else the guild channel."""
+        It comes from ``channel_id``, else the clicked message's channel, else the guild channel.
+        ``owners`` (authorizing_integration_owners) default to the opening interaction's, else those
+        of the interaction that made the clicked message, else every install reaching the channel."""
         user_id = user if user is not None else self.member_id
         if channel_id is None:
             channel_id = int(message["channel_id"]) if message is not None else self.channel_id
         interaction = Interaction(self, kind, user_id, data, message, channel_id)
         interaction.opened_by = opened_by
+        if owners is None and opened_by is not None:
+            owners = opened_by.owners
+        if owners is None and message is not None and (made_by := message.get("interaction_metadata")):
+            owners = dict(made_by["authorizing_integration_owners"])
+        if owners is None:
+            owners = {
+                str(install): owner for install, owner in self._installs_at(user_id, channel_id)[1].items()
+            }
+        interaction.owners = owners
         payload = {
             "id": str(interaction.id),
             "application_id": str(self.app_id),
@@ -1746,11 +1817,8 @@ class FakeDiscord:
             "attachment_size_limit": self.upload_limit,  # discord.py raises KeyError without it
             **_defaults(lists="entitlements entitlement_sku_ids"),
             **({"message": message} if message is not None else {}),
-            **(
-                self._dm_context(user_id, channel_id)
-                if interaction.in_dm
-                else self._guild_context(user_id, channel_id)
-            ),
+            **self._context_fields(user_id, channel_id),
+            "authorizing_integration_owners": owners,
         }
         self.interactions.append(interaction)
         self._by_token[interaction.token] = interaction
@@ -1771,21 +1839,50 @@ class FakeDiscord:
         self._bump()
         return interaction
 
+    def _installs_at(self, user_id: int, channel_id: int) -> tuple[int, dict[int, str]]:
+        """The interaction context of a channel and, for each install that reaches the user there, its
+        owner: the server (or "0" in the bot's DMs, as Discord's docs say) and the user's own install."""
+        own = {USER_INSTALL: str(user_id)} if user_id in self.user_installs else {}
+        if (guild := self.guild_of(channel_id)) is not None:
+            return GUILD_CONTEXT, {GUILD_INSTALL: str(guild.id), **own}
+        if self._dm_recipient(channel_id) is not None:
+            return BOT_DM_CONTEXT, {GUILD_INSTALL: "0", **own}
+        if self._foreign_guild_of(channel_id) is not None:
+            return GUILD_CONTEXT, own
+        assert channel_id in self._group_dms, f"fake discord: no channel {channel_id}"
+        return PRIVATE_CHANNEL_CONTEXT, own
+
+    def _context_fields(self, user_id: int, channel_id: int) -> JSON:
+        if self._dm_recipient(channel_id) is not None:
+            return self._dm_context(user_id, channel_id)
+        if channel_id in self._group_dms:
+            assert user_id in self._group_dms[channel_id], (
+                f"fake discord: user {user_id} is not in that group DM"
+            )
+            return {
+                "channel_id": str(channel_id),
+                "channel": self._group_dm_payload(channel_id),
+                "user": self._users[user_id],
+                "app_permissions": str(DM_APP_PERMISSIONS),
+                "context": PRIVATE_CHANNEL_CONTEXT,
+            }
+        return self._guild_context(user_id, channel_id)
+
     def _guild_context(self, user_id: int, channel_id: int) -> JSON:
-        """The fields of an interaction used in a guild's channel."""
-        guild = self.guild_of(channel_id)
+        """The fields of an interaction used in a guild's channel, with the bot in it or not."""
+        guild = self.guild_of(channel_id) or self._foreign_guild_of(channel_id)
         assert guild is not None, f"fake discord: channel {channel_id} is no guild's"
         assert user_id in guild.members, f"fake discord: user {user_id} is not a member of {guild.name}"
         permissions = str(guild.permissions(user_id))
+        app = guild.permissions(self.bot_user_id) if self.bot_user_id in guild.members else BOT_PERMISSIONS
         return {
             "guild_id": str(guild.id),
             "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
             "channel_id": str(channel_id),
             "channel": {**guild.channel_payload(), "permissions": permissions},
             "member": {**guild.members[user_id], "permissions": permissions},
-            "app_permissions": str(guild.permissions(self.bot_user_id)),
+            "app_permissions": str(app),
             "guild_locale": "en-US",
-            "authorizing_integration_owners": {"0": str(guild.id)},
             "context": GUILD_CONTEXT,
         }
 
@@ -1800,32 +1897,43 @@ class FakeDiscord:
             "channel": self._channel(channel_id),
             "user": self._users[user_id],
             "app_permissions": str(DM_APP_PERMISSIONS),
-            "authorizing_integration_owners": {"0": "0"},
             "context": BOT_DM_CONTEXT,
         }
 
-    def _command(self, name: str, kind: int, *, dm: bool = False) -> tuple[JSON, JSON]:
-        """A synced command and the start of its interaction ``data`` (with ``guild_id`` for guild
-        commands: discord.py's tree looks them up by it). In a DM only global commands exist, and
-        a command Discord's client would not offer where it is used raises AssertionError."""
-        if dm:
-            available = {key: found for (key, _), found in self._command_scopes.get(None, {}).items()}
-        else:
+    def _command(
+        self, name: str, kind: int, *, user_id: int, channel_id: int
+    ) -> tuple[JSON, JSON, dict[str, str]]:
+        """A synced command, the start of its interaction ``data`` (with ``guild_id`` for guild
+        commands: discord.py's tree looks them up by it) and the installs that authorize it there.
+        Outside the bot's guilds only global commands exist, and a command Discord's client would not
+        offer where it is used (by its ``integration_types`` and ``contexts``) raises AssertionError."""
+        context, reaching = self._installs_at(user_id, channel_id)
+        in_bot_guild = self.guild_of(channel_id) is not None
+        if in_bot_guild:
             available = self.commands
+        else:
+            available = {key: found for (key, _), found in self._command_scopes.get(None, {}).items()}
         command = available.get(name)
-        where = "in DMs with the bot" if dm else "in the guild"
+        where = {
+            GUILD_CONTEXT: "in the guild" if in_bot_guild else "in a server without the bot",
+            BOT_DM_CONTEXT: "in DMs with the bot",
+            PRIVATE_CHANNEL_CONTEXT: "in group DMs",
+        }[context]
         assert command and command["type"] == kind, (
             f"fake discord: no synced command {name!r} (type {kind}) {where}; {sorted(available)}"
         )
         definition = {key: command.get(key) for key in ("contexts", "dm_permission", "integration_types")}
-        assert (BOT_DM_CONTEXT if dm else GUILD_CONTEXT) in command_contexts(command), (
-            f"fake discord: Discord does not offer {name!r} {where}; its definition has {definition}"
+        owners = {
+            str(install): owner
+            for install, owner in reaching.items()
+            if context in command_contexts(command, install)
+        }
+        assert owners, (
+            f"fake discord: Discord does not offer {name!r} {where}; its definition has {definition}, "
+            f"installs reaching the user there: {sorted(reaching)}"
         )
         data = {"id": command["id"], "name": name, "type": kind}
-        return command, data | ({"guild_id": command["guild_id"]} if "guild_id" in command else {})
-
-    def _in_dm(self, message: JSON) -> bool:
-        return self.guild_of(int(message["channel_id"])) is None
+        return command, data | ({"guild_id": command["guild_id"]} if "guild_id" in command else {}), owners
 
     async def slash(
         self,
@@ -1835,6 +1943,7 @@ class FakeDiscord:
         subcommand: str | None = None,
         dm: bool | int = False,  # not just bool: tests pass options as **dict[str, int]
         in_guild: Guild | int | None = None,  # a guild or its id (options may come as **dict[str, int])
+        channel: int | None = None,  # a group DM's id (add_group_dm())
         **options: Any,
     ) -> Interaction:
         """A slash command. Options are typed from the synced definition (an int for a STRING option is
@@ -1843,13 +1952,17 @@ class FakeDiscord:
         ``subcommand`` may be "group sub". Discord's client-side checks (required, choices, min/max)
         raise AssertionError; ``default_member_permissions`` is not enforced, so server-side checks can
         be tested. ``dm=True`` uses it in the user's DM with the bot (``dm_channel_id()``), where the
-        answers land too; ``in_guild`` in another guild's channel (``add_guild()``)."""
+        answers land too; ``in_guild`` in another guild's channel (``add_guild()``, with the bot or
+        not); ``channel`` in a group DM."""
         dm = bool(dm)
         await self.wait_ready(timeout=10)
-        guild = (
-            None if dm else self.guilds[in_guild] if isinstance(in_guild, int) else in_guild or self._guild
-        )
-        command, data = self._command(name, 1, dm=dm)
+        if isinstance(in_guild, int):
+            in_guild = self.guilds.get(in_guild) or self.foreign_guilds[in_guild]
+        guild = None if dm or channel is not None else in_guild or self._guild
+        if channel is None:
+            channel = self.dm_channel_id(user) if guild is None else guild.channel_id
+        user_id = user if user is not None else self.member_id
+        command, data, owners = self._command(name, 1, user_id=user_id, channel_id=channel)
         data["options"], resolved = self._build_options(
             command, subcommand, options, focused=None, guild=guild
         )
@@ -1857,7 +1970,8 @@ class FakeDiscord:
             APP_COMMAND,
             data | ({"resolved": resolved} if resolved else {}),
             user,
-            channel_id=self.dm_channel_id(user) if guild is None else guild.channel_id,
+            channel_id=channel,
+            owners=owners,
         )
 
     async def autocomplete(
@@ -1873,11 +1987,12 @@ class FakeDiscord:
         """An autocomplete request (type 4) while typing option ``focused``; the bot answers with type 8."""
         dm = bool(dm)
         await self.wait_ready(timeout=10)
-        command, data = self._command(name, 1, dm=dm)
+        channel_id = self.dm_channel_id(user) if dm else self.channel_id
+        user_id = user if user is not None else self.member_id
+        command, data, owners = self._command(name, 1, user_id=user_id, channel_id=channel_id)
         guild = None if dm else self._guild
         data["options"], _ = self._build_options(command, subcommand, options, focused=focused, guild=guild)
-        channel_id = self.dm_channel_id(user) if dm else None
-        return await self._send_interaction(AUTOCOMPLETE, data, user, channel_id=channel_id)
+        return await self._send_interaction(AUTOCOMPLETE, data, user, channel_id=channel_id, owners=owners)
 
     def _build_options(
         self,
@@ -1953,12 +2068,13 @@ class FakeDiscord:
 
     async def message_command(self, name: str, target: JSON, *, user: int | None = None) -> Interaction:
         """A message context menu command on ``target`` (a bot or ``post_message()`` message), used where
-        the target is: in the guild, or in a DM with the bot."""
+        the target is: in a guild, in a DM with the bot, or in a group DM."""
         await self.wait_ready(timeout=10)
         current = self._current_message(target)
-        _, data = self._command(name, 3, dm=self._in_dm(current))
+        channel_id, user_id = int(current["channel_id"]), user if user is not None else self.member_id
+        _, data, owners = self._command(name, 3, user_id=user_id, channel_id=channel_id)
         data |= {"target_id": current["id"], "resolved": {"messages": {current["id"]: current}}}
-        return await self._send_interaction(APP_COMMAND, data, user, channel_id=int(current["channel_id"]))
+        return await self._send_interaction(APP_COMMAND, data, user, channel_id=channel_id, owners=owners)
 
     async def click(
         self, message: JSON | int, label_or_custom_id: str, *, user: int | None = None
@@ -2088,13 +2204,17 @@ class FakeDiscord:
         embeds: list[JSON] | None = None,
         reply_to: JSON | int | None = None,
         dm: bool = False,
+        channel: int | None = None,
     ) -> JSON:
         """A human's message in the guild channel, or with ``dm=True`` in their DM with the bot,
         dispatched as MESSAGE_CREATE; a target for ``message_command()``. Stored in ``user_messages``.
         ``attachments`` come from ``add_cdn_file()``; ``embeds`` are what Discord unfurled, such as
-        ``add_embed_image()`` for a linked picture (put the link in ``content`` too, as a user would)."""
+        ``add_embed_image()`` for a linked picture (put the link in ``content`` too, as a user would).
+        ``channel`` posts in another channel: a group DM, or a guild's (with the bot or not)."""
         user_id = user if user is not None else self.member_id
-        channel_id = self.dm_channel_id(user_id) if dm else self.channel_id
+        channel_id = (
+            channel if channel is not None else self.dm_channel_id(user_id) if dm else self.channel_id
+        )
         assert len(embeds or []) <= 10, "Discord unfurls at most 10 embeds"
         message_id = self._ids.next()
         message: JSON = {
