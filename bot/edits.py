@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -87,6 +87,8 @@ class EditOrder:
     interaction_token: str | None = None
     status_message_id: int | None = None
     role_ids: Sequence[int] = ()
+    token_expires_at: datetime | None = None
+    """When the interaction token dies, if it was issued before now (the painter's, at the Paint press)."""
 
     @property
     def credit_guild(self) -> int:

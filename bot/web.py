@@ -22,6 +22,8 @@ from bot.connections import ConnectionGuard
 from bot.files import FileStore
 from bot.links import FileLinks
 from bot.metrics import CONTENT_TYPE, Metrics
+from bot.painter import Painter
+from bot.painter_pages import add_routes as add_painter_routes
 from bot.providers.callbacks import (
     parse_eachlabs_webhook,
     parse_fal_webhook,
@@ -227,6 +229,7 @@ def build_app(
     callbacks: Callbacks | None = None,
     exposition: Exposition | None = None,
     served: Served | None = None,
+    painter: Painter | None = None,
     *,
     limits: WebSettings,
 ) -> web.Application:
@@ -241,6 +244,8 @@ def build_app(
         app[SERVED_KEY] = served
         # ASCII digits only: str.isdigit() would also take other scripts' digits, which int() refuses.
         app.router.add_get("/files/{job_id:[0-9]{1,20}}/{name}", served_file)
+    if painter is not None:
+        add_painter_routes(app, painter)
     if callbacks is not None:
         app[CALLBACKS_KEY] = callbacks
         app.router.add_post("/callbacks/{host}", callback)

@@ -102,6 +102,25 @@ def needs_confirmation(
     return estimate.credits > threshold or estimate.credits * 2 > balance.available
 
 
+def early_problem(bot: Retouch, prompt: str, guild_id: int | None) -> str | None:
+    """Why an edit is refused before anything is read from the database: the prompt, DMs, a pause."""
+    problem = prompt_problem(prompt)
+    if problem is None and guild_id is None and not bot.settings.editing.allow_dms:
+        problem = NOT_IN_DMS
+    if problem is None and (not bot.jobs.accepting or bot.jobs.paused):
+        problem = PAUSED
+    return problem
+
+
+def server_problem(server: ServerSettings, channel_id: int | None) -> str | None:
+    """Why the server's moderators do not allow an edit here now: a pause, or the channel."""
+    if server.paused:
+        return SERVER_PAUSED
+    if not server.allows_channel(channel_id):
+        return wrong_channel_text(server)
+    return None
+
+
 @dataclass(frozen=True)
 class Status:
     """The member's progress message: the deferred original response, or a followup."""
@@ -144,11 +163,7 @@ async def start_edit(
     """
     bot = interaction.client
     prompt = clean_prompt(prompt)
-    problem = prompt_problem(prompt)
-    if problem is None and interaction.guild_id is None and not bot.settings.editing.allow_dms:
-        problem = NOT_IN_DMS
-    if problem is None and (not bot.jobs.accepting or bot.jobs.paused):
-        problem = PAUSED
+    problem = early_problem(bot, prompt, interaction.guild_id)
     if problem is not None:
         await _answer_privately(interaction, problem)
         return None
@@ -179,10 +194,7 @@ async def start_edit(
     )
     order = replace(draft, options=chosen, status_message_id=status.message_id)
     estimate = bot.jobs.estimate(chosen)
-    if server.paused:
-        problem = SERVER_PAUSED
-    elif not server.allows_channel(interaction.channel_id):
-        problem = wrong_channel_text(server)
+    problem = server_problem(server, interaction.channel_id)
     try:
         balance = await bot.jobs.preflight(order, estimate) if problem is None else None
         if (
