@@ -159,7 +159,7 @@ class Painter:
         self._files = files
         self._session = session
         self._cdn_hosts = cdn_hosts
-        self._clock = clock
+        self.clock = clock
         self.desk: Desk | None = None
 
     def _sign(self, link_id: str, user_id: int, expires: int) -> str:
@@ -170,7 +170,7 @@ class Painter:
 
     async def issue(self, grant: Grant) -> str:
         """Record the grant and return the member's link to the page."""
-        now = self._clock()
+        now = self.clock()
         expires = now + LINK_TTL
         link_id = secrets.token_hex(16)
         await self._repo.insert(
@@ -199,7 +199,7 @@ class Painter:
             raise LinkRefused(403, OTHER_MEMBER)
         if unused and row.used_at is not None:
             raise LinkRefused(410, USED)
-        if unused and row.expires_at <= self._clock():
+        if unused and row.expires_at <= self.clock():
             raise LinkRefused(410, EXPIRED)
         return Link(row)
 
@@ -257,7 +257,7 @@ class Painter:
     async def submit(self, link: Link, choice: Choice) -> Outcome:
         """Claim the link (once, ever) and hand the edit to the desk; the outcome is recorded for
         the page's status."""
-        if not await self._repo.claim(link.row.id, self._clock()):
+        if not await self._repo.claim(link.row.id, self.clock()):
             raise LinkRefused(410, USED)
         assert self.desk is not None, "the Discord side sets the desk at start"
         outcome = await self.desk.submit(link, choice)
