@@ -203,7 +203,8 @@
   $("fit").addEventListener("click", fit);
   window.addEventListener("resize", () => offer && fit());
   document.addEventListener("keydown", (e) => {
-    if (e.target instanceof HTMLTextAreaElement) return;
+    // Typing in the form (or choosing in a list by letter) never switches tools.
+    if (e.target instanceof Element && e.target.closest("form, input, select, textarea")) return;
     const key = e.key.toLowerCase();
     if ((e.ctrlKey || e.metaKey) && key === "z") {
       e.preventDefault();
