@@ -158,13 +158,8 @@ async def test_a_stroke_painted_in_the_browser_is_the_mask_the_host_gets_and_the
     painted = await discord_fake.wait_for_message(lambda m: has_image(m) and "a river" in text(m))
     assert painted["channel_id"] == str(discord_fake.channel_id)
     assert "Paint" in buttons(painted)
-    assert (
-        browser.find_element(By.ID, "result-link")
-        .get_attribute(
-            "href",
-        )
-        .endswith(f"/{painted['id']}")
-    )
+    href = browser.find_element(By.ID, "result-link").get_attribute("href")
+    assert href is not None and href.endswith(f"/{painted['id']}")
 
     mask = await mask_received(runflow)
     assert mask.size == SIZE
