@@ -208,3 +208,19 @@ async def test_edit_with_paint_answers_with_the_painter_instead_of_queueing(
     assert (code, queued["state"]) == (200, "queued")
     done = await discord_fake.wait_for_message(lambda m: has_image(m) and "add a red hat" in text(m))
     assert done["channel_id"] == str(discord_fake.channel_id)
+
+
+@pytest.mark.parametrize("overrides", [PUBLIC])
+async def test_a_link_survives_a_restart_and_is_still_used_only_once(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
+) -> None:
+    result = await edited(discord_fake)
+    link = await paint_link(discord_fake, result)
+    await retouch.restart()
+    code, answer = await submit(link, box_mask())
+    assert (code, answer["state"]) == (200, "queued")
+    await discord_fake.wait_for_message(lambda m: has_image(m) and "paint it gold" in text(m))
+    await retouch.restart()
+    code, answer = await submit(link, box_mask())
+    assert (code, answer["message"]) == (410, USED)
+    assert len(runflow.runs) == 2
