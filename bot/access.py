@@ -22,6 +22,7 @@ class Act(StrEnum):
     RETRY = "retry"
     VARY = "vary"
     UPSCALE = "upscale"
+    PAINT = "paint"
     DELETE = "delete"
     CANCEL = "cancel"
 
@@ -70,7 +71,7 @@ def check(job: Job | None, actor: Actor, act: Act, job_id: int) -> Job:
     - A job lives in the server it was made in; a DM job (no server) only for its requester.
     - A private job exists only for its requester.
     - Anyone in the server may start a new edit from a public result (Refine, Retry, Vary, Use,
-      Upscale; they pay with their own credits) and read its Info.
+      Upscale, Paint; they pay with their own credits) and read its Info.
     - Showing a job again is for its requester, or a moderator of its server for a public job.
     - Delete and Cancel are for the requester or a moderator of the job's server.
     """

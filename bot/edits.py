@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -90,6 +90,8 @@ class EditOrder:
     role_ids: Sequence[int] = ()
     # Asked through the member's own install where no server installed Retouch (`guild_id` None).
     personal: bool = False
+    token_expires_at: datetime | None = None
+    """When the interaction token dies, if it was issued before now (the painter's, at the Paint press)."""
 
     @property
     def credit_guild(self) -> int:

@@ -22,6 +22,8 @@ from bot.connections import ConnectionGuard
 from bot.files import FileStore
 from bot.links import FileLinks
 from bot.metrics import CONTENT_TYPE, Metrics
+from bot.painter import Painter
+from bot.painter_pages import add_routes as add_painter_routes
 from bot.providers.registry import SPECS
 from bot.providers.settings import ProvidersSettings
 from bot.providers.spec import CallbackParser, SecretCheck
@@ -222,6 +224,7 @@ def build_app(
     callbacks: Callbacks | None = None,
     exposition: Exposition | None = None,
     served: Served | None = None,
+    painter: Painter | None = None,
     *,
     limits: WebSettings,
 ) -> web.Application:
@@ -236,6 +239,8 @@ def build_app(
         app[SERVED_KEY] = served
         # ASCII digits only: str.isdigit() would also take other scripts' digits, which int() refuses.
         app.router.add_get("/files/{job_id:[0-9]{1,20}}/{name}", served_file)
+    if painter is not None:
+        add_painter_routes(app, painter)
     if callbacks is not None:
         app[CALLBACKS_KEY] = callbacks
         app.router.add_post("/callbacks/{host}", callback)

@@ -25,13 +25,16 @@ from bot.guilds import GuildSettingsService
 from bot.jobs import JobService, JobSettings
 from bot.links import FileLinks
 from bot.metrics import Metrics
+from bot.painter import Painter, signing_key
 from bot.providers.router import Router, build_router
 from bot.tasks import Supervisor
 from bot.web import Callbacks, Exposition, Health, Served, WebServer, build_app, callback_hosts
 from cogs.delivery import DiscordDelivery
+from cogs.paint import DiscordDesk
 from storage.commands import CommandSyncRepository
 from storage.db import Database, open_db
 from storage.jobs import JobRepository
+from storage.paint_links import PaintLinkRepository
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ class Retouch(commands.Bot):
     credits: CreditService
     metrics: Metrics
     guild_settings: GuildSettingsService
+    painter: Painter | None = None
 
     def __init__(
         self, settings: Settings, *, guild_ready_timeout: float = 2.0, sync_commands: bool = False
@@ -107,6 +111,18 @@ class Retouch(commands.Bot):
             metrics=self.metrics,
             links=links,
         )
+        if settings.web.public_url:
+            self.painter = Painter(
+                public_url=settings.web.public_url,
+                key=signing_key(settings.discord.token.get_secret_value()),
+                repo=PaintLinkRepository(self.db),
+                jobs=self.jobs,
+                credits=self.credits,
+                files=files,
+                session=self.session,
+                cdn_hosts=settings.discord.cdn_hosts,
+            )
+            self.painter.desk = DiscordDesk(self)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self._sync_commands()
@@ -120,6 +136,7 @@ class Retouch(commands.Bot):
                 Callbacks(callback_hosts(settings.providers), self.jobs.run_update),
                 Exposition(self.metrics, repo),
                 Served(links, files) if links is not None else None,
+                self.painter,
                 limits=settings.web,
             ),
             settings.web,

@@ -24,6 +24,7 @@ from bot.sizes import RESOLUTIONS
 from cogs import render
 from cogs.errors import answering
 from cogs.flow import actor_of, as_input, start_edit
+from cogs.paint import grant_for, offer_painter
 from storage.jobs import Job
 
 if TYPE_CHECKING:
@@ -353,6 +354,33 @@ class VaryButton(_JobButton, template=_template("vary")):
         )
 
 
+class PaintButton(_JobButton, template=_template("paint")):
+    """Paint the region to change in the browser, on this result (the first image of a set)."""
+
+    action = Act.PAINT
+    label = "Paint"
+    emoji = "🖌️"
+
+    async def run(self, interaction: Interaction, job: Job) -> None:
+        output = self.output or 0
+        images = _result_images(interaction.message)
+        if output >= len(images):
+            await interaction.response.send_message(
+                "That result has no image left to paint on; run a new /edit instead.", ephemeral=True
+            )
+            return
+        grant = grant_for(
+            interaction,
+            as_input(images[output]),
+            EditOptions.from_dict(job.options),
+            prompt=job.prompt,
+            kind="refine",
+            parent_id=job.id,
+            parent_output=output,
+        )
+        await offer_painter(interaction, grant)
+
+
 class InfoButton(_JobButton, template=_template("info")):
     action = Act.INFO
     label = "Info"
@@ -408,14 +436,18 @@ DYNAMIC_ITEMS: tuple[type[_JobButton], ...] = (
     RetryButton,
     VaryButton,
     UpscaleButton,
+    PaintButton,
     InfoButton,
     DeleteButton,
     CancelButton,
 )
 
 
-def _result_buttons(job_id: int, outputs: int, upscale: bool) -> tuple[list[_JobButton], list[_JobButton]]:
-    """The buttons under a result: the actions on the whole edit, then Use N and Upscale."""
+def _result_buttons(
+    job_id: int, outputs: int, upscale: bool, paint: bool
+) -> tuple[list[_JobButton], list[_JobButton], list[_JobButton]]:
+    """The buttons under a result: the actions on the whole edit, then Use N and Upscale, then
+    Paint (where the bot's page can be reached)."""
     main: list[_JobButton] = [
         RefineButton(job_id),
         RetryButton(job_id),
@@ -426,16 +458,18 @@ def _result_buttons(job_id: int, outputs: int, upscale: bool) -> tuple[list[_Job
     extra: list[_JobButton] = [UseButton(job_id, n) for n in range(outputs)] if outputs > 1 else []
     if upscale:
         extra.append(UpscaleButton(job_id))
-    return main, extra
+    return main, extra, [PaintButton(job_id)] if paint else []
 
 
-def result_message(job_id: int, text: str, files: Sequence[discord.File], *, upscale: bool) -> dict[str, Any]:
+def result_message(
+    job_id: int, text: str, files: Sequence[discord.File], *, upscale: bool, paint: bool = False
+) -> dict[str, Any]:
     """A result's message: one image as an attachment under the text, or several as a Components
     V2 gallery in one card with the text and the buttons, so a set reads as one result."""
-    main, extra = _result_buttons(job_id, len(files), upscale)
+    main, extra, painting = _result_buttons(job_id, len(files), upscale, paint)
     if len(files) == 1:
         view = discord.ui.View(timeout=None)
-        for button in (*main, *extra):
+        for button in (*main, *extra, *painting):
             view.add_item(button)
         return {"content": text, "files": list(files), "view": view}
     card = discord.ui.Container[discord.ui.LayoutView](
@@ -445,8 +479,9 @@ def result_message(job_id: int, text: str, files: Sequence[discord.File], *, ups
         ),
         discord.ui.ActionRow[Any](*main),
     )
-    if extra:
-        card.add_item(discord.ui.ActionRow[Any](*extra))
+    for row in (extra, painting):
+        if row:
+            card.add_item(discord.ui.ActionRow[Any](*row))
     layout = discord.ui.LayoutView(timeout=None)
     layout.add_item(card)
     return {"content": None, "files": list(files), "view": layout}

@@ -102,6 +102,7 @@ class DiscordDelivery:
                     render.result_text(job, files, mention=mention),
                     [discord.File(f.path, filename=f.filename, spoiler=f.spoiler) for f in files],
                     upscale=upscale,
+                    paint=self._bot.painter is not None,
                 ),
                 nonce=f"retouch-{job.id}",
                 reuse_original=True,

@@ -14,10 +14,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.access import Act
+from bot.access import AccessError, Act
 from bot.edits import EditOptions, InputImage
 from bot.masks import mask_problem
 from bot.sizes import IMAGE_SIZES, RESOLUTIONS
+from bot.validation import attachment_problem
 from cogs import render
 from cogs.buttons import (
     DYNAMIC_ITEMS,
@@ -44,6 +45,7 @@ from cogs.flow import (
     start_edit,
     uploaded_input,
 )
+from cogs.paint import grant_for, offer_painter
 from storage.jobs import JobState
 
 if TYPE_CHECKING:
@@ -205,9 +207,17 @@ class Edit(commands.Cog):
         # command, for that member only; after a restart the form asks for /edit instead.
         self._targets: OrderedDict[tuple[int, int], discord.Message] = OrderedDict()
         bot.tree.add_command(self.edit_image_menu)
+        # Only where the bot's page can be reached.
+        self.paint_image_menu = (
+            app_commands.ContextMenu(name="Paint image", callback=self.paint_image) if bot.painter else None
+        )
+        if self.paint_image_menu is not None:
+            bot.tree.add_command(self.paint_image_menu)
 
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.edit_image_menu.name, type=self.edit_image_menu.type)
+        if self.paint_image_menu is not None:
+            self.bot.tree.remove_command(self.paint_image_menu.name, type=self.paint_image_menu.type)
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: Interaction) -> None:
@@ -281,6 +291,7 @@ class Edit(commands.Cog):
         resolution="How large the result is: 1K (default); 2K and 4K cost more, see /credits prices",
         format="File type of the result (default PNG)",
         private="Only you see the result",
+        paint="Paint where the picture may change in your browser first, instead of attaching a mask",
     )
     @app_commands.choices(size=SIZE_CHOICES, resolution=RESOLUTION_CHOICES)
     async def edit(
@@ -298,6 +309,7 @@ class Edit(commands.Cog):
         resolution: app_commands.Choice[str] | None = None,
         format: Format = "png",
         private: bool = False,
+        paint: bool = False,
     ) -> None:
         images = [as_input(a) for a in (image, image2, image3, image4) if a is not None]
         problem = first_problem(prompt, images)
@@ -327,6 +339,10 @@ class Edit(commands.Cog):
             output_format=format,
             private=private,
         )
+        if paint:
+            grant = grant_for(interaction, images[0], options, prompt=prompt, references=images[1:])
+            await offer_painter(interaction, grant)
+            return
         await start_edit(
             interaction,
             prompt=prompt,
@@ -351,6 +367,41 @@ class Edit(commands.Cog):
             while len(self._targets) > REMEMBERED_TARGETS:
                 self._targets.popitem(last=False)
         await interaction.response.send_modal(EditImageModal(message.id))
+
+    async def paint_image(self, interaction: Interaction, message: discord.Message) -> None:
+        """The painter on a message's first picture; on one of the bot's results it continues that
+        edit's chain, with its prompt, where the member may see it."""
+        if (closed := closed_here(interaction)) is not None:
+            await interaction.response.send_message(closed, ephemeral=True)
+            return
+        images = message_images(message)
+        problem = attachment_problem(facts(images[0])) if images else None
+        if not images or problem is not None:
+            await interaction.response.send_message(
+                problem or "That message has no image I can paint on; use it on a message with a picture.",
+                ephemeral=True,
+            )
+            return
+        server = await self.bot.guild_settings.get(interaction.guild_id)
+        options = EditOptions(
+            quality=server.default_quality or self.bot.settings.editing.default_quality,
+            count=server.default_count or 1,
+        )
+        origin = result_origin(message, self.bot.user.id if self.bot.user else None)
+        parent = None
+        if origin is not None:
+            with contextlib.suppress(AccessError):
+                parent = await self.bot.jobs.acting_on(origin[0], actor_of(interaction), Act.PAINT)
+        grant = grant_for(
+            interaction,
+            images[0],
+            options,
+            prompt=parent.prompt if parent is not None else "",
+            kind="edit" if parent is None else "refine",
+            parent_id=None if parent is None else parent.id,
+            parent_output=None if parent is None or origin is None else origin[1],
+        )
+        await offer_painter(interaction, grant)
 
     @anywhere
     @app_commands.command(name="history", description="Your recent edits here, with links to the results")
@@ -386,6 +437,7 @@ class Edit(commands.Cog):
                 for n, path in enumerate(paths)
             ],
             upscale=bool(upscale_sizes(found, self.bot.jobs.resolutions)),
+            paint=self.bot.painter is not None,
         )
         sent = await interaction.response.send_message(
             **message, ephemeral=found.private, allowed_mentions=render.NO_PINGS

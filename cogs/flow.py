@@ -111,9 +111,7 @@ def closed_here(interaction: Interaction) -> str | None:
     settings = interaction.client.settings
     if is_personal(interaction):
         return None if settings.credits.personal_allowance else PERSONAL_OFF
-    if interaction.guild_id is None and not settings.editing.allow_dms:
-        return NOT_IN_DMS
-    return None
+    return dms_closed(interaction.client, interaction.guild_id)
 
 
 def answers_privately(interaction: Interaction) -> bool:
@@ -152,6 +150,29 @@ def needs_confirmation(
     if threshold is None:
         threshold = interaction.client.settings.credits.confirm_above
     return estimate.credits > threshold or estimate.credits * 2 > balance.available
+
+
+def early_problem(bot: Retouch, prompt: str, closed: str | None) -> str | None:
+    """Why an edit is refused before anything is read from the database: the prompt, editing
+    closed where the member is (`closed_here`), a pause."""
+    problem = prompt_problem(prompt) or closed
+    if problem is None and (not bot.jobs.accepting or bot.jobs.paused):
+        problem = PAUSED
+    return problem
+
+
+def dms_closed(bot: Retouch, guild_id: int | None) -> str | None:
+    """Editing in DMs with the bot, when the owner turned it off."""
+    return NOT_IN_DMS if guild_id is None and not bot.settings.editing.allow_dms else None
+
+
+def server_problem(server: ServerSettings, channel_id: int | None) -> str | None:
+    """Why the server's moderators do not allow an edit here now: a pause, or the channel."""
+    if server.paused:
+        return SERVER_PAUSED
+    if not server.allows_channel(channel_id):
+        return wrong_channel_text(server)
+    return None
 
 
 @dataclass(frozen=True)
@@ -196,9 +217,7 @@ async def start_edit(
     """
     bot = interaction.client
     prompt = clean_prompt(prompt)
-    problem = prompt_problem(prompt) or closed_here(interaction)
-    if problem is None and (not bot.jobs.accepting or bot.jobs.paused):
-        problem = PAUSED
+    problem = early_problem(bot, prompt, closed_here(interaction))
     if problem is not None:
         await _answer_privately(interaction, problem)
         return None
@@ -232,10 +251,7 @@ async def start_edit(
     )
     order = replace(draft, options=chosen, status_message_id=status.message_id)
     estimate = bot.jobs.estimate(chosen)
-    if server.paused:
-        problem = SERVER_PAUSED
-    elif not server.allows_channel(interaction.channel_id):
-        problem = wrong_channel_text(server)
+    problem = server_problem(server, interaction.channel_id)
     try:
         balance = await bot.jobs.preflight(order, estimate) if problem is None else None
         if (

@@ -134,7 +134,9 @@ class Intake:
                 application_id=order.application_id,
                 interaction_token=order.interaction_token,
                 status_message_id=order.status_message_id,
-                token_expires_at=utcnow() + TOKEN_LIFETIME if order.interaction_token else None,
+                token_expires_at=(order.token_expires_at or utcnow() + TOKEN_LIFETIME)
+                if order.interaction_token
+                else None,
                 credits_estimated=estimate.credits,
             )
         )
