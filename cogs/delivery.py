@@ -1,8 +1,10 @@
 """The job runner's voice in Discord: progress, results and failures.
 
 While the interaction token lives (15 minutes) everything edits the member's original
-"thinking" message, so one edit is one message. After that the result goes to the channel
-with a mention, and if the channel is gone or closed to the bot, to the member's DMs.
+"thinking" message, so one edit is one message; a failure then concerns the member alone, so a
+public status message is withdrawn and the member told privately. After that the result or
+failure goes to the channel with a mention, and if the channel is gone or closed to the bot, to
+the member's DMs.
 """
 
 from __future__ import annotations
@@ -61,7 +63,11 @@ class DiscordDelivery:
             return None
         if job.token_expires_at is None or job.token_expires_at <= utcnow():
             return None
-        webhook = discord.Webhook.partial(job.application_id, job.interaction_token, client=self._bot)
+        # An application webhook, as discord.py builds `interaction.followup`: only it may send
+        # private (ephemeral) followups.
+        webhook = discord.Webhook.from_state(
+            {"id": job.application_id, "type": 3, "token": job.interaction_token}, self._bot._connection
+        )
         if job.status_message_id is not None:
             return webhook, job.status_message_id
         try:
@@ -112,17 +118,42 @@ class DiscordDelivery:
     async def report_failure(self, job: Job, message: str) -> None:
         async with self._lock(job.id):
             try:
-                await self._post(
-                    job,
-                    lambda mention: {
-                        "content": render.failure_text(job, message, mention=mention),
-                        "view": None,
-                    },
-                    nonce=f"retouch-{job.id}-failed",
-                )
+                if not await self._refuse_privately(job, message):
+                    await self._post(
+                        job,
+                        lambda mention: {
+                            "content": render.failure_text(job, message, mention=mention),
+                            "view": None,
+                        },
+                        nonce=f"retouch-{job.id}-failed",
+                    )
             except (discord.HTTPException, DeliveryFailed) as exc:
                 log.warning("job %d: could not tell the member it failed (%s)", job.id, exc)
         self._forget(job.id)
+
+    async def _refuse_privately(self, job: Job, message: str) -> bool:
+        """While the interaction lives, a failure concerns the member alone: the public status
+        message is deleted first (a followup sent while it still "thinks" would replace it in
+        public), then the member is told in a private followup. A private status message is
+        simply edited by `_post`. Safe to repeat after a crash: the status is already gone (404)
+        and the member gets the private notice again. False when this way is not open.
+        """
+        found = await self._webhook(job)
+        if found is None or EditOptions.from_dict(job.options).private:
+            return False
+        webhook, status_id = found
+        await self._attempt(job, "the status message", webhook.delete_message(status_id))
+        told = await self._attempt(
+            job,
+            "a private followup",
+            webhook.send(
+                render.failure_text(job, message, mention=False),
+                ephemeral=True,
+                wait=True,
+                allowed_mentions=render.NO_PINGS,
+            ),
+        )
+        return told is not None
 
     async def _post(
         self, job: Job, build: _Builder, *, nonce: str, reuse_original: bool = False

@@ -38,6 +38,7 @@ from tests.reliability.harness import (
 from tests.reliability.lab import CrashLab
 
 WEBHOOK_MESSAGE = r"/webhooks/\d+/[^/]+/messages/"
+WEBHOOK_FOLLOWUP = r"/webhooks/\d+/[^/]+$"
 ONE_WORKER = {"RETOUCH_PROVIDERS__RUNFLOW__MAX_CONCURRENCY": "1"}
 SOAK_RUNS = int(os.environ.get("RETOUCH_SOAK_RUNS", "200"))
 MAX_JITTER = 0.25
@@ -285,12 +286,12 @@ async def host_failed(lab: CrashLab, count: int) -> Placed:
 
 
 async def during_failure_notice(lab: CrashLab, count: int) -> Placed:
-    """The host failed the run; the bot has released the credits and its notice to the member
-    is parked. (Found by this suite: recovery only finished open holds, so the member stayed
+    """The host failed the run; the bot has released the credits, withdrawn the public status
+    message, and its private notice to the member is parked. (Found by this suite: recovery only finished open holds, so the member stayed
     refunded but never told.)"""
     await lab.start()
     lab.runflow.fail_runs = {"failure_code": "PROVIDER_ERROR", "failure_message": "the GPU fell over"}
-    hold = lab.discord.hold_next("PATCH", WEBHOOK_MESSAGE, predicate=says("❌"))
+    hold = lab.discord.hold_next("POST", WEBHOOK_FOLLOWUP, predicate=says("❌"))
     prompt = lab.prompt("failure notice")
     await lab.ask(prompt, count=count)
     await lab.wait_event(hold.arrived, "the failure notice")
