@@ -175,6 +175,7 @@ async def start_edit(
             **draft.options.to_dict(),
             "nsfw_policy": server.nsfw_policy,
             "channel_nsfw": is_age_restricted(interaction.channel),
+            "recipe": server.recipe,
         }
     )
     order = replace(draft, options=chosen, status_message_id=status.message_id)

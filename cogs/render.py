@@ -312,6 +312,7 @@ def server_settings_text(settings: ServerSettings) -> str:
         f"Defaults: quality {settings.default_quality or 'the bot default'}, size {settings.default_size or 'auto'}, "
         f"{settings.default_count or 1} version(s). NSFW results: {settings.nsfw_policy.replace('_', ' ')}. "
         f"Editing allowed in {channels}. Confirmation {confirm}. "
+        f"Recipe in result files: {'on' if settings.recipe else 'off'}. "
         + ("Editing is paused." if settings.paused else "")
     ).strip()
 
