@@ -30,10 +30,11 @@ from bot.web import Callbacks, Exposition, Health, Served, WebServer, build_app,
 from cogs.delivery import DiscordDelivery
 from storage.db import Database, open_db
 from storage.jobs import JobRepository
+from storage.members import MemberPrefs
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.errors", "cogs.edit", "cogs.credits", "cogs.quota", "cogs.admin")
+EXTENSIONS = ("cogs.errors", "cogs.edit", "cogs.credits", "cogs.quota", "cogs.admin", "cogs.notify")
 
 
 def route_discord(settings: Settings) -> None:
@@ -58,6 +59,7 @@ class Retouch(commands.Bot):
     credits: CreditService
     metrics: Metrics
     guild_settings: GuildSettingsService
+    member_prefs: MemberPrefs
 
     def __init__(self, settings: Settings, *, guild_ready_timeout: float = 2.0) -> None:
         # Slash commands and components arrive without any privileged intent; `guilds` keeps
@@ -84,6 +86,7 @@ class Retouch(commands.Bot):
         self.router = build_router(settings.providers, self.session)
         self.credits = CreditService(self.db, settings.credits, settings.budget)
         self.guild_settings = GuildSettingsService(self.db)
+        self.member_prefs = MemberPrefs(self.db)
         self.metrics = Metrics()
         repo = JobRepository(self.db)
         files = FileStore(

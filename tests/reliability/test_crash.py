@@ -37,7 +37,6 @@ from tests.reliability.harness import (
 )
 from tests.reliability.lab import CrashLab
 
-WEBHOOK_MESSAGE = r"/webhooks/\d+/[^/]+/messages/"
 WEBHOOK_FOLLOWUP = r"/webhooks/\d+/[^/]+$"
 ONE_WORKER = {"RETOUCH_PROVIDERS__RUNFLOW__MAX_CONCURRENCY": "1"}
 SOAK_RUNS = int(os.environ.get("RETOUCH_SOAK_RUNS", "200"))
@@ -186,9 +185,10 @@ async def between_downloads(lab: CrashLab, count: int) -> Placed:
 
 
 async def during_upload(lab: CrashLab, count: int) -> Placed:
-    """The result's upload (the edit of the member's message) is parked before Discord has it."""
+    """The result's upload (a new message in the channel, the interaction still valid) is
+    parked before Discord has it."""
     await lab.start()
-    hold = lab.discord.hold_next("PATCH", WEBHOOK_MESSAGE, predicate=has_files)
+    hold = lab.discord.hold_next("POST", channel_messages(lab.discord), predicate=has_files)
     prompt = lab.prompt("during upload")
     await lab.ask(prompt, count=count)
     await lab.wait_event(hold.arrived, "the result upload")
@@ -198,7 +198,7 @@ async def during_upload(lab: CrashLab, count: int) -> Placed:
 async def upload_answer_lost(lab: CrashLab, count: int) -> Placed:
     """Discord has stored the result; its answer to the bot is parked."""
     await lab.start()
-    hold = lab.discord.hold_next("PATCH", WEBHOOK_MESSAGE, when="after", predicate=has_files)
+    hold = lab.discord.hold_next("POST", channel_messages(lab.discord), when="after", predicate=has_files)
     prompt = lab.prompt("answer lost")
     await lab.ask(prompt, count=count)
     await lab.wait_event(hold.arrived, "the result upload")
@@ -210,7 +210,7 @@ async def after_upload(lab: CrashLab, count: int) -> Placed:
     and captures the credits."""
     await lab.start()
     freeze = lab.freeze()
-    lab.discord.after_handled("PATCH", WEBHOOK_MESSAGE, freeze.engage, predicate=has_files)
+    lab.discord.after_handled("POST", channel_messages(lab.discord), freeze.engage, predicate=has_files)
     prompt = lab.prompt("after upload")
     await lab.ask(prompt, count=count)
     await lab.wait_event(freeze.engaged, "the result upload")
@@ -268,8 +268,8 @@ async def during_refine(lab: CrashLab, count: int) -> Placed:
         await lab.wait_event(hold.arrived, "the refinement's download")
         return Placed([first, second])
     parked = lab.discord.hold_next(
-        "PATCH",
-        WEBHOOK_MESSAGE,
+        "POST",
+        channel_messages(lab.discord),
         predicate=lambda request: has_files(request) and second in str(request.payload),
     )
     await lab.refine(result, second)
