@@ -34,6 +34,10 @@ class EditOptions:
     # The server's NSFW policy and the channel's age restriction, as they were when asked.
     nsfw_policy: str = "block"
     channel_nsfw: bool = False
+    # The server's choice to write the recipe into result files (bot.recipe), as when asked.
+    recipe: bool = True
+    # Whether the result's message mentions the member (their /notify choice), as when asked.
+    mention: bool = True
 
     def shows_nsfw(self) -> bool | None:
         """How a result the host flagged as NSFW may be shown: True openly, False behind a

@@ -30,6 +30,7 @@ class ServerSettings:
     nsfw_policy: NsfwPolicy = "block"
     allowed_channels: Sequence[int] = field(default_factory=tuple)
     confirm_above: int | None = None
+    recipe: bool = True
 
     def allows_channel(self, channel_id: int | None) -> bool:
         return not self.allowed_channels or channel_id in self.allowed_channels
@@ -47,6 +48,7 @@ _VALIDATORS: dict[str, Callable[[Any], bool]] = {
         isinstance(value, list | tuple) and all(isinstance(i, int) for i in value)
     ),
     "confirm_above": lambda value: isinstance(value, int) and value >= 0,
+    "recipe": lambda value: isinstance(value, bool),
 }
 
 

@@ -96,8 +96,10 @@ def normalize_cost(data: bytes) -> int:
     return round(max(peak, encoding)) + _OVERHEAD
 
 
-def fit_cost(data: bytes, limit: int) -> int:
-    del limit  # the work is the same whatever the limit; only how often it repeats differs
+def fit_cost(data: bytes, limit: int, *, exif: bytes | None = None) -> int:
+    # The work is the same whatever the limit (only how often it repeats differs), and the
+    # recipe's few hundred bytes of EXIF are nothing beside the pixels.
+    del limit, exif
     head = header(data)
     peak, pixels = _upright(head)
     converted = _converted(head.mode)

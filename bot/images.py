@@ -175,11 +175,12 @@ class Fitted:
     """True when the image had to be re-encoded or shrunk to fit."""
 
 
-def fit_under(data: bytes, limit: int) -> Fitted:
+def fit_under(data: bytes, limit: int, *, exif: bytes | None = None) -> Fitted:
     """The image unchanged if it fits, else re-encoded, else downscaled until it does.
 
     The order keeps quality where it can: first the same pixels in a smaller encoding
-    (optimised PNG, then WebP at high quality), and only then fewer pixels.
+    (optimised PNG, then WebP at high quality), and only then fewer pixels. A re-encoding
+    carries `exif` (the recipe, see bot.recipe), counted against the limit like the pixels.
     """
     opened, info = _decoded(data)
     with opened:
@@ -194,7 +195,7 @@ def fit_under(data: bytes, limit: int) -> Fitted:
             box = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
             image.thumbnail(box, Image.Resampling.LANCZOS)
         for quality in (92, 85, 75):
-            encoded = _encode_webp(image, quality)
+            encoded = _encode_webp(image, quality, exif)
             if len(encoded) <= limit:
                 return Fitted(encoded, ImageInfo("image/webp", image.width, image.height, len(encoded)), True)
         scale = (limit / len(encoded)) ** 0.5 * 0.95
@@ -202,17 +203,20 @@ def fit_under(data: bytes, limit: int) -> Fitted:
             width = max(1, int(image.width * scale))
             height = max(1, int(image.height * scale))
             smaller = image.resize((width, height), Image.Resampling.LANCZOS)
-            encoded = _encode_webp(smaller, 85)
+            encoded = _encode_webp(smaller, 85, exif)
             if len(encoded) <= limit or (width == 1 and height == 1):
                 return Fitted(encoded, ImageInfo("image/webp", width, height, len(encoded)), True)
             scale *= 0.8
 
 
-def _encode_webp(image: Image.Image, quality: int) -> bytes:
+def _encode_webp(image: Image.Image, quality: int, exif: bytes | None = None) -> bytes:
     buffer = io.BytesIO()
     mode = "RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB"
     # convert() copies even when the mode is already right.
-    (image if image.mode == mode else image.convert(mode)).save(buffer, "WEBP", quality=quality, method=4)
+    extra = {"exif": exif} if exif else {}
+    (image if image.mode == mode else image.convert(mode)).save(
+        buffer, "WEBP", quality=quality, method=4, **extra
+    )
     return buffer.getvalue()
 
 

@@ -105,6 +105,7 @@ class Admin(commands.GroupCog, group_name="retouch", group_description="Run and 
         channel="Allow editing in this channel (adds it to the allowed list)",
         any_channel="Allow editing in every channel again (clears the list)",
         confirm_above="Ask members to confirm edits costing more than this many credits",
+        recipe="Write each result's prompt and settings into the file's own metadata (default on)",
     )
     @app_commands.choices(size=SIZE_CHOICES)
     @app_commands.guild_only()
@@ -118,6 +119,7 @@ class Admin(commands.GroupCog, group_name="retouch", group_description="Run and 
         channel: discord.TextChannel | None = None,
         any_channel: bool = False,
         confirm_above: app_commands.Range[int, 0, 1_000_000] | None = None,
+        recipe: bool | None = None,
     ) -> None:
         assert interaction.guild_id is not None
         current = await self.bot.guild_settings.get(interaction.guild_id)
@@ -129,6 +131,7 @@ class Admin(commands.GroupCog, group_name="retouch", group_description="Run and 
                 "default_count": count,
                 "nsfw_policy": nsfw,
                 "confirm_above": confirm_above,
+                "recipe": recipe,
             }.items()
             if value is not None
         }

@@ -34,11 +34,12 @@ from cogs.paint import DiscordDesk
 from storage.commands import CommandSyncRepository
 from storage.db import Database, open_db
 from storage.jobs import JobRepository
+from storage.members import MemberPrefs
 from storage.paint_links import PaintLinkRepository
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.errors", "cogs.edit", "cogs.credits", "cogs.quota", "cogs.admin")
+EXTENSIONS = ("cogs.errors", "cogs.edit", "cogs.credits", "cogs.quota", "cogs.admin", "cogs.notify")
 
 
 def route_discord(settings: Settings) -> None:
@@ -64,6 +65,7 @@ class Retouch(commands.Bot):
     metrics: Metrics
     guild_settings: GuildSettingsService
     painter: Painter | None = None
+    member_prefs: MemberPrefs
 
     def __init__(
         self, settings: Settings, *, guild_ready_timeout: float = 2.0, sync_commands: bool = False
@@ -93,6 +95,7 @@ class Retouch(commands.Bot):
         self.router = build_router(settings.providers, self.session)
         self.credits = CreditService(self.db, settings.credits, settings.budget)
         self.guild_settings = GuildSettingsService(self.db)
+        self.member_prefs = MemberPrefs(self.db)
         self.metrics = Metrics()
         repo = JobRepository(self.db)
         files = FileStore(

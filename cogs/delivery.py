@@ -1,8 +1,11 @@
 """The job runner's voice in Discord: progress, results and failures.
 
-While the interaction token lives (15 minutes) everything edits the member's original
-"thinking" message, so one edit is one message. After that the result goes to the channel
-with a mention, and if the channel is gone or closed to the bot, to the member's DMs.
+While the interaction token lives (15 minutes) progress edits the member's original
+"thinking" message. The result is a new message below it that mentions the member (an edited
+message notifies nobody), a private followup for a private edit, and the status message becomes
+a one-line pointer to it. A failure concerns the member alone: while the token lives a public
+status message is withdrawn and the member told privately, after that in the channel with a
+mention. If the channel is gone or closed to the bot, the member's DMs.
 """
 
 from __future__ import annotations
@@ -61,7 +64,11 @@ class DiscordDelivery:
             return None
         if job.token_expires_at is None or job.token_expires_at <= utcnow():
             return None
-        webhook = discord.Webhook.partial(job.application_id, job.interaction_token, client=self._bot)
+        # An application webhook, as discord.py builds `interaction.followup`: only it may send
+        # private (ephemeral) followups.
+        webhook = discord.Webhook.from_state(
+            {"id": job.application_id, "type": 3, "token": job.interaction_token}, self._bot._connection
+        )
         if job.status_message_id is not None:
             return webhook, job.status_message_id
         try:
@@ -105,37 +112,98 @@ class DiscordDelivery:
                     paint=self._bot.painter is not None,
                 ),
                 nonce=f"retouch-{job.id}",
-                reuse_original=True,
+                result=True,
             )
+            await self._point_to(job, message)
         self._forget(job.id)
         return Receipt(message.id, [attachment.url for attachment in message.attachments])
+
+    async def _point_to(self, job: Job, result: discord.Message) -> None:
+        """The status message becomes a one-line pointer to the result posted below it; only
+        while the interaction lives (after that it cannot be edited), and never worth failing
+        a delivered edit for."""
+        found = await self._webhook(job)
+        if found is None or found[1] == result.id:
+            return
+        webhook, status_id = found
+        try:
+            await webhook.edit_message(
+                status_id,
+                content=render.pointer_text(job, job.guild_id, result.channel.id, result.id),
+                attachments=[],
+                view=None,
+                allowed_mentions=render.NO_PINGS,
+            )
+        except discord.HTTPException as exc:
+            self._count(exc)
+            log.info("job %d: the status message was not turned into a pointer (%s)", job.id, exc)
 
     async def report_failure(self, job: Job, message: str) -> None:
         async with self._lock(job.id):
             try:
-                await self._post(
-                    job,
-                    lambda mention: {
-                        "content": render.failure_text(job, message, mention=mention),
-                        "view": None,
-                    },
-                    nonce=f"retouch-{job.id}-failed",
-                )
+                if not await self._refuse_privately(job, message):
+                    await self._post(
+                        job,
+                        lambda mention: {
+                            "content": render.failure_text(job, message, mention=mention),
+                            "view": None,
+                        },
+                        nonce=f"retouch-{job.id}-failed",
+                    )
             except (discord.HTTPException, DeliveryFailed) as exc:
                 log.warning("job %d: could not tell the member it failed (%s)", job.id, exc)
         self._forget(job.id)
 
-    async def _post(
-        self, job: Job, build: _Builder, *, nonce: str, reuse_original: bool = False
-    ) -> discord.Message:
-        """Edit the original response, else post in the channel (never a private one), else DM.
-
-        Each way is safe to repeat after a crash: editing the original twice leaves one message,
-        and a channel or DM send carries a nonce Discord enforces, so a re-send within a few
-        minutes returns the first message instead of posting a second. A route that is gone
-        (404) or closed (403) passes to the next; any other refusal ends the delivery.
+    async def _refuse_privately(self, job: Job, message: str) -> bool:
+        """While the interaction lives, a failure concerns the member alone: the public status
+        message is deleted first (a followup sent while it still "thinks" would replace it in
+        public), then the member is told in a private followup. A private status message is
+        simply edited by `_post`. Safe to repeat after a crash: the status is already gone (404)
+        and the member gets the private notice again. False when this way is not open.
         """
         found = await self._webhook(job)
+        if found is None or EditOptions.from_dict(job.options).private:
+            return False
+        webhook, status_id = found
+        await self._attempt(job, "the status message", webhook.delete_message(status_id))
+        told = await self._attempt(
+            job,
+            "a private followup",
+            webhook.send(
+                render.failure_text(job, message, mention=False),
+                ephemeral=True,
+                wait=True,
+                allowed_mentions=render.NO_PINGS,
+            ),
+        )
+        return told is not None
+
+    async def _post(self, job: Job, build: _Builder, *, nonce: str, result: bool = False) -> discord.Message:
+        """A result as a new message: in the channel, or for a private edit as a private
+        followup; a failure by editing the original response, else in the channel. Then, for
+        either, the original response, and last the member's DMs.
+
+        A new message is what makes Discord notify the member (an edit notifies nobody), so a
+        public result mentions them, unless they chose not (/notify). Each way is safe to repeat
+        after a crash: editing the original twice leaves one message, and a channel or DM send
+        carries a nonce Discord enforces, so a re-send within a few minutes returns the first
+        message instead of posting a second. A private followup carries no nonce: a crash
+        between sending it and recording it shows the member the result twice (charged once).
+        A route that is gone (404) or closed (403) passes to the next; any other refusal ends
+        the delivery.
+        """
+        options = EditOptions.from_dict(job.options)
+        found = await self._webhook(job)
+        if result and options.private and found is not None:
+            followup = await self._attempt(
+                job, "a private followup", found[0].send(**build(False), ephemeral=True, wait=True)
+            )
+            if followup is not None:
+                return followup
+        if result and not options.private:
+            sent = await self._in_channel(job, build(options.mention), nonce, mention=options.mention)
+            if sent is not None:
+                return sent
         if found is not None:
             webhook, message_id = found
             payload = build(False)
@@ -152,26 +220,30 @@ class DiscordDelivery:
             )
             if edited is not None:
                 return edited
-        if reuse_original:
+        if result:
             # The interaction is gone; if a crash came after Discord showed the result on the
             # original message, that message is the delivery, not a second post.
             existing = await self._already_delivered(job)
             if existing is not None:
                 return existing
-        if not EditOptions.from_dict(job.options).private:
-            channel = self._bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
-            sent = await self._attempt(
-                job,
-                "the channel",
-                channel.send(**build(True), allowed_mentions=render.pinging_only(job.user_id), nonce=nonce),
-            )
-            if sent is not None:
-                return sent
+        elif not options.private:
+            posted = await self._in_channel(job, build(True), nonce, mention=True)
+            if posted is not None:
+                return posted
         user = await self._attempt(job, "the member", self._bot.fetch_user(job.user_id))
         direct = await self._attempt(job, "a DM", user.send(**build(False), nonce=nonce)) if user else None
         if direct is None:
             raise DeliveryFailed("the channel and the member's DMs are closed to the bot")
         return direct
+
+    async def _in_channel(
+        self, job: Job, payload: dict[str, Any], nonce: str, *, mention: bool
+    ) -> discord.Message | None:
+        channel = self._bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+        allowed = render.pinging_only(job.user_id) if mention else render.NO_PINGS
+        return await self._attempt(
+            job, "the channel", channel.send(**payload, allowed_mentions=allowed, nonce=nonce)
+        )
 
     async def _attempt(self, job: Job, route: str, call: Awaitable[_T]) -> _T | None:
         """The call's result; None when that route is gone or closed to the bot."""

@@ -247,6 +247,8 @@ async def start_edit(
             **draft.options.to_dict(),
             "nsfw_policy": server.nsfw_policy,
             "channel_nsfw": is_age_restricted(interaction.channel),
+            "recipe": server.recipe,
+            "mention": await bot.member_prefs.mentions(interaction.user.id),
         }
     )
     order = replace(draft, options=chosen, status_message_id=status.message_id)

@@ -64,6 +64,19 @@ def result_text(job: Job, files: Sequence[ResultFile], *, mention: bool) -> str:
     return f"{who}> {quote_prompt(job.prompt)}\n✅ Edit #{job.id}{seconds}{cost}{shrunk}"
 
 
+def pointer_text(job: Job, guild_id: int | None, channel_id: int, message_id: int) -> str:
+    """What the status message becomes once the result is posted below it."""
+    guild = guild_id if guild_id is not None else "@me"
+    link = f"https://discord.com/channels/{guild}/{channel_id}/{message_id}"
+    return f"✅ Done — see below: [edit #{job.id}]({link})"
+
+
+def notify_text(mention: bool) -> str:
+    if mention:
+        return "Your finished edits will mention you, so Discord notifies you; /notify off stops it."
+    return "Your finished edits won't mention you (they still appear below your request); /notify on brings it back."
+
+
 def failure_text(job: Job, message: str, *, mention: bool) -> str:
     who = f"<@{job.user_id}> " if mention else ""
     return f"{who}> {quote_prompt(job.prompt)}\n❌ {plain(message)}"
@@ -312,6 +325,7 @@ def server_settings_text(settings: ServerSettings) -> str:
         f"Defaults: quality {settings.default_quality or 'the bot default'}, size {settings.default_size or 'auto'}, "
         f"{settings.default_count or 1} version(s). NSFW results: {settings.nsfw_policy.replace('_', ' ')}. "
         f"Editing allowed in {channels}. Confirmation {confirm}. "
+        f"Recipe in result files: {'on' if settings.recipe else 'off'}. "
         + ("Editing is paused." if settings.paused else "")
     ).strip()
 

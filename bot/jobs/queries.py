@@ -8,16 +8,24 @@ or copied from another server answers the same as one that does not exist.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bot import access
 from bot.access import Act, Actor, JobHidden
 from storage.jobs import Job, JobOutput, JobRepository, JobState
 
+# A result is a new message, and its buttons work the moment it is posted, a little before the
+# job records it; a press in between waits this long for the record, within the 3 s Discord
+# allows for an answer.
+RECORD_WAIT = 2.0
+
 
 class Queries:
-    def __init__(self, repo: JobRepository) -> None:
+    def __init__(self, repo: JobRepository, wait_settled: Callable[[int], Awaitable[Job]]) -> None:
         self._repo = repo
+        self._wait_settled = wait_settled
 
     async def get(self, job_id: int) -> Job | None:
         return await self._repo.get(job_id)
@@ -29,9 +37,16 @@ class Queries:
         Raises JobHidden or ActRefused, whose messages are what the member is told.
         """
         job = access.check(await self._repo.get(job_id), actor, act, job_id)
-        if message_id is not None and not await self._repo.carries(job_id, message_id):
-            raise JobHidden(job_id)
-        return job
+        if message_id is None or await self._repo.carries(job_id, message_id):
+            return job
+        if job.state is JobState.DELIVERING:
+            with contextlib.suppress(TimeoutError):
+                job = access.check(
+                    await asyncio.wait_for(self._wait_settled(job_id), RECORD_WAIT), actor, act, job_id
+                )
+            if await self._repo.carries(job_id, message_id):
+                return job
+        raise JobHidden(job_id)
 
     async def shown(self, job: Job, channel_id: int | None, message_id: int) -> None:
         """A copy of the result was posted again (/show): its buttons act on this job too."""

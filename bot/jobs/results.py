@@ -1,5 +1,5 @@
 """A finished run's results: downloaded to disk, laid over the original through the mask,
-fitted under the upload limit, posted, and only then charged.
+given their recipe (bot.recipe), fitted under the upload limit, posted, and only then charged.
 
 The outputs are on disk with their rows before delivery starts, so a crash while posting finds
 them again at recovery instead of asking the host (whose result URLs may have expired).
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bot import composite, image_costs, images, memory
+from bot import composite, image_costs, images, memory, recipe
 from bot.edits import NSFW_BLOCKED, DeliveryFailed, EditOptions, Receipt, ResultFile
 from bot.files import DownloadError
 from bot.inputs import InputPreparer
@@ -75,6 +75,7 @@ class Results:
         """Every output to disk first, then all their rows in one transaction: a crash between
         two downloads leaves no rows, so recovery fetches them all again rather than a part."""
         files = self._core.files
+        stamped = recipe.of(job) if EditOptions.from_dict(job.options).recipe else None
         stored = []
         for idx, output in enumerate(result.images):
             # Results stream to disk rather than sit in memory: there may be hundreds at 4K.
@@ -86,6 +87,10 @@ class Results:
             else:
                 raise DownloadError("the host listed an output without a URL or data")
             kept = await self._keep_outside_the_mask(job, fetched)
+            if stamped is not None:
+                # Spliced in, not re-encoded: cheap even at 4K, and the pixels stay as made.
+                data = await files.read(fetched)
+                await files.write(fetched, await asyncio.to_thread(recipe.stamp, data, stamped))
             # A burst of 4K results checked at once was most of the bot's peak memory; the budget
             # lets as many run as their pixels allow.
             info = await memory.shared().run(image_costs.inspect_cost, images.inspect, fetched)
@@ -159,8 +164,9 @@ class Results:
             shrunk = info.size > limit
             if shrunk:
                 # Only a result over the limit is read back into memory, to be re-encoded.
+                exif = recipe.exif(recipe.of(job)) if options.recipe else None
                 fitted = await memory.shared().run(
-                    image_costs.fit_cost, images.fit_under, await core.files.read(path), limit
+                    image_costs.fit_cost, images.fit_under, await core.files.read(path), limit, exif=exif
                 )
                 info = fitted.info
                 path = path.with_name(f"fitted-{output.idx}.{info.extension}")

@@ -57,7 +57,7 @@ class JobService:
         endings = Endings(core)
         intake = Intake(core)
         runner = Runner(core, endings, inputs, Results(core, endings, inputs, session))
-        queries = Queries(repo)
+        queries = Queries(repo, endings.wait_settled)
         self._core = core
         self._intake = intake
         self._runner = runner

@@ -963,6 +963,10 @@ class FakeDiscord:
         self._files[int(attachment["id"])] = _StoredFile(data, attachment.get("content_type", ""))
         return attachment
 
+    def remove_cdn_file(self, attachment: JSON) -> None:
+        """The file is gone from the CDN (its message was deleted): its URL now answers 404."""
+        self._files.pop(int(attachment["id"]), None)
+
     def file_bytes(self, attachment: JSON) -> bytes:
         return self._files[int(attachment["id"])].data
 

@@ -365,8 +365,11 @@ class BotLab(Lab):
         return self.record(problems)
 
     def shown(self, prompt: str) -> str:
-        """What the member's message for this edit says now (result, progress or failure)."""
+        """What the member's message for this edit says now (result, progress or failure); a
+        failure withdraws the public status message, so then it is the private notice."""
         job = self.job(prompt)
         assert job is not None and job.status_message_id is not None
         found: Any = self.discord.messages.get(job.status_message_id)
-        return text(found) if found else ""
+        if found is None:
+            return "\n".join(text(notice) for notice in failure_notices(self.discord, job))
+        return text(found)

@@ -37,7 +37,7 @@ from tests.reliability.harness import (
 )
 from tests.reliability.lab import CrashLab
 
-WEBHOOK_MESSAGE = r"/webhooks/\d+/[^/]+/messages/"
+WEBHOOK_FOLLOWUP = r"/webhooks/\d+/[^/]+$"
 ONE_WORKER = {"RETOUCH_PROVIDERS__RUNFLOW__MAX_CONCURRENCY": "1"}
 SOAK_RUNS = int(os.environ.get("RETOUCH_SOAK_RUNS", "200"))
 MAX_JITTER = 0.25
@@ -185,9 +185,10 @@ async def between_downloads(lab: CrashLab, count: int) -> Placed:
 
 
 async def during_upload(lab: CrashLab, count: int) -> Placed:
-    """The result's upload (the edit of the member's message) is parked before Discord has it."""
+    """The result's upload (a new message in the channel, the interaction still valid) is
+    parked before Discord has it."""
     await lab.start()
-    hold = lab.discord.hold_next("PATCH", WEBHOOK_MESSAGE, predicate=has_files)
+    hold = lab.discord.hold_next("POST", channel_messages(lab.discord), predicate=has_files)
     prompt = lab.prompt("during upload")
     await lab.ask(prompt, count=count)
     await lab.wait_event(hold.arrived, "the result upload")
@@ -197,7 +198,7 @@ async def during_upload(lab: CrashLab, count: int) -> Placed:
 async def upload_answer_lost(lab: CrashLab, count: int) -> Placed:
     """Discord has stored the result; its answer to the bot is parked."""
     await lab.start()
-    hold = lab.discord.hold_next("PATCH", WEBHOOK_MESSAGE, when="after", predicate=has_files)
+    hold = lab.discord.hold_next("POST", channel_messages(lab.discord), when="after", predicate=has_files)
     prompt = lab.prompt("answer lost")
     await lab.ask(prompt, count=count)
     await lab.wait_event(hold.arrived, "the result upload")
@@ -209,7 +210,7 @@ async def after_upload(lab: CrashLab, count: int) -> Placed:
     and captures the credits."""
     await lab.start()
     freeze = lab.freeze()
-    lab.discord.after_handled("PATCH", WEBHOOK_MESSAGE, freeze.engage, predicate=has_files)
+    lab.discord.after_handled("POST", channel_messages(lab.discord), freeze.engage, predicate=has_files)
     prompt = lab.prompt("after upload")
     await lab.ask(prompt, count=count)
     await lab.wait_event(freeze.engaged, "the result upload")
@@ -267,8 +268,8 @@ async def during_refine(lab: CrashLab, count: int) -> Placed:
         await lab.wait_event(hold.arrived, "the refinement's download")
         return Placed([first, second])
     parked = lab.discord.hold_next(
-        "PATCH",
-        WEBHOOK_MESSAGE,
+        "POST",
+        channel_messages(lab.discord),
         predicate=lambda request: has_files(request) and second in str(request.payload),
     )
     await lab.refine(result, second)
@@ -285,12 +286,12 @@ async def host_failed(lab: CrashLab, count: int) -> Placed:
 
 
 async def during_failure_notice(lab: CrashLab, count: int) -> Placed:
-    """The host failed the run; the bot has released the credits and its notice to the member
-    is parked. (Found by this suite: recovery only finished open holds, so the member stayed
+    """The host failed the run; the bot has released the credits, withdrawn the public status
+    message, and its private notice to the member is parked. (Found by this suite: recovery only finished open holds, so the member stayed
     refunded but never told.)"""
     await lab.start()
     lab.runflow.fail_runs = {"failure_code": "PROVIDER_ERROR", "failure_message": "the GPU fell over"}
-    hold = lab.discord.hold_next("PATCH", WEBHOOK_MESSAGE, predicate=says("❌"))
+    hold = lab.discord.hold_next("POST", WEBHOOK_FOLLOWUP, predicate=says("❌"))
     prompt = lab.prompt("failure notice")
     await lab.ask(prompt, count=count)
     await lab.wait_event(hold.arrived, "the failure notice")

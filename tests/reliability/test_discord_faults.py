@@ -15,8 +15,6 @@ from tests.fakes.discord import FakeDiscord
 from tests.reliability.harness import JSON, NOT_TOLD, failure_notices, result_messages, wait_for
 from tests.reliability.lab import BotLab
 
-WEBHOOK_MESSAGE = r"/webhooks/\d+/[^/]+/messages/"
-
 
 def channel_messages(fake: FakeDiscord) -> str:
     return rf"/channels/{fake.channel_id}/messages$"
@@ -50,21 +48,21 @@ async def delivered(lab: BotLab, prompt: str) -> None:
 
 async def test_a_429_with_via_on_the_result_is_waited_out(lab: BotLab) -> None:
     prompt = await at_upload(lab, "rate limited upload")
-    lab.discord.rate_limit_next("PATCH", WEBHOOK_MESSAGE, retry_after=0.3)
+    lab.discord.rate_limit_next("POST", channel_messages(lab.discord), retry_after=0.3)
     lab.runflow.release()
     await delivered(lab, prompt)
-    statuses = [r.status for r in lab.discord.requests if r.method == "PATCH" and r.files]
+    statuses = [r.status for r in lab.discord.requests if r.method == "POST" and r.files]
     assert statuses == [429, 200]
 
 
 @pytest.mark.parametrize("status", [500, 502])
 async def test_a_5xx_on_the_result_is_retried(lab: BotLab, status: int) -> None:
     prompt = await at_upload(lab, f"upload {status}")
-    lab.discord.fail_next("PATCH", WEBHOOK_MESSAGE, status)
+    lab.discord.fail_next("POST", channel_messages(lab.discord), status)
     lab.runflow.release()
     await delivered(lab, prompt)
     job = lab.job(prompt)
-    assert job is not None and int(the_result(lab, prompt)["id"]) == job.status_message_id
+    assert job is not None and int(the_result(lab, prompt)["id"]) == job.result_message_id
 
 
 async def test_an_expired_token_posts_the_result_in_the_channel_with_a_mention(lab: BotLab) -> None:
@@ -145,7 +143,7 @@ async def test_a_413_on_the_result_ends_in_a_refund_and_a_notice(lab: BotLab) ->
     `delivering`, its credits held, until the next restart.)"""
     prompt = await at_upload(lab, "upload 413")
     lab.discord.fail_next(
-        "PATCH", WEBHOOK_MESSAGE, 413, {"code": 40005, "message": "Request entity too large"}
+        "POST", channel_messages(lab.discord), 413, {"code": 40005, "message": "Request entity too large"}
     )
     lab.runflow.release()
     await fault_fired(lab)
