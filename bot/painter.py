@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import aiohttp
 from PIL import Image
 
-from bot import masks
+from bot import image_costs, masks, memory
 from bot.credits import CreditService
 from bot.edits import TOKEN_LIFETIME, EditOptions, InputImage
 from bot.files import FileStore
@@ -241,7 +241,9 @@ class Painter:
         )
         if problem is not None:
             raise ImageProblem(problem)
-        await asyncio.to_thread(masks.to_bw_mask, data, (width, height))
+        # Decoding a painted mask (up to the picture's 40 megapixels) is pixel work like any other:
+        # under the memory budget, so a burst of submits cannot take the process past its bound.
+        await memory.shared().run(image_costs.bw_mask_cost, masks.to_bw_mask, data, (width, height))
         path = self._files.root / "painted" / f"{link.row.id}.png"
         await self._files.write(path, data)
         return InputImage(

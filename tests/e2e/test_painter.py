@@ -224,3 +224,25 @@ async def test_a_link_survives_a_restart_and_is_still_used_only_once(
     code, answer = await submit(link, box_mask())
     assert (code, answer["message"]) == (410, USED)
     assert len(runflow.runs) == 2
+
+
+@pytest.mark.parametrize("overrides", [PUBLIC])
+async def test_a_painted_mask_is_decoded_within_the_memory_budget(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The submit comes from the public web port: its mask is pixel work like any other."""
+    from bot import masks, memory
+
+    budgeted: list[object] = []
+    run = memory.MemoryBudget.run
+
+    async def spy(self: memory.MemoryBudget, estimate: Any, work: Any, *args: Any, **kwargs: Any) -> Any:
+        budgeted.append(work)
+        return await run(self, estimate, work, *args, **kwargs)
+
+    monkeypatch.setattr(memory.MemoryBudget, "run", spy)
+    link = await paint_link(discord_fake, await edited(discord_fake))
+    budgeted.clear()
+    code, answer = await submit(link, box_mask())
+    assert (code, answer["state"]) == (200, "queued"), answer
+    assert masks.to_bw_mask in budgeted
