@@ -13,6 +13,7 @@ costs no walk of the tree per write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import shutil
@@ -52,6 +53,25 @@ class FileStore:
     def job_dir(self, job_id: int) -> Path:
         return self.root / f"{job_id // 1000:04d}" / str(job_id)
 
+    def staging_path(self, name: str) -> Path:
+        """Where a file waits for the job it will belong to (a painted mask, before its edit
+        exists); the job's preparation moves it into the job's folder, and `prune` drops what
+        waited longer than the retention."""
+        return self.root / "staging" / name
+
+    def holds(self, path: Path) -> bool:
+        """Whether `path` is inside a job's folder, where the cap and retention count it."""
+        return self._job_of(path) is not None
+
+    def staged(self, path: Path) -> bool:
+        return path.parent == self.root / "staging"
+
+    async def discard(self, path: Path) -> None:
+        """Remove a staged file once it is kept in a job's folder, or was refused; anything else
+        is left alone."""
+        if self.staged(path):
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+
     def output_path(self, job_id: int, idx: int, extension: str) -> Path:
         return self.job_dir(job_id) / f"output-{idx}.{extension}"
 
@@ -71,6 +91,7 @@ class FileStore:
             aged = await asyncio.to_thread(self._older, candidates, older_than)
             for job in aged:
                 await self._remove(job)
+            await asyncio.to_thread(self._drop_staged, older_than)
             over = 0 if self._max_bytes is None else self._total - self._max_bytes
             return len(aged) + (await self._evict(over, in_use) if over > 0 else 0)
 
@@ -151,6 +172,12 @@ class FileStore:
         await asyncio.to_thread(shutil.rmtree, self.job_dir(job_id), ignore_errors=True)
         if self._sizes is not None:
             self._total -= self._sizes.pop(job_id, 0)
+
+    def _drop_staged(self, older_than: float) -> None:
+        for staged in (self.root / "staging").glob("*"):
+            with contextlib.suppress(FileNotFoundError):
+                if staged.stat().st_mtime < older_than:
+                    staged.unlink()
 
     def _older(self, jobs: Collection[int], older_than: float) -> list[int]:
         """Of `jobs`, those whose folder was last changed before `older_than` (a Unix time)."""

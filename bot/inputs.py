@@ -49,6 +49,8 @@ class Prepared:
     mask: ImageRef | None
     kept: Sequence[Mapping[str, Any]]
     """The job's inputs with where each is now kept, to write back to the job."""
+    kept_mask: Mapping[str, Any] | None
+    """The job's mask, likewise."""
     first_size: tuple[int, int] | None
     """The first reference's upright width and height, which an "auto" size above 1K follows."""
 
@@ -86,18 +88,18 @@ class InputPreparer:
             references.append(await self._reference(job.id, idx, item, stored, data, ready))
             first_size = first_size or (ready.info.width, ready.info.height)
         if job.mask is None or first_size is None:
-            return Prepared(references, None, kept, first_size)
+            return Prepared(references, None, kept, None, first_size)
         mask = InputImage(**job.mask)
         stored, data = await self._load(mask)
         # The conversion decodes the mask and refuses what is not one, so it also tells what
         # the file is: one decode, not an inspect and then a conversion.
         converted = await memory.shared().run(image_costs.bw_mask_cost, masks.to_bw_mask, data, first_size)
         info = (await asyncio.to_thread(images.header, data)).info
-        await self._keep(stored, data, self._files.mask_path(job.id, 0, info.extension))
+        kept_at = await self._keep(stored, data, self._files.mask_path(job.id, 0, info.extension))
         path = self.mask_ready(job.id)
         await self._files.write(path, converted)
         ready_mask = self._bytes_or_link(mask.filename, path, converted, "image/png")
-        return Prepared(references, ready_mask, kept, first_size)
+        return Prepared(references, ready_mask, kept, replace(mask, path=str(kept_at)).to_dict(), first_size)
 
     def mask_ready(self, job_id: int) -> Path:
         """The job's mask as every host gets it first: greyscale, white = may change, at the first
@@ -115,10 +117,14 @@ class InputPreparer:
         return None, data
 
     async def _keep(self, stored: Path | None, data: bytes, place: Path) -> Path:
-        """Where the checked bytes are kept: where they were, else written at `place` now."""
-        if stored is not None:
+        """Where the checked bytes are kept: where they were when that is a job's folder (a Retry
+        reuses its parent's files), else written at `place` now, under the disk cap; a staged file
+        (a painted mask) is moved there."""
+        if stored is not None and self._files.holds(stored):
             return stored
         await self._files.write(place, data)
+        if stored is not None:
+            await self._files.discard(stored)  # only a staged file is removed
         return place
 
     async def _reference(

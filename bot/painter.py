@@ -21,6 +21,7 @@ import secrets
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
@@ -244,7 +245,7 @@ class Painter:
         # Decoding a painted mask (up to the picture's 40 megapixels) is pixel work like any other:
         # under the memory budget, so a burst of submits cannot take the process past its bound.
         await memory.shared().run(image_costs.bw_mask_cost, masks.to_bw_mask, data, (width, height))
-        path = self._files.root / "painted" / f"{link.row.id}.png"
+        path = self._files.staging_path(f"painted-{link.row.id}.png")
         await self._files.write(path, data)
         return InputImage(
             url="",
@@ -259,11 +260,16 @@ class Painter:
     async def submit(self, link: Link, choice: Choice) -> Outcome:
         """Claim the link (once, ever) and hand the edit to the desk; the outcome is recorded for
         the page's status."""
+        staged = Path(choice.mask.path or "")
         if not await self._repo.claim(link.row.id, self.clock()):
+            await self._files.discard(staged)
             raise LinkRefused(410, USED)
         assert self.desk is not None, "the Discord side sets the desk at start"
         outcome = await self.desk.submit(link, choice)
         await self._repo.settle(link.row.id, job_id=outcome.job_id, refusal=outcome.refusal)
+        if outcome.job_id is None:
+            # Refused: no edit will move the staged mask into its folder.
+            await self._files.discard(staged)
         return outcome
 
     async def status(self, link: Link) -> dict[str, Any]:

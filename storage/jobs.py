@@ -435,11 +435,18 @@ class JobRepository:
                 ],
             )
 
-    async def set_inputs(self, job_id: int, inputs: Sequence[Mapping[str, Any]]) -> None:
+    async def set_inputs(
+        self, job_id: int, inputs: Sequence[Mapping[str, Any]], mask: Mapping[str, Any] | None
+    ) -> None:
+        """Where the job's inputs and mask are kept now, for a Retry long after Discord's links expired."""
         async with self._db.transaction() as conn:
             await conn.execute(
-                "UPDATE jobs SET inputs = ? WHERE id = ?",
-                (json.dumps([dict(item) for item in inputs]), job_id),
+                "UPDATE jobs SET inputs = ?, mask = ? WHERE id = ?",
+                (
+                    json.dumps([dict(item) for item in inputs]),
+                    json.dumps(dict(mask)) if mask is not None else None,
+                    job_id,
+                ),
             )
 
     async def set_output_urls(self, job_id: int, urls: Sequence[str]) -> None:

@@ -135,7 +135,7 @@ class Runner:
         options = EditOptions.from_dict(moved.options)
         try:
             prepared = await self._inputs.prepare(moved)
-            await core.repo.set_inputs(moved.id, prepared.kept)
+            await core.repo.set_inputs(moved.id, prepared.kept, prepared.kept_mask)
         except (DownloadError, images.ImageProblem) as exc:
             await fail(moved, InvalidRequest(str(exc), host="discord"), member_text=_unusable(exc))
             return None

@@ -40,7 +40,7 @@ async def test_retry_after_the_discord_url_expired_uses_a_signed_link_to_the_kep
     assert retouch.bot is not None
     job = await retouch.bot.jobs.wait_settled(1)
     stale = [{**item, "url": item["url"].replace("ex=", "ex=00000001&old=")} for item in job.inputs]
-    await JobRepository(retouch.bot.db).set_inputs(job.id, stale)
+    await JobRepository(retouch.bot.db).set_inputs(job.id, stale, job.mask)
     await discord_fake.click(result, "Retry")
     second = await runflow.wait_for_run(count=2)
     # The retry reuses the first edit's kept file, linked from its folder.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -12,6 +13,7 @@ import pytest
 from PIL import Image
 from yarl import URL
 
+from bot.files import FileStore
 from bot.painter import EXPIRED, FORGED, OTHER_MEMBER, USED, Painter
 from cogs.app import Retouch
 from storage.jobs import utcnow
@@ -246,3 +248,24 @@ async def test_a_painted_mask_is_decoded_within_the_memory_budget(
     code, answer = await submit(link, box_mask())
     assert (code, answer["state"]) == (200, "queued"), answer
     assert masks.to_bw_mask in budgeted
+
+
+@pytest.mark.parametrize("overrides", [{**PUBLIC, "RETOUCH_CREDITS__DEFAULT_ALLOWANCE": "10"}])
+async def test_a_painted_mask_ends_in_its_edits_folder_and_a_refused_one_is_not_kept(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
+) -> None:
+    """The disk cap and retention count a job's folder: a painted mask waits outside one only
+    until its edit is prepared, and not at all when the edit is refused."""
+    bot, _ = painter_of(retouch)
+    files = FileStore(retouch.settings.storage.files_dir)  # for its paths only
+    staging = files.staging_path("x").parent
+    result = await edited(discord_fake, quality="low")
+    code, answer = await submit(await paint_link(discord_fake, result), box_mask())
+    assert (code, answer["state"]) == (200, "queued"), answer
+    job = await bot.jobs.wait_settled(answer["job"])
+    assert job.mask is not None and files.holds(Path(job.mask["path"]))
+    assert Path(job.mask["path"]).parent == files.job_dir(job.id)
+    assert not list(staging.glob("*"))
+    code, answer = await submit(await paint_link(discord_fake, result), box_mask(), quality="high")
+    assert (code, answer["state"]) == (200, "refused"), answer
+    assert not list(staging.glob("*"))

@@ -111,3 +111,24 @@ async def test_an_edit_over_the_cap_fails_free_saying_storage_is_full(
     assert message == STORAGE_FULL
     assert runflow.runs == {}
     assert stored_bytes(tmp_path / "files") == 0
+
+
+async def test_a_staged_file_left_behind_goes_with_the_retention_and_discard_touches_nothing_else(
+    tmp_path: Path,
+) -> None:
+    """A painted mask whose edit never came (a crash between the page's submit and the job) must
+    not stay forever; and `discard` removes staged files only."""
+    import os
+
+    files = FileStore(tmp_path)
+    staged = files.staging_path("painted-1.png")
+    await files.write(staged, b"mask")
+    os.utime(staged, (1_000, 1_000))
+    fresh = files.staging_path("painted-2.png")
+    await files.write(fresh, b"mask")
+    kept = files.input_path(5, 0, "png")
+    await files.write(kept, b"input")
+    await files.discard(kept)
+    assert kept.exists()
+    await files.prune(older_than=2_000)
+    assert not staged.exists() and fresh.exists() and kept.exists()
