@@ -19,6 +19,7 @@ import aiohttp
 from bot import images, masks
 from bot.config import Settings
 from bot.files import DownloadError, FileStore
+from bot.jobs.results import MAX_OUTPUT_BYTES
 from bot.providers.base import (
     EditRequest,
     EditResult,
@@ -32,8 +33,6 @@ from bot.providers.base import (
 )
 from bot.providers.router import build_router
 from bot.providers.settings import ProvidersSettings
-
-MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)

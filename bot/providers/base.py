@@ -18,8 +18,6 @@ QUALITIES = ("low", "medium", "high")
 # 16:9 ones 1024x576, under the model's 655,360-pixel minimum, so only these and `auto` (the
 # model's own choice) are offered where no exact size can be sent.
 PRESET_SIZES = frozenset({"auto", "square_hd", "portrait_4_3", "landscape_4_3"})
-OUTPUT_FORMATS = ("png", "jpeg", "webp")
-MAX_REFERENCE_IMAGES = 16
 
 
 @dataclass(frozen=True)
