@@ -1,4 +1,4 @@
-"""Fitting a 4096×4096 result under Discord's 10 MiB upload limit (`bot.images.fit_under`).
+"""Fitting a 4096×4096 result under Discord's 10 MiB upload limit (`bot.pictures.images.fit_under`).
 
 The input is a photo-like 4K PNG of about 21 MiB, the size class of a real 4K result. The
 baseline, same run, is one Pillow encode of the same decoded image into the format and quality
@@ -21,7 +21,7 @@ from PIL import Image
 
 from bench.core import MB, Config, Report, Row, peak_rss, profile_summary, profiling, reset_peak_rss, rss, say
 from bench.images import photo_png
-from bot import images
+from bot.pictures import images
 
 NAME = "fit"
 LIMIT = 10 * 1024 * 1024

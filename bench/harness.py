@@ -3,7 +3,7 @@
 The bot under test — Retouch, or a bare discord.py bot for a baseline — runs in this process,
 configured exactly as `python -m bot` would be (tests' `env_for`/`settings_for`); the fakes it
 talks to run in `bench.world`. Timing hooks wrap attributes of live objects (a service's method,
-`bot.images.fit_under`) for the run; no product file is changed.
+`bot.pictures.images.fit_under`) for the run; no product file is changed.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bench.core import ROOT
-from bot import images as bot_images
-from bot.config import Settings
+from bot.pictures import images as bot_images
+from bot.runtime.config import Settings
 from cogs.app import Retouch
 from tests.e2e.conftest import env_for, settings_for
 from tests.fakes.discord import FakeDiscord

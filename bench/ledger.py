@@ -24,8 +24,8 @@ from typing import Any
 import aiosqlite
 
 from bench.core import Config, Profiler, Report, Row, say
-from bot.config import BudgetSettings, CreditsSettings
 from bot.credits import CreditService, Estimate
+from bot.runtime.config import BudgetSettings, CreditsSettings
 from storage.db import Database, open_db
 from storage.jobs import JobRepository, NewJob
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from bench.core import MB, Config, LoopLag, Report, Row, peak_rss, reset_peak_rss, rss, say
 from bench.harness import World, retouch_settings, start_retouch, time_settlements, wide_open
-from bot import images as bot_images
+from bot.pictures import images as bot_images
 
 NAME = "memory"
 POLL = {"RETOUCH_PROVIDERS__POLL_INTERVAL": "0.05", "RETOUCH_PROVIDERS__POLL_INTERVAL_MAX": "0.5"}
@@ -106,7 +106,7 @@ class Downloads:
 
 
 class ImageWork:
-    """How many `bot.images` calls (each holding a decoded picture) ran at once, at most.
+    """How many `bot.pictures.images` calls (each holding a decoded picture) ran at once, at most.
 
     Only outermost calls count: `fit_under` and `normalize` call `inspect` themselves.
     """

@@ -27,8 +27,8 @@ from typing import Any
 
 from bench.core import Config, Report, Row, say
 from bench.harness import World, retouch_settings, start_retouch, time_settlements, wide_open
-from bot.files import FileStore
 from bot.jobs import JobService, JobSettings
+from bot.pictures.files import FileStore
 from bot.providers.base import EditResult, OutputImage, Run, RunState, RunStatus
 from bot.providers.settings import ProvidersSettings
 from storage.jobs import Job, JobState

@@ -25,9 +25,9 @@ from typing import Any
 import cogs.app
 from bench.core import Config, Profiler, Report, Row, say
 from bench.harness import World, retouch_settings, start_retouch
-from bot.config import BudgetSettings, CreditsSettings
 from bot.credits import CreditService
 from bot.jobs import JobService
+from bot.runtime.config import BudgetSettings, CreditsSettings
 from storage.db import migrations, open_db
 from storage.jobs import JobRepository
 

@@ -17,15 +17,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, SecretStr
 
-from bot.config import ConfigError, Settings, load_settings, summary
-from bot.files import DownloadError, FileStore
-from bot.hostcheck import DEFAULT_TIMEOUT, HostReport, check_hosts, render
-from bot.images import ImageProblem
-from bot.logs import setup_logging
-from bot.oneshot import OneShot, run_oneshot
+from bot.cli.hostcheck import DEFAULT_TIMEOUT, HostReport, check_hosts, render
+from bot.cli.oneshot import OneShot, run_oneshot
+from bot.pictures.files import DownloadError, FileStore
+from bot.pictures.images import ImageProblem
+from bot.pictures.sizes import IMAGE_SIZES
 from bot.providers.base import QUALITIES, ProviderError
 from bot.providers.settings import KNOWN_HOSTS
-from bot.sizes import IMAGE_SIZES
+from bot.runtime.config import ConfigError, Settings, load_settings, summary
+from bot.runtime.logs import setup_logging
 from cogs.app import CannotStart, serve
 from storage.db import SchemaTooNew, backup, latest_version, migrate_with_backup
 

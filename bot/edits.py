@@ -34,7 +34,7 @@ class EditOptions:
     # The server's NSFW policy and the channel's age restriction, as they were when asked.
     nsfw_policy: str = "block"
     channel_nsfw: bool = False
-    # The server's choice to write the recipe into result files (bot.recipe), as when asked.
+    # The server's choice to write the recipe into result files (bot.jobs.recipe), as when asked.
     recipe: bool = True
     # Whether the result's message mentions the member (their /notify choice), as when asked.
     mention: bool = True

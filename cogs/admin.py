@@ -14,8 +14,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import __version__
-from bot.guilds import NsfwPolicy
-from bot.sizes import IMAGE_SIZES
+from bot.pictures.sizes import IMAGE_SIZES
+from bot.runtime.guilds import NsfwPolicy
 from cogs import render
 from cogs.flow import can_moderate
 

@@ -16,19 +16,19 @@ import discord
 import yarl
 from discord.ext import commands
 
-from bot import memory
-from bot.command_sync import CommandSync
-from bot.config import Settings
 from bot.credits import CreditService
-from bot.files import FileStore
-from bot.guilds import GuildSettingsService
 from bot.jobs import JobService, JobSettings
-from bot.links import FileLinks
-from bot.metrics import Metrics
-from bot.painter import Painter, signing_key
+from bot.pictures import memory
+from bot.pictures.files import FileStore
+from bot.pictures.links import FileLinks
 from bot.providers.router import Router, build_router
-from bot.tasks import Supervisor
-from bot.web import Callbacks, Exposition, Health, Served, WebServer, build_app, callback_hosts
+from bot.runtime.command_sync import CommandSync
+from bot.runtime.config import Settings
+from bot.runtime.guilds import GuildSettingsService
+from bot.runtime.metrics import Metrics
+from bot.runtime.tasks import Supervisor
+from bot.web.painter import Painter, signing_key
+from bot.web.server import Callbacks, Exposition, Health, Served, WebServer, build_app, callback_hosts
 from cogs.delivery import DiscordDelivery
 from cogs.paint import DiscordDesk
 from storage.commands import CommandSyncRepository

@@ -2,7 +2,7 @@
 
 Each is a `DynamicItem` whose custom_id holds only a job id (and an output index). The id
 carries no authority: every press asks the job service whether this member may do this to that
-job, here, from this message (`bot.access`): anyone in the job's server may Refine, Retry, Vary,
+job, here, from this message (`bot.jobs.access`): anyone in the job's server may Refine, Retry, Vary,
 Use or Upscale a public result and pays with their own credits, a private one is its requester's
 alone, and Cancel and Delete are for the requester or the server's moderators. A failure of any
 kind is answered through `cogs.errors`, so the member never sees a bare "interaction failed".
@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.access import Act
 from bot.edits import EditOptions, InputImage
-from bot.sizes import RESOLUTIONS
+from bot.jobs.access import Act
+from bot.pictures.sizes import RESOLUTIONS
 from cogs import render
 from cogs.errors import answering
 from cogs.flow import actor_of, as_input, start_edit

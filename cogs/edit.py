@@ -14,11 +14,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.access import AccessError, Act
 from bot.edits import EditOptions, InputImage
-from bot.masks import mask_problem
-from bot.sizes import IMAGE_SIZES, RESOLUTIONS
-from bot.validation import attachment_problem
+from bot.jobs.access import AccessError, Act
+from bot.pictures.masks import mask_problem
+from bot.pictures.sizes import IMAGE_SIZES, RESOLUTIONS
+from bot.pictures.validation import attachment_problem
 from cogs import render
 from cogs.buttons import (
     DYNAMIC_ITEMS,

@@ -19,9 +19,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.access import AccessError
 from bot.credits import CreditError
 from bot.edits import EditsPaused, TooManyJobs
+from bot.jobs.access import AccessError
 
 if TYPE_CHECKING:
     from cogs.app import Retouch

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import discord
 from discord import app_commands
 
-from bot.access import Actor
 from bot.credits import Balance, CreditError, Estimate
 from bot.edits import EditOptions, EditOrder, EditsPaused, InputImage, TooManyJobs
-from bot.guilds import ServerSettings
-from bot.validation import AttachmentFacts, attachment_problem, clean_prompt, prompt_problem
+from bot.jobs.access import Actor
+from bot.pictures.validation import AttachmentFacts, attachment_problem, clean_prompt, prompt_problem
+from bot.runtime.guilds import ServerSettings
 from cogs import render
 from cogs.errors import PAUSED, refusal, report
 from storage.jobs import Job

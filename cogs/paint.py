@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.access import AccessError, Act, Actor
 from bot.credits import CreditError
 from bot.edits import EditOptions, EditOrder, EditsPaused, InputImage, TooManyJobs
-from bot.painter import Choice, Grant, Link, Outcome
-from bot.validation import clean_prompt
+from bot.jobs.access import AccessError, Act, Actor
+from bot.pictures.validation import clean_prompt
+from bot.web.painter import Choice, Grant, Link, Outcome
 from cogs.errors import refusal
 from cogs.flow import dms_closed, early_problem, is_age_restricted, is_personal, role_ids, server_problem
 from storage.jobs import Job, utcnow

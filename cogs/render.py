@@ -10,8 +10,8 @@ import discord
 
 from bot.credits import Balance, Estimate, LedgerEntry, QuotaView, Spend, UsageRow
 from bot.edits import Progress, ResultFile
-from bot.guilds import ServerSettings
 from bot.providers.router import HostHealth
+from bot.runtime.guilds import ServerSettings
 from storage.guilds import AuditEntry
 from storage.jobs import Job, JobOutput, JobState
 

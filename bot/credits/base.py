@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bot.config import BudgetSettings, CreditsSettings
 from bot.credits.values import DM_GUILD, PERSONAL_GUILD
+from bot.runtime.config import BudgetSettings, CreditsSettings
 from storage.db import Database
 from storage.ledger import LedgerRepository
 from storage.quotas import Allowances, QuotaRepository

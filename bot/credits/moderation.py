@@ -8,9 +8,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from bot.config import Period
 from bot.credits.base import CreditBase
 from bot.credits.values import PERIODS
+from bot.runtime.config import Period
 from storage.db import ts
 from storage.ledger import EntryKind, NewEntry
 from storage.quotas import PERIOD_KEY, SERVER_CAP_KEY, Scope

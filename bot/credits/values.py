@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from bot.config import Period
+from bot.runtime.config import Period
 
 PERIODS: tuple[Period, ...] = ("day", "week", "month", "none")
 MICROS_PER_USD = 1_000_000

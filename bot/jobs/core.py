@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 
 from bot.credits import CreditService
 from bot.edits import Delivery
-from bot.files import FileStore
+from bot.jobs.journal import Journal
+from bot.jobs.queue import FairQueue
 from bot.jobs.settings import JobSettings
-from bot.journal import Journal
-from bot.metrics import Metrics
+from bot.pictures.files import FileStore
 from bot.providers.base import Provider
-from bot.queue import FairQueue
+from bot.runtime.metrics import Metrics
 from storage.jobs import JobRepository
 
 

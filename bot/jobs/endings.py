@@ -11,8 +11,8 @@ import asyncio
 import logging
 import secrets
 
-from bot.access import JobHidden
 from bot.edits import member_message
+from bot.jobs.access import JobHidden
 from bot.jobs.core import Core
 from bot.providers.base import ProviderError, Run
 from storage.jobs import Job, JobState, utcnow

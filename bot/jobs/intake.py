@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from bot import access
-from bot.access import Actor
 from bot.credits import Balance, Estimate, InsufficientCredits, MemberBlocked
 from bot.edits import TOKEN_LIFETIME, EditOptions, EditOrder, EditsPaused, Progress, TooManyJobs
+from bot.jobs import access
+from bot.jobs.access import Actor
 from bot.jobs.core import Core
 from storage.jobs import Job, JobState, NewJob, utcnow
 

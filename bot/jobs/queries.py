@@ -12,8 +12,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bot import access
-from bot.access import Act, Actor, JobHidden
+from bot.jobs import access
+from bot.jobs.access import Act, Actor, JobHidden
 from storage.jobs import Job, JobOutput, JobRepository, JobState
 
 # A result is a new message, and its buttons work the moment it is posted, a little before the

@@ -16,7 +16,7 @@ from bot.jobs.endings import Endings, reference, run_of
 from bot.jobs.intake import Intake
 from bot.jobs.runner import Runner
 from bot.providers.base import ErrorKind, RunFailed
-from bot.tasks import Supervisor
+from bot.runtime.tasks import Supervisor
 from storage.jobs import Job, JobState
 
 log = logging.getLogger(__name__)

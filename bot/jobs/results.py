@@ -1,5 +1,5 @@
 """A finished run's results: downloaded to disk, laid over the original through the mask,
-given their recipe (bot.recipe), fitted under the upload limit, posted, and only then charged.
+given their recipe (bot.jobs.recipe), fitted under the upload limit, posted, and only then charged.
 
 The outputs are on disk with their rows before delivery starts, so a crash while posting finds
 them again at recovery instead of asking the host (whose result URLs may have expired).
@@ -14,12 +14,13 @@ from pathlib import Path
 
 import aiohttp
 
-from bot import composite, image_costs, images, memory, recipe
 from bot.edits import NSFW_BLOCKED, DeliveryFailed, EditOptions, Receipt, ResultFile
-from bot.files import DownloadError
-from bot.inputs import InputPreparer
+from bot.jobs import recipe
 from bot.jobs.core import Core
 from bot.jobs.endings import Endings, run_of
+from bot.jobs.inputs import InputPreparer
+from bot.pictures import composite, image_costs, images, memory
+from bot.pictures.files import DownloadError
 from bot.providers.base import ContentRejected, EditResult, ProviderError, Unavailable
 from storage.jobs import Job, JobState, NewOutput, utcnow
 
@@ -114,7 +115,7 @@ class Results:
 
     async def _keep_outside_the_mask(self, job: Job, fetched: Path) -> float | None:
         """With a mask, the output laid over the original through it, in place of what the host
-        sent (see `bot.composite`); returns the share of pixels outside the mask that the host had
+        sent (see `bot.pictures.composite`); returns the share of pixels outside the mask that the host had
         changed, or None when there is no mask or the output's shape differs and stands as made."""
         original = job.inputs[0].get("path") if job.inputs else None
         mask = self._inputs.mask_ready(job.id)

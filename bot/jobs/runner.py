@@ -12,13 +12,13 @@ import logging
 import sqlite3
 import time
 
-from bot import images, sizes
 from bot.edits import BOT_ERROR, STORAGE_FULL, EditOptions, Progress
-from bot.files import DownloadError, StorageFull
-from bot.inputs import InputPreparer
 from bot.jobs.core import Core
 from bot.jobs.endings import Endings, reference, run_of
+from bot.jobs.inputs import InputPreparer
 from bot.jobs.results import Results
+from bot.pictures import images, sizes
+from bot.pictures.files import DownloadError, StorageFull
 from bot.providers.base import (
     EditRequest,
     EditResult,

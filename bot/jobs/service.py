@@ -10,22 +10,22 @@ import aiohttp
 
 from bot.credits import CreditService
 from bot.edits import Delivery
-from bot.files import FileStore
-from bot.inputs import InputPreparer
 from bot.jobs.core import Core
 from bot.jobs.endings import Endings
+from bot.jobs.inputs import InputPreparer
 from bot.jobs.intake import Intake
+from bot.jobs.journal import Journal
 from bot.jobs.queries import Queries
 from bot.jobs.recovery import Recovery
 from bot.jobs.results import Results
 from bot.jobs.retention import Retention
 from bot.jobs.runner import Runner
 from bot.jobs.settings import JobSettings
-from bot.journal import Journal
-from bot.links import FileLinks
-from bot.metrics import Metrics
+from bot.pictures.files import FileStore
+from bot.pictures.links import FileLinks
 from bot.providers.base import Provider
-from bot.tasks import Supervisor
+from bot.runtime.metrics import Metrics
+from bot.runtime.tasks import Supervisor
 from storage.jobs import JobRepository
 
 

@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 
-from bot.config import Settings
+from bot.runtime.config import Settings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,7 +35,7 @@ class JobSettings:
     # (tests serving inputs on 127.0.0.1).
     cdn_hosts: tuple[str, ...] | None = None
     retention: timedelta = timedelta(days=30)
-    # Edits acknowledged but not yet written as jobs (see `bot.journal`); None keeps no journal.
+    # Edits acknowledged but not yet written as jobs (see `bot.jobs.journal`); None keeps no journal.
     journal_path: Path | None = None
 
     @classmethod

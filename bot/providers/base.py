@@ -42,7 +42,7 @@ class EditRequest:
     count: int = 1
     output_format: str = "png"
     dimensions: tuple[int, int] | None = None
-    """Width and height to make, from `bot.sizes` (always within the model's limits); None where
+    """Width and height to make, from `bot.pictures.sizes` (always within the model's limits); None where
     the first image's shape is unknown (the command-line edit). Hosts that take exact sizes send
     it; preset-only hosts send `image_size`, which the router keeps to their `image_sizes`."""
 

@@ -18,7 +18,8 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from bot import sizes
+from bot.pictures import sizes
+from bot.pictures.sizes import IMAGE_SIZES, RESOLUTIONS
 from bot.providers.base import (
     ContentRejected,
     EditRequest,
@@ -39,7 +40,6 @@ from bot.providers.http import JsonApi
 from bot.providers.payloads import MASK_FIELD, int_or_none, nsfw_flag, output_images, token_usd_micros
 from bot.providers.settings import HostSettings, TokenPrices
 from bot.providers.spec import HostSpec
-from bot.sizes import IMAGE_SIZES, RESOLUTIONS
 
 log = logging.getLogger(__name__)
 

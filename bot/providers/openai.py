@@ -32,8 +32,9 @@ from typing import Any
 import aiohttp
 from PIL import Image, ImageOps
 
-from bot import image_costs, images, masks, memory
-from bot.files import DownloadError, FileStore
+from bot.pictures import image_costs, images, masks, memory
+from bot.pictures.files import DownloadError, FileStore
+from bot.pictures.sizes import IMAGE_SIZES, RESOLUTIONS
 from bot.providers.base import (
     AuthFailed,
     EditRequest,
@@ -52,7 +53,6 @@ from bot.providers.http import request_json
 from bot.providers.payloads import token_usd_micros
 from bot.providers.settings import HostSettings, OpenAISettings, TokenPrices
 from bot.providers.spec import HostSpec
-from bot.sizes import IMAGE_SIZES, RESOLUTIONS
 
 # The three sizes every GPT image model accepts (plus auto), used at 1K; `EditRequest.dimensions`
 # asks gpt-image-2 for others.
@@ -87,7 +87,7 @@ def _masked_pair(first_image: bytes, mask: bytes) -> tuple[bytes, bytes]:
 
     The first image goes upright (its EXIF orientation applied), since the member drew the mask
     on the picture as shown; the mask follows at that size, transparent where the edit may
-    change pixels. `bot.masks` reads either convention members draw.
+    change pixels. `bot.pictures.masks` reads either convention members draw.
     """
     try:
         images.header(first_image)  # refuses what is unsafe to decode before decoding it
@@ -132,7 +132,7 @@ def _edit_result(reply: Any, prices: TokenPrices, duration_ms: int | None = None
 
 
 def _size(request: EditRequest, free_sizes: bool) -> str:
-    """gpt-image-2 takes any WxH within its limits, which `bot.sizes` keeps to, so the exact size
+    """gpt-image-2 takes any WxH within its limits, which `bot.pictures.sizes` keeps to, so the exact size
     goes as it is; older models take only the fixed sizes."""
     if request.dimensions is None or not free_sizes:
         return SIZES.get(request.image_size, "auto")

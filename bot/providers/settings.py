@@ -1,7 +1,7 @@
 """The [providers] table: every host's keys and the table base all config tables share.
 
 It lives in the providers package, importing nothing from the rest of the bot, so a host module
-reads its own settings without reaching back into `bot.config` (which imports the hosts to check
+reads its own settings without reaching back into `bot.runtime.config` (which imports the hosts to check
 `providers.order`): the settings flow one way, from here out to the config loader.
 """
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import discord
 import pytest
 
-from bot.config import Settings
+from bot.runtime.config import Settings
 from cogs.app import Retouch
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.runflow import FakeRunflow

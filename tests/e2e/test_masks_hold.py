@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from PIL import Image, ImageOps
 
-from bot.composite import FEATHER
+from bot.pictures.composite import FEATHER
 from tests.e2e.conftest import InProcessBot
 from tests.e2e.helpers import has_image
 from tests.fakes.discord import FakeDiscord

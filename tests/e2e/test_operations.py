@@ -8,8 +8,8 @@ from pathlib import Path
 
 import aiohttp
 
-from bot.config import BudgetSettings, CreditsSettings
 from bot.credits import CreditService
+from bot.runtime.config import BudgetSettings, CreditsSettings
 from storage.db import backup, connect, latest_version, migrations, open_db
 from tests.e2e.conftest import InProcessBot
 from tests.e2e.helpers import has_image, shows

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from yarl import URL
 
-from bot.files import FileStore
-from bot.painter import EXPIRED, FORGED, OTHER_MEMBER, USED, Painter
+from bot.pictures.files import FileStore
+from bot.web.painter import EXPIRED, FORGED, OTHER_MEMBER, USED, Painter
 from cogs.app import Retouch
 from storage.jobs import utcnow
 from tests.e2e.conftest import InProcessBot
@@ -233,7 +233,7 @@ async def test_a_painted_mask_is_decoded_within_the_memory_budget(
     retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The submit comes from the public web port: its mask is pixel work like any other."""
-    from bot import masks, memory
+    from bot.pictures import masks, memory
 
     budgeted: list[object] = []
     run = memory.MemoryBudget.run

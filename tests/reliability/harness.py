@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bot.config import BudgetSettings, CreditsSettings
 from bot.credits import CreditService
+from bot.runtime.config import BudgetSettings, CreditsSettings
 from storage.db import open_db
 from tests.fakes.discord import FakeDiscord
 

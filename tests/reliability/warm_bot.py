@@ -16,8 +16,8 @@ import importlib
 import runpy
 import sys
 
-import bot.config  # (the imports are the point)
-import bot.logs  # noqa: F401
+import bot.runtime.config  # (the imports are the point)
+import bot.runtime.logs  # noqa: F401
 from cogs.app import EXTENSIONS
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.access import Act, Actor, ActRefused, JobHidden, check, visible
+from bot.jobs.access import Act, Actor, ActRefused, JobHidden, check, visible
 from storage.jobs import Job, JobState
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

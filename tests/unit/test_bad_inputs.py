@@ -18,9 +18,9 @@ import pytest
 from _pytest.mark import ParameterSet
 from PIL import ExifTags, Image, ImageCms
 
-from bot.images import ImageProblem, fit_under, inspect, normalize
-from bot.masks import EVERYTHING_CHANGES, NOTHING_TO_CHANGE, mask_problem, to_alpha_mask, to_bw_mask
-from bot.validation import AttachmentFacts, attachment_problem, clean_prompt, prompt_problem
+from bot.pictures.images import ImageProblem, fit_under, inspect, normalize
+from bot.pictures.masks import EVERYTHING_CHANGES, NOTHING_TO_CHANGE, mask_problem, to_alpha_mask, to_bw_mask
+from bot.pictures.validation import AttachmentFacts, attachment_problem, clean_prompt, prompt_problem
 from cogs.buttons import MODAL_PROMPT_MAX
 from cogs.edit import SLASH_PROMPT_MAX
 from cogs.render import quote_prompt

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.command_sync import digest
+from bot.runtime.command_sync import digest
 
 
 def test_the_digest_ignores_key_and_command_order() -> None:

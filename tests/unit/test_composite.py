@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from bot.composite import FEATHER, composite
+from bot.pictures.composite import FEATHER, composite
 
 SIZE = (240, 120)
 BOX = (60, 30, 180, 90)  # the editable region

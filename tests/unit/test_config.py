@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from bot.__main__ import main
-from bot.config import ConfigError, Settings, load_settings
+from bot.runtime.config import ConfigError, Settings, load_settings
 
 VALID = """
 [discord]

@@ -18,8 +18,6 @@ import pytest
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from bot.config import WebSettings
-from bot.metrics import Metrics
 from bot.providers.base import (
     ContentRejected,
     EditRequest,
@@ -33,7 +31,9 @@ from bot.providers.eachlabs import EachlabsProvider, prediction_state
 from bot.providers.eachlabs import parse_callback as parse_eachlabs_webhook
 from bot.providers.eachlabs import verify_callback as verify_eachlabs
 from bot.providers.settings import EachlabsSettings, ProvidersSettings
-from bot.web import Callbacks, Exposition, Health, build_app, callback_hosts
+from bot.runtime.config import WebSettings
+from bot.runtime.metrics import Metrics
+from bot.web.server import Callbacks, Exposition, Health, build_app, callback_hosts
 from storage.db import open_db
 from storage.jobs import JobRepository
 from tests.fakes.eachlabs import KNOWN_MODEL, FakeEachlabs

@@ -23,12 +23,12 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
+from bot.pictures.sizes import IMAGE_SIZES, dimensions
+from bot.pictures.validation import prompt_problem
 from bot.providers.base import EditRequest, ImageRef, InvalidRequest, RunStatus
 from bot.providers.fal import FalProvider
 from bot.providers.fal import parse_callback as parse_fal_webhook
 from bot.providers.settings import FalSettings
-from bot.sizes import IMAGE_SIZES, dimensions
-from bot.validation import prompt_problem
 from tests.fakes.fal import FakeFal
 
 DOCUMENTED_INPUT_FIELDS = {

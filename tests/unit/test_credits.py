@@ -14,7 +14,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.config import BudgetSettings, CreditsSettings
 from bot.credits import (
     BudgetExceeded,
     CreditService,
@@ -23,6 +22,7 @@ from bot.credits import (
     MemberBlocked,
     period_bounds,
 )
+from bot.runtime.config import BudgetSettings, CreditsSettings
 from storage.db import Database, open_db
 from storage.jobs import JobRepository, NewJob
 from storage.ledger import EntryKind

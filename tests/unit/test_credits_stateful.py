@@ -25,7 +25,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from bot.config import BudgetSettings, CreditsSettings
 from bot.credits import (
     Balance,
     BudgetExceeded,
@@ -37,6 +36,7 @@ from bot.credits import (
     Spend,
     period_bounds,
 )
+from bot.runtime.config import BudgetSettings, CreditsSettings
 from storage.db import Database, open_db
 from storage.jobs import JobRepository, NewJob
 from storage.ledger import EntryKind, LedgerRepository

@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from bot.edits import STORAGE_FULL
-from bot.files import FileStore, StorageFull
+from bot.pictures.files import FileStore, StorageFull
 from bot.providers.runflow import RunflowProvider
 from bot.providers.settings import RunflowSettings
 from storage.jobs import JobState

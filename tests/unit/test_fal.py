@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
+from bot.pictures.sizes import RESOLUTIONS
 from bot.providers.base import (
     AuthFailed,
     ContentRejected,
@@ -24,7 +25,6 @@ from bot.providers.fal import FalProvider, parse_error
 from bot.providers.fal import parse_callback as parse_fal_webhook
 from bot.providers.payloads import MASK_FIELD
 from bot.providers.settings import FalSettings
-from bot.sizes import RESOLUTIONS
 from tests.fakes.fal import FakeFal, WebhookSink
 from tests.images import decode
 

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from bot.files import FileStore
-from bot.hostcheck import (
+from bot.cli.hostcheck import (
     HONOURED_BELOW,
     IGNORED_FROM,
     HostReport,
@@ -24,6 +23,7 @@ from bot.hostcheck import (
     mask_verdict,
     render,
 )
+from bot.pictures.files import FileStore
 from bot.providers.settings import ProvidersSettings
 from tests.fakes.fal import FakeFal
 from tests.fakes.openai import FakeOpenAI

@@ -18,7 +18,7 @@ CHILD = textwrap.dedent(
     """
     import gc, io, json, os
     from PIL import Image
-    from bot import image_costs, images, masks, memory
+    from bot.pictures import image_costs, images, masks, memory
 
     memory.configure(memory.DEFAULT_BYTES)
     SIZE = (2400, 1500)

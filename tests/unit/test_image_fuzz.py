@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.images import ImageProblem, fit_under, inspect, normalize
-from bot.masks import to_alpha_mask, to_bw_mask
+from bot.pictures.images import ImageProblem, fit_under, inspect, normalize
+from bot.pictures.masks import to_alpha_mask, to_bw_mask
 from tests.data.make_corpus import PHOTO_SIZE, corpus
 from tests.images import decode
 

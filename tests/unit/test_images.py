@@ -7,8 +7,8 @@ import io
 import pytest
 from PIL import Image
 
-from bot.images import ImageProblem, fit_under, inspect
-from bot.validation import AttachmentFacts, attachment_problem
+from bot.pictures.images import ImageProblem, fit_under, inspect
+from bot.pictures.validation import AttachmentFacts, attachment_problem
 from tests.images import decode, noisy_png, png
 
 

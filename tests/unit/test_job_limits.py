@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from bot.config import CreditsSettings
 from bot.edits import TooManyJobs
 from bot.providers.runflow import RunflowProvider
 from bot.providers.settings import RunflowSettings
+from bot.runtime.config import CreditsSettings
 from storage.jobs import Job
 from tests.fakes.runflow import FakeRunflow
 from tests.unit.test_jobs import Harness, order, running

@@ -12,16 +12,16 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from bot.config import BudgetSettings, CreditsSettings
 from bot.credits import CreditService, Estimate
 from bot.edits import EditOptions, EditOrder, InputImage, Progress, Receipt, ResultFile
-from bot.files import FileStore
 from bot.jobs import JobService, JobSettings
+from bot.pictures.files import FileStore
+from bot.pictures.sizes import RESOLUTIONS
 from bot.providers.base import Provider
 from bot.providers.fal import FalProvider
 from bot.providers.runflow import RunflowProvider
 from bot.providers.settings import FalSettings, HostSettings, RunflowSettings
-from bot.sizes import RESOLUTIONS
+from bot.runtime.config import BudgetSettings, CreditsSettings
 from storage.db import open_db
 from storage.jobs import Job, JobRepository, JobState, NewJob
 from tests.conftest import StaticFiles

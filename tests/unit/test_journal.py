@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.edits import EditOptions, EditOrder, InputImage
-from bot.journal import Journal, order_to_dict
+from bot.jobs.journal import Journal, order_to_dict
 
 
 def order(token: str) -> EditOrder:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot.inputs import url_expired
-from bot.links import FileLinks
+from bot.jobs.inputs import url_expired
+from bot.pictures.links import FileLinks
 
 
 def test_a_link_is_valid_until_it_expires_and_cannot_be_altered() -> None:

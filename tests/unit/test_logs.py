@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.logs import setup_logging
+from bot.runtime.logs import setup_logging
 
 SECRET = "rf-live-0123456789abcdef"
 TOKEN = "aW50ZXJhY3Rpb246MTIzNDU2Nzg5MDEyMzQ1Njc4OnNlY3JldA"

@@ -8,8 +8,8 @@ import warnings
 import pytest
 from PIL import Image
 
-from bot.images import ImageProblem
-from bot.masks import (
+from bot.pictures.images import ImageProblem
+from bot.pictures.masks import (
     EVERYTHING_CHANGES,
     NOTHING_TO_CHANGE,
     UNREADABLE,
@@ -17,7 +17,7 @@ from bot.masks import (
     to_alpha_mask,
     to_bw_mask,
 )
-from bot.validation import AttachmentFacts
+from bot.pictures.validation import AttachmentFacts
 from tests.data.make_corpus import HOLE, PHOTO_SIZE, alpha_mask, bw_mask, encode, png_header
 from tests.images import decode
 

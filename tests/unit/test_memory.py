@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from bot.memory import MemoryBudget
+from bot.pictures.memory import MemoryBudget
 
 
 async def granted(task: asyncio.Task[int]) -> bool:

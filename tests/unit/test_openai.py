@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageOps
 from pydantic import SecretStr
 
+from bot.pictures.sizes import RESOLUTIONS
 from bot.providers.base import (
     AuthFailed,
     ContentRejected,
@@ -36,7 +37,6 @@ from bot.providers.openai import (
 )
 from bot.providers.payloads import token_usd_micros
 from bot.providers.settings import OpenAISettings, TokenPrices
-from bot.sizes import RESOLUTIONS
 from tests.conftest import StaticFiles
 from tests.fakes.openai import USAGE, FakeOpenAI
 from tests.images import decode, png

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from bot.validation import AttachmentFacts, attachment_problem
+from bot.pictures.validation import AttachmentFacts, attachment_problem
 from cogs import render
 from storage.guilds import AuditEntry
 from storage.jobs import Job, JobState

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from bot import files
 from bot.credits import Estimate
 from bot.edits import STORAGE_FULL
-from bot.inputs import url_expired
 from bot.jobs import MAX_STARTS
+from bot.jobs.inputs import url_expired
+from bot.pictures import files
 from bot.providers.runflow import RunflowProvider
 from bot.providers.settings import RunflowSettings
 from storage.jobs import Job, JobState, NewJob

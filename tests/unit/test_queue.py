@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.queue import FairQueue
+from bot.jobs.queue import FairQueue
 
 
 async def test_round_robin_across_members() -> None:

@@ -8,7 +8,7 @@ import json
 import pytest
 from PIL import ExifTags, Image
 
-from bot.recipe import Recipe, stamp
+from bot.jobs.recipe import Recipe, stamp
 
 RECIPE = Recipe('make it ☃ "blue"', 7, 3, "high", "auto", "1K", "runflow")
 

@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
+from bot.pictures.sizes import IMAGE_SIZES, RESOLUTIONS
 from bot.providers.base import (
     PRESET_SIZES,
     AuthFailed,
@@ -28,7 +29,6 @@ from bot.providers.base import (
 )
 from bot.providers.router import BreakerState, HostHealth, RetryPolicy, Router, build_router
 from bot.providers.settings import ProvidersSettings
-from bot.sizes import IMAGE_SIZES, RESOLUTIONS
 
 REQUEST = EditRequest(job_id=1, prompt="p", images=[ImageRef("a.png", url="http://127.0.0.1:9/a.png")])
 ONLY_1K = frozenset({"1K"})

@@ -6,14 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot.pictures.sizes import IMAGE_SIZES, dimensions
 from bot.providers.base import PRESET_SIZES
-from bot.sizes import IMAGE_SIZES, dimensions
 
 # fal's documented `image_size` presets (width, height); Runflow and each::labs take the same names.
 from tests.fakes.fal import PRESET_SIZES as FAL_PRESETS
 
 # The model's limits, restated here from providers.md rather than imported, so a mistake in
-# bot.sizes cannot hide in the test.
+# bot.pictures.sizes cannot hide in the test.
 MAX_EDGE = 3840
 MIN_PIXELS = 655_360
 MAX_PIXELS = 8_294_400

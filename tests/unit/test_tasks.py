@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from bot.tasks import Supervisor
+from bot.runtime.tasks import Supervisor
 
 
 async def test_a_failed_task_is_logged_once_with_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
@@ -15,7 +15,7 @@ async def test_a_failed_task_is_logged_once_with_its_traceback(caplog: pytest.Lo
         raise ValueError("boom")
 
     supervisor = Supervisor()
-    with caplog.at_level(logging.ERROR, logger="bot.tasks"):
+    with caplog.at_level(logging.ERROR, logger="bot.runtime.tasks"):
         task = supervisor.spawn(broken(), name="broken-task")
         await asyncio.wait([task])
         await supervisor.stop()
@@ -39,7 +39,7 @@ async def test_stop_cancels_every_task_and_waits_for_each_to_end(caplog: pytest.
     supervisor = Supervisor()
     tasks = [supervisor.spawn(forever(n), name=f"forever-{n}") for n in range(3)]
     await started.wait()
-    with caplog.at_level(logging.ERROR, logger="bot.tasks"):
+    with caplog.at_level(logging.ERROR, logger="bot.runtime.tasks"):
         await supervisor.stop()
     assert sorted(ended) == [0, 1, 2]
     assert all(task.cancelled() for task in tasks)

@@ -15,12 +15,21 @@ import pytest
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from bot.config import WebSettings
-from bot.files import FileStore
-from bot.links import FileLinks
-from bot.metrics import Metrics
+from bot.pictures.files import FileStore
+from bot.pictures.links import FileLinks
 from bot.providers.settings import ProvidersSettings, RunflowSettings
-from bot.web import Callbacks, Exposition, Health, Served, TokenBucket, WebServer, build_app, callback_hosts
+from bot.runtime.config import WebSettings
+from bot.runtime.metrics import Metrics
+from bot.web.server import (
+    Callbacks,
+    Exposition,
+    Health,
+    Served,
+    TokenBucket,
+    WebServer,
+    build_app,
+    callback_hosts,
+)
 from storage.db import open_db
 from storage.jobs import JobRepository
 

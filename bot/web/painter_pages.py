@@ -11,9 +11,9 @@ from pathlib import Path
 
 from aiohttp import BodyPartReader, web
 
-from bot.files import DownloadError
-from bot.images import ImageProblem
-from bot.painter import COUNTS, GONE, QUALITIES, Choice, Link, LinkRefused, Painter
+from bot.pictures.files import DownloadError
+from bot.pictures.images import ImageProblem
+from bot.web.painter import COUNTS, GONE, QUALITIES, Choice, Link, LinkRefused, Painter
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageChops, ImageFilter, ImageOps
 
-from bot.images import as_8bit
+from bot.pictures.images import as_8bit
 
 # How soft the edge between kept and edited pixels is: a blur of this radius on the hard mask,
 # enough that no seam shows, small enough that "outside" stays the original's a few pixels out.

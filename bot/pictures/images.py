@@ -14,11 +14,11 @@ from pathlib import Path
 
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from bot.sizes import MAX_PIXELS as LARGEST_RESULT
+from bot.pictures.sizes import MAX_PIXELS as LARGEST_RESULT
 
 # Larger than any input the model accepts (4096x4096 at most on some hosts), small enough that a
 # decompression bomb is refused before it is decoded. It bounds each picture, and the memory
-# budget (bot.memory) bounds them together: the costliest conversion of a picture this large,
+# budget (bot.pictures.memory) bounds them together: the costliest conversion of a picture this large,
 # CMYK to RGB, holds 328 MB, within the default budget of 400 MB.
 MAX_PIXELS = 40_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -26,7 +26,7 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 WEBP_MAX_SIDE = 16383
 # Pillow's WebP decoder holds 16 bytes a pixel (libwebp's two RGBA canvases and a copy of the
 # frame beside the picture), four times a PNG's or JPEG's, so WebPs get fewer pixels: at this
-# many one decode takes 260 MB, within the default memory budget (see bot.image_costs).
+# many one decode takes 260 MB, within the default memory budget (see bot.pictures.image_costs).
 WEBP_MAX_PIXELS = 16_000_000
 # MPO is how Pillow names a JPEG carrying a second picture (phones' Ultra HDR gain maps): the
 # first picture is an ordinary JPEG.
@@ -180,7 +180,7 @@ def fit_under(data: bytes, limit: int, *, exif: bytes | None = None) -> Fitted:
 
     The order keeps quality where it can: first the same pixels in a smaller encoding
     (optimised PNG, then WebP at high quality), and only then fewer pixels. A re-encoding
-    carries `exif` (the recipe, see bot.recipe), counted against the limit like the pixels.
+    carries `exif` (the recipe, see bot.jobs.recipe), counted against the limit like the pixels.
     """
     opened, info = _decoded(data)
     with opened:

@@ -13,8 +13,8 @@ import struct
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from bot.images import MAX_PIXELS, WEBP_MAX_PIXELS, ImageProblem, upright_8bit
-from bot.validation import AttachmentFacts, attachment_problem
+from bot.pictures.images import MAX_PIXELS, WEBP_MAX_PIXELS, ImageProblem, upright_8bit
+from bot.pictures.validation import AttachmentFacts, attachment_problem
 
 NOTHING_TO_CHANGE = "The mask marks nothing to change; paint the area to edit white (or transparent)."
 EVERYTHING_CHANGES = (

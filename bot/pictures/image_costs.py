@@ -30,8 +30,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.images import Header, header
-from bot.sizes import MAX_PIXELS as LARGEST_RESULT
+from bot.pictures.images import Header, header
+from bot.pictures.sizes import MAX_PIXELS as LARGEST_RESULT
 
 # Bytes a pixel Pillow stores per layout; every layout of two or more bands takes 4.
 _STORED = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}

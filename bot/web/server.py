@@ -2,7 +2,7 @@
 
 It may face the internet (hosts must reach `web.public_url`), so nothing a client sends can
 hold it for long: connections are bounded in number and in the time to send a request head
-(bot.connections), callback bodies in size and in time, and callbacks that cannot be verified
+(bot.web.connections), callback bodies in size and in time, and callbacks that cannot be verified
 in rate, per host. It is still a small server: in front of the internet, put a reverse proxy.
 """
 
@@ -17,16 +17,16 @@ from dataclasses import dataclass, field
 import aiosqlite
 from aiohttp import web
 
-from bot.config import WebSettings
-from bot.connections import ConnectionGuard
-from bot.files import FileStore
-from bot.links import FileLinks
-from bot.metrics import CONTENT_TYPE, Metrics
-from bot.painter import Painter
-from bot.painter_pages import add_routes as add_painter_routes
+from bot.pictures.files import FileStore
+from bot.pictures.links import FileLinks
 from bot.providers.registry import SPECS
 from bot.providers.settings import ProvidersSettings
 from bot.providers.spec import CallbackParser, SecretCheck
+from bot.runtime.config import WebSettings
+from bot.runtime.metrics import CONTENT_TYPE, Metrics
+from bot.web.connections import ConnectionGuard
+from bot.web.painter import Painter
+from bot.web.painter_pages import add_routes as add_painter_routes
 from storage.jobs import JobRepository
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 @dataclass(frozen=True)
 class Served:
-    """Kept input files, reachable only through signed links (see bot.links)."""
+    """Kept input files, reachable only through signed links (see bot.pictures.links)."""
 
     links: FileLinks
     files: FileStore

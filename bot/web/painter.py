@@ -27,13 +27,13 @@ from typing import Any, Protocol
 import aiohttp
 from PIL import Image
 
-from bot import image_costs, masks, memory
 from bot.credits import CreditService
 from bot.edits import TOKEN_LIFETIME, EditOptions, InputImage
-from bot.files import FileStore
-from bot.images import ImageProblem
 from bot.jobs import JobService
-from bot.validation import AttachmentFacts
+from bot.pictures import image_costs, masks, memory
+from bot.pictures.files import FileStore
+from bot.pictures.images import ImageProblem
+from bot.pictures.validation import AttachmentFacts
 from storage.jobs import JobState, utcnow
 from storage.paint_links import PaintLinkRepository, PaintLinkRow
 

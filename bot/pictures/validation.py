@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.images import MAX_PIXELS, WEBP_MAX_PIXELS
+from bot.pictures.images import MAX_PIXELS, WEBP_MAX_PIXELS
 
 ACCEPTED_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
 MAX_INPUT_BYTES = 25 * 1024 * 1024

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import aiohttp
 
-from bot import images, masks
-from bot.config import Settings
-from bot.files import DownloadError, FileStore
 from bot.jobs.results import MAX_OUTPUT_BYTES
+from bot.pictures import images, masks
+from bot.pictures.files import DownloadError, FileStore
 from bot.providers.base import (
     EditRequest,
     EditResult,
@@ -33,6 +32,7 @@ from bot.providers.base import (
 )
 from bot.providers.router import build_router
 from bot.providers.settings import ProvidersSettings
+from bot.runtime.config import Settings
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ from typing import Any
 import aiohttp
 import yarl
 
-from bot import image_costs, images, masks, memory
 from bot.edits import InputImage
-from bot.files import FileStore
-from bot.links import FileLinks
+from bot.pictures import image_costs, images, masks, memory
+from bot.pictures.files import FileStore
+from bot.pictures.links import FileLinks
 from bot.providers.base import ImageRef
 from storage.jobs import Job, utcnow
 

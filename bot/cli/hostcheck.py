@@ -29,11 +29,11 @@ import aiohttp
 from PIL import Image, ImageDraw, ImageOps
 from yarl import URL
 
-from bot import images, masks, sizes
-from bot.composite import changed_outside, same_shape
-from bot.files import DownloadError, FileStore
-from bot.images import ImageProblem
-from bot.oneshot import output_bytes, wait_until_final
+from bot.cli.oneshot import output_bytes, wait_until_final
+from bot.pictures import images, masks, sizes
+from bot.pictures.composite import changed_outside, same_shape
+from bot.pictures.files import DownloadError, FileStore
+from bot.pictures.images import ImageProblem
 from bot.providers.base import (
     EditRequest,
     ErrorKind,

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
+from bot.pictures.sizes import IMAGE_SIZES
 from bot.providers.base import QUALITIES
-from bot.sizes import IMAGE_SIZES
 from storage.db import Database
 from storage.guilds import AuditEntry, GuildRepository
 from storage.quotas import QuotaRepository

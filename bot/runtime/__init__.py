@@ -1,0 +1,2 @@
+"""What every part of a running bot shares: its configuration, logging, metrics, background
+tasks, per-server settings and command sync."""
