@@ -27,7 +27,8 @@ from bot.providers.settings import KNOWN_HOSTS
 from bot.runtime.config import ConfigError, Settings, load_settings, summary
 from bot.runtime.logs import setup_logging
 from cogs.app import CannotStart, serve
-from storage.db import SchemaTooNew, backup, latest_version, migrate_with_backup
+from storage.db import SchemaTooNew
+from storage.sqlite import backup, latest_version, migrate_with_backup
 
 log = logging.getLogger("bot")
 

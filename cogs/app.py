@@ -132,7 +132,7 @@ class Retouch(commands.Bot):
         self.web = WebServer(
             build_app(
                 Health(
-                    self.db.conn,
+                    self.db,
                     gateway_ready=self.is_ready,
                     accepting=lambda: self.jobs.accepting and not self.jobs.paused,
                 ),

@@ -16,8 +16,8 @@ class CommandSyncRepository:
         return None if row is None else str(row["digest"])
 
     async def record(self, scope: str, digest: str, *, now: datetime) -> None:
-        async with self._db.transaction() as conn:
-            await conn.execute(
+        async with self._db.transaction() as tx:
+            await tx.execute(
                 """
                 INSERT INTO command_syncs (scope, digest, synced_at) VALUES (?, ?, ?)
                 ON CONFLICT (scope) DO UPDATE SET digest = excluded.digest, synced_at = excluded.synced_at

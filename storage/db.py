@@ -1,30 +1,75 @@
-"""Opening the SQLite database and bringing its schema up to date.
+"""What every repository sees of the database, whichever engine holds it.
 
-Migrations are numbered `.sql` files in `migrations/`; each one wraps itself in a
-transaction that ends by setting `PRAGMA user_version`, so a crash mid-migration leaves the
-previous version intact and the runner simply applies the file again.
+Repositories write one SQL dialect: `?` placeholders, `ON CONFLICT ... DO NOTHING/UPDATE`,
+`RETURNING`, `IS NOT DISTINCT FROM`, `CASE` rather than boolean arithmetic, and no engine
+functions (JSON documents are read and written whole, in Python). SQLite runs it as written;
+the PostgreSQL backend numbers the placeholders. Times are fixed-width ISO-8601 UTC text (`ts`),
+so comparing the strings compares the instants on both engines.
+
+A transaction opened inside another one in the same task joins it, so a service can make a job
+row and its credit reservation one unit by wrapping both calls. Reads outside a transaction see
+only committed rows.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
-import logging
-import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager, closing
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
 
-import aiosqlite
 
-log = logging.getLogger(__name__)
+class Row(Protocol):
+    """A result row, by column name or position (sqlite3.Row and asyncpg.Record both are)."""
 
-MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
-BUSY_TIMEOUT_MS = 5000
+    def __getitem__(self, key: str | int, /) -> Any: ...
+
+    def keys(self) -> Iterable[str]: ...
+
+
+class Tx(Protocol):
+    """Statements inside one open transaction."""
+
+    async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Run a statement; returns how many rows it changed."""
+        ...
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None: ...
+
+    async def fetch_one(self, sql: str, params: Sequence[object] = ()) -> Row | None: ...
+
+    async def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[Row]: ...
+
+    async def lock(self, key: str) -> None:
+        """Hold `key` until this transaction ends, so transactions deciding from the same rows (a
+        member's in-flight count, a balance) take turns across processes. SQLite's single writer
+        already serialises every transaction, so there it costs nothing."""
+        ...
+
+
+class Database(Protocol):
+    """One store for the whole process (and, on PostgreSQL, shared with other processes)."""
+
+    @property
+    def dialect(self) -> str:
+        """'sqlite' or 'postgresql', for the few statements the engines cannot share."""
+        ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
+
+    async def fetch_one(self, sql: str, params: Sequence[object] = ()) -> Row | None: ...
+
+    async def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[Row]: ...
+
+    async def ping(self) -> bool:
+        """Whether a trivial query answers (the health check)."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class SchemaTooNew(Exception):
@@ -39,114 +84,43 @@ class SchemaTooNew(Exception):
         )
 
 
+def database_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "the database failed" (rather than "the code is wrong"), for
+    callers that leave work for recovery when the store is unavailable."""
+    return (sqlite3.Error,)
+
+
 @dataclass(frozen=True)
-class Migration:
-    version: int
-    path: Path
+class StoreUrl:
+    """Where the store is: `sqlite:///relative/or//absolute.db`, `sqlite://:memory:` or
+    `postgresql://user@host:port/database`."""
 
+    dialect: str
+    target: str
 
-def migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """The migration files in order; gaps or duplicates are a packaging bug, so they raise."""
-    found = []
-    for path in sorted(directory.glob("*.sql")):
-        match = _MIGRATION_NAME.match(path.name)
-        if match is None:
-            raise RuntimeError(f"migration file {path.name} is not named NNNN_name.sql")
-        found.append(Migration(int(match.group(1)), path))
-    for expected, migration in enumerate(found, start=1):
-        if migration.version != expected:
-            raise RuntimeError(
-                f"migration {migration.path.name} is out of sequence (expected {expected:04d})"
+    @classmethod
+    def parse(cls, url: str | Path) -> StoreUrl:
+        text = str(url)
+        if text.startswith(("postgresql://", "postgres://")):
+            return cls("postgresql", text)
+        if text.startswith("sqlite://"):
+            rest = text.removeprefix("sqlite://")
+            return cls(
+                "sqlite", ":memory:" if rest in ("", ":memory:", "/:memory:") else rest.removeprefix("/")
             )
-    return found
+        if "://" in text:
+            raise ValueError(f"unknown database URL scheme in {text!r}: use sqlite:/// or postgresql://")
+        return cls("sqlite", text)
 
 
-def latest_version() -> int:
-    return len(migrations())
+async def open_db(url: str | Path) -> Database:
+    """Connect and migrate: the one way the application opens its store."""
+    where = StoreUrl.parse(url)
+    if where.dialect == "postgresql":
+        raise ValueError("this version of Retouch stores its data in SQLite only")
+    from storage import sqlite
 
-
-async def connect(path: Path | str) -> aiosqlite.Connection:
-    """A connection with the pragmas every part of the app relies on.
-
-    `isolation_level=None` leaves transactions to explicit BEGIN/COMMIT in the repositories,
-    so a multi-statement change (a job row plus its ledger reservation) is one unit.
-    """
-    if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = await aiosqlite.connect(str(path), isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    await conn.execute("PRAGMA journal_mode = WAL")
-    await conn.execute("PRAGMA synchronous = NORMAL")
-    await conn.execute("PRAGMA foreign_keys = ON")
-    return conn
-
-
-async def schema_version(conn: aiosqlite.Connection) -> int:
-    async with conn.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
-    return int(row[0]) if row else 0
-
-
-async def migrate(conn: aiosqlite.Connection) -> list[int]:
-    """Apply every migration newer than the database; returns the versions applied."""
-    known = migrations()
-    current = await schema_version(conn)
-    if current > len(known):
-        raise SchemaTooNew(current, len(known))
-    applied = []
-    for migration in known[current:]:
-        log.info("applying migration %s", migration.path.name)
-        await conn.executescript(migration.path.read_text(encoding="utf-8"))
-        now = await schema_version(conn)
-        if now != migration.version:
-            raise RuntimeError(
-                f"migration {migration.path.name} did not set user_version to {migration.version}"
-            )
-        applied.append(migration.version)
-    return applied
-
-
-def backup(source: Path, destination: Path) -> Path:
-    """Copy a live database with SQLite's online backup API (consistent while others write).
-
-    Synchronous: run it in a thread. A destination that is a directory gets a timestamped
-    file name inside it.
-    """
-    if destination.is_dir():
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        destination = destination / f"{source.stem}-{stamp}.db"
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(destination)) as dst:
-        src.backup(dst)
-    return destination
-
-
-async def migrate_with_backup(path: Path) -> tuple[list[int], Path | None]:
-    """Bring the schema up to date, first copying a database that has data and needs changes."""
-    conn = await connect(path)
-    try:
-        current = await schema_version(conn)
-        copy = None
-        if 0 < current < latest_version():
-            copy = await asyncio.to_thread(
-                backup, path, path.with_name(f"{path.stem}.pre-v{latest_version()}.db")
-            )
-            log.info("backed up the database to %s before migrating", copy)
-        return await migrate(conn), copy
-    finally:
-        await conn.close()
-
-
-async def open_db(path: Path | str) -> Database:
-    """Connect and migrate: the one way the application opens its database."""
-    conn = await connect(path)
-    try:
-        await migrate(conn)
-    except BaseException:
-        await conn.close()
-        raise
-    return Database(conn)
+    return await sqlite.open_sqlite(where.target)
 
 
 def ts(value: datetime) -> str:
@@ -154,59 +128,20 @@ def ts(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-_in_transaction: contextvars.ContextVar[bool] = contextvars.ContextVar("in_transaction", default=False)
+class Joining:
+    """The rule both backends share: a transaction opened in a task that already has one joins
+    it, and a read in such a task reads through it (it must see its own uncommitted writes)."""
 
+    def __init__(self) -> None:
+        self._current: contextvars.ContextVar[Tx | None] = contextvars.ContextVar("tx", default=None)
 
-class Database:
-    """One connection shared by the whole process, with transactions that cannot interleave.
-
-    aiosqlite runs statements in order on one thread, but coroutines interleave between them:
-    without the lock, another task's write could land inside (and be rolled back with) our
-    transaction. A transaction opened inside another one in the same task simply joins it, so
-    a service can make a job row and its credit reservation one unit by wrapping both calls.
-    """
-
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self.conn = conn
-        self._lock = asyncio.Lock()
+    def current(self) -> Tx | None:
+        return self._current.get()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        if _in_transaction.get():
-            yield self.conn
-            return
-        async with self._lock:
-            token = _in_transaction.set(True)
-            try:
-                await self.conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self.conn
-                except BaseException:
-                    await self.conn.rollback()
-                    raise
-                await self.conn.commit()
-            finally:
-                _in_transaction.reset(token)
-
-    @asynccontextmanager
-    async def _reading(self) -> AsyncIterator[None]:
-        """Reads wait for another task's open transaction to end: on this one shared connection
-        they would otherwise see its uncommitted rows (and lose them if it rolls back). Inside a
-        transaction of its own task, a read joins it."""
-        if _in_transaction.get():
-            yield
-            return
-        async with self._lock:
-            yield
-
-    async def fetch_all(self, sql: str, params: Iterable[object] = ()) -> list[sqlite3.Row]:
-        async with self._reading():
-            return list(await self.conn.execute_fetchall(sql, tuple(params)))
-
-    async def fetch_one(self, sql: str, params: Iterable[object] = ()) -> sqlite3.Row | None:
-        async with self._reading(), self.conn.execute(sql, tuple(params)) as cursor:
-            row: sqlite3.Row | None = await cursor.fetchone()
-            return row
-
-    async def close(self) -> None:
-        await self.conn.close()
+    async def entered(self, tx: Tx) -> AsyncIterator[Tx]:
+        token = self._current.set(tx)
+        try:
+            yield tx
+        finally:
+            self._current.reset(token)

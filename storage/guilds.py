@@ -1,7 +1,8 @@
 """A server's own settings: the pause switch and the edit defaults its moderators choose.
 
 The settings document is shared with the credit settings (`storage.quotas`), so each key is
-changed with `json_set` rather than by rewriting the whole document.
+changed by `write_setting`, which reads and rewrites the document while holding the server's
+lock: two moderators changing different keys at once both keep their change, on either engine.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from storage.db import Database, ts
+from storage.db import Database, Tx, ts
 
 
 @dataclass(frozen=True)
@@ -38,30 +39,12 @@ class GuildRepository:
 
     async def set_value(self, guild_id: int, key: str, value: Any, *, actor_id: int, now: datetime) -> None:
         """Set one key (any JSON value), or remove it with None."""
-        path = f"$.{key}"
-        async with self._db.transaction() as conn:
-            if value is None:
-                await conn.execute(
-                    "UPDATE guild_settings SET settings = json_remove(settings, ?), updated_by = ?, updated_at = ? "
-                    "WHERE guild_id = ?",
-                    (path, actor_id, ts(now), guild_id),
-                )
-                return
-            encoded = json.dumps(value)
-            await conn.execute(
-                """
-                INSERT INTO guild_settings (guild_id, settings, updated_by, updated_at)
-                VALUES (?, json_set('{}', ?, json(?)), ?, ?)
-                ON CONFLICT (guild_id) DO UPDATE
-                SET settings = json_set(settings, ?, json(?)), updated_by = excluded.updated_by,
-                    updated_at = excluded.updated_at
-                """,
-                (guild_id, path, encoded, actor_id, ts(now), path, encoded),
-            )
+        async with self._db.transaction() as tx:
+            await write_setting(tx, guild_id, key, value, actor_id=actor_id, now=now)
 
     async def set_paused(self, guild_id: int, paused: bool, *, actor_id: int, now: datetime) -> None:
-        async with self._db.transaction() as conn:
-            await conn.execute(
+        async with self._db.transaction() as tx:
+            await tx.execute(
                 """
                 INSERT INTO guild_settings (guild_id, paused, updated_by, updated_at) VALUES (?, ?, ?, ?)
                 ON CONFLICT (guild_id) DO UPDATE
@@ -86,3 +69,24 @@ class GuildRepository:
             )
             for row in rows
         ]
+
+
+async def write_setting(tx: Tx, guild_id: int, key: str, value: Any, *, actor_id: int, now: datetime) -> None:
+    """Set one key of the server's settings document (None removes it), keeping the others."""
+    await tx.lock(f"guild_settings:{guild_id}")
+    row = await tx.fetch_one("SELECT settings FROM guild_settings WHERE guild_id = ?", (guild_id,))
+    document: dict[str, Any] = json.loads(row["settings"]) if row is not None else {}
+    if value is None:
+        if key not in document:
+            return
+        document.pop(key)
+    else:
+        document[key] = value
+    await tx.execute(
+        """
+        INSERT INTO guild_settings (guild_id, settings, updated_by, updated_at) VALUES (?, ?, ?, ?)
+        ON CONFLICT (guild_id) DO UPDATE
+        SET settings = excluded.settings, updated_by = excluded.updated_by, updated_at = excluded.updated_at
+        """,
+        (guild_id, json.dumps(document), actor_id, ts(now)),
+    )

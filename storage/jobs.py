@@ -8,7 +8,6 @@ a job once and the loser learns it lost.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -16,9 +15,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-import aiosqlite
-
-from storage.db import Database, ts
+from storage.db import Database, Row, Tx, ts
 
 
 class JobState(StrEnum):
@@ -98,7 +95,7 @@ class Job:
         return frozenset(m for m in (self.status_message_id, self.result_message_id) if m is not None)
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Job:
+    def from_row(cls, row: Row) -> Job:
         return cls(
             id=row["id"],
             guild_id=row["guild_id"],
@@ -184,7 +181,7 @@ class JobOutput:
     changed_outside: float | None = None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> JobOutput:
+    def from_row(cls, row: Row) -> JobOutput:
         return cls(
             job_id=row["job_id"],
             idx=row["idx"],
@@ -226,14 +223,15 @@ class JobRepository:
 
     async def insert(self, job: NewJob) -> Job:
         now = _ts(utcnow())
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
+        async with self._db.transaction() as tx:
+            inserted = await tx.fetch_one(
                 """
                 INSERT INTO jobs (guild_id, channel_id, user_id, parent_id, parent_output, kind, state,
                                   prompt, options, inputs, mask, application_id, interaction_token,
                                   token_expires_at, status_message_id, credits_estimated, created_at,
                                   updated_at)
                 VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                RETURNING id
                 """,
                 (
                     job.guild_id,
@@ -255,10 +253,8 @@ class JobRepository:
                     now,
                 ),
             )
-            job_id = cursor.lastrowid
-            await cursor.close()
-        assert job_id is not None
-        found = await self.get(job_id)
+        assert inserted is not None
+        found = await self.get(int(inserted["id"]))
         assert found is not None
         return found
 
@@ -298,13 +294,11 @@ class JobRepository:
                 value = json.dumps(dict(value))
             values.append(value)
         marks = ", ".join("?" for _ in expected_states)
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
                 f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ? AND state IN ({marks})",  # noqa: S608
                 (*values, job_id, *expected_states),
             )
-            changed = cursor.rowcount
-            await cursor.close()
         return await self.get(job_id) if changed else None
 
     async def count_open(self, user_id: int, guild_id: int | None) -> tuple[int, int]:
@@ -313,7 +307,8 @@ class JobRepository:
         states = tuple(state.value for state in OPEN_STATES)
         row = await self._db.fetch_one(
             f"""
-            SELECT COALESCE(SUM(user_id = ?), 0), COALESCE(SUM(guild_id IS ?), 0)
+            SELECT COALESCE(SUM(CASE WHEN user_id = ? THEN 1 ELSE 0 END), 0),
+                   COALESCE(SUM(CASE WHEN guild_id IS NOT DISTINCT FROM ? THEN 1 ELSE 0 END), 0)
             FROM jobs WHERE state IN ({marks})
             """,  # noqa: S608
             (user_id, guild_id, *states),
@@ -327,27 +322,27 @@ class JobRepository:
         """The member's edits made in one server (None: in DMs), newest first, deleted ones left out."""
         rows = await self._db.fetch_all(
             """
-            SELECT * FROM jobs WHERE user_id = ? AND guild_id IS ? AND deleted_at IS NULL
+            SELECT * FROM jobs WHERE user_id = ? AND guild_id IS NOT DISTINCT FROM ? AND deleted_at IS NULL
             ORDER BY id DESC LIMIT ? OFFSET ?
             """,
             (user_id, guild_id, limit, offset),
         )
         return [Job.from_row(row) for row in rows]
 
-    def transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
         """A unit the job row shares with other repositories' writes (its credit reservation)."""
         return self._db.transaction()
 
     async def set_status_message(self, job_id: int, message_id: int) -> None:
-        async with self._db.transaction() as conn:
-            await conn.execute(
+        async with self._db.transaction() as tx:
+            await tx.execute(
                 "UPDATE jobs SET status_message_id = ?, updated_at = ? WHERE id = ?",
                 (message_id, _ts(utcnow()), job_id),
             )
 
     async def mark_notified(self, job_id: int) -> None:
-        async with self._db.transaction() as conn:
-            await conn.execute("UPDATE jobs SET notified_at = ? WHERE id = ?", (_ts(utcnow()), job_id))
+        async with self._db.transaction() as tx:
+            await tx.execute("UPDATE jobs SET notified_at = ? WHERE id = ?", (_ts(utcnow()), job_id))
 
     async def failed_unnotified(self) -> list[Job]:
         """Failed edits whose member was never told (a crash came between refund and notice)."""
@@ -408,13 +403,19 @@ class JobRepository:
     async def add_outputs(self, job_id: int, outputs: Sequence[NewOutput]) -> None:
         """Record a job's fetched outputs together; fetching again after a crash replaces them."""
         now = _ts(utcnow())
-        async with self._db.transaction() as conn:
-            await conn.executemany(
+        async with self._db.transaction() as tx:
+            await tx.executemany(
                 """
-                INSERT OR REPLACE INTO job_outputs
+                INSERT INTO job_outputs
                     (job_id, idx, source_url, path, content_type, width, height, size, nsfw, mask_kept,
                      changed_outside, created_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (job_id, idx) DO UPDATE SET
+                    source_url = excluded.source_url, path = excluded.path,
+                    content_type = excluded.content_type, width = excluded.width,
+                    height = excluded.height, size = excluded.size, nsfw = excluded.nsfw,
+                    mask_kept = excluded.mask_kept, changed_outside = excluded.changed_outside,
+                    discord_url = NULL, created_at = excluded.created_at
                 """,
                 [
                     (
@@ -439,8 +440,8 @@ class JobRepository:
         self, job_id: int, inputs: Sequence[Mapping[str, Any]], mask: Mapping[str, Any] | None
     ) -> None:
         """Where the job's inputs and mask are kept now, for a Retry long after Discord's links expired."""
-        async with self._db.transaction() as conn:
-            await conn.execute(
+        async with self._db.transaction() as tx:
+            await tx.execute(
                 "UPDATE jobs SET inputs = ?, mask = ? WHERE id = ?",
                 (
                     json.dumps([dict(item) for item in inputs]),
@@ -450,8 +451,8 @@ class JobRepository:
             )
 
     async def set_output_urls(self, job_id: int, urls: Sequence[str]) -> None:
-        async with self._db.transaction() as conn:
-            await conn.executemany(
+        async with self._db.transaction() as tx:
+            await tx.executemany(
                 "UPDATE job_outputs SET discord_url = ? WHERE job_id = ? AND idx = ?",
                 [(url, job_id, idx) for idx, url in enumerate(urls)],
             )
@@ -462,11 +463,11 @@ class JobRepository:
 
     async def add_message(self, job_id: int, channel_id: int | None, message_id: int) -> None:
         """Another message now carries the job's buttons (a copy /show posted)."""
-        async with self._db.transaction() as conn:
-            await conn.execute(
+        async with self._db.transaction() as tx:
+            await tx.execute(
                 """
-                INSERT OR IGNORE INTO job_messages (message_id, job_id, channel_id, created_at)
-                VALUES (?, ?, ?, ?)
+                INSERT INTO job_messages (message_id, job_id, channel_id, created_at)
+                VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING
                 """,
                 (message_id, job_id, channel_id, _ts(utcnow())),
             )
@@ -493,11 +494,9 @@ class JobRepository:
 
     async def mark_deleted(self, job_id: int) -> bool:
         """Delete the result for good; False when it already was."""
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
                 "UPDATE jobs SET deleted_at = ?, updated_at = ? WHERE id = ? AND deleted_at IS NULL",
                 (_ts(utcnow()), _ts(utcnow()), job_id),
             )
-            changed = cursor.rowcount
-            await cursor.close()
         return bool(changed)

@@ -14,13 +14,12 @@ settled job, reserve + release = capture.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from storage.db import Database, ts
+from storage.db import Database, Row, ts
 
 
 class EntryKind(StrEnum):
@@ -65,7 +64,7 @@ class LedgerEntry:
     created_at: datetime
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> LedgerEntry:
+    def from_row(cls, row: Row) -> LedgerEntry:
         return cls(
             id=row["id"],
             guild_id=row["guild_id"],
@@ -103,8 +102,8 @@ class LedgerRepository:
 
     async def append(self, entry: NewEntry) -> bool:
         """Add an entry; False when its idempotency key was already used (nothing changed)."""
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
                 """
                 INSERT INTO ledger (guild_id, user_id, kind, amount, job_id, actor_id, reason,
                                     idempotency_key, expires_at, created_at)
@@ -124,18 +123,16 @@ class LedgerRepository:
                     ts(entry.created_at),
                 ),
             )
-            added = cursor.rowcount == 1
-            await cursor.close()
-        return added
+            return changed == 1
 
-    async def _rows(self, sql: str, params: Iterable[object] = ()) -> list[sqlite3.Row]:
+    async def _rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         return await self._db.fetch_all(sql, params)
 
-    async def _scalar(self, sql: str, params: Iterable[object]) -> int:
+    async def _scalar(self, sql: str, params: Sequence[object]) -> int:
         [row] = await self._rows(sql, params)
         return int(row[0])
 
-    async def _entries(self, sql: str, params: Iterable[object] = ()) -> list[LedgerEntry]:
+    async def _entries(self, sql: str, params: Sequence[object] = ()) -> list[LedgerEntry]:
         return [LedgerEntry.from_row(row) for row in await self._rows(sql, params)]
 
     async def member_ledger(self, guild_id: int, user_id: int) -> tuple[list[LedgerEntry], dict[int, Hold]]:
@@ -169,8 +166,8 @@ class LedgerRepository:
         return await self._entries("SELECT * FROM ledger ORDER BY guild_id, user_id, id")
 
     async def add_hold(self, hold: Hold) -> None:
-        async with self._db.transaction() as conn:
-            await conn.execute(
+        async with self._db.transaction() as tx:
+            await tx.execute(
                 "INSERT INTO credit_holds (job_id, images, from_allowance, usd_micros) VALUES (?, ?, ?, ?)",
                 (hold.job_id, hold.images, hold.from_allowance, hold.usd_micros),
             )
@@ -218,19 +215,19 @@ class LedgerRepository:
             SELECT {windows} FROM costs r
         """  # noqa: S608
         [row] = await self._rows(sql, (ts(min(starts)), guild_id, guild_id, *(ts(start) for start in starts)))
-        return [int(value) for value in row]
+        return [int(row[index]) for index in range(len(starts))]
 
     async def record_reservation(self, job_id: int, *, credits: int, usd_micros: int) -> None:
         """Mirror the hold on the job row, where job views and metrics read it."""
-        async with self._db.transaction() as conn:
-            await conn.execute(
+        async with self._db.transaction() as tx:
+            await tx.execute(
                 "UPDATE jobs SET credits_estimated = ?, usd_reserved_micros = ? WHERE id = ?",
                 (credits, usd_micros, job_id),
             )
 
     async def record_settlement(self, job_id: int, *, credits: int, usd_micros: int) -> None:
-        async with self._db.transaction() as conn:
-            await conn.execute(
+        async with self._db.transaction() as tx:
+            await tx.execute(
                 "UPDATE jobs SET credits_charged = ?, usd_micros = ? WHERE id = ?",
                 (credits, usd_micros, job_id),
             )
@@ -257,7 +254,7 @@ class LedgerRepository:
         return [UsageRow(row["user_id"], row["credits"], row["edits"], row["usd_micros"]) for row in rows]
 
 
-def _hold(row: sqlite3.Row) -> Hold:
+def _hold(row: Row) -> Hold:
     return Hold(
         job_id=row["job_id"],
         images=row["images"],

@@ -13,15 +13,12 @@ class MemberPrefs:
 
     async def mentions(self, user_id: int) -> bool:
         """Whether a finished edit's message mentions this member; yes unless they said no."""
-        async with self._db.conn.execute(
-            "SELECT mention FROM member_prefs WHERE user_id = ?", (user_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = await self._db.fetch_one("SELECT mention FROM member_prefs WHERE user_id = ?", (user_id,))
         return row is None or bool(row["mention"])
 
     async def set_mentions(self, user_id: int, mention: bool, *, now: datetime) -> None:
-        async with self._db.transaction() as conn:
-            await conn.execute(
+        async with self._db.transaction() as tx:
+            await tx.execute(
                 """
                 INSERT INTO member_prefs (user_id, mention, updated_at) VALUES (?, ?, ?)
                 ON CONFLICT (user_id) DO UPDATE

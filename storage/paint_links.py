@@ -43,16 +43,15 @@ class PaintLinkRepository:
         created_at: datetime,
         expires_at: datetime,
     ) -> None:
-        async with self._db.transaction() as conn:
-            await conn.execute(
+        async with self._db.transaction() as tx:
+            await tx.execute(
                 "INSERT INTO paint_links (id, user_id, guild_id, channel_id, grant_data, created_at, expires_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (link_id, user_id, guild_id, channel_id, json.dumps(grant), ts(created_at), ts(expires_at)),
             )
 
     async def get(self, link_id: str) -> PaintLinkRow | None:
-        async with self._db.conn.execute("SELECT * FROM paint_links WHERE id = ?", (link_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._db.fetch_one("SELECT * FROM paint_links WHERE id = ?", (link_id,))
         if row is None:
             return None
         return PaintLinkRow(
@@ -71,16 +70,16 @@ class PaintLinkRepository:
     async def claim(self, link_id: str, now: datetime) -> bool:
         """Mark the link used; False when it already was (or has expired), so two submits racing
         each other, or one after a restart, cannot both go through."""
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
                 "UPDATE paint_links SET used_at = ? WHERE id = ? AND used_at IS NULL AND expires_at > ?",
                 (ts(now), link_id, ts(now)),
             )
-            return cursor.rowcount == 1
+            return changed == 1
 
     async def settle(self, link_id: str, *, job_id: int | None, refusal: str | None) -> None:
         """What the claimed link's submit led to, for the page's status."""
-        async with self._db.transaction() as conn:
-            await conn.execute(
+        async with self._db.transaction() as tx:
+            await tx.execute(
                 "UPDATE paint_links SET job_id = ?, refusal = ? WHERE id = ?", (job_id, refusal, link_id)
             )

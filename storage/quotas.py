@@ -3,8 +3,7 @@
 These rows are current settings, not history, so they are updated in place; the history of who
 changed what lives in `audit_log`, which `audit` appends to inside the same transaction as the
 change. The period and the cap live in `guild_settings.settings` (JSON) beside keys other parts
-of the bot own, so they are changed with `json_set`/`json_remove` rather than by rewriting the
-whole document.
+of the bot own, so they are changed one key at a time (`storage.guilds.write_setting`).
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from storage.db import Database, ts
+from storage.guilds import write_setting
 
 Scope = Literal["default", "role", "user"]
 
@@ -57,8 +57,7 @@ class QuotaRepository:
 
     async def _allowances(self, where: str, params: Sequence[int]) -> Allowances:
         sql = f"SELECT scope, target_id, amount FROM allowances WHERE {where}"  # noqa: S608
-        async with self._db.transaction() as conn:
-            rows = await conn.execute_fetchall(sql, tuple(params))
+        rows = await self._db.fetch_all(sql, params)
         default: int | None = None
         roles: dict[int, int] = {}
         users: dict[int, int] = {}
@@ -74,14 +73,14 @@ class QuotaRepository:
     async def set_allowance(
         self, guild_id: int, scope: Scope, target_id: int, amount: int | None, *, actor_id: int, now: datetime
     ) -> None:
-        async with self._db.transaction() as conn:
+        async with self._db.transaction() as tx:
             if amount is None:
-                await conn.execute(
+                await tx.execute(
                     "DELETE FROM allowances WHERE guild_id = ? AND scope = ? AND target_id = ?",
                     (guild_id, scope, target_id),
                 )
             else:
-                await conn.execute(
+                await tx.execute(
                     """
                     INSERT INTO allowances (guild_id, scope, target_id, amount, updated_by, updated_at)
                     VALUES (?, ?, ?, ?, ?, ?)
@@ -93,71 +92,43 @@ class QuotaRepository:
                 )
 
     async def guild_credits(self, guild_id: int) -> GuildCredits:
-        async with self._db.transaction() as conn:
-            rows = list(
-                await conn.execute_fetchall(
-                    "SELECT json_extract(settings, ?) AS period, json_extract(settings, ?) AS cap "
-                    "FROM guild_settings WHERE guild_id = ?",
-                    (f"$.{PERIOD_KEY}", f"$.{SERVER_CAP_KEY}", guild_id),
-                )
-            )
-        if not rows:
+        row = await self._db.fetch_one("SELECT settings FROM guild_settings WHERE guild_id = ?", (guild_id,))
+        if row is None:
             return GuildCredits(None, None)
-        return GuildCredits(rows[0]["period"], rows[0]["cap"])
+        document = json.loads(row["settings"])
+        return GuildCredits(document.get(PERIOD_KEY), document.get(SERVER_CAP_KEY))
 
     async def set_guild_credit(
         self, guild_id: int, key: str, value: str | int | None, *, actor_id: int, now: datetime
     ) -> None:
         """Set (or with None, remove) one of this module's keys in the server's settings document."""
-        path = f"$.{key}"
-        async with self._db.transaction() as conn:
-            if value is None:
-                await conn.execute(
-                    "UPDATE guild_settings SET settings = json_remove(settings, ?), updated_by = ?, "
-                    "updated_at = ? WHERE guild_id = ?",
-                    (path, actor_id, ts(now), guild_id),
-                )
-            else:
-                await conn.execute(
-                    """
-                    INSERT INTO guild_settings (guild_id, settings, updated_by, updated_at)
-                    VALUES (?, json_set('{}', ?, ?), ?, ?)
-                    ON CONFLICT (guild_id) DO UPDATE
-                    SET settings = json_set(settings, ?, ?), updated_by = excluded.updated_by,
-                        updated_at = excluded.updated_at
-                    """,
-                    (guild_id, path, value, actor_id, ts(now), path, value),
-                )
+        async with self._db.transaction() as tx:
+            await write_setting(tx, guild_id, key, value, actor_id=actor_id, now=now)
 
     async def block(self, guild_id: int, user_id: int, *, actor_id: int, reason: str, now: datetime) -> bool:
         """False when the member was already blocked (the first block's reason stays)."""
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
                 """
                 INSERT INTO member_blocks (guild_id, user_id, actor_id, reason, created_at)
                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (guild_id, user_id) DO NOTHING
                 """,
                 (guild_id, user_id, actor_id, reason, ts(now)),
             )
-            added = cursor.rowcount == 1
-            await cursor.close()
-        return added
+            return changed == 1
 
     async def unblock(self, guild_id: int, user_id: int) -> bool:
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
                 "DELETE FROM member_blocks WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
             )
-            removed = cursor.rowcount == 1
-            await cursor.close()
-        return removed
+            return changed == 1
 
     async def is_blocked(self, guild_id: int, user_id: int) -> bool:
-        async with self._db.transaction() as conn:
-            rows = await conn.execute_fetchall(
-                "SELECT 1 FROM member_blocks WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
-            )
-        return bool(list(rows))
+        row = await self._db.fetch_one(
+            "SELECT 1 FROM member_blocks WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+        )
+        return row is not None
 
     async def audit(
         self,
@@ -169,8 +140,8 @@ class QuotaRepository:
         detail: Mapping[str, Any],
         now: datetime,
     ) -> None:
-        async with self._db.transaction() as conn:
-            await conn.execute(
+        async with self._db.transaction() as tx:
+            await tx.execute(
                 "INSERT INTO audit_log (guild_id, actor_id, action, target_id, detail, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (guild_id, actor_id, action, target_id, json.dumps(dict(detail), sort_keys=True), ts(now)),

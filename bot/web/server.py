@@ -14,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-import aiosqlite
 from aiohttp import web
 
 from bot.pictures.files import FileStore
@@ -27,6 +26,7 @@ from bot.runtime.metrics import CONTENT_TYPE, Metrics
 from bot.web.connections import ConnectionGuard
 from bot.web.painter import Painter
 from bot.web.painter_pages import add_routes as add_painter_routes
+from storage.db import Database
 from storage.jobs import JobRepository
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 class Health:
     """What /healthz reports; the gateway check is a callable so this module knows no Discord."""
 
-    db: aiosqlite.Connection
+    db: Database
     gateway_ready: Callable[[], bool]
     accepting: Callable[[], bool]
 
@@ -169,14 +169,12 @@ async def callback(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-async def _database_ok(db: aiosqlite.Connection) -> bool:
+async def _database_ok(db: Database) -> bool:
     try:
-        async with db.execute("SELECT 1") as cursor:
-            await cursor.fetchone()
+        return await db.ping()
     except Exception:  # any failure means "not healthy"; the reason is logged
         log.exception("health check: database query failed")
         return False
-    return True
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from storage.db import connect, latest_version
+from storage.sqlite import connect, latest_version
 from tests.conftest import StaticFiles
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.runflow import FakeRunflow, expected_output_image

@@ -10,7 +10,7 @@ import aiohttp
 
 from bot.credits import CreditService
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.db import backup, connect, latest_version, migrations, open_db
+from storage.sqlite import backup, connect, latest_version, migrations, open_sqlite
 from tests.e2e.conftest import InProcessBot
 from tests.e2e.helpers import has_image, shows
 from tests.e2e.test_cli import run_cli
@@ -62,7 +62,7 @@ async def test_a_backup_taken_during_a_burst_is_consistent(
     await runflow.wait_for_run(count=len(members))
     copy = await asyncio.to_thread(backup, retouch.settings.storage.path, tmp_path / "copies")
     runflow.release()
-    restored = await open_db(copy)
+    restored = await open_sqlite(copy)
     try:
         async with restored.conn.execute("PRAGMA integrity_check") as cursor:
             assert tuple(await cursor.fetchone() or ()) == ("ok",)
@@ -76,7 +76,7 @@ async def test_a_backup_taken_during_a_burst_is_consistent(
 
 async def test_backup_command_writes_a_copy(tmp_path: Path) -> None:
     database = tmp_path / "r.db"
-    db = await open_db(database)
+    db = await open_sqlite(database)
     await db.close()
     env = {
         "RETOUCH_DISCORD__TOKEN": "x",

@@ -323,7 +323,7 @@ async def test_the_fakes_webhook_passes_the_bot_only_with_the_secret(tmp_path: P
         eachlabs=EachlabsSettings(api_key=SecretStr("k"), callback_secret=SecretStr(secret)),
     )
     app = build_app(
-        Health(db.conn, gateway_ready=lambda: True, accepting=lambda: True),
+        Health(db, gateway_ready=lambda: True, accepting=lambda: True),
         Callbacks(callback_hosts(settings), on_update),
         Exposition(Metrics(), JobRepository(db)),
         limits=WebSettings(),

@@ -6,7 +6,6 @@ import asyncio
 import csv
 import io
 import json
-import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,9 +22,10 @@ from bot.credits import (
     period_bounds,
 )
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.db import Database, open_db
+from storage.db import Database, Row, open_db
 from storage.jobs import JobRepository, NewJob
 from storage.ledger import EntryKind
+from tests.sql import run_many, run_sql
 
 # A Wednesday, mid-month.
 T0 = datetime(2026, 5, 13, 12, 0, tzinfo=UTC)
@@ -79,9 +79,8 @@ class Harness:
     async def available(self, user_id: int = U, guild_id: int = G, roles: Sequence[int] = ()) -> int:
         return (await self.service.balance(guild_id, user_id, roles)).available
 
-    async def rows(self, sql: str) -> list[sqlite3.Row]:
-        async with self.db.conn.execute(sql) as cursor:
-            return list(await cursor.fetchall())
+    async def rows(self, sql: str) -> list[Row]:
+        return await self.db.fetch_all(sql)
 
 
 async def make(
@@ -736,7 +735,8 @@ async def test_verify_finds_a_tampered_ledger(tampered: Harness) -> None:
     assert await h.service.verify() == []
     stray, unreserved = await h.job(), await h.job()
     now = "2026-05-13T12:00:00.000000+00:00"
-    await h.db.conn.executemany(
+    await run_many(
+        h.db,
         "INSERT INTO ledger (guild_id, user_id, kind, amount, job_id, idempotency_key, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
@@ -745,7 +745,7 @@ async def test_verify_finds_a_tampered_ledger(tampered: Harness) -> None:
             (G, U, "grant", -4, None, "negative grant", now),
         ],
     )
-    await h.db.conn.execute("INSERT INTO credit_holds VALUES (?, 1, 0, 0)", (unreserved,))
+    await run_sql(h.db, "INSERT INTO credit_holds VALUES (?, 1, 0, 0)", (unreserved,))
     problems = await h.service.verify()
     assert f"job {job}: reserve -28 + release 19 != capture -14" in problems
     assert any(p.startswith(f"job {job}: entries") for p in problems)
@@ -757,12 +757,13 @@ async def test_verify_finds_a_tampered_ledger(tampered: Harness) -> None:
 async def test_verify_finds_bonus_a_member_spent_without_having_it(tampered: Harness) -> None:
     h = tampered
     job = await h.job()
-    await h.db.conn.execute(
+    await run_sql(
+        h.db,
         "INSERT INTO ledger (guild_id, user_id, kind, amount, job_id, idempotency_key, created_at) "
         "VALUES (?, ?, 'reserve', -30, ?, 'forged', '2026-05-13T12:00:00.000000+00:00')",
         (G, U, job),
     )
-    await h.db.conn.execute("INSERT INTO credit_holds VALUES (?, 1, 10, 0)", (job,))
+    await run_sql(h.db, "INSERT INTO credit_holds VALUES (?, 1, 10, 0)", (job,))
     assert await h.service.verify() == [
         f"member {U} in {G}: job {job}: held 20 bonus credits when 0 were available"
     ]

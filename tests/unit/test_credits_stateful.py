@@ -224,8 +224,7 @@ class CreditMachine(RuleBasedStateMachine):
             lot.remaining += used - kept
 
     async def ledger_rows(self) -> int:
-        async with self.db.conn.execute("SELECT COUNT(*) FROM ledger") as cursor:
-            row = await cursor.fetchone()
+        row = await self.db.fetch_one("SELECT COUNT(*) FROM ledger")
         assert row is not None
         return int(row[0])
 

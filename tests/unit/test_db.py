@@ -7,7 +7,8 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from storage.db import Database, SchemaTooNew, connect, latest_version, migrate, open_db, schema_version
+from storage.db import Database, SchemaTooNew, open_db
+from storage.sqlite import connect, latest_version, migrate, open_sqlite, schema_version
 
 
 async def scalar(conn: aiosqlite.Connection, sql: str) -> object:
@@ -18,7 +19,7 @@ async def scalar(conn: aiosqlite.Connection, sql: str) -> object:
 
 
 async def test_fresh_database_gets_every_table(tmp_path: Path) -> None:
-    db = await open_db(tmp_path / "r.db")
+    db = await open_sqlite(tmp_path / "r.db")
     conn = db.conn
     try:
         assert await schema_version(conn) == latest_version()
@@ -32,7 +33,7 @@ async def test_fresh_database_gets_every_table(tmp_path: Path) -> None:
 
 
 async def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
-    db = await open_db(tmp_path / "r.db")
+    db = await open_sqlite(tmp_path / "r.db")
     try:
         assert await migrate(db.conn) == []
     finally:
@@ -57,7 +58,8 @@ async def test_a_failed_transaction_leaves_nothing_behind(tmp_path: Path) -> Non
                     "INSERT INTO audit_log (actor_id, action, created_at) VALUES (1, 'x', 'now')"
                 )
                 raise RuntimeError("crash between two writes")
-        assert await scalar(db.conn, "SELECT COUNT(*) FROM audit_log") == 0
+        row = await db.fetch_one("SELECT COUNT(*) FROM audit_log")
+        assert row is not None and row[0] == 0
     finally:
         await db.close()
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from storage.db import Database, open_db, ts
+from storage.db import Database, Row, open_db, ts
 from storage.jobs import JobRepository, NewJob
 from storage.ledger import EntryKind, Hold, LedgerRepository, NewEntry
 from storage.quotas import QuotaRepository
+from tests.sql import run_sql
 
 T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 
@@ -47,9 +48,8 @@ def entry(
     return NewEntry(1, user_id, kind, amount, key, at, job_id, actor_id, reason, expires_at)
 
 
-async def rows(db: Database, sql: str) -> list[sqlite3.Row]:
-    async with db.conn.execute(sql) as cursor:
-        return list(await cursor.fetchall())
+async def rows(db: Database, sql: str) -> list[Row]:
+    return await db.fetch_all(sql)
 
 
 async def test_the_same_key_applies_once(db: Database) -> None:
@@ -100,7 +100,8 @@ async def test_the_ledger_and_holds_cannot_be_rewritten(db: Database) -> None:
         "DELETE FROM credit_holds",
     ):
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            await db.conn.execute(sql)
+            async with db.transaction() as tx:
+                await tx.execute(sql)
     assert await ledger.hold(job) == Hold(job, 2, 8, 0)
 
 
@@ -206,7 +207,8 @@ async def test_allowances_set_replace_and_remove(db: Database) -> None:
 async def test_credit_settings_leave_other_keys_alone(db: Database) -> None:
     quotas = QuotaRepository(db)
     assert (await quotas.guild_credits(1)).period is None
-    await db.conn.execute(
+    await run_sql(
+        db,
         "INSERT INTO guild_settings (guild_id, settings, updated_at) VALUES (1, ?, ?)",
         (json.dumps({"locale": "de"}), ts(T0)),
     )

@@ -57,7 +57,7 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[TestServer, Updates, Fil
     links = FileLinks("http://127.0.0.1")
     files = FileStore(tmp_path / "files")
     app = build_app(
-        Health(db.conn, gateway_ready=lambda: True, accepting=lambda: True),
+        Health(db, gateway_ready=lambda: True, accepting=lambda: True),
         Callbacks(callback_hosts(settings), updates),
         Exposition(Metrics(), JobRepository(db)),
         Served(links, files),
@@ -275,7 +275,7 @@ async def guarded(tmp_path: Path) -> AsyncIterator[tuple[WebServer, HeldUpdates]
     limits = WebSettings(port=0, max_connections=5, header_timeout=1.5, body_timeout=5)
     updates = HeldUpdates(expected=5)
     app = build_app(
-        Health(db.conn, gateway_ready=lambda: True, accepting=lambda: True),
+        Health(db, gateway_ready=lambda: True, accepting=lambda: True),
         Callbacks(callback_hosts(settings), updates),
         limits=limits,
     )

@@ -1,0 +1,215 @@
+"""The embedded store: one SQLite file, one connection, one writer at a time.
+
+Migrations are numbered `.sql` files in `migrations/sqlite/`; each one wraps itself in a
+transaction that ends by setting `PRAGMA user_version`, so a crash mid-migration leaves the
+previous version intact and the runner simply applies the file again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager, closing
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosqlite
+
+from storage.db import Joining, Row, SchemaTooNew, Tx
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations") / "sqlite"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+BUSY_TIMEOUT_MS = 5000
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    path: Path
+
+
+def migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """The migration files in order; gaps or duplicates are a packaging bug, so they raise."""
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if match is None:
+            raise RuntimeError(f"migration file {path.name} is not named NNNN_name.sql")
+        found.append(Migration(int(match.group(1)), path))
+    for expected, migration in enumerate(found, start=1):
+        if migration.version != expected:
+            raise RuntimeError(
+                f"migration {migration.path.name} is out of sequence (expected {expected:04d})"
+            )
+    return found
+
+
+def latest_version() -> int:
+    return len(migrations())
+
+
+async def connect(path: Path | str) -> aiosqlite.Connection:
+    """A connection with the pragmas every part of the app relies on.
+
+    `isolation_level=None` leaves transactions to explicit BEGIN/COMMIT, so a multi-statement
+    change (a job row plus its ledger reservation) is one unit.
+    """
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = await aiosqlite.connect(str(path), isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    await conn.execute("PRAGMA journal_mode = WAL")
+    await conn.execute("PRAGMA synchronous = NORMAL")
+    await conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+async def schema_version(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def migrate(conn: aiosqlite.Connection) -> list[int]:
+    """Apply every migration newer than the database; returns the versions applied."""
+    known = migrations()
+    current = await schema_version(conn)
+    if current > len(known):
+        raise SchemaTooNew(current, len(known))
+    applied = []
+    for migration in known[current:]:
+        log.info("applying migration %s", migration.path.name)
+        await conn.executescript(migration.path.read_text(encoding="utf-8"))
+        now = await schema_version(conn)
+        if now != migration.version:
+            raise RuntimeError(
+                f"migration {migration.path.name} did not set user_version to {migration.version}"
+            )
+        applied.append(migration.version)
+    return applied
+
+
+def backup(source: Path, destination: Path) -> Path:
+    """Copy a live database with SQLite's online backup API (consistent while others write).
+
+    Synchronous: run it in a thread. A destination that is a directory gets a timestamped
+    file name inside it.
+    """
+    if destination.is_dir():
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        destination = destination / f"{source.stem}-{stamp}.db"
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(destination)) as dst:
+        src.backup(dst)
+    return destination
+
+
+async def migrate_with_backup(path: Path) -> tuple[list[int], Path | None]:
+    """Bring the schema up to date, first copying a database that has data and needs changes."""
+    conn = await connect(path)
+    try:
+        current = await schema_version(conn)
+        copy = None
+        if 0 < current < latest_version():
+            copy = await asyncio.to_thread(
+                backup, path, path.with_name(f"{path.stem}.pre-v{latest_version()}.db")
+            )
+            log.info("backed up the database to %s before migrating", copy)
+        return await migrate(conn), copy
+    finally:
+        await conn.close()
+
+
+async def open_sqlite(path: Path | str) -> SqliteDatabase:
+    conn = await connect(path)
+    try:
+        await migrate(conn)
+    except BaseException:
+        await conn.close()
+        raise
+    return SqliteDatabase(conn)
+
+
+class _SqliteTx:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        async with self._conn.execute(sql, tuple(params)) as cursor:
+            return cursor.rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        await self._conn.executemany(sql, [tuple(row) for row in rows])
+
+    async def fetch_one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        async with self._conn.execute(sql, tuple(params)) as cursor:
+            row: sqlite3.Row | None = await cursor.fetchone()
+            return row
+
+    async def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        return list(await self._conn.execute_fetchall(sql, tuple(params)))
+
+    async def lock(self, key: str) -> None:
+        """Every SQLite transaction here is BEGIN IMMEDIATE: it already holds the only write lock."""
+
+
+class SqliteDatabase:
+    """One connection shared by the whole process, with transactions that cannot interleave.
+
+    aiosqlite runs statements in order on one thread, but coroutines interleave between them:
+    without the lock, another task's write could land inside (and be rolled back with) our
+    transaction, and another task's read could see our uncommitted rows.
+    """
+
+    dialect = "sqlite"
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+        self._tx = _SqliteTx(conn)
+        self._lock = asyncio.Lock()
+        self._joining = Joining()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        current = self._joining.current()
+        if current is not None:
+            yield current
+            return
+        async with self._lock, self._joining.entered(self._tx):
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._tx
+            except BaseException:
+                await self.conn.rollback()
+                raise
+            await self.conn.commit()
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[Tx]:
+        current = self._joining.current()
+        if current is not None:
+            yield current
+            return
+        async with self._lock:
+            yield self._tx
+
+    async def fetch_one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        async with self._reading() as tx:
+            return await tx.fetch_one(sql, params)
+
+    async def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        async with self._reading() as tx:
+            return await tx.fetch_all(sql, params)
+
+    async def ping(self) -> bool:
+        return await self.fetch_one("SELECT 1") is not None
+
+    async def close(self) -> None:
+        await self.conn.close()
