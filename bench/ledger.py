@@ -26,7 +26,8 @@ import aiosqlite
 from bench.core import Config, Profiler, Report, Row, say
 from bot.credits import CreditService, Estimate
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.db import Database, open_db
+from storage.backends import open_db
+from storage.db import Database
 from storage.jobs import JobRepository, NewJob
 
 NAME = "ledger"

@@ -28,8 +28,10 @@ from bench.harness import World, retouch_settings, start_retouch
 from bot.credits import CreditService
 from bot.jobs import JobService
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.db import migrations, open_db
+from storage.backends import open_db
+from storage.db import migrations
 from storage.jobs import JobRepository
+from storage.sqlite import MIGRATIONS_DIR
 
 NAME = "startup"
 JOBS = 10_000
@@ -50,7 +52,7 @@ DATA_SCHEMA = 3
 def populate(path: Path, jobs: int = JOBS, ledger_rows: int = LEDGER_ROWS) -> dict[str, int]:
     """Fill a database at schema version 3 directly with SQLite: what months of use leave behind."""
     with closing(sqlite3.connect(path)) as conn:
-        for migration in migrations()[:DATA_SCHEMA]:
+        for migration in migrations(MIGRATIONS_DIR)[:DATA_SCHEMA]:
             conn.executescript(migration.path.read_text(encoding="utf-8"))
     with closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("PRAGMA foreign_keys = ON")

@@ -27,8 +27,10 @@ from bot.providers.settings import KNOWN_HOSTS
 from bot.runtime.config import ConfigError, Settings, load_settings, summary
 from bot.runtime.logs import setup_logging
 from cogs.app import CannotStart, serve
-from storage.db import SchemaTooNew
-from storage.sqlite import backup, latest_version, migrate_with_backup
+from storage import postgres
+from storage.backends import migrate_store
+from storage.db import SchemaTooNew, StoreUnavailable
+from storage.sqlite import backup
 
 log = logging.getLogger("bot")
 
@@ -77,20 +79,20 @@ def _fail(message: str) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
-    applied, copy = await migrate_with_backup(settings.storage.path)
+    applied, version, copy = await migrate_store(settings.storage.store)
     if copy is not None:
         print(f"Backed up the database to {copy} first.")  # noqa: T201
     if applied:
         print(f"Applied migrations {', '.join(map(str, applied))}; schema is at version {applied[-1]}.")  # noqa: T201
     else:
-        print(f"Schema is up to date (version {latest_version()}).")  # noqa: T201
+        print(f"Schema is up to date (version {version}).")  # noqa: T201
     return 0
 
 
 async def _run(settings: Settings, *, sync_commands: bool = False) -> int:
     # The schema is checked before logging in, so a database from a newer version is refused
     # without touching Discord.
-    await migrate_with_backup(settings.storage.path)
+    await migrate_store(settings.storage.store)
     try:
         await serve(settings, sync_commands=sync_commands)
     except CannotStart as exc:
@@ -146,13 +148,18 @@ def _check_hosts(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _backup(settings: Settings, destination: Path) -> int:
-    if not settings.storage.path.exists():
-        return _fail(f"There is no database at {settings.storage.path} to back up (storage.path).")
-    try:
-        written = backup(settings.storage.path, destination)
-    except sqlite3.Error as exc:
-        return _fail(f"The backup failed: {exc}.")
-    print(f"Backed up {settings.storage.path} to {written}.")  # noqa: T201
+    store = settings.storage.store
+    if store.dialect == "postgresql":
+        written = postgres.dump(store.target, destination)
+    else:
+        source = Path(store.target)
+        if not source.exists():
+            return _fail(f"There is no database at {source} to back up (storage.path).")
+        try:
+            written = backup(source, destination)
+        except sqlite3.Error as exc:
+            return _fail(f"The backup failed: {exc}.")
+    print(f"Backed up {store} to {written}.")  # noqa: T201
     return 0
 
 
@@ -191,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_run(settings, sync_commands=getattr(args, "sync_commands", False)))
     except SchemaTooNew as exc:
         return _fail(f"Refusing to start: {exc}.")
+    except StoreUnavailable as exc:
+        return _fail(str(exc))
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ from bot.web.painter import Painter, signing_key
 from bot.web.server import Callbacks, Exposition, Health, Served, WebServer, build_app, callback_hosts
 from cogs.delivery import DiscordDelivery
 from cogs.paint import DiscordDesk
+from storage.backends import open_db
 from storage.commands import CommandSyncRepository
-from storage.db import Database, open_db
+from storage.db import Database
 from storage.jobs import JobRepository
 from storage.members import MemberPrefs
 from storage.paint_links import PaintLinkRepository
@@ -91,7 +92,7 @@ class Retouch(commands.Bot):
         settings = self.settings
         memory.configure(settings.editing.image_memory_mb * memory.MB)
         self.session = aiohttp.ClientSession()
-        self.db = await open_db(settings.storage.path)
+        self.db = await open_db(settings.storage.store)
         self.router = build_router(settings.providers, self.session)
         self.credits = CreditService(self.db, settings.credits, settings.budget)
         self.guild_settings = GuildSettingsService(self.db)

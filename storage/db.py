@@ -1,9 +1,10 @@
 """What every repository sees of the database, whichever engine holds it.
 
 Repositories write one SQL dialect: `?` placeholders, `ON CONFLICT ... DO NOTHING/UPDATE`,
-`RETURNING`, `IS NOT DISTINCT FROM`, `CASE` rather than boolean arithmetic, and no engine
-functions (JSON documents are read and written whole, in Python). SQLite runs it as written;
-the PostgreSQL backend numbers the placeholders. Times are fixed-width ISO-8601 UTC text (`ts`),
+`RETURNING`, `IS NOT DISTINCT FROM`, `CASE` rather than boolean arithmetic, `CAST(? AS BIGINT)`
+where only a parameter says what type it is (`CAST(? AS BIGINT) IS NULL`: PostgreSQL must know
+every parameter's type), and no engine functions (JSON documents are read and written whole, in
+Python). SQLite runs it as written; the PostgreSQL backend numbers the placeholders. Times are fixed-width ISO-8601 UTC text (`ts`),
 so comparing the strings compares the instants on both engines.
 
 A transaction opened inside another one in the same task joins it, so a service can make a job
@@ -14,6 +15,7 @@ only committed rows.
 from __future__ import annotations
 
 import contextvars
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 
 class Row(Protocol):
@@ -84,10 +87,41 @@ class SchemaTooNew(Exception):
         )
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be reached or opened; the message says what to fix, in one sentence."""
+
+
 def database_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean "the database failed" (rather than "the code is wrong"), for
     callers that leave work for recovery when the store is unavailable."""
-    return (sqlite3.Error,)
+    import asyncpg
+
+    return (sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError, StoreUnavailable)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    path: Path
+
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def migrations(directory: Path) -> list[Migration]:
+    """The migration files in order; gaps or duplicates are a packaging bug, so they raise."""
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if match is None:
+            raise RuntimeError(f"migration file {path.name} is not named NNNN_name.sql")
+        found.append(Migration(int(match.group(1)), path))
+    for expected, migration in enumerate(found, start=1):
+        if migration.version != expected:
+            raise RuntimeError(
+                f"migration {migration.path.name} is out of sequence (expected {expected:04d})"
+            )
+    return found
 
 
 @dataclass(frozen=True)
@@ -112,15 +146,16 @@ class StoreUrl:
             raise ValueError(f"unknown database URL scheme in {text!r}: use sqlite:/// or postgresql://")
         return cls("sqlite", text)
 
-
-async def open_db(url: str | Path) -> Database:
-    """Connect and migrate: the one way the application opens its store."""
-    where = StoreUrl.parse(url)
-    if where.dialect == "postgresql":
-        raise ValueError("this version of Retouch stores its data in SQLite only")
-    from storage import sqlite
-
-    return await sqlite.open_sqlite(where.target)
+    def __str__(self) -> str:
+        """The URL as it may be printed or logged: a password in it is replaced by ***."""
+        if self.dialect == "sqlite":
+            return f"sqlite:///{self.target}" if self.target != ":memory:" else "sqlite://:memory:"
+        parts = urlsplit(self.target)
+        if parts.password is None:
+            return self.target
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def ts(value: datetime) -> str:

@@ -354,7 +354,7 @@ class JobRepository:
     async def count_by_state(self, guild_id: int | None = None) -> dict[JobState, int]:
         """Jobs by state, in every server or in one (a server admin sees only their own)."""
         rows = await self._db.fetch_all(
-            "SELECT state, COUNT(*) FROM jobs WHERE ? IS NULL OR guild_id = ? GROUP BY state",
+            "SELECT state, COUNT(*) FROM jobs WHERE CAST(? AS BIGINT) IS NULL OR guild_id = ? GROUP BY state",
             (guild_id, guild_id),
         )
         return {JobState(row[0]): int(row[1]) for row in rows}

@@ -210,7 +210,7 @@ class LedgerRepository:
                 FROM ledger r
                 JOIN credit_holds h ON h.job_id = r.job_id
                 JOIN jobs j ON j.id = r.job_id
-                WHERE r.kind = 'reserve' AND r.created_at >= ? AND (? IS NULL OR r.guild_id = ?)
+                WHERE r.kind = 'reserve' AND r.created_at >= ? AND (CAST(? AS BIGINT) IS NULL OR r.guild_id = ?)
             )
             SELECT {windows} FROM costs r
         """  # noqa: S608

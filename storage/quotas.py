@@ -48,10 +48,11 @@ class QuotaRepository:
 
     async def member_allowances(self, guild_id: int, user_id: int, role_ids: Sequence[int]) -> Allowances:
         """Only the rows that can apply to this member: the default, their override, their roles."""
+        # `IN ()` is SQLite's alone: a member without roles leaves the role rows out instead.
         marks = ", ".join("?" for _ in role_ids)
+        roles = f" OR (scope = 'role' AND target_id IN ({marks}))" if role_ids else ""
         return await self._allowances(
-            "guild_id = ? AND (scope = 'default' OR (scope = 'user' AND target_id = ?)"
-            f" OR (scope = 'role' AND target_id IN ({marks})))",
+            f"guild_id = ? AND (scope = 'default' OR (scope = 'user' AND target_id = ?){roles})",
             [guild_id, user_id, *role_ids],
         )
 

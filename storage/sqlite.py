@@ -9,49 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, closing
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiosqlite
 
-from storage.db import Joining, Row, SchemaTooNew, Tx
+from storage.db import Joining, Row, SchemaTooNew, Tx, migrations
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations") / "sqlite"
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 BUSY_TIMEOUT_MS = 5000
 
 
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    path: Path
-
-
-def migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """The migration files in order; gaps or duplicates are a packaging bug, so they raise."""
-    found = []
-    for path in sorted(directory.glob("*.sql")):
-        match = _MIGRATION_NAME.match(path.name)
-        if match is None:
-            raise RuntimeError(f"migration file {path.name} is not named NNNN_name.sql")
-        found.append(Migration(int(match.group(1)), path))
-    for expected, migration in enumerate(found, start=1):
-        if migration.version != expected:
-            raise RuntimeError(
-                f"migration {migration.path.name} is out of sequence (expected {expected:04d})"
-            )
-    return found
-
-
 def latest_version() -> int:
-    return len(migrations())
+    return len(migrations(MIGRATIONS_DIR))
 
 
 async def connect(path: Path | str) -> aiosqlite.Connection:
@@ -79,7 +54,7 @@ async def schema_version(conn: aiosqlite.Connection) -> int:
 
 async def migrate(conn: aiosqlite.Connection) -> list[int]:
     """Apply every migration newer than the database; returns the versions applied."""
-    known = migrations()
+    known = migrations(MIGRATIONS_DIR)
     current = await schema_version(conn)
     if current > len(known):
         raise SchemaTooNew(current, len(known))

@@ -2,12 +2,63 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from storage.backends import open_db
+from storage.db import Database
+from tests import postgres
 from tests.fakes.runflow import FakeRunflow
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[postgres.PgServer]:
+    """The session's PostgreSQL server (see tests/postgres.py); skipped when none can be had,
+    except in CI, where a backend left untested must fail the run."""
+    server, why = postgres.find_server()
+    if server is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no PostgreSQL server for the tests: {why}")
+        pytest.skip(f"no PostgreSQL server for the tests: {why}")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(postgres_server: postgres.PgServer) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test alone."""
+    with postgres.fresh_database(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a storage-level test keeps its data: each such test runs once on each backend."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    return f"sqlite:///{tmp_path / 'r.db'}"
+
+
+@pytest.fixture
+async def db(store_url: str) -> AsyncIterator[Database]:
+    database = await open_db(store_url)
+    yield database
+    await database.close()
+
+
+@pytest.fixture(autouse=True)
+def _store_for_bots(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With RETOUCH_TEST_STORE=postgresql, the bots a test builds (tests/e2e/conftest.py
+    `env_for`) keep their data in a fresh PostgreSQL database, made on first use."""
+    if postgres.store_under_test() != "postgresql":
+        yield
+        return
+    with postgres.bot_databases(lambda: request.getfixturevalue("postgres_server")):
+        yield
 
 
 class StaticFiles:

@@ -1,7 +1,9 @@
 """The credit service: prices, balances, and the hold an edit puts on credits until it settles.
 
-Caps are checked in the reservation's transaction, which holds the database's write lock, so
-concurrent reservations are serialized and can never overshoot a cap together.
+Caps are checked in the reservation's transaction, under locks on the member, the server (when
+it has a cap) and the owner's budget (when one is set): on SQLite the write lock already
+serialises them, on PostgreSQL these locks do, across processes, so concurrent reservations can
+never overshoot a cap together.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from bot.credits.values import (
     period_bounds,
 )
 from bot.credits.wallet import Wallet
+from storage.db import Tx
 from storage.ledger import EntryKind, Hold, LedgerEntry, NewEntry
 from storage.quotas import Allowances
 
@@ -105,7 +108,10 @@ class CreditService(Moderation, Reports):
         Joins the caller's transaction, so the job row and its hold commit or vanish together.
         A second call for the same job returns without checking anything: the first one won.
         """
-        async with self._db.transaction():
+        async with self._db.transaction() as tx:
+            # What is decided below comes from rows read here (the balance, the caps' sums):
+            # concurrent reservations for the same member, server or owner budget take turns.
+            await tx.lock(f"credits:member:{guild_id}:{user_id}")
             if await self._ledger.hold(job_id) is not None:
                 return
             now = self._now()
@@ -116,10 +122,11 @@ class CreditService(Moderation, Reports):
             if estimate.credits > balance.available:
                 raise InsufficientCredits(estimate.credits, balance.available, balance.refills_at)
             if member.server_cap is not None:
+                await tx.lock(f"credits:server:{guild_id}")
                 committed = await self._ledger.committed_credits(guild_id, member.period_start)
                 if committed + estimate.credits > member.server_cap:
                     raise BudgetExceeded("server", balance.refills_at)
-            await self._check_owner_budget(estimate.usd_micros, now)
+            await self._check_owner_budget(tx, estimate.usd_micros, now)
             from_allowance = min(estimate.credits, max(0, balance.allowance - balance.allowance_used))
             await self._ledger.append(
                 NewEntry(
@@ -138,12 +145,14 @@ class CreditService(Moderation, Reports):
                 job_id, credits=estimate.credits, usd_micros=estimate.usd_micros
             )
 
-    async def _check_owner_budget(self, usd_micros: int, now: datetime) -> None:
+    async def _check_owner_budget(self, tx: Tx, usd_micros: int, now: datetime) -> None:
         scopes: tuple[tuple[Literal["day", "month"], float | None], ...] = (
             ("day", self._budget.usd_per_day),
             ("month", self._budget.usd_per_month),
         )
         caps = [(scope, limit, *budget_window(scope, now)) for scope, limit in scopes if limit is not None]
+        if caps:
+            await tx.lock("credits:owner-budget")
         spent = await self._ledger.committed_usd(*(start for _, _, start, _ in caps))
         for (scope, limit, _, resets_at), used in zip(caps, spent, strict=True):
             if used + usd_micros > micros(limit):

@@ -92,9 +92,13 @@ class Intake:
             # "Edit image" on a result posted before this database existed names a job it never had;
             # and a chain never links to an edit its member could not see.
             order = replace(order, parent_id=None, parent_output=None)
-        async with repo.transaction():
-            # Counted under the write lock with the insert: counted before it, a burst of
-            # simultaneous edits all saw room for one more and all went in.
+        async with repo.transaction() as tx:
+            # Counted under the member's and the server's locks with the insert: counted before
+            # it, a burst of simultaneous edits all saw room for one more and all went in. (On
+            # SQLite the write lock already serialises; on PostgreSQL these hold across processes.)
+            await tx.lock(f"open-jobs:member:{order.user_id}")
+            if order.guild_id is not None:
+                await tx.lock(f"open-jobs:server:{order.guild_id}")
             await self.check_limits(order.user_id, order.guild_id)
             job = await self._insert(order, estimate)
             await self._core.credits.reserve(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 
 from bot.edits import BOT_ERROR, STORAGE_FULL, EditOptions, Progress
@@ -29,6 +28,7 @@ from bot.providers.base import (
     RunStatus,
     Unavailable,
 )
+from storage.db import database_errors
 from storage.jobs import Job, JobState, utcnow
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class Runner:
             await self._process(job_id)
         except asyncio.CancelledError:
             raise
-        except sqlite3.Error:
+        except database_errors():
             log.exception("job %d: the database failed; it is left for recovery", job_id)
         except StorageFull as exc:
             log.error("job %d: %s", job_id, exc)

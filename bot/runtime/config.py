@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from bot.providers.registry import SPECS
 from bot.providers.settings import HostSettings, ProvidersSettings, Section, holds_secret, url_or_none
+from storage.db import StoreUrl
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
 ENV_PREFIX = "RETOUCH_"
@@ -90,11 +91,26 @@ class BudgetSettings(Section):
 
 
 class StorageSettings(Section):
+    # Where the jobs, ledger and settings are kept: `sqlite:///data/retouch.db` or
+    # `postgresql://user:password@host:5432/retouch`. Unset: the SQLite file at `path`.
+    url: str | None = None
     path: Path = Path("data/retouch.db")
     files_dir: Path = Path("data/files")
     # Inputs and outputs older than this are deleted, and the oldest first above the size cap.
     retention_days: Annotated[int, Field(ge=1)] = 30
     max_gib: Annotated[float, Field(gt=0)] = 5.0
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is not None:
+            StoreUrl.parse(value)  # raises ValueError with the schemes it knows
+        return value
+
+    @property
+    def store(self) -> StoreUrl:
+        """The store in use: `url`, else the SQLite file at `path`."""
+        return StoreUrl.parse(self.url if self.url is not None else f"sqlite:///{self.path}")
 
 
 class WebSettings(Section):
@@ -341,7 +357,7 @@ def summary(settings: Settings) -> list[str]:
         lines.append(f"providers.{host}.base_url: {host_settings.base_url}")
     lines += [
         f"editing.image_memory_mb: {settings.editing.image_memory_mb}",
-        f"storage.path: {settings.storage.path}",
+        f"storage: {settings.storage.store}",
         f"storage.files_dir: {settings.storage.files_dir}",
         f"web: {settings.web.host}:{settings.web.port}, callbacks "
         + (f"at {settings.web.public_url}" if settings.web.public_url else "off (polling)"),

@@ -18,6 +18,7 @@ from bot.runtime.config import Settings
 from cogs.app import Retouch
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.runflow import FakeRunflow
+from tests.postgres import bot_store_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +38,9 @@ async def discord_fake() -> AsyncIterator[FakeDiscord]:
 def env_for(
     fake: FakeDiscord, runflow: FakeRunflow, data: Path, overrides: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """The configuration as environment variables, the way an operator would override it."""
+    """The configuration as environment variables, the way an operator would override it.
+    With RETOUCH_TEST_STORE=postgresql the store is this test's PostgreSQL database."""
+    store = bot_store_url()
     return {
         "RETOUCH_DISCORD__TOKEN": fake.token,
         "RETOUCH_DISCORD__API_BASE": fake.api_base,
@@ -54,6 +57,7 @@ def env_for(
         # Enough that tests about something else never stop to confirm a cost.
         "RETOUCH_CREDITS__DEFAULT_ALLOWANCE": "1000",
         "RETOUCH_CREDITS__CONFIRM_ABOVE": "1000",
+        **({"RETOUCH_STORAGE__URL": store} if store is not None else {}),
         **(overrides or {}),
     }
 

@@ -10,7 +10,8 @@ import aiohttp
 
 from bot.credits import CreditService
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.sqlite import backup, connect, latest_version, migrations, open_sqlite
+from storage.db import migrations
+from storage.sqlite import MIGRATIONS_DIR, backup, connect, latest_version, open_sqlite
 from tests.e2e.conftest import InProcessBot
 from tests.e2e.helpers import has_image, shows
 from tests.e2e.test_cli import run_cli
@@ -93,7 +94,7 @@ async def test_backup_command_writes_a_copy(tmp_path: Path) -> None:
 async def test_upgrading_an_older_database_keeps_a_copy_first(tmp_path: Path) -> None:
     database = tmp_path / "r.db"
     conn = await connect(database)
-    await conn.executescript(migrations()[0].path.read_text())
+    await conn.executescript(migrations(MIGRATIONS_DIR)[0].path.read_text())
     await conn.close()
     env = {
         "RETOUCH_DISCORD__TOKEN": "x",

@@ -34,7 +34,7 @@ from bot.providers.settings import EachlabsSettings, ProvidersSettings
 from bot.runtime.config import WebSettings
 from bot.runtime.metrics import Metrics
 from bot.web.server import Callbacks, Exposition, Health, build_app, callback_hosts
-from storage.db import open_db
+from storage.backends import open_db
 from storage.jobs import JobRepository
 from tests.fakes.eachlabs import KNOWN_MODEL, FakeEachlabs
 

@@ -8,7 +8,6 @@ import io
 import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -22,7 +21,8 @@ from bot.credits import (
     period_bounds,
 )
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.db import Database, Row, open_db
+from storage.backends import open_db
+from storage.db import Database, Row
 from storage.jobs import JobRepository, NewJob
 from storage.ledger import EntryKind
 from tests.sql import run_many, run_sql
@@ -84,9 +84,9 @@ class Harness:
 
 
 async def make(
-    tmp_path: Path, credits: CreditsSettings | None = None, budget: BudgetSettings | None = None
+    store_url: str, credits: CreditsSettings | None = None, budget: BudgetSettings | None = None
 ) -> Harness:
-    db = await open_db(tmp_path / "r.db")
+    db = await open_db(store_url)
     return Harness(db, Clock(), credits or CreditsSettings(), budget or BudgetSettings())
 
 
@@ -94,18 +94,18 @@ SETTINGS = CreditsSettings(default_allowance=50, period="day", dm_allowance=5)
 
 
 @pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+async def h(store_url: str) -> AsyncIterator[Harness]:
     """A harness whose ledger must still verify clean when the test is done."""
-    harness = await make(tmp_path, SETTINGS)
+    harness = await make(store_url, SETTINGS)
     yield harness
     assert await harness.service.verify() == []
     await harness.db.close()
 
 
 @pytest.fixture
-async def tampered(tmp_path: Path) -> AsyncIterator[Harness]:
+async def tampered(store_url: str) -> AsyncIterator[Harness]:
     """A harness for tests that corrupt the ledger on purpose."""
-    harness = await make(tmp_path, SETTINGS)
+    harness = await make(store_url, SETTINGS)
     yield harness
     await harness.db.close()
 
@@ -587,8 +587,8 @@ async def test_the_server_cap_counts_holds_and_charges_of_everyone_this_period(h
     assert (await h.service.quota(G)).server_cap is None
 
 
-async def test_the_owner_budget_is_never_overshot_by_concurrent_reservations(tmp_path: Path) -> None:
-    h = await make(tmp_path, CreditsSettings(default_allowance=1000), BudgetSettings(usd_per_day=1.0))
+async def test_the_owner_budget_is_never_overshot_by_concurrent_reservations(store_url: str) -> None:
+    h = await make(store_url, CreditsSettings(default_allowance=1000), BudgetSettings(usd_per_day=1.0))
     try:
         jobs = [await h.job(user_id=100 + n) for n in range(40)]
 
@@ -624,9 +624,9 @@ async def test_the_owner_budget_is_never_overshot_by_concurrent_reservations(tmp
         await h.db.close()
 
 
-async def test_the_monthly_budget_spans_days(tmp_path: Path) -> None:
+async def test_the_monthly_budget_spans_days(store_url: str) -> None:
     h = await make(
-        tmp_path, CreditsSettings(default_allowance=1000), BudgetSettings(usd_per_day=1.0, usd_per_month=1.5)
+        store_url, CreditsSettings(default_allowance=1000), BudgetSettings(usd_per_day=1.0, usd_per_month=1.5)
     )
     try:
         await h.reserve(14, usd_micros=900_000)

@@ -1,4 +1,5 @@
-"""Schema migrations: applied in order, idempotent, and refusing a newer database."""
+"""The store on each backend: migrations applied in order, idempotent and refusing a newer
+database; transactions that leave nothing behind when they fail."""
 
 from __future__ import annotations
 
@@ -7,8 +8,15 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from storage.db import Database, SchemaTooNew, open_db
-from storage.sqlite import connect, latest_version, migrate, open_sqlite, schema_version
+from storage import postgres, sqlite
+from storage.backends import migrate_store, open_db
+from storage.db import Database, SchemaTooNew, StoreUrl
+from storage.sqlite import open_sqlite, schema_version
+from tests.sql import run_sql
+
+
+def latest_version(dialect: str) -> int:
+    return sqlite.latest_version() if dialect == "sqlite" else postgres.latest_version()
 
 
 async def scalar(conn: aiosqlite.Connection, sql: str) -> object:
@@ -22,7 +30,7 @@ async def test_fresh_database_gets_every_table(tmp_path: Path) -> None:
     db = await open_sqlite(tmp_path / "r.db")
     conn = db.conn
     try:
-        assert await schema_version(conn) == latest_version()
+        assert await schema_version(conn) == sqlite.latest_version()
         async with conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cursor:
             tables = {row[0] for row in await cursor.fetchall()}
         assert {"jobs", "job_outputs", "ledger", "allowances", "guild_settings", "member_blocks"} <= tables
@@ -32,47 +40,56 @@ async def test_fresh_database_gets_every_table(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
-    db = await open_sqlite(tmp_path / "r.db")
+async def test_migrating_twice_changes_nothing(store_url: str) -> None:
+    db = await open_db(store_url)
+    await db.close()
+    applied, version, _ = await migrate_store(store_url)
+    assert applied == []
+    assert version == latest_version(StoreUrl.parse(store_url).dialect)
+
+
+async def test_newer_schema_is_refused(store_url: str) -> None:
+    db = await open_db(store_url)
     try:
-        assert await migrate(db.conn) == []
+        newer = latest_version(db.dialect) + 1
+        if db.dialect == "sqlite":
+            await run_sql(db, f"PRAGMA user_version = {newer}")
+        else:
+            await run_sql(
+                db, "INSERT INTO schema_version (version, applied_at) VALUES (?, 'later')", (newer,)
+            )
     finally:
         await db.close()
-
-
-async def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "r.db"
-    conn = await connect(path)
-    await conn.execute(f"PRAGMA user_version = {latest_version() + 1}")
-    await conn.close()
     with pytest.raises(SchemaTooNew, match="upgrade Retouch"):
-        await open_db(path)
+        await open_db(store_url)
 
 
-async def test_a_failed_transaction_leaves_nothing_behind(tmp_path: Path) -> None:
-    db = await open_db(tmp_path / "r.db")
-    try:
-        with pytest.raises(RuntimeError):
-            async with db.transaction() as conn:
-                await conn.execute(
-                    "INSERT INTO audit_log (actor_id, action, created_at) VALUES (1, 'x', 'now')"
+async def test_a_failed_transaction_leaves_nothing_behind(db: Database) -> None:
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as conn:
+            await conn.execute("INSERT INTO audit_log (actor_id, action, created_at) VALUES (1, 'x', 'now')")
+            raise RuntimeError("crash between two writes")
+    row = await db.fetch_one("SELECT COUNT(*) FROM audit_log")
+    assert row is not None and row[0] == 0
+
+
+async def test_execute_counts_the_rows_it_changed(db: Database) -> None:
+    async with db.transaction() as tx:
+        for actor in (1, 2, 3):
+            assert (
+                await tx.execute(
+                    "INSERT INTO audit_log (actor_id, action, created_at) VALUES (?, 'x', 'now')", (actor,)
                 )
-                raise RuntimeError("crash between two writes")
-        row = await db.fetch_one("SELECT COUNT(*) FROM audit_log")
-        assert row is not None and row[0] == 0
-    finally:
-        await db.close()
+                == 1
+            )
+        assert await tx.execute("UPDATE audit_log SET action = 'y' WHERE actor_id >= ?", (2,)) == 2
+        assert await tx.execute("DELETE FROM audit_log WHERE actor_id = ?", (9,)) == 0
 
 
-async def test_a_read_never_sees_another_tasks_uncommitted_write(tmp_path: Path) -> None:
-    """One connection is shared by every task: a read made while another task's transaction is
-    open must wait for it, or it sees rows that the rollback then takes away."""
-
-    db = await open_db(tmp_path / "r.db")
-    try:
-        await _read_while_another_task_writes(db)
-    finally:
-        await db.close()
+async def test_a_read_never_sees_another_tasks_uncommitted_write(db: Database) -> None:
+    """Reads made while another task's transaction is open must not see rows that its rollback
+    then takes away (on SQLite one connection is shared by every task, so the read must wait)."""
+    await _read_while_another_task_writes(db)
 
 
 async def _read_while_another_task_writes(db: Database) -> None:

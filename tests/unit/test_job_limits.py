@@ -23,7 +23,7 @@ URL = "http://127.0.0.1:9/a.png"  # never fetched: the jobs are created, not put
 
 
 @pytest.fixture
-async def limited(tmp_path: Path, runflow: FakeRunflow) -> AsyncIterator[Harness]:
+async def limited(tmp_path: Path, store_url: str, runflow: FakeRunflow) -> AsyncIterator[Harness]:
     settings = RunflowSettings(api_key=SecretStr(runflow.api_key), base_url=runflow.base_url)
     async with running(
         tmp_path,
@@ -32,6 +32,7 @@ async def limited(tmp_path: Path, runflow: FakeRunflow) -> AsyncIterator[Harness
         credit_settings=CreditsSettings(default_allowance=1000),
         max_per_member=1,
         max_per_server=1,
+        store_url=store_url,
     ) as started:
         yield started
 

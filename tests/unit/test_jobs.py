@@ -22,7 +22,7 @@ from bot.providers.fal import FalProvider
 from bot.providers.runflow import RunflowProvider
 from bot.providers.settings import FalSettings, HostSettings, RunflowSettings
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.db import open_db
+from storage.backends import open_db
 from storage.jobs import Job, JobRepository, JobState, NewJob
 from tests.conftest import StaticFiles
 from tests.fakes.fal import FakeFal
@@ -79,9 +79,11 @@ async def running(
     max_per_member: int = 3,
     max_per_server: int = 20,
     max_stored_bytes: int | None = None,
+    store_url: str | None = None,
 ) -> AsyncIterator[Harness]:
-    """A started JobService on a real SQLite file, editing at the host `make` builds."""
-    db = await open_db(tmp_path / "r.db")
+    """A started JobService on a real store (a SQLite file unless `store_url` says otherwise),
+    editing at the host `make` builds."""
+    db = await open_db(store_url or tmp_path / "r.db")
     async with aiohttp.ClientSession() as session:
         repo = JobRepository(db)
         credits = CreditService(db, credit_settings or CreditsSettings(), BudgetSettings())
@@ -111,17 +113,17 @@ async def running(
 
 
 @pytest.fixture
-async def harness(tmp_path: Path, runflow: FakeRunflow) -> AsyncIterator[Harness]:
+async def harness(tmp_path: Path, store_url: str, runflow: FakeRunflow) -> AsyncIterator[Harness]:
     settings = RunflowSettings(api_key=SecretStr(runflow.api_key), base_url=runflow.base_url)
-    async with running(tmp_path, settings, RunflowProvider) as started:
+    async with running(tmp_path, settings, RunflowProvider, store_url=store_url) as started:
         yield started
 
 
 @pytest.fixture
-async def fal_harness(tmp_path: Path) -> AsyncIterator[Harness]:
+async def fal_harness(tmp_path: Path, store_url: str) -> AsyncIterator[Harness]:
     async with FakeFal() as fal:
         settings = FalSettings(api_key=SecretStr(fal.api_key), base_url=fal.base_url)
-        async with running(tmp_path, settings, FalProvider) as started:
+        async with running(tmp_path, settings, FalProvider, store_url=store_url) as started:
             yield started
 
 

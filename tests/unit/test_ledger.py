@@ -1,29 +1,19 @@
-"""The credits repositories against a real SQLite file: what they store and what they refuse."""
+"""The credits repositories on each backend (the `db` fixture): what they store and what they refuse."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
-from storage.db import Database, Row, open_db, ts
+from storage.db import Database, Row, database_errors, ts
 from storage.jobs import JobRepository, NewJob
 from storage.ledger import EntryKind, Hold, LedgerRepository, NewEntry
 from storage.quotas import QuotaRepository
 from tests.sql import run_sql
 
 T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await open_db(tmp_path / "r.db")
-    yield database
-    await database.close()
 
 
 async def new_job(db: Database, user_id: int = 10, guild_id: int = 1) -> int:
@@ -99,7 +89,7 @@ async def test_the_ledger_and_holds_cannot_be_rewritten(db: Database) -> None:
         "UPDATE credit_holds SET from_allowance = 0",
         "DELETE FROM credit_holds",
     ):
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        with pytest.raises(database_errors(), match="append-only"):
             async with db.transaction() as tx:
                 await tx.execute(sql)
     assert await ledger.hold(job) == Hold(job, 2, 8, 0)

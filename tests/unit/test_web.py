@@ -30,7 +30,7 @@ from bot.web.server import (
     build_app,
     callback_hosts,
 )
-from storage.db import open_db
+from storage.backends import open_db
 from storage.jobs import JobRepository
 
 SECRET = "whsec_test"
