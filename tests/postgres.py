@@ -20,7 +20,6 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
@@ -39,14 +38,18 @@ def store_under_test() -> str:
 
 @dataclass
 class PgServer:
-    """A reachable server: `url(name)` names a database in it."""
+    """A reachable server: `url(name)` names a database in it (over TCP on 127.0.0.1, or the
+    Unix socket in `socket_dir` for the pgserver wheel, which listens on no address)."""
 
     host: str
     port: int
     user: str = "postgres"
-    stop: list[Any] = field(default_factory=list)
+    socket_dir: str | None = None
+    stop: list[Callable[[], object]] = field(default_factory=list)
 
     def url(self, database: str = "postgres") -> str:
+        if self.socket_dir is not None:
+            return f"postgresql://{self.user}@/{database}?host={self.socket_dir}"
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
 
     def admin(self, sql: str) -> None:
@@ -149,19 +152,14 @@ def _start_throwaway(binaries: Path) -> PgServer:
 
 
 def _start_pgserver() -> PgServer | None:
+    """The PostgreSQL inside the `pgserver` wheel (as root it runs as a `pgserver` user it makes)."""
     try:
-        import pgserver  # type: ignore[import-not-found, unused-ignore]
+        from pgserver.postgres_server import get_server
     except ImportError:
         return None
     folder = Path(tempfile.mkdtemp(prefix="retouch-pgserver-"))
-    server = pgserver.get_server(folder, cleanup_mode="stop")
-    port = free_port()
-    # pgserver listens on a Unix socket only; a second postmaster option set is not offered, so
-    # ask it for a TCP port through ALTER SYSTEM and a restart.
-    server.psql(f"ALTER SYSTEM SET listen_addresses = '127.0.0.1'; ALTER SYSTEM SET port = {port};")
-    server.cleanup()
-    server = pgserver.get_server(folder, cleanup_mode="stop")
-    return PgServer(DEFAULT_HOST, port, stop=[server.cleanup, lambda: shutil.rmtree(folder, True)])
+    server = get_server(folder, cleanup_mode="stop")
+    return PgServer("", 0, socket_dir=str(folder), stop=[server.cleanup, lambda: shutil.rmtree(folder, True)])
 
 
 def find_server() -> tuple[PgServer | None, str]:
