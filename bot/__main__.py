@@ -1,5 +1,5 @@
 """Command line: `python -m bot [--config PATH] [run | check-config | migrate | edit ... | check-hosts |
-backup PATH]`.
+backup PATH | copy-db --from URL --to URL]`.
 
 Every failure an operator can fix (a missing key, a broken file, a database from a newer
 version, a rejected token) ends in one clear message and a non-zero exit, never a traceback.
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, SecretStr
 
+from bot.cli.copydb import copy_db
 from bot.cli.hostcheck import DEFAULT_TIMEOUT, HostReport, check_hosts, render
 from bot.cli.oneshot import OneShot, run_oneshot
 from bot.pictures.files import DownloadError, FileStore
@@ -29,7 +30,8 @@ from bot.runtime.logs import setup_logging
 from cogs.app import CannotStart, serve
 from storage import postgres
 from storage.backends import migrate_store
-from storage.db import SchemaTooNew, StoreUnavailable
+from storage.copy import TargetNotEmpty
+from storage.db import SchemaTooNew, StoreUnavailable, StoreUrl
 from storage.sqlite import backup
 
 log = logging.getLogger("bot")
@@ -70,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     backup_parser = commands.add_parser("backup", help="copy the database safely, even while the bot runs")
     backup_parser.add_argument("path", help="a file to write, or a directory for a timestamped file")
+    copy = commands.add_parser(
+        "copy-db", help="copy every job, file reference and ledger entry into a new, empty database"
+    )
+    copy.add_argument("--from", dest="source", required=True, help="sqlite:///path.db or postgresql://...")
+    copy.add_argument("--to", dest="target", required=True, help="sqlite:///path.db or postgresql://...")
     return parser
 
 
@@ -163,6 +170,24 @@ def _backup(settings: Settings, destination: Path) -> int:
     return 0
 
 
+def _copy_db(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        source, target = StoreUrl.parse(args.source), StoreUrl.parse(args.target)
+    except ValueError as exc:
+        return _fail(f"{exc}.")
+    if source == target:
+        return _fail("--from and --to name the same database.")
+    if source.dialect == "sqlite" and not Path(source.target).exists():
+        return _fail(f"There is no database at {source.target} to copy from.")
+    try:
+        report = asyncio.run(copy_db(source, target, settings.credits, settings.budget))
+    except TargetNotEmpty as exc:
+        return _fail(f"Refusing to copy: {exc}; copy-db needs a new, empty database (--to).")
+    for line in report.render():
+        print(line)  # noqa: T201
+    return 0 if report.ok else 1
+
+
 def _secrets(section: BaseModel) -> Iterator[str]:
     """Every secret in the configuration, found by type so a key added later is never missed."""
     for value in dict(section).values():
@@ -194,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _edit(settings, args)
         if command == "check-hosts":
             return _check_hosts(settings, args)
+        if command == "copy-db":
+            return _copy_db(settings, args)
         log.info("starting Retouch: %s", "; ".join(summary(settings)))
         return asyncio.run(_run(settings, sync_commands=getattr(args, "sync_commands", False)))
     except SchemaTooNew as exc:
