@@ -180,3 +180,19 @@ class Joining:
             yield tx
         finally:
             self._current.reset(token)
+
+
+class ReadsThrough:
+    """Reads for both backends: through the task's own transaction when it has one, else
+    through whatever `_reading()` gives (SQLite's shared connection, a pooled one)."""
+
+    def _reading(self) -> AbstractAsyncContextManager[Tx]:
+        raise NotImplementedError
+
+    async def fetch_one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        async with self._reading() as tx:
+            return await tx.fetch_one(sql, params)
+
+    async def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        async with self._reading() as tx:
+            return await tx.fetch_all(sql, params)

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from storage.db import Joining, Row, SchemaTooNew, StoreUnavailable, StoreUrl, Tx, migrations
+from storage.db import Joining, ReadsThrough, Row, SchemaTooNew, StoreUnavailable, StoreUrl, Tx, migrations
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class _PostgresTx:
         await self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
 
 
-class PostgresDatabase:
+class PostgresDatabase(ReadsThrough):
     """A pool shared by the process; each transaction holds one connection until it ends."""
 
     dialect = "postgresql"
@@ -146,14 +146,6 @@ class PostgresDatabase:
             return
         async with self.pool.acquire() as conn:
             yield _PostgresTx(conn)
-
-    async def fetch_one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
-        async with self._reading() as tx:
-            return await tx.fetch_one(sql, params)
-
-    async def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
-        async with self._reading() as tx:
-            return await tx.fetch_all(sql, params)
 
     async def ping(self) -> bool:
         try:

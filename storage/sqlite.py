@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from storage.db import Joining, Row, SchemaTooNew, Tx, migrations
+from storage.db import Joining, ReadsThrough, Row, SchemaTooNew, Tx, migrations
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class _SqliteTx:
         """Every SQLite transaction here is BEGIN IMMEDIATE: it already holds the only write lock."""
 
 
-class SqliteDatabase:
+class SqliteDatabase(ReadsThrough):
     """One connection shared by the whole process, with transactions that cannot interleave.
 
     aiosqlite runs statements in order on one thread, but coroutines interleave between them:
@@ -174,14 +174,6 @@ class SqliteDatabase:
             return
         async with self._lock:
             yield self._tx
-
-    async def fetch_one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
-        async with self._reading() as tx:
-            return await tx.fetch_one(sql, params)
-
-    async def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
-        async with self._reading() as tx:
-            return await tx.fetch_all(sql, params)
 
     async def ping(self) -> bool:
         return await self.fetch_one("SELECT 1") is not None
