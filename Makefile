@@ -4,7 +4,7 @@ TOOLS := .tools
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: run test lint typecheck pytest soak bench bench-quick sync clean
+.PHONY: run test lint typecheck pytest pytest-postgres soak bench bench-quick sync clean
 
 $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
@@ -26,8 +26,15 @@ lint:
 typecheck:
 	$(RUN) mypy bot cogs storage tests
 
+# Storage-level tests (tests/unit: db, ledger, credits, the credit state machine, jobs, limits)
+# run on SQLite and PostgreSQL in this one pass; PostgreSQL comes from tests/postgres.py.
 pytest:
 	$(RUN) pytest -q -m "not soak"
+
+# The whole e2e and reliability suite again, each bot on a fresh PostgreSQL database (about
+# 5.5 minutes here: too long to add to every `make test`).
+pytest-postgres: sync
+	RETOUCH_TEST_STORE=postgresql $(RUN) pytest -q -m "not soak" tests/e2e tests/reliability
 
 # The long randomized crash runs (at least 200; RETOUCH_SOAK_RUNS sets how many).
 soak: sync

@@ -53,8 +53,9 @@ async def db(store_url: str) -> AsyncIterator[Database]:
 @pytest.fixture(autouse=True)
 def _store_for_bots(request: pytest.FixtureRequest) -> Iterator[None]:
     """With RETOUCH_TEST_STORE=postgresql, the bots a test builds (tests/e2e/conftest.py
-    `env_for`) keep their data in a fresh PostgreSQL database, made on first use."""
-    if postgres.store_under_test() != "postgresql":
+    `env_for`) keep their data in a fresh PostgreSQL database, made on first use; tests of
+    SQLite's own features (`@pytest.mark.sqlite_only`: its online backup) keep the file."""
+    if postgres.store_under_test() != "postgresql" or request.node.get_closest_marker("sqlite_only"):
         yield
         return
     with postgres.bot_databases(lambda: request.getfixturevalue("postgres_server")):

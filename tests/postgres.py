@@ -17,11 +17,15 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
+
+T = TypeVar("T")
 
 # Which backend the e2e and reliability suites give each bot: `RETOUCH_TEST_STORE=postgresql`
 # runs them all against a fresh PostgreSQL database per test.
@@ -34,6 +38,13 @@ def store_under_test() -> str:
     if store not in ("sqlite", "postgresql"):
         raise RuntimeError(f"{STORE_ENV} must be sqlite or postgresql, not {store!r}")
     return store
+
+
+def _blocking(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` to the end in a thread of its own: the caller may be inside a running event
+    loop (an async fixture asking for a database)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
 
 
 @dataclass
@@ -62,7 +73,7 @@ class PgServer:
             finally:
                 await conn.close()
 
-        asyncio.run(run())
+        _blocking(run())
 
     def create_database(self) -> str:
         name = f"retouch_test_{secrets.token_hex(6)}"
@@ -86,7 +97,7 @@ def _answers(host: str, port: int, user: str = "postgres") -> bool:
         await conn.close()
         return True
 
-    return asyncio.run(probe())
+    return _blocking(probe())
 
 
 def free_port() -> int:

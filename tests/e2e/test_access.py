@@ -139,9 +139,7 @@ async def test_buttons_act_only_on_a_message_that_carries_their_job(
     await settled(retouch, 1)
     assert retouch.bot is not None
     channel = retouch.bot.get_partial_messageable(discord_fake.channel_id)
-    forged = result_message(
-        1, "a copy", [discord.File(retouch.bot.settings.storage.path, filename="x.png")], upscale=False
-    )
+    forged = result_message(1, "a copy", [discord.File(__file__, filename="x.png")], upscale=False)
     sent = await channel.send(**forged)
     copy = discord_fake.messages[sent.id]
     for label in ("Delete", "Info", "Retry"):

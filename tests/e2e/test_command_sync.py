@@ -3,10 +3,10 @@ how many commands an application may create a day."""
 
 from __future__ import annotations
 
-import aiosqlite
-
+from storage.backends import open_db
 from tests.e2e.conftest import InProcessBot
 from tests.fakes.discord import FakeDiscord
+from tests.sql import run_sql
 
 
 def command_puts(fake: FakeDiscord) -> int:
@@ -30,8 +30,10 @@ async def test_changed_definitions_are_synced_at_the_next_start(
     retouch: InProcessBot, discord_fake: FakeDiscord
 ) -> None:
     await retouch.stop()
-    async with aiosqlite.connect(retouch.settings.storage.path) as db:
-        await db.execute("UPDATE command_syncs SET digest = 'definitions of an older version'")
-        await db.commit()
+    db = await open_db(retouch.settings.storage.store)
+    try:
+        await run_sql(db, "UPDATE command_syncs SET digest = 'definitions of an older version'")
+    finally:
+        await db.close()
     await retouch.start()
     assert command_puts(discord_fake) == 2

@@ -18,6 +18,7 @@ from PIL import Image
 from tests.e2e.conftest import BotProcess, env_for
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.runflow import FakeRunflow
+from tests.postgres import bot_store_url
 from tests.reliability.harness import FINAL_STATES, read_jobs
 
 SIZE = (8000, 5000)  # 40 MP, within 8192 on a side: the largest picture the bot accepts
@@ -83,7 +84,7 @@ async def test_three_edits_of_forty_megapixel_files_stay_within_idle_plus_500_mb
         )
         async with asyncio.timeout(90):
             while True:  # the rows are the bot's to write, and no fake sees them: poll
-                jobs = read_jobs(tmp_path / "retouch.db")
+                jobs = read_jobs(bot_store_url() or tmp_path / "retouch.db")
                 if len(jobs) == EDITS and all(job.state in FINAL_STATES for job in jobs.values()):
                     break
                 await asyncio.sleep(0.2)

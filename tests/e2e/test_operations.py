@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from bot.credits import CreditService
 from bot.runtime.config import BudgetSettings, CreditsSettings
+from storage.backends import open_db
 from storage.db import migrations
 from storage.sqlite import MIGRATIONS_DIR, backup, connect, latest_version, open_sqlite
 from tests.e2e.conftest import InProcessBot
@@ -51,6 +55,7 @@ async def test_metrics_count_edits_credits_and_host_calls(
     assert 'retouch_host_request_seconds_count{host="runflow",operation="submit"} 2.0' in text
 
 
+@pytest.mark.sqlite_only
 async def test_a_backup_taken_during_a_burst_is_consistent(
     retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow, tmp_path: Path
 ) -> None:
@@ -89,6 +94,30 @@ async def test_backup_command_writes_a_copy(tmp_path: Path) -> None:
     assert "Backed up" in out
     with sqlite3.connect(tmp_path / "saved.db") as copy:
         assert copy.execute("PRAGMA user_version").fetchone() == (latest_version(),)
+
+
+async def test_backup_command_on_postgresql_runs_pg_dump(tmp_path: Path, pg_url: str) -> None:
+    if shutil.which("pg_dump") is None or shutil.which("pg_restore") is None:
+        pytest.skip("pg_dump and pg_restore are not installed here")
+    db = await open_db(pg_url)
+    await db.close()
+    env = {
+        "RETOUCH_DISCORD__TOKEN": "x",
+        "RETOUCH_PROVIDERS__RUNFLOW__API_KEY": "y",
+        "RETOUCH_STORAGE__URL": pg_url,
+    }
+    code, out, err = await run_cli("backup", str(tmp_path), env=env, cwd=tmp_path)
+    assert code == 0, err
+    dump, listing = await asyncio.to_thread(_restore_listing, tmp_path)
+    assert f"Backed up {pg_url} to {dump}." in out
+    assert "TABLE public ledger" in listing and "TRIGGER public ledger ledger_append_only" in listing
+
+
+def _restore_listing(folder: Path) -> tuple[Path, str]:
+    """The one dump written in `folder`, and what pg_restore finds in it."""
+    [dump] = folder.glob("retouch-*.dump")
+    listing = subprocess.run(["pg_restore", "--list", str(dump)], capture_output=True, text=True, check=True)
+    return dump, listing.stdout
 
 
 async def test_upgrading_an_older_database_keeps_a_copy_first(tmp_path: Path) -> None:

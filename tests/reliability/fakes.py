@@ -8,7 +8,7 @@
    `ReliableRunflow.hold_file` likewise parks the n-th output download at the host.
 2. Hooks that run at an exact point of a fake's work, for instance "the moment Discord
    has stored the result" or "the moment Runflow answers a poll with a finished run". The
-   crash tests use them to take the bot's SQLite write lock (see `harness.DbFreeze`), which
+   crash tests use them to take the bot's SQLite write lock (see `store.DbFreeze`), which
    freezes the bot at its very next write, so a kill lands between two of its writes.
 
 Both fakes also count the faults that actually fired, for the reliability report.

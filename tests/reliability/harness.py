@@ -1,8 +1,8 @@
 """What every reliability test shares: reading the bot's database, judging an edit's end, counting.
 
 The judge looks only at what a member and an auditor can see: the messages in the fake
-Discord and the rows in the SQLite file, read by the stdlib `sqlite3` module from the test
-process (never through the bot). An edit ends well in exactly one of two ways:
+Discord and the rows in the bot's store, read from the test process (never through the bot;
+see `store.py`). An edit ends well in exactly one of two ways:
 
 - delivered: state `done`, exactly one message carries its images (files named
   `retouch-<job>-<n>.<ext>`), with as many images as the host produced, and the ledger's
@@ -18,19 +18,17 @@ double charges, results lost, duplicate results, members not told, jobs stuck.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.credits import CreditService
 from bot.runtime.config import BudgetSettings, CreditsSettings
 from storage.backends import open_db
 from tests.fakes.discord import FakeDiscord
+from tests.reliability.store import Store, read_rows
 
 T = TypeVar("T")
 JSON = dict[str, Any]
@@ -140,42 +138,28 @@ class JobFacts:
         return self.reserved // self.images_held if self.images_held else 0
 
 
-def read_only(path: Path) -> sqlite3.Connection:
-    """A read-only connection from the test process: it can never change what it checks."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
-def read_jobs(path: Path) -> dict[int, JobFacts]:
+def read_jobs(store: Store) -> dict[int, JobFacts]:
     """Every job with its ledger, or nothing before the bot has created the database."""
-    if not path.exists():
+    rows = read_rows(
+        store,
+        """
+        SELECT j.*,
+          (SELECT COUNT(*) FROM job_outputs o WHERE o.job_id = j.id) AS n_outputs,
+          (SELECT images FROM credit_holds h WHERE h.job_id = j.id) AS images_held,
+          (SELECT COUNT(*) FROM ledger l WHERE l.job_id = j.id AND l.kind = 'reserve') AS reserves,
+          (SELECT COUNT(*) FROM ledger l WHERE l.job_id = j.id AND l.kind = 'capture') AS captures,
+          (SELECT COUNT(*) FROM ledger l WHERE l.job_id = j.id AND l.kind = 'release') AS releases,
+          (SELECT COALESCE(-SUM(amount), 0) FROM ledger l
+             WHERE l.job_id = j.id AND l.kind = 'reserve') AS reserved,
+          (SELECT COALESCE(-SUM(amount), 0) FROM ledger l
+             WHERE l.job_id = j.id AND l.kind = 'capture') AS captured,
+          (SELECT COALESCE(SUM(amount), 0) FROM ledger l
+             WHERE l.job_id = j.id AND l.kind = 'release') AS released
+        FROM jobs j ORDER BY j.id
+        """,
+    )
+    if rows is None:
         return {}
-    try:
-        conn = read_only(path)
-    except sqlite3.OperationalError:
-        return {}
-    with contextlib.closing(conn):
-        try:
-            rows = conn.execute(
-                """
-                SELECT j.*,
-                  (SELECT COUNT(*) FROM job_outputs o WHERE o.job_id = j.id) AS n_outputs,
-                  (SELECT images FROM credit_holds h WHERE h.job_id = j.id) AS images_held,
-                  (SELECT COUNT(*) FROM ledger l WHERE l.job_id = j.id AND l.kind = 'reserve') AS reserves,
-                  (SELECT COUNT(*) FROM ledger l WHERE l.job_id = j.id AND l.kind = 'capture') AS captures,
-                  (SELECT COUNT(*) FROM ledger l WHERE l.job_id = j.id AND l.kind = 'release') AS releases,
-                  (SELECT COALESCE(-SUM(amount), 0) FROM ledger l
-                     WHERE l.job_id = j.id AND l.kind = 'reserve') AS reserved,
-                  (SELECT COALESCE(-SUM(amount), 0) FROM ledger l
-                     WHERE l.job_id = j.id AND l.kind = 'capture') AS captured,
-                  (SELECT COALESCE(SUM(amount), 0) FROM ledger l
-                     WHERE l.job_id = j.id AND l.kind = 'release') AS released
-                FROM jobs j ORDER BY j.id
-                """
-            ).fetchall()
-        except sqlite3.OperationalError:
-            return {}  # the schema is still being created
     return {
         row["id"]: JobFacts(
             id=row["id"],
@@ -201,41 +185,12 @@ def read_jobs(path: Path) -> dict[int, JobFacts]:
     }
 
 
-class DbFreeze:
-    """Holds SQLite's write lock from the test, so the bot stops at its very next write.
-
-    Reads go on (WAL), so the bot runs until it tries to record something; its busy timeout
-    is 5 s, far longer than the kill that follows. This positions a kill between two writes
-    that no fake request separates (e.g. after Discord stored a result and before the ledger
-    captures it). `engage()` is synchronous so a fake's hook can call it before it answers.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.engaged = asyncio.Event()
-        self._conn: sqlite3.Connection | None = None
-
-    def engage(self, *_: object) -> None:
-        if self._conn is not None:
-            return
-        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        conn.execute("BEGIN IMMEDIATE")
-        self._conn = conn
-        self.engaged.set()
-
-    def thaw(self) -> None:
-        if self._conn is not None:
-            self._conn.rollback()
-            self._conn.close()
-            self._conn = None
-
-
 async def ledger_problems(
-    path: Path, members: Iterable[tuple[int, int]], charged: dict[int, int]
+    store: Store, members: Iterable[tuple[int, int]], charged: dict[int, int]
 ) -> list[str]:
-    """`CreditService.verify()` on the bot's own file, plus each member's balance against the
+    """`CreditService.verify()` on the bot's own store, plus each member's balance against the
     allowance minus what their delivered edits were charged (`charged` by user id)."""
-    db = await open_db(path)
+    db = await open_db(store)
     try:
         service = CreditService(
             db, CreditsSettings(default_allowance=ALLOWANCE, period="none"), BudgetSettings()

@@ -25,6 +25,7 @@ from tests.e2e.conftest import ROOT, InProcessBot, env_for
 from tests.e2e.helpers import text
 from tests.fakes.discord import Interaction
 from tests.images import png
+from tests.postgres import bot_store_url
 from tests.reliability.fakes import ReliableDiscord, ReliableRunflow
 from tests.reliability.harness import (
     BASE_ENV,
@@ -34,7 +35,6 @@ from tests.reliability.harness import (
     REQUEST_DROPPED,
     TALLY,
     UNEXPECTED_END,
-    DbFreeze,
     JobFacts,
     Problem,
     failure_notices,
@@ -44,6 +44,7 @@ from tests.reliability.harness import (
     result_messages,
     wait_for,
 )
+from tests.reliability.store import DbFreeze, Store, exists
 
 
 class Lab:
@@ -53,7 +54,7 @@ class Lab:
         self.discord = discord
         self.runflow = runflow
         self.data = data
-        self.db_path = data / "retouch.db"
+        self.store: Store = bot_store_url() or data / "retouch.db"
         self.seed = seed
         self.rng = random.Random(seed)
         self.known_bug = False
@@ -89,13 +90,13 @@ class Lab:
     # -- the database
 
     def jobs(self) -> dict[int, JobFacts]:
-        return read_jobs(self.db_path)
+        return read_jobs(self.store)
 
     def job(self, prompt: str) -> JobFacts | None:
         return next((job for job in self.jobs().values() if job.prompt == prompt), None)
 
     def freeze(self) -> DbFreeze:
-        return DbFreeze(self.db_path)
+        return DbFreeze(self.store)
 
     def _events(self) -> list[asyncio.Event]:
         return [self.discord.changed(), self.runflow.changed()]
@@ -180,9 +181,9 @@ class Lab:
         charged: dict[int, int] = {}
         for job in jobs.values():
             charged[job.user_id] = charged.get(job.user_id, 0) + job.captured
-        if self.db_path.exists():
+        if exists(self.store):
             problems += [
-                Problem(LEDGER, None, text) for text in await ledger_problems(self.db_path, members, charged)
+                Problem(LEDGER, None, text) for text in await ledger_problems(self.store, members, charged)
             ]
         job_runs = {job.run_id for job in jobs.values()}
         TALLY.host_runs_orphaned += sum(1 for run_id in self.runflow.runs if run_id not in job_runs)
