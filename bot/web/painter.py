@@ -170,10 +170,15 @@ class Painter:
         return f"{link_id}.{user_id}.{expires}.{self._sign(link_id, user_id, expires)}"
 
     async def issue(self, grant: Grant) -> str:
-        """Record the grant and return the member's link to the page."""
+        """Record the grant and return the member's link to the page.
+
+        Links past their lifetime are forgotten here, a lifetime late (their page keeps saying
+        "expired" meanwhile), so the table holds about a lifetime of Paint presses however long
+        the bot runs, without a task of its own."""
         now = self.clock()
         expires = now + LINK_TTL
         link_id = secrets.token_hex(16)
+        await self._repo.prune(expired_before=now - LINK_TTL)
         await self._repo.insert(
             link_id,
             user_id=grant.user_id,
