@@ -20,14 +20,14 @@ from bot.credits import CreditService
 from bot.jobs import JobService, JobSettings
 from bot.pictures import memory
 from bot.pictures.files import FileStore
-from bot.pictures.links import FileLinks
+from bot.pictures.links import FileLinks, derive_key
 from bot.providers.router import Router, build_router
 from bot.runtime.command_sync import CommandSync
 from bot.runtime.config import Settings
 from bot.runtime.guilds import GuildSettingsService
 from bot.runtime.metrics import Metrics
 from bot.runtime.tasks import Supervisor
-from bot.web.painter import Painter, signing_key
+from bot.web.painter import Painter
 from bot.web.server import Callbacks, Exposition, Health, Served, WebServer, build_app, callback_hosts
 from cogs.delivery import DiscordDelivery
 from cogs.paint import DiscordDesk
@@ -103,7 +103,8 @@ class Retouch(commands.Bot):
             max_bytes=int(settings.storage.max_gib * 1024**3),
             in_use=repo.in_use,
         )
-        links = FileLinks(settings.web.public_url) if settings.web.public_url else None
+        token = settings.discord.token.get_secret_value()
+        links = FileLinks.for_bot(settings.web.public_url, token) if settings.web.public_url else None
         self.jobs = JobService(
             JobSettings.from_settings(settings),
             repo=repo,
@@ -117,7 +118,7 @@ class Retouch(commands.Bot):
         if settings.web.public_url:
             self.painter = Painter(
                 public_url=settings.web.public_url,
-                key=signing_key(settings.discord.token.get_secret_value()),
+                key=derive_key(token, "painter links"),
                 repo=PaintLinkRepository(self.db),
                 jobs=self.jobs,
                 credits=self.credits,

@@ -134,10 +134,6 @@ class Desk(Protocol):
     async def submit(self, link: Link, choice: Choice) -> Outcome: ...
 
 
-def signing_key(secret: str) -> bytes:
-    return hmac.new(secret.encode(), b"retouch painter links", hashlib.sha256).digest()
-
-
 class Painter:
     def __init__(
         self,
