@@ -24,7 +24,7 @@ lint:
 	$(RUN) lint-imports
 
 typecheck:
-	$(RUN) mypy bot cogs storage tests
+	$(RUN) mypy bot cogs storage tests bench
 
 pytest:
 	$(RUN) pytest -q -m "not soak"

@@ -26,8 +26,10 @@ import aiosqlite
 from bench.core import Config, Profiler, Report, Row, say
 from bot.credits import CreditService, Estimate
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.db import Database, open_db
+from storage.db import Database
 from storage.jobs import JobRepository, NewJob
+from storage.sqlite import SqliteDatabase
+from storage.store import open_db
 
 NAME = "ledger"
 GUILD = 1
@@ -112,10 +114,11 @@ async def run(cfg: Config) -> Report:
         if cfg.profile:
             extra = await _jobs(db, [1000 + n % 100 for n in range(count // 5)])
             statements: Counter[str] = Counter()
+            assert isinstance(db, SqliteDatabase)
             await db.conn.set_trace_callback(lambda sql: statements.update([_shape(sql)]))
             async with Profiler() as profiler:
                 await _reserve_capture(credits, extra)
-            await db.conn.set_trace_callback(None)  # type: ignore[arg-type]
+            await db.conn.set_trace_callback(None)  # type: ignore[arg-type]  # aiosqlite's stub omits None
             profile = profiler.summary() or {}
             per_job = sum(statements.values()) / len(extra)
             profile["summary"] = [

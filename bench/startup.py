@@ -28,8 +28,9 @@ from bench.harness import World, retouch_settings, start_retouch
 from bot.credits import CreditService
 from bot.jobs import JobService
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.db import migrations, open_db
 from storage.jobs import JobRepository
+from storage.sqlite import migrations
+from storage.store import open_db
 
 NAME = "startup"
 JOBS = 10_000

@@ -32,10 +32,11 @@ from bot.web.server import Callbacks, Exposition, Health, Served, WebServer, bui
 from cogs.delivery import DiscordDelivery
 from cogs.paint import DiscordDesk
 from storage.commands import CommandSyncRepository
-from storage.db import Database, open_db
+from storage.db import Database
 from storage.jobs import JobRepository
 from storage.members import MemberPrefs
 from storage.paint_links import PaintLinkRepository
+from storage.store import open_db
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,7 @@ import contextvars
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -88,39 +86,6 @@ def database_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean "the database failed" (rather than "the code is wrong"), for
     callers that leave work for recovery when the store is unavailable."""
     return (sqlite3.Error,)
-
-
-@dataclass(frozen=True)
-class StoreUrl:
-    """Where the store is: `sqlite:///relative/or//absolute.db`, `sqlite://:memory:` or
-    `postgresql://user@host:port/database`."""
-
-    dialect: str
-    target: str
-
-    @classmethod
-    def parse(cls, url: str | Path) -> StoreUrl:
-        text = str(url)
-        if text.startswith(("postgresql://", "postgres://")):
-            return cls("postgresql", text)
-        if text.startswith("sqlite://"):
-            rest = text.removeprefix("sqlite://")
-            return cls(
-                "sqlite", ":memory:" if rest in ("", ":memory:", "/:memory:") else rest.removeprefix("/")
-            )
-        if "://" in text:
-            raise ValueError(f"unknown database URL scheme in {text!r}: use sqlite:/// or postgresql://")
-        return cls("sqlite", text)
-
-
-async def open_db(url: str | Path) -> Database:
-    """Connect and migrate: the one way the application opens its store."""
-    where = StoreUrl.parse(url)
-    if where.dialect == "postgresql":
-        raise ValueError("this version of Retouch stores its data in SQLite only")
-    from storage import sqlite
-
-    return await sqlite.open_sqlite(where.target)
 
 
 def ts(value: datetime) -> str:

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from bot.credits import CreditService
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.db import open_db
+from storage.store import open_db
 from tests.fakes.discord import FakeDiscord
 
 T = TypeVar("T")

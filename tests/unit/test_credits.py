@@ -22,9 +22,10 @@ from bot.credits import (
     period_bounds,
 )
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.db import Database, Row, open_db
+from storage.db import Database, Row
 from storage.jobs import JobRepository, NewJob
 from storage.ledger import EntryKind
+from storage.store import open_db
 from tests.sql import run_many, run_sql
 
 # A Wednesday, mid-month.

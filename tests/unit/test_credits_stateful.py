@@ -37,9 +37,10 @@ from bot.credits import (
     period_bounds,
 )
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.db import Database, open_db
+from storage.db import Database
 from storage.jobs import JobRepository, NewJob
 from storage.ledger import EntryKind, LedgerRepository
+from storage.store import open_db
 
 T = TypeVar("T")
 

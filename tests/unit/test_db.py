@@ -7,8 +7,9 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from storage.db import Database, SchemaTooNew, open_db
+from storage.db import Database, SchemaTooNew
 from storage.sqlite import connect, latest_version, migrate, open_sqlite, schema_version
+from storage.store import open_db
 
 
 async def scalar(conn: aiosqlite.Connection, sql: str) -> object:

@@ -22,8 +22,8 @@ from bot.providers.fal import FalProvider
 from bot.providers.runflow import RunflowProvider
 from bot.providers.settings import FalSettings, HostSettings, RunflowSettings
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.db import open_db
 from storage.jobs import Job, JobRepository, JobState, NewJob
+from storage.store import open_db
 from tests.conftest import StaticFiles
 from tests.fakes.fal import FakeFal
 from tests.fakes.runflow import FakeRunflow, expected_output_image

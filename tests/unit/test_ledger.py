@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from storage.db import Database, Row, open_db, ts
+from storage.db import Database, Row, ts
 from storage.jobs import JobRepository, NewJob
 from storage.ledger import EntryKind, Hold, LedgerRepository, NewEntry
 from storage.quotas import QuotaRepository
+from storage.store import open_db
 from tests.sql import run_sql
 
 T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
