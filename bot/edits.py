@@ -147,8 +147,13 @@ class DeliveryFailed(Exception):
         self.transient = transient
 
 
+PAUSED = "Retouch is not taking new edits right now (it may be restarting); try again in a minute."
+
+
 class EditsPaused(Exception):
     """New edits are not being taken (shutting down, or paused by an admin)."""
+
+    message = PAUSED
 
 
 class TooManyJobs(Exception):
@@ -158,6 +163,12 @@ class TooManyJobs(Exception):
         super().__init__(scope, limit)
         self.scope = scope
         self.limit = limit
+
+    @property
+    def message(self) -> str:
+        if self.scope == "member":
+            return f"You already have {self.limit} edits in progress; wait for one to finish, or cancel one."
+        return f"This server already has {self.limit} edits in progress; try again in a minute."
 
 
 MEMBER_MESSAGES = {

@@ -53,11 +53,11 @@ def progress_text(job: Job, progress: Progress) -> str:
     return head + "📦 Fetching the result…"
 
 
-def result_text(job: Job, files: Sequence[ResultFile], *, mention: bool) -> str:
+def result_text(job: Job, files: Sequence[ResultFile], *, mention: bool, now: datetime) -> str:
     who = f"<@{job.user_id}> " if mention else ""
     seconds = ""
     if job.submitted_at is not None:
-        seconds = f" · {int((discord.utils.utcnow() - job.submitted_at).total_seconds())} s"
+        seconds = f" · {int((now - job.submitted_at).total_seconds())} s"
     shrunk = " · shrunk to fit Discord's upload limit" if any(f.shrunk for f in files) else ""
     per_image = job.credits_estimated // max(1, int(job.options.get("count", 1)))
     cost = f" · {per_image * len(files)} credits" if per_image else ""

@@ -16,7 +16,7 @@ from bot.edits import TOKEN_LIFETIME, EditOptions, EditOrder, EditsPaused, Progr
 from bot.jobs import access
 from bot.jobs.access import Actor
 from bot.jobs.core import Core
-from storage.jobs import Job, JobState, NewJob, utcnow
+from storage.jobs import Job, JobState, NewJob
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class Intake:
                 application_id=order.application_id,
                 interaction_token=order.interaction_token,
                 status_message_id=order.status_message_id,
-                token_expires_at=(order.token_expires_at or utcnow() + TOKEN_LIFETIME)
+                token_expires_at=(order.token_expires_at or self._core.clock.now() + TOKEN_LIFETIME)
                 if order.interaction_token
                 else None,
                 credits_estimated=estimate.credits,

@@ -22,7 +22,7 @@ from bot.jobs.inputs import InputPreparer
 from bot.pictures import composite, image_costs, images, memory
 from bot.pictures.files import DownloadError
 from bot.providers.base import ContentRejected, EditResult, ProviderError, Unavailable
-from storage.jobs import Job, JobState, NewOutput, utcnow
+from storage.jobs import Job, JobState, NewOutput
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class Results:
             [JobState.DELIVERING],
             JobState.DONE,
             result_message_id=receipt.message_id,
-            completed_at=utcnow(),
+            completed_at=self._core.clock.now(),
         )
         if done is not None:
             log.info("job %d delivered as message %d", job.id, receipt.message_id)

@@ -34,7 +34,8 @@ from bot.pictures import image_costs, masks, memory
 from bot.pictures.files import FileStore
 from bot.pictures.images import ImageProblem
 from bot.pictures.validation import AttachmentFacts
-from storage.jobs import JobState, utcnow
+from bot.runtime.clock import SYSTEM_CLOCK
+from storage.jobs import JobState
 from storage.paint_links import PaintLinkRepository, PaintLinkRow
 
 # Discord's interaction token lives as long; the link must not outlive the way back to the channel.
@@ -150,7 +151,7 @@ class Painter:
         files: FileStore,
         session: aiohttp.ClientSession,
         cdn_hosts: Collection[str] | None,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] = SYSTEM_CLOCK.now,
     ) -> None:
         self._base = public_url.rstrip("/")
         self._key = key

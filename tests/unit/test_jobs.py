@@ -19,10 +19,9 @@ from bot.pictures.files import FileStore
 from bot.pictures.sizes import RESOLUTIONS
 from bot.providers.base import Provider
 from bot.providers.fal import FalProvider
-from bot.providers.runflow import RunflowProvider
-from bot.providers.settings import FalSettings, HostSettings, RunflowSettings
+from bot.providers.settings import FalSettings, HostSettings
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.db import open_db
+from storage.db import Database, open_db
 from storage.jobs import Job, JobRepository, JobState, NewJob
 from tests.conftest import StaticFiles
 from tests.fakes.fal import FakeFal
@@ -58,8 +57,14 @@ class RecordingDelivery:
 
 class Harness:
     def __init__(
-        self, service: JobService, repo: JobRepository, delivery: RecordingDelivery, credits: CreditService
+        self,
+        service: JobService,
+        repo: JobRepository,
+        delivery: RecordingDelivery,
+        credits: CreditService,
+        db: Database,
     ) -> None:
+        self.db = db
         self.service = service
         self.repo = repo
         self.delivery = delivery
@@ -104,17 +109,10 @@ async def running(
         delivery = RecordingDelivery()
         await service.start(delivery)
         try:
-            yield Harness(service, repo, delivery, credits)
+            yield Harness(service, repo, delivery, credits, db)
         finally:
             await service.stop()
     await db.close()
-
-
-@pytest.fixture
-async def harness(tmp_path: Path, runflow: FakeRunflow) -> AsyncIterator[Harness]:
-    settings = RunflowSettings(api_key=SecretStr(runflow.api_key), base_url=runflow.base_url)
-    async with running(tmp_path, settings, RunflowProvider) as started:
-        yield started
 
 
 @pytest.fixture
