@@ -107,7 +107,7 @@ class Retouch(commands.Bot):
         self.guild_settings = GuildSettingsService(self.db, self.clock)
         self.member_prefs = MemberPrefs(self.db)
         self.metrics = Metrics()
-        repo = JobRepository(self.db)
+        repo = JobRepository(self.db, now=self.clock.now)
         files = FileStore(
             settings.storage.files_dir,
             max_bytes=int(settings.storage.max_gib * 1024**3),

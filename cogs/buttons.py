@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.edits import EditOptions, InputImage
+from bot.edits import InputImage, JobKind
 from bot.jobs.access import Act
 from cogs import render
 from cogs.errors import answering
@@ -123,8 +123,8 @@ class RetryButton(_JobButton, template=_template("retry")):
             prompt=job.prompt,
             inputs=[InputImage(**item) for item in job.inputs],
             mask=InputImage(**job.mask) if job.mask is not None else None,
-            options=EditOptions.from_dict(job.options),
-            kind="retry",
+            options=job.options,
+            kind=JobKind.RETRY,
             parent_id=job.id,
         )
 
@@ -147,8 +147,8 @@ class VaryButton(_JobButton, template=_template("vary")):
             interaction,
             prompt=job.prompt,
             inputs=[as_input(results[0])],
-            options=EditOptions.from_dict(job.options),
-            kind="vary",
+            options=job.options,
+            kind=JobKind.VARY,
             parent_id=job.id,
             parent_output=0,
         )
@@ -172,9 +172,9 @@ class PaintButton(_JobButton, template=_template("paint")):
         grant = grant_for(
             interaction,
             as_input(images[output]),
-            EditOptions.from_dict(job.options),
+            job.options,
             prompt=job.prompt,
-            kind="refine",
+            kind=JobKind.REFINE,
             parent_id=job.id,
             parent_output=output,
         )

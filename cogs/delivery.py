@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import discord
 
-from bot.edits import DeliveryFailed, EditOptions, Progress, Receipt, ResultFile
+from bot.edits import DeliveryFailed, Progress, Receipt, ResultFile
 from cogs import render
 from cogs.buttons import progress_view, result_message
 from storage.jobs import Job, JobState
@@ -161,7 +161,7 @@ class DiscordDelivery:
         and the member gets the private notice again. False when this way is not open.
         """
         found = await self._webhook(job)
-        if found is None or EditOptions.from_dict(job.options).private:
+        if found is None or job.options.private:
             return False
         webhook, status_id = found
         await self._attempt(job, "the status message", webhook.delete_message(status_id))
@@ -191,7 +191,7 @@ class DiscordDelivery:
         A route that is gone (404) or closed (403) passes to the next; any other refusal ends
         the delivery.
         """
-        options = EditOptions.from_dict(job.options)
+        options = job.options
         found = await self._webhook(job)
         if result and options.private and found is not None:
             followup = await self._attempt(
@@ -260,7 +260,7 @@ class DiscordDelivery:
 
     async def _already_delivered(self, job: Job) -> discord.Message | None:
         """The member's original message, when it already carries the result."""
-        if job.status_message_id is None or EditOptions.from_dict(job.options).private:
+        if job.status_message_id is None or job.options.private:
             return None
         channel = self._bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
         try:

@@ -14,6 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.edits import JobKind
 from bot.jobs.access import AccessError, Act
 from bot.jobs.admission import SAME_SHAPE, Refused, Wishes
 from bot.pictures.masks import mask_problem
@@ -185,7 +186,7 @@ class EditImage(commands.Cog):
             inputs=images,
             options=options,
             mask=masks[0] if masks else None,
-            kind="edit" if origin is None else "refine",
+            kind=JobKind.EDIT if origin is None else JobKind.REFINE,
             parent_id=None if origin is None else origin[0],
             parent_output=None if origin is None else origin[1],
         )
@@ -235,7 +236,7 @@ class EditImage(commands.Cog):
             images[0],
             options,
             prompt=parent.prompt if parent is not None else "",
-            kind="edit" if parent is None else "refine",
+            kind=JobKind.EDIT if parent is None else JobKind.REFINE,
             parent_id=None if parent is None else parent.id,
             parent_output=None if parent is None or origin is None else origin[1],
         )

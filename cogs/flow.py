@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.credits import Estimate
-from bot.edits import EditOptions, EditOrder, InputImage
+from bot.edits import EditOptions, EditOrder, InputImage, JobKind
 from bot.jobs.admission import NeedsConfirmation, Queued, Refused
 from bot.pictures.validation import clean_prompt
 from cogs import render
@@ -69,7 +69,7 @@ async def start_edit(
     prompt: str,
     inputs: Sequence[InputImage],
     options: EditOptions,
-    kind: str = "edit",
+    kind: JobKind = JobKind.EDIT,
     parent_id: int | None = None,
     parent_output: int | None = None,
     mask: InputImage | None = None,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.credits import Estimate
-from bot.edits import EditOptions
+from bot.edits import JobKind
 from bot.jobs.access import Act
 from bot.jobs.admission import Refused
 from cogs.errors import answering
@@ -129,8 +129,8 @@ async def _refine(interaction: Interaction, parent: Job, match: re.Match[str]) -
         interaction,
         prompt=submitted_values(data).get("prompt", ""),
         inputs=[as_input(images[output])],
-        options=EditOptions.from_dict(parent.options),
-        kind="refine",
+        options=parent.options,
+        kind=JobKind.REFINE,
         parent_id=parent.id,
         parent_output=output,
     )
@@ -200,7 +200,7 @@ async def _upscale(interaction: Interaction, parent: Job) -> None:
         prompt=UPSCALE_PROMPT,
         inputs=[as_input(images[output])],
         options=options,
-        kind="upscale",
+        kind=JobKind.UPSCALE,
         parent_id=parent.id,
         parent_output=output,
     )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.edits import EditOptions, EditOrder, InputImage
+from bot.edits import EditOptions, EditOrder, InputImage, JobKind
 from bot.jobs.access import AccessError, Act, Actor
 from bot.jobs.admission import Queued, Refused
 from bot.pictures.validation import clean_prompt
@@ -44,7 +44,7 @@ def grant_for(
     *,
     prompt: str = "",
     references: list[InputImage] | None = None,
-    kind: str = "edit",
+    kind: JobKind = JobKind.EDIT,
     parent_id: int | None = None,
     parent_output: int | None = None,
 ) -> Grant:

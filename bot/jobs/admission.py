@@ -168,8 +168,7 @@ def upscale_sizes(resolution: str, offered: Collection[str]) -> list[str]:
 
 def _upscaled(parent: Job, size: str) -> EditOptions:
     """One image of the parent at a larger size, in its own shape."""
-    options = EditOptions.from_dict(parent.options)
-    return replace(options, resolution=size, count=1, image_size=SAME_SHAPE)
+    return replace(parent.options, resolution=size, count=1, image_size=SAME_SHAPE)
 
 
 class Admission:
@@ -204,10 +203,9 @@ class Admission:
     def upscale_offers(self, job: Job) -> dict[str, Estimate]:
         """Each size larger than the job's own that the bot's hosts can make, smallest first,
         with what one image at that size costs; empty when the job cannot be upscaled here."""
-        resolution = str(job.options.get("resolution", STANDARD_RESOLUTION))
         return {
             size: self._jobs.estimate(_upscaled(job, size))
-            for size in upscale_sizes(resolution, self._jobs.resolutions)
+            for size in upscale_sizes(job.options.resolution, self._jobs.resolutions)
         }
 
     def upscaled(self, parent: Job, size: str) -> EditOptions | Refused:

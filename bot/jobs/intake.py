@@ -125,7 +125,7 @@ class Intake:
                 channel_id=order.channel_id,
                 user_id=order.user_id,
                 prompt=order.prompt,
-                options=order.options.to_dict(),
+                options=order.options,
                 inputs=[image.to_dict() for image in order.images],
                 mask=order.mask.to_dict() if order.mask is not None else None,
                 kind=order.kind,

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.edits import TOKEN_LIFETIME, EditOptions, EditOrder, InputImage
+from bot.edits import TOKEN_LIFETIME, EditOptions, EditOrder, InputImage, JobKind
 from bot.runtime.clock import SYSTEM_CLOCK, Clock
 
 
@@ -31,6 +31,7 @@ def order_from_dict(data: Mapping[str, Any]) -> EditOrder:
     fields["images"] = [InputImage(**item) for item in fields["images"]]
     fields["mask"] = InputImage(**fields["mask"]) if fields.get("mask") else None
     fields["options"] = EditOptions.from_dict(fields["options"])
+    fields["kind"] = JobKind(fields.get("kind", JobKind.EDIT))
     fields["role_ids"] = tuple(fields.get("role_ids", ()))
     return EditOrder(**fields)
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import sqlite3
 
-from bot.edits import BOT_ERROR, STORAGE_FULL, EditOptions, Progress
+from bot.edits import BOT_ERROR, STORAGE_FULL, Progress
 from bot.jobs.core import Core
 from bot.jobs.endings import Endings, reference, run_of
 from bot.jobs.inputs import InputPreparer
@@ -131,7 +131,7 @@ class Runner:
         if moved is None:
             return None
         await core.delivery.show_progress(moved, Progress(JobState.SUBMITTING))
-        options = EditOptions.from_dict(moved.options)
+        options = moved.options
         try:
             prepared = await self._inputs.prepare(moved)
             await core.repo.set_inputs(moved.id, prepared.kept, prepared.kept_mask)

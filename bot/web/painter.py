@@ -28,7 +28,7 @@ import aiohttp
 from PIL import Image
 
 from bot.credits import CreditService
-from bot.edits import TOKEN_LIFETIME, EditOptions, InputImage
+from bot.edits import TOKEN_LIFETIME, EditOptions, InputImage, JobKind
 from bot.jobs import JobService
 from bot.pictures import image_costs, masks, memory
 from bot.pictures.files import FileStore
@@ -65,7 +65,7 @@ class Grant:
     options: EditOptions
     prompt: str = ""
     references: Sequence[InputImage] = ()
-    kind: str = "edit"
+    kind: JobKind = JobKind.EDIT
     parent_id: int | None = None
     parent_output: int | None = None
     role_ids: Sequence[int] = ()
@@ -82,6 +82,7 @@ class Grant:
                 **data,
                 "image": InputImage(**data["image"]),
                 "options": EditOptions.from_dict(data["options"]),
+                "kind": JobKind(data.get("kind", JobKind.EDIT)),
                 "references": [InputImage(**item) for item in data.get("references", [])],
                 "role_ids": list(data.get("role_ids", [])),
             }

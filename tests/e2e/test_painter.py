@@ -14,9 +14,9 @@ from PIL import Image
 from yarl import URL
 
 from bot.pictures.files import FileStore
+from bot.runtime.clock import SYSTEM_CLOCK
 from bot.web.painter import EXPIRED, FORGED, OTHER_MEMBER, USED, Painter
 from cogs.app import Retouch
-from storage.jobs import utcnow
 from tests.e2e.conftest import InProcessBot
 from tests.e2e.helpers import EPHEMERAL, buttons, has_image, text
 from tests.e2e.test_hosts import free_port
@@ -166,7 +166,7 @@ async def test_forged_other_members_expired_and_reused_links_are_refused_with_a_
     assert len(runflow.runs) == 2  # the first edit and one painted edit, not two
 
     fresh = await paint_link(discord_fake, result)
-    painter.clock = lambda: utcnow() + timedelta(minutes=15, seconds=1)
+    painter.clock = lambda: SYSTEM_CLOCK.now() + timedelta(minutes=15, seconds=1)
     code, body, _ = await get(fresh)
     assert code == 410 and EXPIRED in body
     code, answer = await submit(fresh, box_mask())

@@ -194,7 +194,7 @@ async def test_a_cheap_edit_is_queued_with_the_servers_and_members_choices(
     assert isinstance(decision, Queued)
     stored = await harness.repo.get(decision.job.id)
     assert stored is not None
-    assert (stored.options["nsfw_policy"], stored.options["recipe"], stored.options["mention"]) == (
+    assert (stored.options.nsfw_policy, stored.options.recipe, stored.options.mention) == (
         "spoiler",
         False,
         False,

@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from bot.credits import CreditService, Estimate
-from bot.edits import EditOptions, EditOrder, InputImage, Progress, Receipt, ResultFile
+from bot.edits import EditOptions, EditOrder, InputImage, JobKind, Progress, Receipt, ResultFile
 from bot.jobs import JobService, JobSettings
 from bot.pictures.files import FileStore
 from bot.pictures.sizes import RESOLUTIONS
@@ -183,10 +183,12 @@ async def test_a_parent_this_database_never_had_is_dropped_not_fatal(
 ) -> None:
     url = static_files.add("a.png", png())
     first = await harness.submit(order(url))
-    unknown = replace(order(url), kind="refine", parent_id=first.id + 100, parent_output=0)
+    unknown = replace(order(url), kind=JobKind.REFINE, parent_id=first.id + 100, parent_output=0)
     second = await harness.submit(unknown)
     assert (second.parent_id, second.parent_output) == (None, None)
-    known = await harness.submit(replace(order(url), kind="refine", parent_id=first.id, parent_output=0))
+    known = await harness.submit(
+        replace(order(url), kind=JobKind.REFINE, parent_id=first.id, parent_output=0)
+    )
     assert known.parent_id == first.id
     for job in (first, second, known):
         assert (await harness.service.wait_settled(job.id)).state is JobState.DONE
@@ -261,7 +263,7 @@ async def test_an_edit_the_member_cannot_afford_leaves_no_job(
 async def test_recovery_settles_a_job_that_finished_without_its_ledger_entry(harness: Harness) -> None:
     # A job that reached a final state, and a crash before its credits were released.
     job = await harness.repo.insert(
-        NewJob(guild_id=1, channel_id=2, user_id=3, prompt="p", options={}, inputs=[])
+        NewJob(guild_id=1, channel_id=2, user_id=3, prompt="p", options=EditOptions(), inputs=[])
     )
     estimate = Estimate(credits=14, usd_micros=133_000, images=1)
     await harness.credits.reserve(guild_id=1, user_id=3, role_ids=[], job_id=job.id, estimate=estimate)
