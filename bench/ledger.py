@@ -25,6 +25,7 @@ import aiosqlite
 
 from bench.core import Config, Profiler, Report, Row, say
 from bot.credits import CreditService, Estimate
+from bot.edits import EditOptions
 from bot.runtime.config import BudgetSettings, CreditsSettings
 from storage.db import Database
 from storage.jobs import JobRepository, NewJob
@@ -41,7 +42,9 @@ async def _jobs(db: Database, users: list[int]) -> list[tuple[int, int]]:
     made = []
     for user in users:
         job = await repo.insert(
-            NewJob(guild_id=GUILD, channel_id=2, user_id=user, prompt="bench", options={}, inputs=[])
+            NewJob(
+                guild_id=GUILD, channel_id=2, user_id=user, prompt="bench", options=EditOptions(), inputs=[]
+            )
         )
         made.append((job.id, user))
     return made

@@ -18,10 +18,12 @@ from discord.ext import commands
 
 from bot.credits import CreditService
 from bot.jobs import JobService, JobSettings
+from bot.jobs.admission import Admission, AdmissionRules
 from bot.pictures import memory
 from bot.pictures.files import FileStore
 from bot.pictures.links import FileLinks, derive_key
 from bot.providers.router import Router, build_router
+from bot.runtime.clock import SYSTEM_CLOCK, Clock
 from bot.runtime.command_sync import CommandSync
 from bot.runtime.config import Settings
 from bot.runtime.guilds import GuildSettingsService
@@ -67,9 +69,15 @@ class Retouch(commands.Bot):
     guild_settings: GuildSettingsService
     painter: Painter | None = None
     member_prefs: MemberPrefs
+    admission: Admission
 
     def __init__(
-        self, settings: Settings, *, guild_ready_timeout: float = 2.0, sync_commands: bool = False
+        self,
+        settings: Settings,
+        *,
+        guild_ready_timeout: float = 2.0,
+        sync_commands: bool = False,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         # Slash commands and components arrive without any privileged intent; `guilds` keeps
         # channel and role caches for permission checks.
@@ -84,7 +92,9 @@ class Retouch(commands.Bot):
         )
         self.settings = settings
         self._force_sync = sync_commands
-        self.started_at = discord.utils.utcnow()
+        # The one clock every service is handed (`bot.runtime.clock`).
+        self.clock = clock
+        self.started_at = clock.now()
         self._shutdown: asyncio.Task[None] | None = None
         route_discord(settings)
 
@@ -94,11 +104,11 @@ class Retouch(commands.Bot):
         self.session = aiohttp.ClientSession()
         self.db = await open_db(settings.storage.path)
         self.router = build_router(settings.providers, self.session)
-        self.credits = CreditService(self.db, settings.credits, settings.budget)
-        self.guild_settings = GuildSettingsService(self.db)
+        self.credits = CreditService(self.db, settings.credits, settings.budget, clock=self.clock.now)
+        self.guild_settings = GuildSettingsService(self.db, self.clock)
         self.member_prefs = MemberPrefs(self.db)
         self.metrics = Metrics()
-        repo = JobRepository(self.db)
+        repo = JobRepository(self.db, now=self.clock.now)
         files = FileStore(
             settings.storage.files_dir,
             max_bytes=int(settings.storage.max_gib * 1024**3),
@@ -115,7 +125,10 @@ class Retouch(commands.Bot):
             session=self.session,
             metrics=self.metrics,
             links=links,
+            clock=self.clock,
         )
+        rules = AdmissionRules.from_settings(settings)
+        self.admission = Admission(self.jobs, self.guild_settings, self.member_prefs, rules)
         if settings.web.public_url:
             self.painter = Painter(
                 public_url=settings.web.public_url,
@@ -126,6 +139,7 @@ class Retouch(commands.Bot):
                 files=files,
                 session=self.session,
                 cdn_hosts=settings.discord.cdn_hosts,
+                clock=self.clock.now,
             )
             self.painter.desk = DiscordDesk(self)
         for extension in EXTENSIONS:
@@ -151,7 +165,7 @@ class Retouch(commands.Bot):
 
     async def _sync_commands(self) -> None:
         """Sync the commands to the dev guilds, or globally, where they changed since the last sync."""
-        syncs = CommandSync(CommandSyncRepository(self.db), force=self._force_sync)
+        syncs = CommandSync(CommandSyncRepository(self.db), force=self._force_sync, now=self.clock.now)
         scopes: list[discord.Object | None] = [
             discord.Object(id=guild_id) for guild_id in self.settings.discord.dev_guilds
         ] or [None]

@@ -1,5 +1,5 @@
 """What every part of the job service shares: the stores it writes, the host it edits at, the
-line of waiting jobs, and the Discord side once the service has started.
+line of waiting jobs, the clock, and the Discord side once the service has started.
 
 The parts (intake, runner, recovery, retention, queries) each hold this one value rather than
 copies of its fields, so a part built before `start` still sees the delivery `start` sets.
@@ -16,6 +16,7 @@ from bot.jobs.queue import FairQueue
 from bot.jobs.settings import JobSettings
 from bot.pictures.files import FileStore
 from bot.providers.base import Provider
+from bot.runtime.clock import Clock
 from bot.runtime.metrics import Metrics
 from storage.jobs import JobRepository
 
@@ -29,6 +30,7 @@ class Core:
     files: FileStore
     metrics: Metrics
     journal: Journal | None
+    clock: Clock
     queue: FairQueue = field(default_factory=FairQueue)
     started_with: Delivery | None = None
 

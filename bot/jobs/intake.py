@@ -16,7 +16,7 @@ from bot.edits import TOKEN_LIFETIME, EditOptions, EditOrder, EditsPaused, Progr
 from bot.jobs import access
 from bot.jobs.access import Actor
 from bot.jobs.core import Core
-from storage.jobs import Job, JobState, NewJob, utcnow
+from storage.jobs import Job, JobState, NewJob
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class Intake:
                 channel_id=order.channel_id,
                 user_id=order.user_id,
                 prompt=order.prompt,
-                options=order.options.to_dict(),
+                options=order.options,
                 inputs=[image.to_dict() for image in order.images],
                 mask=order.mask.to_dict() if order.mask is not None else None,
                 kind=order.kind,
@@ -134,7 +134,7 @@ class Intake:
                 application_id=order.application_id,
                 interaction_token=order.interaction_token,
                 status_message_id=order.status_message_id,
-                token_expires_at=(order.token_expires_at or utcnow() + TOKEN_LIFETIME)
+                token_expires_at=(order.token_expires_at or self._core.clock.now() + TOKEN_LIFETIME)
                 if order.interaction_token
                 else None,
                 credits_estimated=estimate.credits,

@@ -14,11 +14,12 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.edits import TOKEN_LIFETIME, EditOptions, EditOrder, InputImage
+from bot.edits import TOKEN_LIFETIME, EditOptions, EditOrder, InputImage, JobKind
+from bot.runtime.clock import SYSTEM_CLOCK, Clock
 
 
 def order_to_dict(order: EditOrder) -> dict[str, Any]:
@@ -30,22 +31,24 @@ def order_from_dict(data: Mapping[str, Any]) -> EditOrder:
     fields["images"] = [InputImage(**item) for item in fields["images"]]
     fields["mask"] = InputImage(**fields["mask"]) if fields.get("mask") else None
     fields["options"] = EditOptions.from_dict(fields["options"])
+    fields["kind"] = JobKind(fields.get("kind", JobKind.EDIT))
     fields["role_ids"] = tuple(fields.get("role_ids", ()))
     return EditOrder(**fields)
 
 
 class Journal:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Clock = SYSTEM_CLOCK) -> None:
         self._path = path
+        self._clock = clock
 
     async def add(self, order: EditOrder) -> None:
-        line = json.dumps({"at": datetime.now(UTC).isoformat(), "order": order_to_dict(order)}) + "\n"
+        line = json.dumps({"at": self._clock.now().isoformat(), "order": order_to_dict(order)}) + "\n"
         await asyncio.to_thread(self._append, line)
 
     async def withdraw(self, order: EditOrder) -> None:
         """The edit ended without a job (refused, or waiting for the member's confirmation):
         recovery must not start it."""
-        line = json.dumps({"at": datetime.now(UTC).isoformat(), "withdrawn": order.interaction_token}) + "\n"
+        line = json.dumps({"at": self._clock.now().isoformat(), "withdrawn": order.interaction_token}) + "\n"
         await asyncio.to_thread(self._append, line)
 
     def _append(self, line: str) -> None:
@@ -63,7 +66,7 @@ class Journal:
     def _recent(self) -> list[dict[str, Any]]:
         if not self._path.exists():
             return []
-        cutoff = datetime.now(UTC) - TOKEN_LIFETIME + timedelta(minutes=1)
+        cutoff = self._clock.now() - TOKEN_LIFETIME + timedelta(minutes=1)
         entries = []
         for line in self._path.read_text(encoding="utf-8").splitlines():
             try:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import time
 
-from bot.edits import BOT_ERROR, STORAGE_FULL, EditOptions, Progress
+from bot.edits import BOT_ERROR, STORAGE_FULL, Progress
 from bot.jobs.core import Core
 from bot.jobs.endings import Endings, reference, run_of
 from bot.jobs.inputs import InputPreparer
@@ -29,7 +28,7 @@ from bot.providers.base import (
     RunStatus,
     Unavailable,
 )
-from storage.jobs import Job, JobState, utcnow
+from storage.jobs import Job, JobState
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +131,7 @@ class Runner:
         if moved is None:
             return None
         await core.delivery.show_progress(moved, Progress(JobState.SUBMITTING))
-        options = EditOptions.from_dict(moved.options)
+        options = moved.options
         try:
             prepared = await self._inputs.prepare(moved)
             await core.repo.set_inputs(moved.id, prepared.kept, prepared.kept_mask)
@@ -156,7 +155,7 @@ class Runner:
             output_format=options.output_format,
             dimensions=dimensions,
         )
-        started = time.monotonic()
+        started = self._core.clock.monotonic()
         try:
             run = await core.provider.submit(request, callback_url=core.settings.callback_url)
         except ProviderError as error:
@@ -171,7 +170,7 @@ class Runner:
             provider=run.host,
             run_id=run.run_id,
             run_data=run.data,
-            submitted_at=utcnow(),
+            submitted_at=self._core.clock.now(),
         )
         if running is None:
             # Cancelled while the submit was in flight: the run exists, so stop it.
@@ -196,12 +195,12 @@ class Runner:
             current = await core.repo.get(job.id)
             if current is None or current.state is not JobState.RUNNING:
                 return None  # cancelled (or finished by a callback) while we waited
-            elapsed = (utcnow() - started).total_seconds()
+            elapsed = (self._core.clock.now() - started).total_seconds()
             if elapsed > deadline:
                 await self._endings.stop_run(run)
                 await fail(job, Unavailable(f"no result after {deadline:g} s", host=run.host))
                 return None
-            asked = time.monotonic()
+            asked = self._core.clock.monotonic()
             try:
                 state = await core.provider.status(run)
             except ProviderError as error:
@@ -214,8 +213,8 @@ class Runner:
                 self._observe(run.host, "status", asked)
                 if state.status.final:
                     return await self._finish_run(job, state.result, state.error, state.status)
-            if time.monotonic() - last_shown >= PROGRESS_INTERVAL:
-                last_shown = time.monotonic()
+            if self._core.clock.monotonic() - last_shown >= PROGRESS_INTERVAL:
+                last_shown = self._core.clock.monotonic()
                 await core.delivery.show_progress(job, Progress(JobState.RUNNING, elapsed=elapsed))
             wakeup = self._wakeups.setdefault(job.id, asyncio.Event())
             try:
@@ -240,6 +239,6 @@ class Runner:
 
     def _observe(self, host: str, operation: str, started: float, error: ProviderError | None = None) -> None:
         metrics = self._core.metrics
-        metrics.host_latency.labels(host, operation).observe(time.monotonic() - started)
+        metrics.host_latency.labels(host, operation).observe(self._core.clock.monotonic() - started)
         if error is not None:
             metrics.host_errors.labels(host, error.kind.value).inc()

@@ -24,6 +24,7 @@ from bot.jobs.settings import JobSettings
 from bot.pictures.files import FileStore
 from bot.pictures.links import FileLinks
 from bot.providers.base import Provider
+from bot.runtime.clock import SYSTEM_CLOCK, Clock
 from bot.runtime.metrics import Metrics
 from bot.runtime.tasks import Supervisor
 from storage.jobs import JobRepository
@@ -41,8 +42,9 @@ class JobService:
         session: aiohttp.ClientSession,
         metrics: Metrics | None = None,
         links: FileLinks | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        journal = Journal(settings.journal_path) if settings.journal_path is not None else None
+        journal = Journal(settings.journal_path, clock) if settings.journal_path is not None else None
         core = Core(
             settings=settings,
             repo=repo,
@@ -51,9 +53,12 @@ class JobService:
             files=files,
             metrics=metrics or Metrics(),
             journal=journal,
+            clock=clock,
         )
         core.metrics.watch_queue(lambda: len(core.queue))
-        inputs = InputPreparer(files=files, session=session, cdn_hosts=settings.cdn_hosts, links=links)
+        inputs = InputPreparer(
+            files=files, session=session, cdn_hosts=settings.cdn_hosts, links=links, clock=clock
+        )
         endings = Endings(core)
         intake = Intake(core)
         runner = Runner(core, endings, inputs, Results(core, endings, inputs, session))

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from bot.runtime.clock import SYSTEM_CLOCK
 from storage.commands import CommandSyncRepository
 
 
@@ -29,7 +30,7 @@ class CommandSync:
         repo: CommandSyncRepository,
         *,
         force: bool = False,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        now: Callable[[], datetime] = SYSTEM_CLOCK.now,
     ) -> None:
         self._repo = repo
         self._force = force

@@ -28,13 +28,14 @@ import aiohttp
 from PIL import Image
 
 from bot.credits import CreditService
-from bot.edits import TOKEN_LIFETIME, EditOptions, InputImage
+from bot.edits import TOKEN_LIFETIME, EditOptions, InputImage, JobKind
 from bot.jobs import JobService
 from bot.pictures import image_costs, masks, memory
 from bot.pictures.files import FileStore
 from bot.pictures.images import ImageProblem
 from bot.pictures.validation import AttachmentFacts
-from storage.jobs import JobState, utcnow
+from bot.runtime.clock import SYSTEM_CLOCK
+from storage.jobs import JobState
 from storage.paint_links import PaintLinkRepository, PaintLinkRow
 
 # Discord's interaction token lives as long; the link must not outlive the way back to the channel.
@@ -64,7 +65,7 @@ class Grant:
     options: EditOptions
     prompt: str = ""
     references: Sequence[InputImage] = ()
-    kind: str = "edit"
+    kind: JobKind = JobKind.EDIT
     parent_id: int | None = None
     parent_output: int | None = None
     role_ids: Sequence[int] = ()
@@ -81,6 +82,7 @@ class Grant:
                 **data,
                 "image": InputImage(**data["image"]),
                 "options": EditOptions.from_dict(data["options"]),
+                "kind": JobKind(data.get("kind", JobKind.EDIT)),
                 "references": [InputImage(**item) for item in data.get("references", [])],
                 "role_ids": list(data.get("role_ids", [])),
             }
@@ -146,7 +148,7 @@ class Painter:
         files: FileStore,
         session: aiohttp.ClientSession,
         cdn_hosts: Collection[str] | None,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] = SYSTEM_CLOCK.now,
     ) -> None:
         self._base = public_url.rstrip("/")
         self._key = key

@@ -36,6 +36,7 @@ from bot.credits import (
     Spend,
     period_bounds,
 )
+from bot.edits import EditOptions
 from bot.runtime.config import BudgetSettings, CreditsSettings
 from storage.db import Database
 from storage.jobs import JobRepository, NewJob
@@ -262,7 +263,14 @@ class CreditMachine(RuleBasedStateMachine):
         guild, user = member
         job = self.run(
             JobRepository(self.db).insert(
-                NewJob(guild_id=guild or None, channel_id=5, user_id=user, prompt="p", options={}, inputs=[])
+                NewJob(
+                    guild_id=guild or None,
+                    channel_id=5,
+                    user_id=user,
+                    prompt="p",
+                    options=EditOptions(),
+                    inputs=[],
+                )
             )
         )
         roles = sorted(self.members[member].roles)

@@ -7,6 +7,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
+from bot.edits import EditOptions
 from storage.db import Database, SchemaTooNew
 from storage.sqlite import connect, latest_version, migrate, open_sqlite, schema_version
 from storage.store import open_db
@@ -107,6 +108,6 @@ async def _read_while_another_task_writes(db: Database) -> None:
     # Inside its own transaction a task still reads what it wrote.
     async with db.transaction():
         job = await repo.insert(
-            NewJob(guild_id=1, channel_id=2, user_id=3, prompt="p", options={}, inputs=[])
+            NewJob(guild_id=1, channel_id=2, user_id=3, prompt="p", options=EditOptions(), inputs=[])
         )
         assert await repo.get(job.id) is not None

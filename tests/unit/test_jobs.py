@@ -13,15 +13,15 @@ import pytest
 from pydantic import SecretStr
 
 from bot.credits import CreditService, Estimate
-from bot.edits import EditOptions, EditOrder, InputImage, Progress, Receipt, ResultFile
+from bot.edits import EditOptions, EditOrder, InputImage, JobKind, Progress, Receipt, ResultFile
 from bot.jobs import JobService, JobSettings
 from bot.pictures.files import FileStore
 from bot.pictures.sizes import RESOLUTIONS
 from bot.providers.base import Provider
 from bot.providers.fal import FalProvider
-from bot.providers.runflow import RunflowProvider
-from bot.providers.settings import FalSettings, HostSettings, RunflowSettings
+from bot.providers.settings import FalSettings, HostSettings
 from bot.runtime.config import BudgetSettings, CreditsSettings
+from storage.db import Database
 from storage.jobs import Job, JobRepository, JobState, NewJob
 from storage.store import open_db
 from tests.conftest import StaticFiles
@@ -58,8 +58,14 @@ class RecordingDelivery:
 
 class Harness:
     def __init__(
-        self, service: JobService, repo: JobRepository, delivery: RecordingDelivery, credits: CreditService
+        self,
+        service: JobService,
+        repo: JobRepository,
+        delivery: RecordingDelivery,
+        credits: CreditService,
+        db: Database,
     ) -> None:
+        self.db = db
         self.service = service
         self.repo = repo
         self.delivery = delivery
@@ -104,17 +110,10 @@ async def running(
         delivery = RecordingDelivery()
         await service.start(delivery)
         try:
-            yield Harness(service, repo, delivery, credits)
+            yield Harness(service, repo, delivery, credits, db)
         finally:
             await service.stop()
     await db.close()
-
-
-@pytest.fixture
-async def harness(tmp_path: Path, runflow: FakeRunflow) -> AsyncIterator[Harness]:
-    settings = RunflowSettings(api_key=SecretStr(runflow.api_key), base_url=runflow.base_url)
-    async with running(tmp_path, settings, RunflowProvider) as started:
-        yield started
 
 
 @pytest.fixture
@@ -185,10 +184,12 @@ async def test_a_parent_this_database_never_had_is_dropped_not_fatal(
 ) -> None:
     url = static_files.add("a.png", png())
     first = await harness.submit(order(url))
-    unknown = replace(order(url), kind="refine", parent_id=first.id + 100, parent_output=0)
+    unknown = replace(order(url), kind=JobKind.REFINE, parent_id=first.id + 100, parent_output=0)
     second = await harness.submit(unknown)
     assert (second.parent_id, second.parent_output) == (None, None)
-    known = await harness.submit(replace(order(url), kind="refine", parent_id=first.id, parent_output=0))
+    known = await harness.submit(
+        replace(order(url), kind=JobKind.REFINE, parent_id=first.id, parent_output=0)
+    )
     assert known.parent_id == first.id
     for job in (first, second, known):
         assert (await harness.service.wait_settled(job.id)).state is JobState.DONE
@@ -263,7 +264,7 @@ async def test_an_edit_the_member_cannot_afford_leaves_no_job(
 async def test_recovery_settles_a_job_that_finished_without_its_ledger_entry(harness: Harness) -> None:
     # A job that reached a final state, and a crash before its credits were released.
     job = await harness.repo.insert(
-        NewJob(guild_id=1, channel_id=2, user_id=3, prompt="p", options={}, inputs=[])
+        NewJob(guild_id=1, channel_id=2, user_id=3, prompt="p", options=EditOptions(), inputs=[])
     )
     estimate = Estimate(credits=14, usd_micros=133_000, images=1)
     await harness.credits.reserve(guild_id=1, user_id=3, role_ids=[], job_id=job.id, estimate=estimate)

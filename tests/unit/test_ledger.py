@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.edits import EditOptions
 from storage.db import Database, Row, ts
 from storage.jobs import JobRepository, NewJob
 from storage.ledger import EntryKind, Hold, LedgerRepository, NewEntry
@@ -29,7 +30,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 async def new_job(db: Database, user_id: int = 10, guild_id: int = 1) -> int:
     job = await JobRepository(db).insert(
-        NewJob(guild_id=guild_id, channel_id=2, user_id=user_id, prompt="p", options={}, inputs=[])
+        NewJob(guild_id=guild_id, channel_id=2, user_id=user_id, prompt="p", options=EditOptions(), inputs=[])
     )
     return job.id
 
