@@ -122,6 +122,9 @@ class Job:
     completed_at: datetime | None
     notified_at: datetime | None
     deleted_at: datetime | None = None
+    # The process working on the job and until when (see `storage.claims`); None when none is.
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
 
     @property
     def private(self) -> bool:
@@ -168,6 +171,8 @@ class Job:
             completed_at=_dt(row["completed_at"]),
             notified_at=_dt(row["notified_at"]),
             deleted_at=_dt(row["deleted_at"]),
+            lease_owner=row["lease_owner"],
+            lease_until=_dt(row["lease_until"]),
         )
 
 
@@ -188,6 +193,9 @@ class NewJob:
     token_expires_at: datetime | None = None
     status_message_id: int | None = None
     credits_estimated: int = 0
+    # Held by its process until it is put in line (see `storage.claims`); None: in line at once.
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
 
 
 @dataclass(frozen=True)

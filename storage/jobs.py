@@ -76,6 +76,11 @@ class JobRepository:
         self._db = db
         self._now = now
 
+    @property
+    def database(self) -> Database:
+        """The store the jobs live in, for the repositories that share their rows (claims)."""
+        return self._db
+
     async def insert(self, job: NewJob) -> Job:
         now = _ts(self._now())
         async with self._db.transaction() as tx:
@@ -84,8 +89,8 @@ class JobRepository:
                 INSERT INTO jobs (guild_id, channel_id, user_id, parent_id, parent_output, kind, state,
                                   prompt, options, inputs, mask, application_id, interaction_token,
                                   token_expires_at, status_message_id, credits_estimated, created_at,
-                                  updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                  updated_at, lease_owner, lease_until)
+                VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 RETURNING id
                 """,
                 (
@@ -106,6 +111,8 @@ class JobRepository:
                     job.credits_estimated,
                     now,
                     now,
+                    job.lease_owner,
+                    _ts(job.lease_until),
                 ),
             )
         assert inserted is not None

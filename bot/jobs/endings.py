@@ -63,7 +63,6 @@ class Endings:
         its next step and stops; the host is then asked to stop the run where it can.
         """
         core = self._core
-        core.queue.remove(job_id)
         moved = await core.repo.move(
             job_id,
             [JobState.QUEUED, JobState.SUBMITTING, JobState.RUNNING],

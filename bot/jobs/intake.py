@@ -1,5 +1,5 @@
 """Taking an edit in: price it, refuse what can be refused early, journal it, write it and its
-credit reservation together, and put it in line.
+credit reservation together (held out of line by this process), and put it in line.
 
 The steps are separate calls because the Discord side interleaves them with its own: an edit
 is journaled before it is acknowledged, checked (`preflight`) before the member is asked to
@@ -16,6 +16,7 @@ from bot.edits import TOKEN_LIFETIME, EditOptions, EditOrder, EditsPaused, Progr
 from bot.jobs import access
 from bot.jobs.access import Actor
 from bot.jobs.core import Core
+from bot.jobs.wakeups import JOBS
 from storage.jobs import Job, JobState, NewJob
 
 log = logging.getLogger(__name__)
@@ -107,15 +108,17 @@ class Intake:
         return job
 
     async def enqueue(self, job: Job, status_message_id: int | None) -> Job:
-        """Put a created job in line once its progress message exists, and show its place."""
+        """Put a created job in line once its progress message exists, show its place, and
+        wake a worker."""
         core = self._core
         if status_message_id is not None and status_message_id != job.status_message_id:
             await core.repo.set_status_message(job.id, status_message_id)
             job = replace(job, status_message_id=status_message_id)
-        await core.queue.put(job.user_id, job.id)
+        await core.leases.release(job.id)
         log.info("job %d queued for user %d in guild %s", job.id, job.user_id, job.guild_id)
-        place = core.queue.position(job.id)
+        place = await core.line.position(job.id)
         await core.delivery.show_progress(job, Progress(JobState.QUEUED, queue_position=place))
+        await core.wakeups.notify(JOBS)
         return job
 
     async def _insert(self, order: EditOrder, estimate: Estimate) -> Job:
@@ -138,6 +141,9 @@ class Intake:
                 if order.interaction_token
                 else None,
                 credits_estimated=estimate.credits,
+                # Out of line until `enqueue`; if this process dies first, its lease lapses.
+                lease_owner=self._core.leases.owner,
+                lease_until=self._core.leases.until(),
             )
         )
 

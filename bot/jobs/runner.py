@@ -1,4 +1,4 @@
-"""The workers: take the next job in line and carry it through submit → poll → deliver.
+"""The workers: claim the next job in line and carry it through submit → poll → deliver.
 
 Each step is written to the job row before the side effect that depends on it, so whatever
 line a crash lands on, recovery finds the job in a state it knows how to finish. Every step
@@ -16,6 +16,7 @@ from bot.jobs.core import Core
 from bot.jobs.endings import Endings, reference, run_of
 from bot.jobs.inputs import InputPreparer
 from bot.jobs.results import Results
+from bot.jobs.wakeups import RUNS
 from bot.pictures import images, sizes
 from bot.pictures.files import DownloadError, StorageFull
 from bot.providers.base import (
@@ -50,16 +51,26 @@ class Runner:
         self._inputs = inputs
         self._results = results
         self._wakeups: dict[int, asyncio.Event] = {}
+        # The jobs this process is working on now, which a run's wake-up concerns.
+        self._working: set[int] = set()
 
     async def work(self) -> None:
         """One worker: forever, the next job in line."""
         while True:
-            job_id = await self._core.queue.get()
+            job = await self._core.line.take()
             await self._announce_places()
-            await self.guarded(job_id)
+            await self.held(job.id)
+
+    async def held(self, job_id: int) -> None:
+        """Process a job this process has claimed, then hand back its claim. A process that
+        dies (or is cancelled) meanwhile never hands it back: its lease lapses instead, and
+        whoever takes it over finishes it."""
+        await self.guarded(job_id)
+        await self._core.leases.release(job_id)
 
     async def run_update(self, host: str, run_id: str) -> bool:
-        """A host says a run changed: poll it now rather than at the next interval.
+        """A host says a run changed: the process working on it polls it now rather than at
+        the next interval (see `bot.jobs.wakeups` for when that process is another one).
 
         The callback's own body is never trusted for the outcome; the poll asks the host
         through its authenticated API, so a forged or replayed callback costs one request.
@@ -68,13 +79,19 @@ class Runner:
         job = await self._core.repo.find_by_run(host, run_id)
         if job is None or job.state is not JobState.RUNNING:
             return False
-        self._wakeups.setdefault(job.id, asyncio.Event()).set()
+        await self._core.wakeups.notify(RUNS, str(job.id))
         return True
+
+    def wake_run(self, payload: str) -> None:
+        """A run changed: poll it now, if this process is working on its job."""
+        job_id = int(payload)
+        if job_id in self._working:
+            self._wakeups.setdefault(job_id, asyncio.Event()).set()
 
     async def _announce_places(self) -> None:
         """The line moved: tell the first few waiting members their new place."""
         core = self._core
-        for place, job_id in enumerate(core.queue.order()[:ANNOUNCED_PLACES], start=1):
+        for place, job_id in enumerate((await core.line.order())[:ANNOUNCED_PLACES], start=1):
             job = await core.repo.get(job_id)
             if job is not None and job.state is JobState.QUEUED:
                 await core.delivery.show_progress(job, Progress(JobState.QUEUED, queue_position=place))
@@ -87,6 +104,7 @@ class Runner:
         member is given. Only a database error leaves the job as it is: the failure could not be
         recorded either, and recovery, which counts its starts, takes it up again.
         """
+        self._working.add(job_id)
         try:
             await self._process(job_id)
         except asyncio.CancelledError:
@@ -101,6 +119,8 @@ class Runner:
             log.exception("job %d crashed (reference %s); it is failed and its credits released", job_id, tag)
             error = RunFailed(f"unexpected {type(exc).__name__} (reference {tag})", host="retouch")
             await self._give_up(job_id, error, BOT_ERROR.format(reference=tag))
+        finally:
+            self._working.discard(job_id)
 
     async def _give_up(self, job_id: int, error: ProviderError, member_text: str) -> None:
         try:

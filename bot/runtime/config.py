@@ -59,6 +59,14 @@ class EditingSettings(Section):
     image_memory_mb: Annotated[int, Field(ge=100, le=65_536)] = 200
 
 
+class JobsSettings(Section):
+    """How processes sharing one database share its jobs."""
+
+    # Seconds a process's claim on a job lasts unless renewed (it renews every third of it).
+    # When a process dies, another finishes its jobs within about this long.
+    lease_seconds: Annotated[float, Field(ge=3, le=3600)] = 30.0
+
+
 Period = Literal["day", "week", "month", "none"]
 
 
@@ -162,6 +170,7 @@ class Settings(_FileUnderEnvironment):
     discord: DiscordSettings
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
     editing: EditingSettings = Field(default_factory=EditingSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
     credits: CreditsSettings = Field(default_factory=CreditsSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)

@@ -20,7 +20,9 @@ from bot.pictures.sizes import RESOLUTIONS
 from bot.providers.base import Provider
 from bot.providers.fal import FalProvider
 from bot.providers.settings import FalSettings, HostSettings
+from bot.runtime.clock import SYSTEM_CLOCK, Clock
 from bot.runtime.config import BudgetSettings, CreditsSettings
+from bot.runtime.metrics import Metrics
 from storage.db import Database
 from storage.jobs import Job, JobRepository, JobState, NewJob
 from storage.store import open_db
@@ -64,12 +66,14 @@ class Harness:
         delivery: RecordingDelivery,
         credits: CreditService,
         db: Database,
+        metrics: Metrics,
     ) -> None:
         self.db = db
         self.service = service
         self.repo = repo
         self.delivery = delivery
         self.credits = credits
+        self.metrics = metrics
 
     async def submit(self, order: EditOrder) -> Job:
         return await self.service.submit(order, self.service.estimate(order.options))
@@ -85,9 +89,14 @@ async def running(
     max_per_member: int = 3,
     max_per_server: int = 20,
     max_stored_bytes: int | None = None,
+    lease_owner: str = "this process",
+    lease_seconds: float = 30,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> AsyncIterator[Harness]:
-    """A started JobService on a real SQLite file, editing at the host `make` builds."""
+    """A started JobService on a real SQLite file, editing at the host `make` builds; several
+    in one `tmp_path` are processes sharing one database, each with its own connection."""
     db = await open_db(tmp_path / "r.db")
+    metrics = Metrics()
     async with aiohttp.ClientSession() as session:
         repo = JobRepository(db)
         credits = CreditService(db, credit_settings or CreditsSettings(), BudgetSettings())
@@ -100,17 +109,21 @@ async def running(
                 poll_interval=0.02,
                 poll_interval_max=0.05,
                 deadline=30,
+                lease_owner=lease_owner,
+                lease_seconds=lease_seconds,
             ),
             repo=repo,
             provider=make(settings, session),
             credits=credits,
             files=FileStore(tmp_path / "files", max_bytes=max_stored_bytes, in_use=repo.in_use),
             session=session,
+            metrics=metrics,
+            clock=clock,
         )
         delivery = RecordingDelivery()
         await service.start(delivery)
         try:
-            yield Harness(service, repo, delivery, credits, db)
+            yield Harness(service, repo, delivery, credits, db, metrics)
         finally:
             await service.stop()
     await db.close()
