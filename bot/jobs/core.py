@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from bot.credits import CreditService
 from bot.edits import Delivery
-from bot.jobs.journal import Journal
+from bot.jobs.journal import IntakeJournal
 from bot.jobs.leases import Leases
 from bot.jobs.queue import Line
 from bot.jobs.settings import JobSettings
@@ -32,7 +32,7 @@ class Core:
     credits: CreditService
     files: FileStore
     metrics: Metrics
-    journal: Journal | None
+    journal: IntakeJournal | None
     clock: Clock
     leases: Leases
     line: Line

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bot.edits import TOKEN_LIFETIME, EditOptions, EditOrder, InputImage, JobKind
 from bot.runtime.clock import SYSTEM_CLOCK, Clock
@@ -34,6 +34,29 @@ def order_from_dict(data: Mapping[str, Any]) -> EditOrder:
     fields["kind"] = JobKind(fields.get("kind", JobKind.EDIT))
     fields["role_ids"] = tuple(fields.get("role_ids", ()))
     return EditOrder(**fields)
+
+
+class IntakeJournal(Protocol):
+    """Where an edit is first recorded, before it is acknowledged.
+
+    `Journal` (a local file) serves the embedded SQLite store. With several processes on
+    PostgreSQL, a process whose machine never returns would take its file with it, so there the
+    record belongs in the database itself, cheaply: one autocommit INSERT into an
+    `intake_journal` table (the order's token, the process's lease name, the time, the order as
+    JSON), outside any transaction and its locks. `withdraw` deletes the row; `recent` reads the
+    rows within a token's lifetime that have no job yet and whose process is gone (a
+    `processes` row that its lease renewal keeps fresh has lapsed: a live process may still be
+    creating the job, under a busy database), and `forget_older` deletes the rest. Not built
+    yet: it arrives with the PostgreSQL backend.
+    """
+
+    async def add(self, order: EditOrder) -> None: ...
+
+    async def withdraw(self, order: EditOrder) -> None: ...
+
+    async def recent(self) -> list[EditOrder]: ...
+
+    async def forget_older(self) -> None: ...
 
 
 class Journal:
