@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from functools import partial
 
 import aiohttp
 import discord
@@ -175,12 +176,10 @@ class Retouch(commands.Bot):
             where = "globally" if guild is None else f"to guild {guild.id}"
             scope = f"{self.application_id}:{'global' if guild is None else guild.id}"
             definitions = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
-            if not await syncs.needed(scope, definitions):
+            if await syncs.sync_if_changed(scope, definitions, partial(self.tree.sync, guild=guild)):
+                log.info("synced %d commands %s", len(definitions), where)
+            else:
                 log.info("commands unchanged since the last sync %s; not synced", where)
-                continue
-            synced = await self.tree.sync(guild=guild)
-            await syncs.synced(scope, definitions)
-            log.info("synced %d commands %s", len(synced), where)
 
     async def close(self) -> None:
         """Shut down once, however many callers ask (a signal, the end of `start`, a test).
