@@ -23,8 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-async def discord_fake() -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord()
+def fake_shards() -> int:
+    """The shard count the fake Discord recommends; a module overrides it to test sharding."""
+    return 1
+
+
+@pytest.fixture
+async def discord_fake(fake_shards: int) -> AsyncIterator[FakeDiscord]:
+    fake = FakeDiscord(shards=fake_shards)
     await fake.start()
     base, gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
     yield fake
