@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+from functools import partial
+from typing import Any
 
 import aiohttp
 import discord
@@ -89,6 +91,7 @@ class Retouch(commands.Bot):
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
             guild_ready_timeout=guild_ready_timeout,
+            **self._shard_options(settings),
         )
         self.settings = settings
         self._force_sync = sync_commands
@@ -97,6 +100,11 @@ class Retouch(commands.Bot):
         self.started_at = clock.now()
         self._shutdown: asyncio.Task[None] | None = None
         route_discord(settings)
+
+    @staticmethod
+    def _shard_options(settings: Settings) -> dict[str, Any]:
+        """One gateway connection: none; `ShardedRetouch` names its shards."""
+        return {}
 
     async def setup_hook(self) -> None:
         settings = self.settings
@@ -175,12 +183,10 @@ class Retouch(commands.Bot):
             where = "globally" if guild is None else f"to guild {guild.id}"
             scope = f"{self.application_id}:{'global' if guild is None else guild.id}"
             definitions = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
-            if not await syncs.needed(scope, definitions):
+            if await syncs.sync_if_changed(scope, definitions, partial(self.tree.sync, guild=guild)):
+                log.info("synced %d commands %s", len(definitions), where)
+            else:
                 log.info("commands unchanged since the last sync %s; not synced", where)
-                continue
-            synced = await self.tree.sync(guild=guild)
-            await syncs.synced(scope, definitions)
-            log.info("synced %d commands %s", len(synced), where)
 
     async def close(self) -> None:
         """Shut down once, however many callers ask (a signal, the end of `start`, a test).
@@ -206,6 +212,30 @@ class Retouch(commands.Bot):
             await self.db.close()
 
 
+class ShardedRetouch(Retouch, commands.AutoShardedBot):
+    """Retouch over the gateway shards `discord.shard_ids` of `discord.shard_count` (all of them
+    when no ids are given), each its own connection in this process. discord.py takes the count as
+    given and connects to `DiscordWebSocket.DEFAULT_GATEWAY` without asking Discord for one; REST,
+    webhooks and interaction answers are the same as unsharded."""
+
+    @staticmethod
+    def _shard_options(settings: Settings) -> dict[str, Any]:
+        return {"shard_count": settings.discord.shard_count, "shard_ids": settings.discord.shard_ids}
+
+
+def build_bot(
+    settings: Settings,
+    *,
+    guild_ready_timeout: float = 2.0,
+    sync_commands: bool = False,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Retouch:
+    """The bot the settings ask for: sharded when `discord.shard_count` is set, else as always,
+    on one gateway connection."""
+    kind = ShardedRetouch if settings.discord.shard_count is not None else Retouch
+    return kind(settings, guild_ready_timeout=guild_ready_timeout, sync_commands=sync_commands, clock=clock)
+
+
 class CannotStart(Exception):
     """Discord or the network refused the start in a way the owner can fix; the text says how."""
 
@@ -213,7 +243,7 @@ class CannotStart(Exception):
 async def serve(settings: Settings, *, sync_commands: bool = False) -> None:
     """Run the bot until a signal or Discord ends it, closing everything on the way out;
     `sync_commands` syncs the slash commands even when they have not changed."""
-    bot = Retouch(settings, sync_commands=sync_commands)
+    bot = build_bot(settings, sync_commands=sync_commands)
     loop = asyncio.get_running_loop()
     signalled = Supervisor()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -16,7 +16,15 @@ from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from bot.providers.registry import SPECS
@@ -42,7 +50,36 @@ class DiscordSettings(Section):
         ]
     )
 
+    # Gateway shards, for a bot in many servers or run as several processes over one store: the
+    # total, and the ones this process runs (all of them when unset). Discord sends DMs to shard 0
+    # only, so across the processes shard 0 must be run by exactly one.
+    shard_count: Annotated[int, Field(ge=1)] | None = None
+    shard_ids: list[int] | None = None
+
     _urls = field_validator("api_base", "gateway_url")(url_or_none)
+
+    @field_validator("shard_ids")
+    @classmethod
+    def _shards_within_count(cls, ids: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        """Each process names its own shards; only the total tells whether an id exists."""
+        if ids is None:
+            return None
+        count = info.data.get("shard_count")
+        if count is None:
+            if "shard_count" not in info.data:
+                return ids  # shard_count itself is wrong, and is reported on its own
+            raise ValueError("needs discord.shard_count, the number of shards across every process")
+        if not ids:
+            raise ValueError("is empty; list the shards this process runs, or leave it out to run all")
+        outside = sorted({shard for shard in ids if not 0 <= shard < count})
+        if outside:
+            raise ValueError(
+                f"shard ids run from 0 to {count - 1} (discord.shard_count is {count}); "
+                f"{', '.join(map(str, outside))} is not one"
+            )
+        if len(set(ids)) != len(ids):
+            raise ValueError("names a shard twice")
+        return sorted(ids)
 
 
 class EditingSettings(Section):
@@ -328,6 +365,15 @@ def _describe(error: Any) -> Iterator[tuple[str, str]]:
         yield key, f"{error['msg']}{shown}"
 
 
+def shards(discord: DiscordSettings) -> str:
+    """Which gateway shards this process runs, in words for the summary."""
+    if discord.shard_count is None:
+        return "off (one gateway connection)"
+    if discord.shard_ids is None:
+        return f"all {discord.shard_count} in this process"
+    return f"{', '.join(map(str, discord.shard_ids))} of {discord.shard_count}"
+
+
 def summary(settings: Settings) -> list[str]:
     """A short, secret-free description for `check-config` and the start-up log."""
 
@@ -342,6 +388,7 @@ def summary(settings: Settings) -> list[str]:
         f"discord.api_base: {settings.discord.api_base or 'Discord'}",
         "discord.dev_guilds: "
         + (", ".join(map(str, settings.discord.dev_guilds)) or "none (commands sync globally)"),
+        f"discord.shards: {shards(settings.discord)}",
         f"providers.order: {', '.join(settings.providers.order)}",
     ]
     for host in settings.providers.order:
