@@ -84,7 +84,7 @@ JPEG_MAX_SIDE = 65_500
 # (tests/unit/test_fitting.py, bench/fit.py), and encodes about ten times faster. Its encoder
 # holds little beside the picture, so it takes every pixel it is given; libwebp's takes about
 # 30 bytes a pixel, so WebP gets no more pixels than any host makes.
-JPEG = Codec("image/jpeg", (96, 90, 84), 90, JPEG_MAX_SIDE, JPEG_MAX_SIDE**2, _encode_jpeg)
+JPEG = Codec("image/jpeg", (96, 93, 90, 87, 84), 90, JPEG_MAX_SIDE, JPEG_MAX_SIDE**2, _encode_jpeg)
 WEBP = Codec("image/webp", (92, 85, 75), 85, WEBP_MAX_SIDE, LARGEST_RESULT, _encode_webp)
 
 # Discord's upload limit is at least 10 MiB. Under this one, JPEG's fixed few hundred bytes of

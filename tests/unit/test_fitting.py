@@ -81,8 +81,9 @@ def test_a_quality_that_cannot_fit_is_judged_from_a_sample_not_a_whole_encoding(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     source = colour_noise(1024, 1024, 20.0)
-    sizes = {quality: len(encoders.JPEG.encode(source, quality, None, None) or b"") for quality in (90, 84)}
-    limit = (sizes[90] + sizes[84]) // 2  # too small for 96 and 90, enough for 84
+    second_last, last = encoders.JPEG.qualities[-2:]
+    sizes = {q: len(encoders.JPEG.encode(source, q, None, None) or b"") for q in (second_last, last)}
+    limit = (sizes[second_last] + sizes[last]) // 2  # enough for the last quality only
     whole: list[int] = []
 
     def encode(image: Image.Image, quality: int, tags: bytes | None, cap: int | None) -> bytes | None:
@@ -92,8 +93,8 @@ def test_a_quality_that_cannot_fit_is_judged_from_a_sample_not_a_whole_encoding(
 
     monkeypatch.setattr(encoders, "JPEG", dataclasses.replace(encoders.JPEG, encode=encode))
     fitted = fit_under(encoded(source, "PNG", compress_level=1), limit)
-    assert whole == [84]
-    assert fitted.info.size == sizes[84] and fitted.data == encoders.JPEG.encode(source, 84, None, None)
+    assert whole == [last]
+    assert fitted.info.size == sizes[last] and fitted.data == encoders.JPEG.encode(source, last, None, None)
 
 
 def test_the_sample_predicts_a_photo_within_a_few_percent() -> None:
