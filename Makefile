@@ -24,7 +24,7 @@ lint:
 	$(RUN) lint-imports
 
 typecheck:
-	$(RUN) mypy bot cogs storage tests
+	$(RUN) mypy bot cogs storage tests bench
 
 # Storage-level tests (tests/unit: db, ledger, credits, the credit state machine, jobs, limits)
 # run on SQLite and PostgreSQL in this one pass; PostgreSQL comes from tests/postgres.py.

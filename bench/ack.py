@@ -32,6 +32,7 @@ from bench.harness import (
     time_settlements,
     wide_open,
 )
+from storage.sqlite import SqliteDatabase
 
 NAME = "ack"
 BIG_EDITS = 2
@@ -180,7 +181,7 @@ async def _retouch(cfg: Config, count: int, rounds: int, data: Path) -> dict[str
         settled = time_settlements(running.bot)
         path = AckPath(running.bot)
         lock = TimedLock()
-        if isinstance(getattr(running.bot.db, "_lock", None), asyncio.Lock):
+        if isinstance(running.bot.db, SqliteDatabase):
             running.bot.db._lock = lock  # one Database, one lock: swapped while nothing holds it
         all_acks: list[dict[str, Any]] = []
         result: dict[str, Any] = {"latencies": [], "rounds": [], "profile": None}

@@ -309,13 +309,13 @@ def time_fits() -> Iterator[Fits]:
     original = bot_images.fit_under
     lock = threading.Lock()
 
-    def fit_under(data: bytes, limit: int) -> bot_images.Fitted:
+    def fit_under(data: bytes, limit: int, *, exif: bytes | None = None) -> bot_images.Fitted:
         with lock:
             index = len(fits.calls)
             fits.calls.append((time.monotonic(), None, len(data)))
         fits.notify()
         try:
-            return original(data, limit)
+            return original(data, limit, exif=exif)
         finally:
             with lock:
                 start, _, size = fits.calls[index]

@@ -25,10 +25,12 @@ import aiosqlite
 
 from bench.core import Config, Profiler, Report, Row, say
 from bot.credits import CreditService, Estimate
+from bot.edits import EditOptions
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.backends import open_db
 from storage.db import Database
 from storage.jobs import JobRepository, NewJob
+from storage.sqlite import SqliteDatabase
+from storage.store import open_db
 
 NAME = "ledger"
 GUILD = 1
@@ -40,7 +42,9 @@ async def _jobs(db: Database, users: list[int]) -> list[tuple[int, int]]:
     made = []
     for user in users:
         job = await repo.insert(
-            NewJob(guild_id=GUILD, channel_id=2, user_id=user, prompt="bench", options={}, inputs=[])
+            NewJob(
+                guild_id=GUILD, channel_id=2, user_id=user, prompt="bench", options=EditOptions(), inputs=[]
+            )
         )
         made.append((job.id, user))
     return made
@@ -113,10 +117,11 @@ async def run(cfg: Config) -> Report:
         if cfg.profile:
             extra = await _jobs(db, [1000 + n % 100 for n in range(count // 5)])
             statements: Counter[str] = Counter()
+            assert isinstance(db, SqliteDatabase)
             await db.conn.set_trace_callback(lambda sql: statements.update([_shape(sql)]))
             async with Profiler() as profiler:
                 await _reserve_capture(credits, extra)
-            await db.conn.set_trace_callback(None)  # type: ignore[arg-type]
+            await db.conn.set_trace_callback(None)  # type: ignore[arg-type]  # aiosqlite's stub omits None
             profile = profiler.summary() or {}
             per_job = sum(statements.values()) / len(extra)
             profile["summary"] = [

@@ -37,7 +37,7 @@ from bench.harness import (
     time_settlements,
     wide_open,
 )
-from storage.db import connect
+from storage.sqlite import connect
 
 NAME = "overhead"
 POLL = {"RETOUCH_PROVIDERS__POLL_INTERVAL": "0.005", "RETOUCH_PROVIDERS__POLL_INTERVAL_MAX": "0.02"}

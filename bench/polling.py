@@ -31,7 +31,7 @@ from bot.jobs import JobService, JobSettings
 from bot.pictures.files import FileStore
 from bot.providers.base import EditResult, OutputImage, Run, RunState, RunStatus
 from bot.providers.settings import ProvidersSettings
-from storage.jobs import Job, JobState
+from storage.jobs import EditOptions, Job, JobKind, JobState
 
 NAME = "polling"
 RUN_SECONDS = 60.0
@@ -80,6 +80,10 @@ def _default_for(annotation: str, name: str) -> Any:
         return datetime.now(UTC)
     if annotation.startswith("JobState"):
         return JobState.RUNNING
+    if annotation.startswith("JobKind"):
+        return JobKind.EDIT
+    if annotation.startswith("EditOptions"):
+        return EditOptions()
     if annotation.startswith(("Mapping", "dict")):
         return {}
     if annotation.startswith(("Sequence", "list")):

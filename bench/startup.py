@@ -28,10 +28,10 @@ from bench.harness import World, retouch_settings, start_retouch
 from bot.credits import CreditService
 from bot.jobs import JobService
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.backends import open_db
 from storage.db import migrations
 from storage.jobs import JobRepository
 from storage.sqlite import MIGRATIONS_DIR
+from storage.store import open_db
 
 NAME = "startup"
 JOBS = 10_000

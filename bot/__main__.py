@@ -29,10 +29,10 @@ from bot.runtime.config import ConfigError, Settings, load_settings, summary
 from bot.runtime.logs import setup_logging
 from cogs.app import CannotStart, serve
 from storage import postgres
-from storage.backends import migrate_store
 from storage.copy import TargetNotEmpty
-from storage.db import SchemaTooNew, StoreUnavailable, StoreUrl
+from storage.db import SchemaTooNew, StoreUnavailable
 from storage.sqlite import backup
+from storage.store import StoreUrl, migrate_store
 
 log = logging.getLogger("bot")
 

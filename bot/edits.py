@@ -7,7 +7,7 @@ types without importing each other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,46 +15,12 @@ from typing import Any, Protocol
 
 from bot.credits.values import credit_scope
 from bot.providers.base import ErrorKind, ProviderError
-from storage.jobs import Job, JobState
+from storage.job_model import DEFAULT_UPLOAD_LIMIT, EditOptions, Job, JobKind, JobState
 
-DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+__all__ = ["DEFAULT_UPLOAD_LIMIT", "EditOptions", "JobKind"]  # defined with the job the repository reads
+
 # Discord invalidates an interaction token after 15 minutes; after that we post in the channel.
 TOKEN_LIFETIME = timedelta(minutes=15)
-
-
-@dataclass(frozen=True)
-class EditOptions:
-    quality: str = "high"
-    image_size: str = "auto"
-    resolution: str = "1K"
-    count: int = 1
-    output_format: str = "png"
-    private: bool = False
-    upload_limit: int = DEFAULT_UPLOAD_LIMIT
-    # The server's NSFW policy and the channel's age restriction, as they were when asked.
-    nsfw_policy: str = "block"
-    channel_nsfw: bool = False
-    # The server's choice to write the recipe into result files (bot.jobs.recipe), as when asked.
-    recipe: bool = True
-    # Whether the result's message mentions the member (their /notify choice), as when asked.
-    mention: bool = True
-
-    def shows_nsfw(self) -> bool | None:
-        """How a result the host flagged as NSFW may be shown: True openly, False behind a
-        spoiler, None not at all."""
-        if self.nsfw_policy == "spoiler":
-            return False
-        if self.nsfw_policy == "age_restricted" and self.channel_nsfw:
-            return True
-        return None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EditOptions:
-        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
-        return cls(**known)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -85,7 +51,7 @@ class EditOrder:
     images: Sequence[InputImage]
     options: EditOptions = field(default_factory=EditOptions)
     mask: InputImage | None = None
-    kind: str = "edit"
+    kind: JobKind = JobKind.EDIT
     parent_id: int | None = None
     parent_output: int | None = None
     application_id: int | None = None
@@ -147,8 +113,13 @@ class DeliveryFailed(Exception):
         self.transient = transient
 
 
+PAUSED = "Retouch is not taking new edits right now (it may be restarting); try again in a minute."
+
+
 class EditsPaused(Exception):
     """New edits are not being taken (shutting down, or paused by an admin)."""
+
+    message = PAUSED
 
 
 class TooManyJobs(Exception):
@@ -158,6 +129,12 @@ class TooManyJobs(Exception):
         super().__init__(scope, limit)
         self.scope = scope
         self.limit = limit
+
+    @property
+    def message(self) -> str:
+        if self.scope == "member":
+            return f"You already have {self.limit} edits in progress; wait for one to finish, or cancel one."
+        return f"This server already has {self.limit} edits in progress; try again in a minute."
 
 
 MEMBER_MESSAGES = {

@@ -17,12 +17,11 @@ from bot import __version__
 from bot.pictures.sizes import IMAGE_SIZES
 from bot.runtime.guilds import NsfwPolicy
 from cogs import render
-from cogs.flow import can_moderate
+from cogs.interactions import can_moderate
 
 if TYPE_CHECKING:
     from cogs.app import Retouch
-
-    Interaction = discord.Interaction[Retouch]
+    from cogs.interactions import Interaction
 
 NOT_ALLOWED = "Only server admins (Manage Server) and the bot's owner can use /retouch."
 OWNER_ONLY = "Only the bot's owner can pause it on every server."

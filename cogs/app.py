@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+from functools import partial
+from typing import Any
 
 import aiohttp
 import discord
@@ -18,25 +20,27 @@ from discord.ext import commands
 
 from bot.credits import CreditService
 from bot.jobs import JobService, JobSettings
+from bot.jobs.admission import Admission, AdmissionRules
 from bot.pictures import memory
 from bot.pictures.files import FileStore
-from bot.pictures.links import FileLinks
+from bot.pictures.links import FileLinks, derive_key
 from bot.providers.router import Router, build_router
+from bot.runtime.clock import SYSTEM_CLOCK, Clock
 from bot.runtime.command_sync import CommandSync
 from bot.runtime.config import Settings
 from bot.runtime.guilds import GuildSettingsService
 from bot.runtime.metrics import Metrics
 from bot.runtime.tasks import Supervisor
-from bot.web.painter import Painter, signing_key
+from bot.web.painter import Painter
 from bot.web.server import Callbacks, Exposition, Health, Served, WebServer, build_app, callback_hosts
 from cogs.delivery import DiscordDelivery
 from cogs.paint import DiscordDesk
-from storage.backends import open_db
 from storage.commands import CommandSyncRepository
 from storage.db import Database
 from storage.jobs import JobRepository
 from storage.members import MemberPrefs
 from storage.paint_links import PaintLinkRepository
+from storage.store import open_db
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +71,15 @@ class Retouch(commands.Bot):
     guild_settings: GuildSettingsService
     painter: Painter | None = None
     member_prefs: MemberPrefs
+    admission: Admission
 
     def __init__(
-        self, settings: Settings, *, guild_ready_timeout: float = 2.0, sync_commands: bool = False
+        self,
+        settings: Settings,
+        *,
+        guild_ready_timeout: float = 2.0,
+        sync_commands: bool = False,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         # Slash commands and components arrive without any privileged intent; `guilds` keeps
         # channel and role caches for permission checks.
@@ -81,12 +91,20 @@ class Retouch(commands.Bot):
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
             guild_ready_timeout=guild_ready_timeout,
+            **self._shard_options(settings),
         )
         self.settings = settings
         self._force_sync = sync_commands
-        self.started_at = discord.utils.utcnow()
+        # The one clock every service is handed (`bot.runtime.clock`).
+        self.clock = clock
+        self.started_at = clock.now()
         self._shutdown: asyncio.Task[None] | None = None
         route_discord(settings)
+
+    @staticmethod
+    def _shard_options(settings: Settings) -> dict[str, Any]:
+        """One gateway connection: none; `ShardedRetouch` names its shards."""
+        return {}
 
     async def setup_hook(self) -> None:
         settings = self.settings
@@ -94,17 +112,18 @@ class Retouch(commands.Bot):
         self.session = aiohttp.ClientSession()
         self.db = await open_db(settings.storage.store)
         self.router = build_router(settings.providers, self.session)
-        self.credits = CreditService(self.db, settings.credits, settings.budget)
-        self.guild_settings = GuildSettingsService(self.db)
+        self.credits = CreditService(self.db, settings.credits, settings.budget, clock=self.clock.now)
+        self.guild_settings = GuildSettingsService(self.db, self.clock)
         self.member_prefs = MemberPrefs(self.db)
         self.metrics = Metrics()
-        repo = JobRepository(self.db)
+        repo = JobRepository(self.db, now=self.clock.now)
         files = FileStore(
             settings.storage.files_dir,
             max_bytes=int(settings.storage.max_gib * 1024**3),
             in_use=repo.in_use,
         )
-        links = FileLinks(settings.web.public_url) if settings.web.public_url else None
+        token = settings.discord.token.get_secret_value()
+        links = FileLinks.for_bot(settings.web.public_url, token) if settings.web.public_url else None
         self.jobs = JobService(
             JobSettings.from_settings(settings),
             repo=repo,
@@ -114,17 +133,21 @@ class Retouch(commands.Bot):
             session=self.session,
             metrics=self.metrics,
             links=links,
+            clock=self.clock,
         )
+        rules = AdmissionRules.from_settings(settings)
+        self.admission = Admission(self.jobs, self.guild_settings, self.member_prefs, rules)
         if settings.web.public_url:
             self.painter = Painter(
                 public_url=settings.web.public_url,
-                key=signing_key(settings.discord.token.get_secret_value()),
+                key=derive_key(token, "painter links"),
                 repo=PaintLinkRepository(self.db),
                 jobs=self.jobs,
                 credits=self.credits,
                 files=files,
                 session=self.session,
                 cdn_hosts=settings.discord.cdn_hosts,
+                clock=self.clock.now,
             )
             self.painter.desk = DiscordDesk(self)
         for extension in EXTENSIONS:
@@ -150,7 +173,7 @@ class Retouch(commands.Bot):
 
     async def _sync_commands(self) -> None:
         """Sync the commands to the dev guilds, or globally, where they changed since the last sync."""
-        syncs = CommandSync(CommandSyncRepository(self.db), force=self._force_sync)
+        syncs = CommandSync(CommandSyncRepository(self.db), force=self._force_sync, now=self.clock.now)
         scopes: list[discord.Object | None] = [
             discord.Object(id=guild_id) for guild_id in self.settings.discord.dev_guilds
         ] or [None]
@@ -160,12 +183,10 @@ class Retouch(commands.Bot):
             where = "globally" if guild is None else f"to guild {guild.id}"
             scope = f"{self.application_id}:{'global' if guild is None else guild.id}"
             definitions = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
-            if not await syncs.needed(scope, definitions):
+            if await syncs.sync_if_changed(scope, definitions, partial(self.tree.sync, guild=guild)):
+                log.info("synced %d commands %s", len(definitions), where)
+            else:
                 log.info("commands unchanged since the last sync %s; not synced", where)
-                continue
-            synced = await self.tree.sync(guild=guild)
-            await syncs.synced(scope, definitions)
-            log.info("synced %d commands %s", len(synced), where)
 
     async def close(self) -> None:
         """Shut down once, however many callers ask (a signal, the end of `start`, a test).
@@ -191,6 +212,30 @@ class Retouch(commands.Bot):
             await self.db.close()
 
 
+class ShardedRetouch(Retouch, commands.AutoShardedBot):
+    """Retouch over the gateway shards `discord.shard_ids` of `discord.shard_count` (all of them
+    when no ids are given), each its own connection in this process. discord.py takes the count as
+    given and connects to `DiscordWebSocket.DEFAULT_GATEWAY` without asking Discord for one; REST,
+    webhooks and interaction answers are the same as unsharded."""
+
+    @staticmethod
+    def _shard_options(settings: Settings) -> dict[str, Any]:
+        return {"shard_count": settings.discord.shard_count, "shard_ids": settings.discord.shard_ids}
+
+
+def build_bot(
+    settings: Settings,
+    *,
+    guild_ready_timeout: float = 2.0,
+    sync_commands: bool = False,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Retouch:
+    """The bot the settings ask for: sharded when `discord.shard_count` is set, else as always,
+    on one gateway connection."""
+    kind = ShardedRetouch if settings.discord.shard_count is not None else Retouch
+    return kind(settings, guild_ready_timeout=guild_ready_timeout, sync_commands=sync_commands, clock=clock)
+
+
 class CannotStart(Exception):
     """Discord or the network refused the start in a way the owner can fix; the text says how."""
 
@@ -198,7 +243,7 @@ class CannotStart(Exception):
 async def serve(settings: Settings, *, sync_commands: bool = False) -> None:
     """Run the bot until a signal or Discord ends it, closing everything on the way out;
     `sync_commands` syncs the slash commands even when they have not changed."""
-    bot = Retouch(settings, sync_commands=sync_commands)
+    bot = build_bot(settings, sync_commands=sync_commands)
     loop = asyncio.get_running_loop()
     signalled = Supervisor()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.credits import credit_scope
 from cogs import render
-from cogs.flow import anywhere, is_personal, role_ids, server_of
+from cogs.interactions import anywhere, is_personal, role_ids, server_of
 
 if TYPE_CHECKING:
     from cogs.app import Retouch
-
-    Interaction = discord.Interaction[Retouch]
+    from cogs.interactions import Interaction
 
 HISTORY_PAGE = 10
 

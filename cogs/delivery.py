@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import discord
 
-from bot.edits import DeliveryFailed, EditOptions, Progress, Receipt, ResultFile
+from bot.edits import DeliveryFailed, Progress, Receipt, ResultFile
 from cogs import render
-from cogs.buttons import progress_view, result_message, upscale_sizes
-from storage.jobs import Job, JobState, utcnow
+from cogs.buttons import progress_view, result_message
+from storage.jobs import Job, JobState
 
 if TYPE_CHECKING:
     from cogs.app import Retouch
@@ -62,7 +61,7 @@ class DiscordDelivery:
         """
         if job.interaction_token is None or job.application_id is None:
             return None
-        if job.token_expires_at is None or job.token_expires_at <= utcnow():
+        if job.token_expires_at is None or job.token_expires_at <= self._bot.clock.now():
             return None
         # An application webhook, as discord.py builds `interaction.followup`: only it may send
         # private (ephemeral) followups.
@@ -87,7 +86,7 @@ class DiscordDelivery:
             # Updates can arrive out of order (the queue notice races the worker); never go back,
             # and within a stage edit at most every few seconds so a busy line does not spam.
             shown_stage, shown_at = self._shown.get(job.id, (-1, 0.0))
-            now = time.monotonic()
+            now = self._bot.clock.monotonic()
             if stage < shown_stage or (stage == shown_stage and now - shown_at < SAME_STAGE_INTERVAL):
                 return
             self._shown[job.id] = (stage, now)
@@ -101,12 +100,12 @@ class DiscordDelivery:
 
     async def deliver(self, job: Job, files: Sequence[ResultFile]) -> Receipt:
         async with self._lock(job.id):
-            upscale = bool(upscale_sizes(job, self._bot.jobs.resolutions))
+            upscale = bool(self._bot.admission.upscale_offers(job))
             message = await self._post(
                 job,
                 lambda mention: result_message(
                     job.id,
-                    render.result_text(job, files, mention=mention),
+                    render.result_text(job, files, mention=mention, now=self._bot.clock.now()),
                     [discord.File(f.path, filename=f.filename, spoiler=f.spoiler) for f in files],
                     upscale=upscale,
                     paint=self._bot.painter is not None,
@@ -162,7 +161,7 @@ class DiscordDelivery:
         and the member gets the private notice again. False when this way is not open.
         """
         found = await self._webhook(job)
-        if found is None or EditOptions.from_dict(job.options).private:
+        if found is None or job.options.private:
             return False
         webhook, status_id = found
         await self._attempt(job, "the status message", webhook.delete_message(status_id))
@@ -192,7 +191,7 @@ class DiscordDelivery:
         A route that is gone (404) or closed (403) passes to the next; any other refusal ends
         the delivery.
         """
-        options = EditOptions.from_dict(job.options)
+        options = job.options
         found = await self._webhook(job)
         if result and options.private and found is not None:
             followup = await self._attempt(
@@ -261,7 +260,7 @@ class DiscordDelivery:
 
     async def _already_delivered(self, job: Job) -> discord.Message | None:
         """The member's original message, when it already carries the result."""
-        if job.status_message_id is None or EditOptions.from_dict(job.options).private:
+        if job.status_message_id is None or job.options.private:
             return None
         channel = self._bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
         try:

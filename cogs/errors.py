@@ -22,11 +22,11 @@ from discord.ext import commands
 from bot.credits import CreditError
 from bot.edits import EditsPaused, TooManyJobs
 from bot.jobs.access import AccessError
+from cogs.interactions import answer_privately
 
 if TYPE_CHECKING:
     from cogs.app import Retouch
-
-    Interaction = discord.Interaction[Retouch]
+    from cogs.interactions import Interaction
 
 log = logging.getLogger(__name__)
 
@@ -36,30 +36,10 @@ SORRY = (
 )
 
 
-PAUSED = "Retouch is not taking new edits right now (it may be restarting); try again in a minute."
-
-
-def too_many_text(error: TooManyJobs) -> str:
-    if error.scope == "member":
-        return f"You already have {error.limit} edits in progress; wait for one to finish, or cancel one."
-    return f"This server already has {error.limit} edits in progress; try again in a minute."
-
-
-def refusal(error: Exception) -> str:
-    """The sentence for a refusal of a new edit (limits, credits, pause)."""
-    if isinstance(error, TooManyJobs):
-        return too_many_text(error)
-    if isinstance(error, CreditError):
-        return error.message
-    return PAUSED
-
-
 def member_text(error: BaseException) -> str | None:
     """The sentence for a refusal the core raised on purpose; None for anything unexpected."""
-    if isinstance(error, AccessError):
+    if isinstance(error, (AccessError, CreditError, TooManyJobs, EditsPaused)):
         return error.message
-    if isinstance(error, (CreditError, TooManyJobs, EditsPaused)):
-        return refusal(error)
     return None
 
 
@@ -80,10 +60,7 @@ async def report(interaction: Interaction, error: BaseException, what: str) -> N
             exc_info=error,
         )
     try:
-        if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
+        await answer_privately(interaction, text)
     except discord.HTTPException:
         log.info("could not tell the member about the failure of %s", what)
 

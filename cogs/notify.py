@@ -8,17 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-import discord
 from discord import app_commands
 from discord.ext import commands
 
 from cogs import render
-from storage.jobs import utcnow
 
 if TYPE_CHECKING:
     from cogs.app import Retouch
-
-    Interaction = discord.Interaction[Retouch]
+    from cogs.interactions import Interaction
 
 
 class Notify(commands.Cog):
@@ -28,7 +25,9 @@ class Notify(commands.Cog):
     @app_commands.command(name="notify", description="Whether Retouch mentions you when your edit is done")
     @app_commands.describe(mention="on: your results mention you, so Discord notifies you; off: they don't")
     async def notify(self, interaction: Interaction, mention: Literal["on", "off"]) -> None:
-        await self.bot.member_prefs.set_mentions(interaction.user.id, mention == "on", now=utcnow())
+        await self.bot.member_prefs.set_mentions(
+            interaction.user.id, mention == "on", now=self.bot.clock.now()
+        )
         await interaction.response.send_message(render.notify_text(mention == "on"), ephemeral=True)
 
 

@@ -14,19 +14,16 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.credits import CreditError
-from bot.edits import EditOptions, EditOrder, EditsPaused, InputImage, TooManyJobs
+from bot.edits import EditOptions, EditOrder, InputImage, JobKind
 from bot.jobs.access import AccessError, Act, Actor
+from bot.jobs.admission import Queued, Refused
 from bot.pictures.validation import clean_prompt
 from bot.web.painter import Choice, Grant, Link, Outcome
-from cogs.errors import refusal
-from cogs.flow import dms_closed, early_problem, is_age_restricted, is_personal, role_ids, server_problem
-from storage.jobs import Job, utcnow
+from cogs.interactions import is_age_restricted, is_personal, role_ids
 
 if TYPE_CHECKING:
     from cogs.app import Retouch
-
-    Interaction = discord.Interaction[Retouch]
+    from cogs.interactions import Interaction
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +44,7 @@ def grant_for(
     *,
     prompt: str = "",
     references: list[InputImage] | None = None,
-    kind: str = "edit",
+    kind: JobKind = JobKind.EDIT,
     parent_id: int | None = None,
     parent_output: int | None = None,
 ) -> Grant:
@@ -98,7 +95,7 @@ class DiscordDesk:
         page's cost and Submit are the member's confirmation."""
         bot, grant = self._bot, link.grant
         prompt = clean_prompt(choice.prompt)
-        problem = early_problem(bot, prompt, dms_closed(bot, grant.guild_id))
+        problem = bot.admission.early(prompt, grant.guild_id, personal=False)
         if problem is not None:
             return Outcome(refusal=problem)
         if grant.parent_id is not None:
@@ -106,44 +103,38 @@ class DiscordDesk:
                 await bot.jobs.acting_on(grant.parent_id, Actor(grant.user_id, grant.guild_id), Act.PAINT)
             except AccessError as error:
                 return Outcome(refusal=error.message)
-        server = await bot.guild_settings.get(grant.guild_id)
-        options = replace(
-            grant.options, quality=choice.quality, count=choice.count, nsfw_policy=server.nsfw_policy
-        )
         order = EditOrder(
             guild_id=grant.guild_id,
             channel_id=grant.channel_id,
             user_id=grant.user_id,
             prompt=prompt.strip(),
             images=[grant.image, *grant.references],
-            options=options,
+            options=replace(grant.options, quality=choice.quality, count=choice.count),
             mask=choice.mask,
             kind=grant.kind,
             parent_id=grant.parent_id,
             parent_output=grant.parent_output,
             role_ids=grant.role_ids,
         )
-        estimate = bot.jobs.estimate(options)
-        problem = server_problem(server, grant.channel_id)
-        job: Job | None = None
-        try:
-            if problem is None:
-                await bot.jobs.preflight(order, estimate)
-                order = await self._with_status(link, order)
-                job = await bot.jobs.create(order, estimate)
-        except (EditsPaused, TooManyJobs, CreditError) as error:
-            problem = refusal(error)
-        if job is None:
-            await self._withdraw(link, order)
-            return Outcome(refusal=problem)
-        await bot.jobs.enqueue(job, order.status_message_id)
-        return Outcome(job_id=job.id)
+        announced: list[EditOrder] = []
+
+        async def announce(order: EditOrder) -> EditOrder:
+            announced.append(await self._with_status(link, order))
+            return announced[-1]
+
+        decision = await bot.admission.admit(order, confirmed=True, announce=announce)
+        if isinstance(decision, Queued):
+            return Outcome(job_id=decision.job.id)
+        for shown in announced:
+            await self._withdraw(link, shown)
+        assert isinstance(decision, Refused)  # never NeedsConfirmation: Submit was the confirmation
+        return Outcome(refusal=decision.reason)
 
     def _webhook(self, link: Link) -> discord.Webhook | None:
         grant = link.grant
         if grant.application_id is None or grant.interaction_token is None:
             return None
-        if link.token_expires_at <= utcnow():
+        if link.token_expires_at <= self._bot.clock.now():
             return None
         return discord.Webhook.partial(grant.application_id, grant.interaction_token, client=self._bot)
 

@@ -17,12 +17,11 @@ from discord.ext import commands
 
 from bot.credits import period_bounds
 from cogs import render
-from cogs.flow import can_moderate
+from cogs.interactions import can_moderate
 
 if TYPE_CHECKING:
     from cogs.app import Retouch
-
-    Interaction = discord.Interaction[Retouch]
+    from cogs.interactions import Interaction
 
 BEGINNING = datetime(2015, 1, 1, tzinfo=UTC)  # before Discord's epoch: "all time"
 NOT_A_MODERATOR = "Only members with the Manage Server permission can change credits."
@@ -136,7 +135,7 @@ class Quota(commands.GroupCog, group_name="quota", group_description="Manage mem
         reason: app_commands.Range[str, 1, 200] = "granted by a moderator",
         expires_in_days: app_commands.Range[int, 1, 3650] | None = None,
     ) -> None:
-        expires = discord.utils.utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+        expires = self.bot.clock.now() + timedelta(days=expires_in_days) if expires_in_days else None
         await self.bot.credits.grant(
             guild_id=self._guild(interaction),
             user_id=member.id,
@@ -217,7 +216,7 @@ class Quota(commands.GroupCog, group_name="quota", group_description="Manage mem
 
     @app_commands.command(name="usage", description="Who spent how much (top members, totals, USD)")
     async def usage(self, interaction: Interaction, period: UsagePeriod = "month") -> None:
-        since, _ = period_bounds("none" if period == "all" else period, discord.utils.utcnow())
+        since, _ = period_bounds("none" if period == "all" else period, self.bot.clock.now())
         rows = await self.bot.credits.usage(self._guild(interaction), since=since or BEGINNING)
         await self._done(interaction, render.usage_text(rows, period))
 

@@ -53,13 +53,13 @@ def progress_text(job: Job, progress: Progress) -> str:
     return head + "📦 Fetching the result…"
 
 
-def result_text(job: Job, files: Sequence[ResultFile], *, mention: bool) -> str:
+def result_text(job: Job, files: Sequence[ResultFile], *, mention: bool, now: datetime) -> str:
     who = f"<@{job.user_id}> " if mention else ""
     seconds = ""
     if job.submitted_at is not None:
-        seconds = f" · {int((discord.utils.utcnow() - job.submitted_at).total_seconds())} s"
+        seconds = f" · {int((now - job.submitted_at).total_seconds())} s"
     shrunk = " · shrunk to fit Discord's upload limit" if any(f.shrunk for f in files) else ""
-    per_image = job.credits_estimated // max(1, int(job.options.get("count", 1)))
+    per_image = job.credits_estimated // max(1, job.options.count)
     cost = f" · {per_image * len(files)} credits" if per_image else ""
     return f"{who}> {quote_prompt(job.prompt)}\n✅ Edit #{job.id}{seconds}{cost}{shrunk}"
 
@@ -149,8 +149,8 @@ def info_embed(job: Job, chain: Sequence[Job | None], outputs: Sequence[JobOutpu
     embed.add_field(
         name="Options",
         value=(
-            f"quality {options.get('quality')}, size {options.get('image_size')} at "
-            f"{options.get('resolution', '1K')}, {options.get('count')} image(s), {options.get('output_format')}"
+            f"quality {options.quality}, size {options.image_size} at "
+            f"{options.resolution}, {options.count} image(s), {options.output_format}"
         ),
         inline=False,
     )

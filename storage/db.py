@@ -91,6 +91,15 @@ class StoreUnavailable(Exception):
     """The store cannot be reached or opened; the message says what to fix, in one sentence."""
 
 
+def redacted(url: str) -> str:
+    """A connection URL as it may be printed or logged: its password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
 def database_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean "the database failed" (rather than "the code is wrong"), for
     callers that leave work for recovery when the store is unavailable."""
@@ -108,54 +117,23 @@ class Migration:
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-def migrations(directory: Path) -> list[Migration]:
-    """The migration files in order; gaps or duplicates are a packaging bug, so they raise."""
+def migrations(directory: Path, *, contiguous: bool = True) -> list[Migration]:
+    """The migration files in order; duplicates, and gaps in a series that records only its
+    latest version (SQLite's user_version), are a packaging bug, so they raise."""
     found = []
     for path in sorted(directory.glob("*.sql")):
         match = _MIGRATION_NAME.match(path.name)
         if match is None:
             raise RuntimeError(f"migration file {path.name} is not named NNNN_name.sql")
         found.append(Migration(int(match.group(1)), path))
-    for expected, migration in enumerate(found, start=1):
+    if len({migration.version for migration in found}) != len(found):
+        raise RuntimeError(f"two migrations in {directory.name} share a number")
+    for expected, migration in enumerate(found if contiguous else [], start=1):
         if migration.version != expected:
             raise RuntimeError(
                 f"migration {migration.path.name} is out of sequence (expected {expected:04d})"
             )
     return found
-
-
-@dataclass(frozen=True)
-class StoreUrl:
-    """Where the store is: `sqlite:///relative/or//absolute.db`, `sqlite://:memory:` or
-    `postgresql://user@host:port/database`."""
-
-    dialect: str
-    target: str
-
-    @classmethod
-    def parse(cls, url: str | Path) -> StoreUrl:
-        text = str(url)
-        if text.startswith(("postgresql://", "postgres://")):
-            return cls("postgresql", text)
-        if text.startswith("sqlite://"):
-            rest = text.removeprefix("sqlite://")
-            return cls(
-                "sqlite", ":memory:" if rest in ("", ":memory:", "/:memory:") else rest.removeprefix("/")
-            )
-        if "://" in text:
-            raise ValueError(f"unknown database URL scheme in {text!r}: use sqlite:/// or postgresql://")
-        return cls("sqlite", text)
-
-    def __str__(self) -> str:
-        """The URL as it may be printed or logged: a password in it is replaced by ***."""
-        if self.dialect == "sqlite":
-            return f"sqlite:///{self.target}" if self.target != ":memory:" else "sqlite://:memory:"
-        parts = urlsplit(self.target)
-        if parts.password is None:
-            return self.target
-        user = parts.username or ""
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def ts(value: datetime) -> str:

@@ -8,194 +8,46 @@ a job once and the loser learns it lost.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
-from storage.db import Database, Row, Tx, ts
+from storage.db import Database, Tx, ts
+from storage.job_model import (
+    DEFAULT_UPLOAD_LIMIT,
+    FINAL_STATES,
+    OPEN_STATES,
+    EditOptions,
+    Job,
+    JobKind,
+    JobOutput,
+    JobState,
+    NewJob,
+    NewOutput,
+)
+
+__all__ = [
+    "DEFAULT_UPLOAD_LIMIT",
+    "FINAL_STATES",
+    "OPEN_STATES",
+    "EditOptions",
+    "Job",
+    "JobKind",
+    "JobOutput",
+    "JobRepository",
+    "JobState",
+    "NewJob",
+    "NewOutput",
+]
 
 
-class JobState(StrEnum):
-    QUEUED = "queued"
-    SUBMITTING = "submitting"
-    RUNNING = "running"
-    DELIVERING = "delivering"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    REFUNDED = "refunded"
-
-    @property
-    def final(self) -> bool:
-        return self in FINAL_STATES
-
-
-FINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED, JobState.REFUNDED})
-OPEN_STATES = frozenset(JobState) - FINAL_STATES
-
-
-def utcnow() -> datetime:
+def _wall_time() -> datetime:
     return datetime.now(UTC)
 
 
 def _ts(value: datetime | None) -> str | None:
     return None if value is None else ts(value)
-
-
-def _dt(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
-@dataclass(frozen=True)
-class Job:
-    id: int
-    guild_id: int | None
-    channel_id: int
-    user_id: int
-    parent_id: int | None
-    parent_output: int | None
-    kind: str
-    state: JobState
-    prompt: str
-    options: Mapping[str, Any]
-    inputs: Sequence[Mapping[str, Any]]
-    mask: Mapping[str, Any] | None
-    provider: str | None
-    run_id: str | None
-    run_data: Mapping[str, Any]
-    application_id: int | None
-    interaction_token: str | None
-    token_expires_at: datetime | None
-    status_message_id: int | None
-    result_message_id: int | None
-    credits_estimated: int
-    credits_charged: int
-    usd_micros: int
-    error_kind: str | None
-    error: str | None
-    attempts: int
-    created_at: datetime
-    updated_at: datetime
-    submitted_at: datetime | None
-    completed_at: datetime | None
-    notified_at: datetime | None
-    deleted_at: datetime | None = None
-
-    @property
-    def private(self) -> bool:
-        """Shown only to the member who asked for it."""
-        return bool(self.options.get("private", False))
-
-    @property
-    def message_ids(self) -> frozenset[int]:
-        """The job's own messages: its progress message and its result (often the same one)."""
-        return frozenset(m for m in (self.status_message_id, self.result_message_id) if m is not None)
-
-    @classmethod
-    def from_row(cls, row: Row) -> Job:
-        return cls(
-            id=row["id"],
-            guild_id=row["guild_id"],
-            channel_id=row["channel_id"],
-            user_id=row["user_id"],
-            parent_id=row["parent_id"],
-            parent_output=row["parent_output"],
-            kind=row["kind"],
-            state=JobState(row["state"]),
-            prompt=row["prompt"],
-            options=json.loads(row["options"]),
-            inputs=json.loads(row["inputs"]),
-            mask=json.loads(row["mask"]) if row["mask"] else None,
-            provider=row["provider"],
-            run_id=row["run_id"],
-            run_data=json.loads(row["run_data"]),
-            application_id=row["application_id"],
-            interaction_token=row["interaction_token"],
-            token_expires_at=_dt(row["token_expires_at"]),
-            status_message_id=row["status_message_id"],
-            result_message_id=row["result_message_id"],
-            credits_estimated=row["credits_estimated"],
-            credits_charged=row["credits_charged"],
-            usd_micros=row["usd_micros"],
-            error_kind=row["error_kind"],
-            error=row["error"],
-            attempts=row["attempts"],
-            created_at=datetime.fromisoformat(row["created_at"]),
-            updated_at=datetime.fromisoformat(row["updated_at"]),
-            submitted_at=_dt(row["submitted_at"]),
-            completed_at=_dt(row["completed_at"]),
-            notified_at=_dt(row["notified_at"]),
-            deleted_at=_dt(row["deleted_at"]),
-        )
-
-
-@dataclass(frozen=True)
-class NewJob:
-    guild_id: int | None
-    channel_id: int
-    user_id: int
-    prompt: str
-    options: Mapping[str, Any]
-    inputs: Sequence[Mapping[str, Any]]
-    mask: Mapping[str, Any] | None = None
-    kind: str = "edit"
-    parent_id: int | None = None
-    parent_output: int | None = None
-    application_id: int | None = None
-    interaction_token: str | None = None
-    token_expires_at: datetime | None = None
-    status_message_id: int | None = None
-    credits_estimated: int = 0
-
-
-@dataclass(frozen=True)
-class NewOutput:
-    idx: int
-    source_url: str | None
-    path: str
-    content_type: str
-    width: int
-    height: int
-    size: int
-    nsfw: bool
-    mask_kept: bool = False
-    changed_outside: float | None = None
-
-
-@dataclass(frozen=True)
-class JobOutput:
-    job_id: int
-    idx: int
-    source_url: str | None
-    path: str | None
-    content_type: str | None
-    width: int | None
-    height: int | None
-    size: int | None
-    nsfw: bool
-    discord_url: str | None
-    mask_kept: bool = False
-    changed_outside: float | None = None
-
-    @classmethod
-    def from_row(cls, row: Row) -> JobOutput:
-        return cls(
-            job_id=row["job_id"],
-            idx=row["idx"],
-            source_url=row["source_url"],
-            path=row["path"],
-            content_type=row["content_type"],
-            width=row["width"],
-            height=row["height"],
-            size=row["size"],
-            nsfw=bool(row["nsfw"]),
-            discord_url=row["discord_url"],
-            mask_kept=bool(row["mask_kept"]),
-            changed_outside=row["changed_outside"],
-        )
 
 
 # Columns `move` may set alongside a state change; anything else is a programming error.
@@ -218,19 +70,27 @@ _MOVABLE = frozenset(
 
 
 class JobRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, now: Callable[[], datetime] = _wall_time) -> None:
+        """`now` is the bot's clock (`bot.runtime.clock`), handed in by whoever builds the
+        repository; every time the repository stamps on a row comes from it."""
         self._db = db
+        self._now = now
+
+    @property
+    def database(self) -> Database:
+        """The store the jobs live in, for the repositories that share their rows (claims)."""
+        return self._db
 
     async def insert(self, job: NewJob) -> Job:
-        now = _ts(utcnow())
+        now = _ts(self._now())
         async with self._db.transaction() as tx:
             inserted = await tx.fetch_one(
                 """
                 INSERT INTO jobs (guild_id, channel_id, user_id, parent_id, parent_output, kind, state,
                                   prompt, options, inputs, mask, application_id, interaction_token,
                                   token_expires_at, status_message_id, credits_estimated, created_at,
-                                  updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                  updated_at, lease_owner, lease_until)
+                VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 RETURNING id
                 """,
                 (
@@ -241,7 +101,7 @@ class JobRepository:
                     job.parent_output,
                     job.kind,
                     job.prompt,
-                    json.dumps(dict(job.options)),
+                    json.dumps(job.options.to_dict()),
                     json.dumps([dict(item) for item in job.inputs]),
                     json.dumps(dict(job.mask)) if job.mask is not None else None,
                     job.application_id,
@@ -251,6 +111,8 @@ class JobRepository:
                     job.credits_estimated,
                     now,
                     now,
+                    job.lease_owner,
+                    _ts(job.lease_until),
                 ),
             )
         assert inserted is not None
@@ -285,7 +147,7 @@ class JobRepository:
             raise ValueError(f"cannot set {sorted(unknown)} through move()")
         expected_states = [state.value for state in expected]
         assignments = ["state = ?", "updated_at = ?"]
-        values: list[Any] = [to.value, _ts(utcnow())]
+        values: list[Any] = [to.value, _ts(self._now())]
         for name, value in fields.items():
             assignments.append(f"{name} = ?")
             if isinstance(value, datetime):
@@ -337,12 +199,12 @@ class JobRepository:
         async with self._db.transaction() as tx:
             await tx.execute(
                 "UPDATE jobs SET status_message_id = ?, updated_at = ? WHERE id = ?",
-                (message_id, _ts(utcnow()), job_id),
+                (message_id, _ts(self._now()), job_id),
             )
 
     async def mark_notified(self, job_id: int) -> None:
         async with self._db.transaction() as tx:
-            await tx.execute("UPDATE jobs SET notified_at = ? WHERE id = ?", (_ts(utcnow()), job_id))
+            await tx.execute("UPDATE jobs SET notified_at = ? WHERE id = ?", (_ts(self._now()), job_id))
 
     async def failed_unnotified(self) -> list[Job]:
         """Failed edits whose member was never told (a crash came between refund and notice)."""
@@ -402,7 +264,7 @@ class JobRepository:
 
     async def add_outputs(self, job_id: int, outputs: Sequence[NewOutput]) -> None:
         """Record a job's fetched outputs together; fetching again after a crash replaces them."""
-        now = _ts(utcnow())
+        now = _ts(self._now())
         async with self._db.transaction() as tx:
             await tx.executemany(
                 """
@@ -469,7 +331,7 @@ class JobRepository:
                 INSERT INTO job_messages (message_id, job_id, channel_id, created_at)
                 VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING
                 """,
-                (message_id, job_id, channel_id, _ts(utcnow())),
+                (message_id, job_id, channel_id, _ts(self._now())),
             )
 
     async def carries(self, job_id: int, message_id: int) -> bool:
@@ -497,6 +359,6 @@ class JobRepository:
         async with self._db.transaction() as tx:
             changed = await tx.execute(
                 "UPDATE jobs SET deleted_at = ?, updated_at = ? WHERE id = ? AND deleted_at IS NULL",
-                (_ts(utcnow()), _ts(utcnow()), job_id),
+                (_ts(self._now()), _ts(self._now()), job_id),
             )
         return bool(changed)

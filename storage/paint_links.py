@@ -67,6 +67,11 @@ class PaintLinkRepository:
             refusal=row["refusal"],
         )
 
+    async def prune(self, expired_before: datetime) -> int:
+        """Forget links that expired before this instant; returns how many."""
+        async with self._db.transaction() as tx:
+            return await tx.execute("DELETE FROM paint_links WHERE expires_at < ?", (ts(expired_before),))
+
     async def claim(self, link_id: str, now: datetime) -> bool:
         """Mark the link used; False when it already was (or has expired), so two submits racing
         each other, or one after a restart, cannot both go through."""

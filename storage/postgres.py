@@ -11,7 +11,8 @@ processes deciding from the same rows take turns. Reads outside a transaction ta
 connection and see only committed rows.
 
 Migrations are numbered files in `migrations/postgresql/`, each applied in its own
-transaction and recorded in `schema_version`; the runner holds an advisory lock meanwhile, so
+transaction and recorded in `schema_version` (so one numbered below one already applied is
+still applied); the runner holds an advisory lock meanwhile, so
 processes starting together migrate once.
 """
 
@@ -31,7 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from storage.db import Joining, ReadsThrough, Row, SchemaTooNew, StoreUnavailable, StoreUrl, Tx, migrations
+from storage.db import Joining, ReadsThrough, Row, SchemaTooNew, StoreUnavailable, Tx, migrations, redacted
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ _Connection: TypeAlias = (
 
 
 def latest_version() -> int:
-    return len(migrations(MIGRATIONS_DIR))
+    return max(migration.version for migration in migrations(MIGRATIONS_DIR, contiguous=False))
 
 
 @lru_cache(maxsize=1024)
@@ -157,23 +158,34 @@ class PostgresDatabase(ReadsThrough):
         await self.pool.close()
 
 
-async def schema_version(conn: _Connection) -> int:
+async def applied_versions(conn: _Connection) -> set[int]:
     exists = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
     if not exists:
-        return 0
-    return int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+        return set()
+    return {int(row[0]) for row in await conn.fetch("SELECT version FROM schema_version")}
+
+
+async def schema_version(conn: _Connection) -> int:
+    return max(await applied_versions(conn), default=0)
 
 
 async def migrate(conn: _Connection) -> list[int]:
-    """Apply every migration newer than the database; returns the versions applied."""
-    known = migrations(MIGRATIONS_DIR)
+    """Apply every migration the database has not had; returns the versions applied.
+
+    schema_version records each version applied, so a migration numbered below one already
+    applied (two branches' migrations landing in either order) is still applied, once.
+    """
+    known = migrations(MIGRATIONS_DIR, contiguous=False)
     await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
     try:
-        current = await schema_version(conn)
-        if current > len(known):
-            raise SchemaTooNew(current, len(known))
+        done = await applied_versions(conn)
+        newest = max((migration.version for migration in known), default=0)
+        if max(done, default=0) > newest:
+            raise SchemaTooNew(max(done), newest)
         applied = []
-        for migration in known[current:]:
+        for migration in known:
+            if migration.version in done:
+                continue
             log.info("applying migration %s", migration.path.name)
             async with conn.transaction():
                 await conn.execute(
@@ -193,7 +205,6 @@ async def migrate(conn: _Connection) -> list[int]:
 
 
 def _unavailable(url: str, exc: BaseException) -> StoreUnavailable:
-    where = StoreUrl.parse(url)
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         reason = "that database does not exist (create it, or fix storage.url)"
     elif isinstance(exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
@@ -204,7 +215,7 @@ def _unavailable(url: str, exc: BaseException) -> StoreUnavailable:
         )
     else:
         reason = f"{exc} (check storage.url)"
-    return StoreUnavailable(f"Cannot open the PostgreSQL database at {where}: {reason}.")
+    return StoreUnavailable(f"Cannot open the PostgreSQL database at {redacted(url)}: {reason}.")
 
 
 async def _pool(url: str, size: int) -> asyncpg.Pool[asyncpg.Record]:

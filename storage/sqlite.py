@@ -8,7 +8,9 @@ previous version intact and the runner simply applies the file again.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, closing
@@ -86,8 +88,30 @@ def backup(source: Path, destination: Path) -> Path:
     return destination
 
 
+@asynccontextmanager
+async def migrating(path: Path | str) -> AsyncIterator[None]:
+    """Processes opening one file at once take turns to migrate it: each reads the schema version
+    before applying the next file, so two starting on a new file would both apply the first one
+    and one of them would fail on a table the other had just made."""
+    if str(path) == ":memory:":
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    handle = os.open(f"{path}.migrate-lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # closing the descriptor releases the lock
+
+
 async def migrate_with_backup(path: Path) -> tuple[list[int], Path | None]:
     """Bring the schema up to date, first copying a database that has data and needs changes."""
+    async with migrating(path):
+        return await _migrate_with_backup(path)
+
+
+async def _migrate_with_backup(path: Path) -> tuple[list[int], Path | None]:
     conn = await connect(path)
     try:
         current = await schema_version(conn)
@@ -103,12 +127,13 @@ async def migrate_with_backup(path: Path) -> tuple[list[int], Path | None]:
 
 
 async def open_sqlite(path: Path | str) -> SqliteDatabase:
-    conn = await connect(path)
-    try:
-        await migrate(conn)
-    except BaseException:
-        await conn.close()
-        raise
+    async with migrating(path):
+        conn = await connect(path)
+        try:
+            await migrate(conn)
+        except BaseException:
+            await conn.close()
+            raise
     return SqliteDatabase(conn)
 
 

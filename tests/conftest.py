@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from storage.backends import open_db
 from storage.db import Database
+from storage.store import open_db
 from tests import postgres
 from tests.fakes.runflow import FakeRunflow
 

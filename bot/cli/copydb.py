@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 
 from bot.credits import CreditService
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.backends import open_db
 from storage.copy import copy_rows, count, ledger_members, tables
-from storage.db import Database, StoreUrl
+from storage.db import Database
+from storage.store import StoreUrl, open_db
 
 
 @dataclass

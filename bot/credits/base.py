@@ -6,14 +6,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from bot.credits.values import DM_GUILD, PERSONAL_GUILD
+from bot.runtime.clock import SYSTEM_CLOCK
 from bot.runtime.config import BudgetSettings, CreditsSettings
 from storage.db import Database
 from storage.ledger import LedgerRepository
 from storage.quotas import Allowances, QuotaRepository
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class CreditBase:
@@ -29,7 +26,7 @@ class CreditBase:
         credits: CreditsSettings,
         budget: BudgetSettings,
         *,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] = SYSTEM_CLOCK.now,
     ) -> None:
         self._db = db
         self._credits = credits

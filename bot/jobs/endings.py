@@ -15,7 +15,7 @@ from bot.edits import member_message
 from bot.jobs.access import JobHidden
 from bot.jobs.core import Core
 from bot.providers.base import ProviderError, Run
-from storage.jobs import Job, JobState, utcnow
+from storage.jobs import Job, JobState
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Endings:
             JobState.FAILED,
             error_kind=error.kind.value,
             error=error.message,
-            completed_at=utcnow(),
+            completed_at=self._core.clock.now(),
         )
         if moved is not None:
             await core.credits.release(job.id, reason=f"failed: {error.kind.value}")
@@ -63,12 +63,11 @@ class Endings:
         its next step and stops; the host is then asked to stop the run where it can.
         """
         core = self._core
-        core.queue.remove(job_id)
         moved = await core.repo.move(
             job_id,
             [JobState.QUEUED, JobState.SUBMITTING, JobState.RUNNING],
             JobState.CANCELLED,
-            completed_at=utcnow(),
+            completed_at=self._core.clock.now(),
         )
         if moved is None:
             return None

@@ -24,14 +24,15 @@ from bot.pictures import image_costs, images, masks, memory
 from bot.pictures.files import FileStore
 from bot.pictures.links import FileLinks
 from bot.providers.base import ImageRef
-from storage.jobs import Job, utcnow
+from bot.runtime.clock import SYSTEM_CLOCK, Clock
+from storage.jobs import Job
 
 MAX_INPUT_BYTES = 25 * 1024 * 1024
 # Use the kept bytes instead of a Discord URL that expires within this long.
 URL_MARGIN = timedelta(minutes=30)
 
 
-def url_expired(url: str) -> bool:
+def url_expired(url: str, now: datetime | None = None) -> bool:
     """Discord's attachment URLs carry their expiry as `ex=<hex unix time>`; others never expire."""
     expires = yarl.URL(url).query.get("ex")
     if expires is None:
@@ -40,7 +41,7 @@ def url_expired(url: str) -> bool:
         moment = datetime.fromtimestamp(int(expires, 16), UTC)
     except (ValueError, OverflowError, OSError):
         return True  # unreadable, or beyond what a date can hold: a crafted URL, not Discord's
-    return moment - URL_MARGIN <= utcnow()
+    return moment - URL_MARGIN <= (now or SYSTEM_CLOCK.now())
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,13 @@ class InputPreparer:
         session: aiohttp.ClientSession,
         cdn_hosts: Collection[str] | None,
         links: FileLinks | None,
+        clock: Clock,
     ) -> None:
         self._files = files
         self._session = session
         self._cdn_hosts = cdn_hosts
         self._links = links
+        self._clock = clock
 
     async def prepare(self, job: Job) -> Prepared:
         """Fetch each reference (Discord's CDN only) to disk once, check what it really is, and
@@ -133,7 +136,7 @@ class InputPreparer:
         """The Discord URL when it still works and the file needs no change; otherwise our own
         signed link to the (normalised) bytes where callbacks are public, else the bytes."""
         content_type = ready.info.content_type
-        if ready.data is None and not url_expired(item.url):
+        if ready.data is None and not url_expired(item.url, self._clock.now()):
             return ImageRef(filename=item.filename, url=item.url, content_type=content_type)
         upload, path = data, stored
         if ready.data is not None:

@@ -1,5 +1,5 @@
 """Taking an edit in: price it, refuse what can be refused early, journal it, write it and its
-credit reservation together, and put it in line.
+credit reservation together (held out of line by this process), and put it in line.
 
 The steps are separate calls because the Discord side interleaves them with its own: an edit
 is journaled before it is acknowledged, checked (`preflight`) before the member is asked to
@@ -16,7 +16,8 @@ from bot.edits import TOKEN_LIFETIME, EditOptions, EditOrder, EditsPaused, Progr
 from bot.jobs import access
 from bot.jobs.access import Actor
 from bot.jobs.core import Core
-from storage.jobs import Job, JobState, NewJob, utcnow
+from bot.jobs.wakeups import JOBS
+from storage.jobs import Job, JobState, NewJob
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +112,17 @@ class Intake:
         return job
 
     async def enqueue(self, job: Job, status_message_id: int | None) -> Job:
-        """Put a created job in line once its progress message exists, and show its place."""
+        """Put a created job in line once its progress message exists, show its place, and
+        wake a worker."""
         core = self._core
         if status_message_id is not None and status_message_id != job.status_message_id:
             await core.repo.set_status_message(job.id, status_message_id)
             job = replace(job, status_message_id=status_message_id)
-        await core.queue.put(job.user_id, job.id)
+        await core.leases.release(job.id)
         log.info("job %d queued for user %d in guild %s", job.id, job.user_id, job.guild_id)
-        place = core.queue.position(job.id)
+        place = await core.line.position(job.id)
         await core.delivery.show_progress(job, Progress(JobState.QUEUED, queue_position=place))
+        await core.wakeups.notify(JOBS)
         return job
 
     async def _insert(self, order: EditOrder, estimate: Estimate) -> Job:
@@ -129,7 +132,7 @@ class Intake:
                 channel_id=order.channel_id,
                 user_id=order.user_id,
                 prompt=order.prompt,
-                options=order.options.to_dict(),
+                options=order.options,
                 inputs=[image.to_dict() for image in order.images],
                 mask=order.mask.to_dict() if order.mask is not None else None,
                 kind=order.kind,
@@ -138,10 +141,13 @@ class Intake:
                 application_id=order.application_id,
                 interaction_token=order.interaction_token,
                 status_message_id=order.status_message_id,
-                token_expires_at=(order.token_expires_at or utcnow() + TOKEN_LIFETIME)
+                token_expires_at=(order.token_expires_at or self._core.clock.now() + TOKEN_LIFETIME)
                 if order.interaction_token
                 else None,
                 credits_estimated=estimate.credits,
+                # Out of line until `enqueue`; if this process dies first, its lease lapses.
+                lease_owner=self._core.leases.owner,
+                lease_until=self._core.leases.until(),
             )
         )
 

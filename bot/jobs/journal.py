@@ -14,11 +14,12 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from bot.edits import TOKEN_LIFETIME, EditOptions, EditOrder, InputImage
+from bot.edits import TOKEN_LIFETIME, EditOptions, EditOrder, InputImage, JobKind
+from bot.runtime.clock import SYSTEM_CLOCK, Clock
 
 
 def order_to_dict(order: EditOrder) -> dict[str, Any]:
@@ -30,22 +31,47 @@ def order_from_dict(data: Mapping[str, Any]) -> EditOrder:
     fields["images"] = [InputImage(**item) for item in fields["images"]]
     fields["mask"] = InputImage(**fields["mask"]) if fields.get("mask") else None
     fields["options"] = EditOptions.from_dict(fields["options"])
+    fields["kind"] = JobKind(fields.get("kind", JobKind.EDIT))
     fields["role_ids"] = tuple(fields.get("role_ids", ()))
     return EditOrder(**fields)
 
 
+class IntakeJournal(Protocol):
+    """Where an edit is first recorded, before it is acknowledged.
+
+    `Journal` (a local file) serves the embedded SQLite store. With several processes on
+    PostgreSQL, a process whose machine never returns would take its file with it, so there the
+    record belongs in the database itself, cheaply: one autocommit INSERT into an
+    `intake_journal` table (the order's token, the process's lease name, the time, the order as
+    JSON), outside any transaction and its locks. `withdraw` deletes the row; `recent` reads the
+    rows within a token's lifetime that have no job yet and whose process is gone (a
+    `processes` row that its lease renewal keeps fresh has lapsed: a live process may still be
+    creating the job, under a busy database), and `forget_older` deletes the rest. Not built
+    yet: it arrives with the PostgreSQL backend.
+    """
+
+    async def add(self, order: EditOrder) -> None: ...
+
+    async def withdraw(self, order: EditOrder) -> None: ...
+
+    async def recent(self) -> list[EditOrder]: ...
+
+    async def forget_older(self) -> None: ...
+
+
 class Journal:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Clock = SYSTEM_CLOCK) -> None:
         self._path = path
+        self._clock = clock
 
     async def add(self, order: EditOrder) -> None:
-        line = json.dumps({"at": datetime.now(UTC).isoformat(), "order": order_to_dict(order)}) + "\n"
+        line = json.dumps({"at": self._clock.now().isoformat(), "order": order_to_dict(order)}) + "\n"
         await asyncio.to_thread(self._append, line)
 
     async def withdraw(self, order: EditOrder) -> None:
         """The edit ended without a job (refused, or waiting for the member's confirmation):
         recovery must not start it."""
-        line = json.dumps({"at": datetime.now(UTC).isoformat(), "withdrawn": order.interaction_token}) + "\n"
+        line = json.dumps({"at": self._clock.now().isoformat(), "withdrawn": order.interaction_token}) + "\n"
         await asyncio.to_thread(self._append, line)
 
     def _append(self, line: str) -> None:
@@ -63,7 +89,7 @@ class Journal:
     def _recent(self) -> list[dict[str, Any]]:
         if not self._path.exists():
             return []
-        cutoff = datetime.now(UTC) - TOKEN_LIFETIME + timedelta(minutes=1)
+        cutoff = self._clock.now() - TOKEN_LIFETIME + timedelta(minutes=1)
         entries = []
         for line in self._path.read_text(encoding="utf-8").splitlines():
             try:

@@ -1,63 +1,87 @@
-"""A waiting line that takes turns between members.
+"""The line of waiting jobs, kept in the jobs table so every process serves one line.
 
-One member's twenty edits must not starve everyone else, so the line is a ring of members,
-each with their own first-in-first-out list; `get` serves the member at the front of the ring
-and moves them to the back.
+One member's twenty edits must not starve everyone else, so members take turns: the order is a
+ring of members (served members go to the back, newcomers join at the back), each with their
+own oldest-first list, rebuilt from the rows (see `storage.claims`). A worker takes the job at
+the front with a claim under this process's lease, and waits for a wake-up (`bot.jobs.wakeups`)
+or, for jobs another process put in line, its next look.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, deque
+import contextlib
+
+from bot.jobs.leases import Leases
+from bot.runtime.metrics import Metrics
+from storage.claims import ClaimRepository, Waiting
+from storage.jobs import Job
+
+# Seconds an idle worker waits before looking for work that no wake-up announced (a job
+# another process put in line, with no shared wake-ups between them).
+LOOK_INTERVAL = 2.0
 
 
-class FairQueue:
-    def __init__(self) -> None:
-        self._lines: OrderedDict[int, deque[int]] = OrderedDict()
-        self._ready = asyncio.Condition()
+def in_turn(waiting: list[Waiting]) -> list[int]:
+    """Job ids in the order claims will take them: each member's first job in turn, then each
+    member's second, and so on (`waiting` lists members in turn, each oldest first)."""
+    lines: dict[int, list[int]] = {}
+    for item in waiting:
+        lines.setdefault(item.user_id, []).append(item.job_id)
+    result: list[int] = []
+    depth = 0
+    while True:
+        row = [line[depth] for line in lines.values() if depth < len(line)]
+        if not row:
+            return result
+        result.extend(row)
+        depth += 1
 
-    def __len__(self) -> int:
-        return sum(len(line) for line in self._lines.values())
 
-    async def put(self, user_id: int, job_id: int) -> None:
-        async with self._ready:
-            self._lines.setdefault(user_id, deque()).append(job_id)
-            self._ready.notify()
+class Line:
+    def __init__(
+        self, claims: ClaimRepository, leases: Leases, metrics: Metrics, *, max_in_flight: int
+    ) -> None:
+        self._claims = claims
+        self._leases = leases
+        self._metrics = metrics
+        self._max_in_flight = max_in_flight
+        self._ready = asyncio.Event()
 
-    async def get(self) -> int:
-        async with self._ready:
-            await self._ready.wait_for(lambda: bool(self._lines))
-            user_id, line = self._lines.popitem(last=False)
-            job_id = line.popleft()
-            if line:
-                self._lines[user_id] = line
-            return job_id
+    def wake(self, _payload: str = "") -> None:
+        """A job was put in line (or handed back): idle workers look now."""
+        self._ready.set()
 
-    def remove(self, job_id: int) -> bool:
-        """Take a job out of the line (a cancel while queued); False if it was not waiting."""
-        for user_id, line in self._lines.items():
-            if job_id in line:
-                line.remove(job_id)
-                if not line:
-                    del self._lines[user_id]
-                return True
-        return False
-
-    def order(self) -> list[int]:
-        """Job ids in the order `get` would hand them out."""
-        lines = [list(line) for line in self._lines.values()]
-        result: list[int] = []
-        depth = 0
+    async def take(self) -> Job:
+        """The job whose turn it is, claimed for this process; waits while there is none or
+        every host slot in the cluster is taken."""
         while True:
-            row = [line[depth] for line in lines if depth < len(line)]
-            if not row:
-                return result
-            result.extend(row)
-            depth += 1
+            # Cleared before looking, so a wake-up during the look is not lost.
+            self._ready.clear()
+            job = await self.claim()
+            if job is not None:
+                return job
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), LOOK_INTERVAL)
 
-    def position(self, job_id: int) -> int | None:
+    async def claim(self) -> Job | None:
+        """One attempt: the job whose turn it is, or None."""
+        leases = self._leases
+        started = leases.clock.monotonic()
+        job = await self._claims.claim_next(
+            leases.owner, clock=leases.clock.now, lease=leases.length, max_in_flight=self._max_in_flight
+        )
+        if job is not None:
+            self._metrics.claim_latency.observe(leases.clock.monotonic() - started)
+        return job
+
+    async def order(self) -> list[int]:
+        """Waiting job ids in the order they will be claimed."""
+        return in_turn(await self._claims.waiting(self._leases.clock.now()))
+
+    async def position(self, job_id: int) -> int | None:
         """1-based place in line, or None when the job is not waiting."""
         try:
-            return self.order().index(job_id) + 1
+            return (await self.order()).index(job_id) + 1
         except ValueError:
             return None

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 
 from PIL import ExifTags, Image
 
-from bot.edits import EditOptions
 from storage.jobs import Job
 
 KEY = "retouch"
@@ -42,7 +41,7 @@ class Recipe:
 
 
 def of(job: Job) -> Recipe:
-    options = EditOptions.from_dict(job.options)
+    options = job.options
     return Recipe(
         prompt=job.prompt,
         edit=job.id,

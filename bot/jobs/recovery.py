@@ -1,12 +1,15 @@
-"""Putting back on its path every job a previous process left unfinished.
+"""Putting back on its path every job a process left unfinished: this one before a restart
+(at start), or another one that died (its leases lapsed: `take_over`, every third of a lease).
 
-Safe to run any number of times: each step looks for one kind of leftover (an acknowledged edit
-with no row, a final job still holding credits, a failure its member was never told, a job in
-flight) and what it does removes that leftover.
+Safe to run any number of times, in any number of processes: each step looks for one kind of
+leftover (an acknowledged edit with no row, a final job still holding credits, a failure its
+member was never told, a job whose holder is gone) and what it does removes that leftover; a
+job is taken over by claiming its lapsed lease first (compare-and-set), so one process does it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from bot.credits import CreditError
@@ -15,8 +18,10 @@ from bot.jobs.core import Core
 from bot.jobs.endings import Endings, reference, run_of
 from bot.jobs.intake import Intake
 from bot.jobs.runner import Runner
+from bot.jobs.wakeups import JOBS
 from bot.providers.base import ErrorKind, RunFailed
 from bot.runtime.tasks import Supervisor
+from storage.db import database_errors
 from storage.jobs import Job, JobState
 
 log = logging.getLogger(__name__)
@@ -37,8 +42,12 @@ class Recovery:
         self._endings = endings
         self._tasks = tasks
 
-    async def recover(self) -> None:
-        """Put every unfinished job back on its path; safe to run any number of times."""
+    async def recover(self, *, starting: bool = False) -> None:
+        """Put every unfinished job back on its path; safe to run any number of times.
+
+        `starting`: this process has just started, so leases under its own name are left from
+        before its restart (see `bot.jobs.leases`).
+        """
         core = self._core
         await self._recover_journal()
         for job in await core.repo.final_with_open_hold():
@@ -57,20 +66,43 @@ class Recovery:
                 job, MEMBER_MESSAGES[kind].format(detail=job.error or "unknown")
             )
             await core.repo.mark_notified(job.id)
-        for job in await core.repo.open_jobs():
+        await self.take_over(starting=starting)
+
+    async def take_over(self, *, starting: bool = False) -> None:
+        """Finish every unfinished job whose holder is gone: resume its host run (never
+        submitting it again), deliver it, or put it back in line if it never reached a host."""
+        core = self._core
+        back_in_line = False
+        for job in await core.leases.orphans(starting=starting):
             if job.state is not JobState.QUEUED and job.attempts >= MAX_STARTS:
                 await self._give_up_interrupted(job)
+                await core.leases.release(job.id)
                 continue
             log.info("recovering job %d from state %s", job.id, job.state)
             if job.state in (JobState.QUEUED, JobState.SUBMITTING):
                 if job.state is JobState.SUBMITTING:
                     # The submit counts this start when it begins again.
                     await core.repo.move(job.id, [JobState.SUBMITTING], JobState.QUEUED)
-                await core.queue.put(job.user_id, job.id)
+                await core.leases.release(job.id)
+                back_in_line = True
             elif await core.repo.move(job.id, [job.state], job.state, attempts=job.attempts + 1):
                 # Counted before anything is done with it, so a job that kills the process
                 # part-way through is still counted when it does.
-                self._tasks.spawn(self._runner.guarded(job.id), name=f"job-recover-{job.id}")
+                self._tasks.spawn(self._runner.held(job.id), name=f"job-recover-{job.id}")
+            else:
+                await core.leases.release(job.id)  # it moved on meanwhile (a cancel)
+        if back_in_line:
+            await core.wakeups.notify(JOBS)
+
+    async def keep_taking_over(self) -> None:
+        """Look for jobs whose holder died, every third of a lease: a dead process's jobs are
+        finished within a lease and a third of it."""
+        while True:
+            await asyncio.sleep(self._core.leases.seconds / 3)
+            try:
+                await self.take_over()
+            except database_errors():
+                log.exception("looking for jobs to take over failed; will look again")
 
     async def _give_up_interrupted(self, job: Job) -> None:
         """A job whose processing began MAX_STARTS times and never finished: whatever stops it
@@ -96,6 +128,7 @@ class Recovery:
         journal = self._core.journal
         if journal is None:
             return
+        recorded = False
         for order in await journal.recent():
             token = order.interaction_token
             if token is None or await self._core.repo.find_by_token(token) is not None:
@@ -106,5 +139,8 @@ class Recovery:
                 log.warning("an edit acknowledged before a restart could not start: %s", error)
                 continue
             log.info("job %d recovered from the journal", job.id)
-            await self._core.queue.put(job.user_id, job.id)
+            await self._core.leases.release(job.id)
+            recorded = True
+        if recorded:
+            await self._core.wakeups.notify(JOBS)
         await journal.forget_older()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bot.edits import NSFW_BLOCKED, DeliveryFailed, EditOptions, Receipt, ResultFile
+from bot.edits import NSFW_BLOCKED, DeliveryFailed, Receipt, ResultFile
 from bot.jobs import recipe
 from bot.jobs.core import Core
 from bot.jobs.endings import Endings, run_of
@@ -22,7 +22,7 @@ from bot.jobs.inputs import InputPreparer
 from bot.pictures import composite, image_costs, images, memory
 from bot.pictures.files import DownloadError
 from bot.providers.base import ContentRejected, EditResult, ProviderError, Unavailable
-from storage.jobs import Job, JobState, NewOutput, utcnow
+from storage.jobs import Job, JobState, NewOutput
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Results:
         """Every output to disk first, then all their rows in one transaction: a crash between
         two downloads leaves no rows, so recovery fetches them all again rather than a part."""
         files = self._core.files
-        stamped = recipe.of(job) if EditOptions.from_dict(job.options).recipe else None
+        stamped = recipe.of(job) if job.options.recipe else None
         stored = []
         for idx, output in enumerate(result.images):
             # Results stream to disk rather than sit in memory: there may be hundreds at 4K.
@@ -139,7 +139,7 @@ class Results:
 
     async def deliver(self, job: Job) -> None:
         core = self._core
-        options = EditOptions.from_dict(job.options)
+        options = job.options
         limit = options.upload_limit
         outputs = await core.repo.outputs(job.id)
         if not outputs:
@@ -198,7 +198,7 @@ class Results:
             [JobState.DELIVERING],
             JobState.DONE,
             result_message_id=receipt.message_id,
-            completed_at=utcnow(),
+            completed_at=self._core.clock.now(),
         )
         if done is not None:
             log.info("job %d delivered as message %d", job.id, receipt.message_id)

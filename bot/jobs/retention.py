@@ -9,7 +9,6 @@ import logging
 from datetime import timedelta
 
 from bot.jobs.core import Core
-from storage.jobs import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +21,7 @@ class Retention:
 
     async def prune_files(self) -> int:
         """Delete finished edits' files past retention, oldest first above the size cap."""
-        older_than = utcnow() - self._core.settings.retention
+        older_than = self._core.clock.now() - self._core.settings.retention
         removed = await self._core.files.prune(older_than=older_than.timestamp())
         if removed:
             log.info("pruned the files of %d old edits", removed)

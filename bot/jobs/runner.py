@@ -1,4 +1,4 @@
-"""The workers: take the next job in line and carry it through submit → poll → deliver.
+"""The workers: claim the next job in line and carry it through submit → poll → deliver.
 
 Each step is written to the job row before the side effect that depends on it, so whatever
 line a crash lands on, recovery finds the job in a state it knows how to finish. Every step
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
-from bot.edits import BOT_ERROR, STORAGE_FULL, EditOptions, Progress
+from bot.edits import BOT_ERROR, STORAGE_FULL, Progress
 from bot.jobs.core import Core
 from bot.jobs.endings import Endings, reference, run_of
 from bot.jobs.inputs import InputPreparer
 from bot.jobs.results import Results
+from bot.jobs.wakeups import RUNS
 from bot.pictures import images, sizes
 from bot.pictures.files import DownloadError, StorageFull
 from bot.providers.base import (
@@ -29,7 +29,7 @@ from bot.providers.base import (
     Unavailable,
 )
 from storage.db import database_errors
-from storage.jobs import Job, JobState, utcnow
+from storage.jobs import Job, JobState
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +51,26 @@ class Runner:
         self._inputs = inputs
         self._results = results
         self._wakeups: dict[int, asyncio.Event] = {}
+        # The jobs this process is working on now, which a run's wake-up concerns.
+        self._working: set[int] = set()
 
     async def work(self) -> None:
         """One worker: forever, the next job in line."""
         while True:
-            job_id = await self._core.queue.get()
+            job = await self._core.line.take()
             await self._announce_places()
-            await self.guarded(job_id)
+            await self.held(job.id)
+
+    async def held(self, job_id: int) -> None:
+        """Process a job this process has claimed, then hand back its claim. A process that
+        dies (or is cancelled) meanwhile never hands it back: its lease lapses instead, and
+        whoever takes it over finishes it."""
+        await self.guarded(job_id)
+        await self._core.leases.release(job_id)
 
     async def run_update(self, host: str, run_id: str) -> bool:
-        """A host says a run changed: poll it now rather than at the next interval.
+        """A host says a run changed: the process working on it polls it now rather than at
+        the next interval (see `bot.jobs.wakeups` for when that process is another one).
 
         The callback's own body is never trusted for the outcome; the poll asks the host
         through its authenticated API, so a forged or replayed callback costs one request.
@@ -69,13 +79,19 @@ class Runner:
         job = await self._core.repo.find_by_run(host, run_id)
         if job is None or job.state is not JobState.RUNNING:
             return False
-        self._wakeups.setdefault(job.id, asyncio.Event()).set()
+        await self._core.wakeups.notify(RUNS, str(job.id))
         return True
+
+    def wake_run(self, payload: str) -> None:
+        """A run changed: poll it now, if this process is working on its job."""
+        job_id = int(payload)
+        if job_id in self._working:
+            self._wakeups.setdefault(job_id, asyncio.Event()).set()
 
     async def _announce_places(self) -> None:
         """The line moved: tell the first few waiting members their new place."""
         core = self._core
-        for place, job_id in enumerate(core.queue.order()[:ANNOUNCED_PLACES], start=1):
+        for place, job_id in enumerate((await core.line.order())[:ANNOUNCED_PLACES], start=1):
             job = await core.repo.get(job_id)
             if job is not None and job.state is JobState.QUEUED:
                 await core.delivery.show_progress(job, Progress(JobState.QUEUED, queue_position=place))
@@ -88,6 +104,7 @@ class Runner:
         member is given. Only a database error leaves the job as it is: the failure could not be
         recorded either, and recovery, which counts its starts, takes it up again.
         """
+        self._working.add(job_id)
         try:
             await self._process(job_id)
         except asyncio.CancelledError:
@@ -102,6 +119,8 @@ class Runner:
             log.exception("job %d crashed (reference %s); it is failed and its credits released", job_id, tag)
             error = RunFailed(f"unexpected {type(exc).__name__} (reference {tag})", host="retouch")
             await self._give_up(job_id, error, BOT_ERROR.format(reference=tag))
+        finally:
+            self._working.discard(job_id)
 
     async def _give_up(self, job_id: int, error: ProviderError, member_text: str) -> None:
         try:
@@ -132,7 +151,7 @@ class Runner:
         if moved is None:
             return None
         await core.delivery.show_progress(moved, Progress(JobState.SUBMITTING))
-        options = EditOptions.from_dict(moved.options)
+        options = moved.options
         try:
             prepared = await self._inputs.prepare(moved)
             await core.repo.set_inputs(moved.id, prepared.kept, prepared.kept_mask)
@@ -156,7 +175,7 @@ class Runner:
             output_format=options.output_format,
             dimensions=dimensions,
         )
-        started = time.monotonic()
+        started = self._core.clock.monotonic()
         try:
             run = await core.provider.submit(request, callback_url=core.settings.callback_url)
         except ProviderError as error:
@@ -171,7 +190,7 @@ class Runner:
             provider=run.host,
             run_id=run.run_id,
             run_data=run.data,
-            submitted_at=utcnow(),
+            submitted_at=self._core.clock.now(),
         )
         if running is None:
             # Cancelled while the submit was in flight: the run exists, so stop it.
@@ -196,12 +215,12 @@ class Runner:
             current = await core.repo.get(job.id)
             if current is None or current.state is not JobState.RUNNING:
                 return None  # cancelled (or finished by a callback) while we waited
-            elapsed = (utcnow() - started).total_seconds()
+            elapsed = (self._core.clock.now() - started).total_seconds()
             if elapsed > deadline:
                 await self._endings.stop_run(run)
                 await fail(job, Unavailable(f"no result after {deadline:g} s", host=run.host))
                 return None
-            asked = time.monotonic()
+            asked = self._core.clock.monotonic()
             try:
                 state = await core.provider.status(run)
             except ProviderError as error:
@@ -214,8 +233,8 @@ class Runner:
                 self._observe(run.host, "status", asked)
                 if state.status.final:
                     return await self._finish_run(job, state.result, state.error, state.status)
-            if time.monotonic() - last_shown >= PROGRESS_INTERVAL:
-                last_shown = time.monotonic()
+            if self._core.clock.monotonic() - last_shown >= PROGRESS_INTERVAL:
+                last_shown = self._core.clock.monotonic()
                 await core.delivery.show_progress(job, Progress(JobState.RUNNING, elapsed=elapsed))
             wakeup = self._wakeups.setdefault(job.id, asyncio.Event())
             try:
@@ -240,6 +259,6 @@ class Runner:
 
     def _observe(self, host: str, operation: str, started: float, error: ProviderError | None = None) -> None:
         metrics = self._core.metrics
-        metrics.host_latency.labels(host, operation).observe(time.monotonic() - started)
+        metrics.host_latency.labels(host, operation).observe(self._core.clock.monotonic() - started)
         if error is not None:
             metrics.host_errors.labels(host, error.kind.value).inc()

@@ -6,6 +6,8 @@ answers each call; the parts know nothing of one another beyond what they are ha
 
 from __future__ import annotations
 
+import logging
+
 import aiohttp
 
 from bot.credits import CreditService
@@ -15,18 +17,26 @@ from bot.jobs.endings import Endings
 from bot.jobs.inputs import InputPreparer
 from bot.jobs.intake import Intake
 from bot.jobs.journal import Journal
+from bot.jobs.leases import Leases
 from bot.jobs.queries import Queries
+from bot.jobs.queue import Line
 from bot.jobs.recovery import Recovery
 from bot.jobs.results import Results
 from bot.jobs.retention import Retention
 from bot.jobs.runner import Runner
 from bot.jobs.settings import JobSettings
+from bot.jobs.wakeups import JOBS, RUNS, LocalWakeups, Wakeups
 from bot.pictures.files import FileStore
 from bot.pictures.links import FileLinks
 from bot.providers.base import Provider
+from bot.runtime.clock import SYSTEM_CLOCK, Clock
 from bot.runtime.metrics import Metrics
 from bot.runtime.tasks import Supervisor
+from storage.claims import ClaimRepository
+from storage.db import database_errors
 from storage.jobs import JobRepository
+
+log = logging.getLogger(__name__)
 
 
 class JobService:
@@ -41,19 +51,33 @@ class JobService:
         session: aiohttp.ClientSession,
         metrics: Metrics | None = None,
         links: FileLinks | None = None,
+        wakeups: Wakeups | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        journal = Journal(settings.journal_path) if settings.journal_path is not None else None
+        journal = Journal(settings.journal_path, clock) if settings.journal_path is not None else None
+        metrics = metrics or Metrics()
+        claims = ClaimRepository(repo.database)
+        leases = Leases(
+            claims, owner=settings.lease_owner, seconds=settings.lease_seconds, clock=clock, metrics=metrics
+        )
         core = Core(
             settings=settings,
             repo=repo,
             provider=provider,
             credits=credits,
             files=files,
-            metrics=metrics or Metrics(),
+            metrics=metrics,
             journal=journal,
+            clock=clock,
+            leases=leases,
+            # Across every process sharing the database, no more edits at the hosts at once
+            # than one process's workers (the sum of the hosts' `max_concurrency`).
+            line=Line(claims, leases, metrics, max_in_flight=settings.concurrency),
+            wakeups=wakeups or LocalWakeups(),
         )
-        core.metrics.watch_queue(lambda: len(core.queue))
-        inputs = InputPreparer(files=files, session=session, cdn_hosts=settings.cdn_hosts, links=links)
+        inputs = InputPreparer(
+            files=files, session=session, cdn_hosts=settings.cdn_hosts, links=links, clock=clock
+        )
         endings = Endings(core)
         intake = Intake(core)
         runner = Runner(core, endings, inputs, Results(core, endings, inputs, session))
@@ -64,6 +88,7 @@ class JobService:
         self._retention = Retention(core)
         self._tasks = Supervisor()
         self._recovery = Recovery(core, intake, runner, endings, self._tasks)
+        self._listening = False
 
         # Taking an edit in (see `Intake` for the order the Discord side calls these in).
         self.estimate = intake.estimate
@@ -115,17 +140,29 @@ class JobService:
 
     async def start(self, delivery: Delivery) -> None:
         """Recover what a previous process left, then begin serving the line."""
-        self._core.started_with = delivery
-        await self.recover()
-        for n in range(self._core.settings.concurrency):
+        core = self._core
+        core.started_with = delivery
+        if not self._listening:
+            await core.wakeups.listen(JOBS, core.line.wake)
+            await core.wakeups.listen(RUNS, self._runner.wake_run)
+            self._listening = True
+        await self._recovery.recover(starting=True)
+        for n in range(core.settings.concurrency):
             self._tasks.spawn(self._runner.work(), name=f"job-worker-{n}")
+        self._tasks.spawn(core.leases.keep_renewing(), name="renew-leases")
+        self._tasks.spawn(self._recovery.keep_taking_over(), name="take-over")
         self._tasks.spawn(self._retention.keep_pruning(), name="prune-files")
         self._intake.accepting = True
 
     async def stop(self) -> None:
-        """Stop taking edits and drop the workers; unfinished jobs stay in the database for recovery."""
+        """Stop taking edits and drop the workers; unfinished jobs stay in the database, handed
+        back so that another process (or this one's next start) finishes them at once."""
         self._intake.accepting = False
         await self._tasks.stop()
+        try:
+            await self._core.leases.release_all()
+        except database_errors():
+            log.warning("could not hand back this process's jobs; their leases lapse on their own")
 
     async def recover(self) -> None:
         """Put every unfinished job back on its path; safe to run any number of times."""

@@ -9,11 +9,12 @@ arithmetic out of the bot's wiring, and a frozen value cannot drift while the bo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 
+from bot.jobs.leases import process_name
 from bot.runtime.config import Settings
 
 
@@ -37,6 +38,10 @@ class JobSettings:
     retention: timedelta = timedelta(days=30)
     # Edits acknowledged but not yet written as jobs (see `bot.jobs.journal`); None keeps no journal.
     journal_path: Path | None = None
+    # This process's claims on jobs (see `bot.jobs.leases`): how long one lasts, and the name
+    # it is held under, unique among the processes sharing the database.
+    lease_seconds: float = 30.0
+    lease_owner: str = field(default_factory=process_name)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobSettings:
@@ -55,4 +60,5 @@ class JobSettings:
             cdn_hosts=tuple(settings.discord.cdn_hosts),
             retention=timedelta(days=settings.storage.retention_days),
             journal_path=settings.storage.path.with_name(f"{settings.storage.path.stem}.journal"),
+            lease_seconds=settings.jobs.lease_seconds,
         )

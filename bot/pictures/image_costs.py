@@ -20,9 +20,12 @@ In bytes per pixel:
     RGB(A) (WebP) 16.15    16.16     16.04   libwebp's canvases while decoding
 
 Turning by EXIF adds a second copy of the converted picture (8 B/px for RGB). Fitting a result
-into the upload limit measured 10–29 B/px for RGB and up to 48 B/px for grey with alpha at 4K
+with transparency into the upload limit measured up to 48 B/px for grey with alpha at 4K
 (libwebp's encoder; 51 B/px of the 4K picture when a 40 MP RGBA one is shrunk first), hence the
-cap on the pixels it encodes; 431 MB for a result with alpha is the most any one step can take.
+cap on the pixels WebP encodes; 431 MB for a result with alpha is the most any one step can take.
+One without transparency becomes a JPEG, whose encoder holds little beside the picture and whose
+file stops at the limit: 5.1 B/px for a 4K photo (the picture and the file), 7.9 B/px for noise
+that had to shrink, 6.4 B/px for a 36 MP one.
 Re-encoding a member's file gave at most 1.7 times its size (a 23 MiB noisy CMYK JPEG became 38 MiB), allowed here as 3 times.
 """
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bot.pictures.encoders import JPEG_LEAST_LIMIT, RESIZE_BAND_PIXELS
 from bot.pictures.images import Header, header
 from bot.pictures.sizes import MAX_PIXELS as LARGEST_RESULT
 
@@ -44,6 +48,10 @@ _READY = frozenset({"RGB", "RGBA", "L", "LA"})
 # libwebp's encoder at quality 92, method 4, beyond the picture it is given: up to 25 B/px for
 # noisy RGB, 38.6 with alpha (lossless-compressed by libwebp; method 0 still took 30).
 _WEBP_ENCODER = 29
+# Pictures held while a result is shrunk to fit as a JPEG: the picture and the smaller one, at
+# most 1 + 0.95² (each try shrinks each side to 0.95 or less; `encoders.resized` works in
+# bands); re-encoding without shrinking holds 1.1 (the picture and a sample of an eighth).
+_SHRINKING = 2
 _WEBP_ENCODER_ALPHA = 42
 _OPAQUE = frozenset({"1", "L", "RGB", "CMYK", "YCbCr", "I;16", "I;16B", "I;16L", "I"})
 # A re-encoded file is at most this many times the size of the one it came from.
@@ -97,12 +105,17 @@ def normalize_cost(data: bytes) -> int:
 
 
 def fit_cost(data: bytes, limit: int, *, exif: bytes | None = None) -> int:
-    # The work is the same whatever the limit (only how often it repeats differs), and the
-    # recipe's few hundred bytes of EXIF are nothing beside the pixels.
-    del limit, exif
+    # The recipe's few hundred bytes of EXIF are nothing beside the pixels.
+    del exif
     head = header(data)
     peak, pixels = _upright(head)
     converted = _converted(head.mode)
+    if head.mode in _OPAQUE and limit >= JPEG_LEAST_LIMIT:
+        # JPEG: at most the picture beside a smaller copy of it (see _SHRINKING), and the file,
+        # which stops at the limit and is copied once out of its buffer.
+        # A band being resized holds at most three copies of its pixels (reduced, first pass, result).
+        shrinking = converted * (_SHRINKING * pixels + 3 * RESIZE_BAND_PIXELS) + 2 * limit
+        return round(max(peak, shrinking)) + _OVERHEAD
     encoded = min(pixels, LARGEST_RESULT)
     shrinking = converted * (pixels + encoded) if pixels > encoded else 0
     # The encoder gets an RGB(A) copy of a grey picture, and the last try's bytes are still held.

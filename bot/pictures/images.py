@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from bot.pictures.sizes import MAX_PIXELS as LARGEST_RESULT
+from bot.pictures import encoders
 
 # Larger than any input the model accepts (4096x4096 at most on some hosts), small enough that a
 # decompression bomb is refused before it is decoded. It bounds each picture, and the memory
@@ -23,7 +23,6 @@ from bot.pictures.sizes import MAX_PIXELS as LARGEST_RESULT
 MAX_PIXELS = 40_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
-WEBP_MAX_SIDE = 16383
 # Pillow's WebP decoder holds 16 bytes a pixel (libwebp's two RGBA canvases and a copy of the
 # frame beside the picture), four times a PNG's or JPEG's, so WebPs get fewer pixels: at this
 # many one decode takes 260 MB, within the default memory budget (see bot.pictures.image_costs).
@@ -178,46 +177,54 @@ class Fitted:
 def fit_under(data: bytes, limit: int, *, exif: bytes | None = None) -> Fitted:
     """The image unchanged if it fits, else re-encoded, else downscaled until it does.
 
-    The order keeps quality where it can: first the same pixels in a smaller encoding
-    (optimised PNG, then WebP at high quality), and only then fewer pixels. A re-encoding
-    carries `exif` (the recipe, see bot.jobs.recipe), counted against the limit like the pixels.
+    The order keeps quality where it can: first the same pixels in a smaller encoding (the
+    highest quality of the codec's ladder that fits), and only then fewer pixels. A picture
+    without transparency becomes a JPEG, ten times faster to encode than WebP and at least as
+    close to the source (bench/fit.py measures both); one with transparency keeps it in WebP.
+    Each size is predicted from a sample before the whole picture is encoded, so a quality
+    that cannot fit costs a fraction of an encode, not a whole one. A re-encoding carries
+    `exif` (the recipe, see bot.jobs.recipe), counted against the limit like the pixels.
     """
     opened, info = _decoded(data)
     with opened:
         if info.size <= limit:
             return Fitted(data, info, changed=False)
-        image = upright_8bit(opened)
-        # WebP cannot hold a side longer than WEBP_MAX_SIDE, and its encoder works in about 30
-        # bytes a pixel; no host makes more than LARGEST_RESULT pixels, so a picture past either is
-        # shrunk first (it is far over any upload limit anyway).
-        scale = min(WEBP_MAX_SIDE / max(image.size), (LARGEST_RESULT / (image.width * image.height)) ** 0.5)
+        image = _without_opaque_alpha(upright_8bit(opened))
+        jpeg = image.mode not in ("RGBA", "LA") and limit >= encoders.JPEG_LEAST_LIMIT
+        codec = encoders.JPEG if jpeg else encoders.WEBP
+        # Past the codec's largest side or pixel count a picture is shrunk first: it is far over
+        # any upload limit anyway.
+        scale = min(
+            codec.max_side / max(image.size), (codec.max_pixels / (image.width * image.height)) ** 0.5
+        )
         if scale < 1:
-            box = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
-            image.thumbnail(box, Image.Resampling.LANCZOS)
-        for quality in (92, 85, 75):
-            encoded = _encode_webp(image, quality, exif)
-            if len(encoded) <= limit:
-                return Fitted(encoded, ImageInfo("image/webp", image.width, image.height, len(encoded)), True)
-        scale = (limit / len(encoded)) ** 0.5 * 0.95
+            image = encoders.resized(image, scale)
+        for quality in codec.qualities:
+            estimate, encoded = encoders.attempt(image, codec, quality, exif, limit)
+            if encoded is not None:
+                return Fitted(
+                    encoded, ImageInfo(codec.content_type, image.width, image.height, len(encoded)), True
+                )
+        scale = 1.0
         while True:
-            width = max(1, int(image.width * scale))
-            height = max(1, int(image.height * scale))
-            smaller = image.resize((width, height), Image.Resampling.LANCZOS)
-            encoded = _encode_webp(smaller, 85, exif)
-            if len(encoded) <= limit or (width == 1 and height == 1):
-                return Fitted(encoded, ImageInfo("image/webp", width, height, len(encoded)), True)
-            scale *= 0.8
+            # Always at least 5% smaller, so that a misjudged size cannot loop.
+            scale *= min(1.0, (limit / estimate) ** 0.5) * 0.95
+            smaller = encoders.resized(image, scale)
+            estimate, encoded = encoders.attempt(smaller, codec, codec.shrink_quality, exif, limit)
+            if encoded is None and smaller.size == (1, 1):
+                encoded = codec.encode(smaller, codec.shrink_quality, exif, None)
+            if encoded is not None:
+                return Fitted(encoded, ImageInfo(codec.content_type, *smaller.size, len(encoded)), True)
+            smaller.close()  # before the next is made, so that two never exist beside the picture
 
 
-def _encode_webp(image: Image.Image, quality: int, exif: bytes | None = None) -> bytes:
-    buffer = io.BytesIO()
-    mode = "RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB"
-    # convert() copies even when the mode is already right.
-    extra = {"exif": exif} if exif else {}
-    (image if image.mode == mode else image.convert(mode)).save(
-        buffer, "WEBP", quality=quality, method=4, **extra
-    )
-    return buffer.getvalue()
+def _without_opaque_alpha(image: Image.Image) -> Image.Image:
+    """The picture without its alpha channel when every pixel is opaque, which says nothing."""
+    if image.mode not in ("RGBA", "LA") or image.getextrema()[-1][0] != 255:  # type: ignore[index]
+        return image
+    opaque = image.convert(image.mode[:-1])
+    image.close()
+    return opaque
 
 
 # Pixel layouts that every host decodes the same way; anything else is converted before upload.

@@ -28,6 +28,16 @@ IMAGE_SIZES = (
     "landscape_16_9",
 )
 RESOLUTIONS = ("1K", "2K", "4K")
+# How a member reads each size choice, in the command's choices and in a refusal.
+SIZE_NAMES = {
+    "auto": "Same shape as the image",
+    "square_hd": "Square, high detail",
+    "square": "Square",
+    "portrait_4_3": "Portrait 3:4",
+    "portrait_16_9": "Portrait 9:16",
+    "landscape_4_3": "Landscape 4:3",
+    "landscape_16_9": "Landscape 16:9",
+}
 
 EDGE_STEP = 16
 MAX_EDGE = 3840

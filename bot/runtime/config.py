@@ -16,12 +16,20 @@ from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from bot.providers.registry import SPECS
 from bot.providers.settings import HostSettings, ProvidersSettings, Section, holds_secret, url_or_none
-from storage.db import StoreUrl
+from storage.store import StoreUrl
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
 ENV_PREFIX = "RETOUCH_"
@@ -43,7 +51,36 @@ class DiscordSettings(Section):
         ]
     )
 
+    # Gateway shards, for a bot in many servers or run as several processes over one store: the
+    # total, and the ones this process runs (all of them when unset). Discord sends DMs to shard 0
+    # only, so across the processes shard 0 must be run by exactly one.
+    shard_count: Annotated[int, Field(ge=1)] | None = None
+    shard_ids: list[int] | None = None
+
     _urls = field_validator("api_base", "gateway_url")(url_or_none)
+
+    @field_validator("shard_ids")
+    @classmethod
+    def _shards_within_count(cls, ids: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        """Each process names its own shards; only the total tells whether an id exists."""
+        if ids is None:
+            return None
+        count = info.data.get("shard_count")
+        if count is None:
+            if "shard_count" not in info.data:
+                return ids  # shard_count itself is wrong, and is reported on its own
+            raise ValueError("needs discord.shard_count, the number of shards across every process")
+        if not ids:
+            raise ValueError("is empty; list the shards this process runs, or leave it out to run all")
+        outside = sorted({shard for shard in ids if not 0 <= shard < count})
+        if outside:
+            raise ValueError(
+                f"shard ids run from 0 to {count - 1} (discord.shard_count is {count}); "
+                f"{', '.join(map(str, outside))} is not one"
+            )
+        if len(set(ids)) != len(ids):
+            raise ValueError("names a shard twice")
+        return sorted(ids)
 
 
 class EditingSettings(Section):
@@ -58,6 +95,14 @@ class EditingSettings(Section):
     # Megabytes of decoded pixels held at once across every edit (inputs, masks, result checks);
     # the rest waits its turn. With the bot's other needs, the process stays within idle + 500 MB.
     image_memory_mb: Annotated[int, Field(ge=100, le=65_536)] = 200
+
+
+class JobsSettings(Section):
+    """How processes sharing one database share its jobs."""
+
+    # Seconds a process's claim on a job lasts unless renewed (it renews every third of it).
+    # When a process dies, another finishes its jobs within about this long.
+    lease_seconds: Annotated[float, Field(ge=3, le=3600)] = 30.0
 
 
 Period = Literal["day", "week", "month", "none"]
@@ -178,6 +223,7 @@ class Settings(_FileUnderEnvironment):
     discord: DiscordSettings
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
     editing: EditingSettings = Field(default_factory=EditingSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
     credits: CreditsSettings = Field(default_factory=CreditsSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
@@ -335,6 +381,15 @@ def _describe(error: Any) -> Iterator[tuple[str, str]]:
         yield key, f"{error['msg']}{shown}"
 
 
+def shards(discord: DiscordSettings) -> str:
+    """Which gateway shards this process runs, in words for the summary."""
+    if discord.shard_count is None:
+        return "off (one gateway connection)"
+    if discord.shard_ids is None:
+        return f"all {discord.shard_count} in this process"
+    return f"{', '.join(map(str, discord.shard_ids))} of {discord.shard_count}"
+
+
 def summary(settings: Settings) -> list[str]:
     """A short, secret-free description for `check-config` and the start-up log."""
 
@@ -349,6 +404,7 @@ def summary(settings: Settings) -> list[str]:
         f"discord.api_base: {settings.discord.api_base or 'Discord'}",
         "discord.dev_guilds: "
         + (", ".join(map(str, settings.discord.dev_guilds)) or "none (commands sync globally)"),
+        f"discord.shards: {shards(settings.discord)}",
         f"providers.order: {', '.join(settings.providers.order)}",
     ]
     for host in settings.providers.order:

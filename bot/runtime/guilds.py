@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from bot.pictures.sizes import IMAGE_SIZES
 from bot.providers.base import QUALITIES
+from bot.runtime.clock import SYSTEM_CLOCK, Clock
 from storage.db import Database
 from storage.guilds import AuditEntry, GuildRepository
 from storage.quotas import QuotaRepository
@@ -64,7 +64,8 @@ def _check(key: str, value: Any) -> None:
 
 
 class GuildSettingsService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
         self._repo = GuildRepository(db)
         self._audit = QuotaRepository(db)
         self._cache: dict[int, ServerSettings] = {}
@@ -86,7 +87,7 @@ class GuildSettingsService:
         """Apply the changes (None resets a key to the default) and audit them as one entry."""
         for key, value in changes.items():
             _check(key, value)
-        now = datetime.now(UTC)
+        now = self._clock.now()
         for key, value in changes.items():
             await self._repo.set_value(guild_id, key, value, actor_id=actor_id, now=now)
         await self._audit.audit(
@@ -96,7 +97,7 @@ class GuildSettingsService:
         return await self.get(guild_id)
 
     async def set_paused(self, guild_id: int, paused: bool, *, actor_id: int) -> None:
-        now = datetime.now(UTC)
+        now = self._clock.now()
         await self._repo.set_paused(guild_id, paused, actor_id=actor_id, now=now)
         action = "pause" if paused else "resume"
         await self._audit.audit(

@@ -7,8 +7,6 @@ the database (jobs by state, open reservations) are refreshed from it when /metr
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -59,10 +57,17 @@ class Metrics:
         self.usd_spent = Counter(
             "retouch_usd_spent", "USD the hosts charged for delivered edits", registry=self.registry
         )
-        self._queue_length: Callable[[], int] = lambda: 0
-
-    def watch_queue(self, length: Callable[[], int]) -> None:
-        self._queue_length = length
+        self.lease_takeovers = Counter(
+            "retouch_lease_takeovers",
+            "Unfinished jobs taken over from a process whose lease lapsed (it died or hung)",
+            registry=self.registry,
+        )
+        self.claim_latency = Histogram(
+            "retouch_claim_seconds",
+            "Time to claim the next job from the shared line, waiting for the database included",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
 
     async def render(self, repo: JobRepository) -> bytes:
         """The exposition text, with the database-derived gauges brought up to date first."""
@@ -70,5 +75,6 @@ class Metrics:
         for state in JobState:
             self.jobs.labels(state.value).set(counts.get(state, 0))
         self.reservations_open.set(await repo.count_open_holds())
-        self.queue_depth.set(self._queue_length())
+        # The line is the queued rows, shared by every process.
+        self.queue_depth.set(counts.get(JobState.QUEUED, 0))
         return generate_latest(self.registry)

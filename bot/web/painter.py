@@ -28,13 +28,14 @@ import aiohttp
 from PIL import Image
 
 from bot.credits import CreditService
-from bot.edits import TOKEN_LIFETIME, EditOptions, InputImage
+from bot.edits import TOKEN_LIFETIME, EditOptions, InputImage, JobKind
 from bot.jobs import JobService
 from bot.pictures import image_costs, masks, memory
 from bot.pictures.files import FileStore
 from bot.pictures.images import ImageProblem
 from bot.pictures.validation import AttachmentFacts
-from storage.jobs import JobState, utcnow
+from bot.runtime.clock import SYSTEM_CLOCK
+from storage.jobs import JobState
 from storage.paint_links import PaintLinkRepository, PaintLinkRow
 
 # Discord's interaction token lives as long; the link must not outlive the way back to the channel.
@@ -64,7 +65,7 @@ class Grant:
     options: EditOptions
     prompt: str = ""
     references: Sequence[InputImage] = ()
-    kind: str = "edit"
+    kind: JobKind = JobKind.EDIT
     parent_id: int | None = None
     parent_output: int | None = None
     role_ids: Sequence[int] = ()
@@ -81,6 +82,7 @@ class Grant:
                 **data,
                 "image": InputImage(**data["image"]),
                 "options": EditOptions.from_dict(data["options"]),
+                "kind": JobKind(data.get("kind", JobKind.EDIT)),
                 "references": [InputImage(**item) for item in data.get("references", [])],
                 "role_ids": list(data.get("role_ids", [])),
             }
@@ -134,10 +136,6 @@ class Desk(Protocol):
     async def submit(self, link: Link, choice: Choice) -> Outcome: ...
 
 
-def signing_key(secret: str) -> bytes:
-    return hmac.new(secret.encode(), b"retouch painter links", hashlib.sha256).digest()
-
-
 class Painter:
     def __init__(
         self,
@@ -150,7 +148,7 @@ class Painter:
         files: FileStore,
         session: aiohttp.ClientSession,
         cdn_hosts: Collection[str] | None,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] = SYSTEM_CLOCK.now,
     ) -> None:
         self._base = public_url.rstrip("/")
         self._key = key
@@ -170,10 +168,15 @@ class Painter:
         return f"{link_id}.{user_id}.{expires}.{self._sign(link_id, user_id, expires)}"
 
     async def issue(self, grant: Grant) -> str:
-        """Record the grant and return the member's link to the page."""
+        """Record the grant and return the member's link to the page.
+
+        Links past their lifetime are forgotten here, a lifetime late (their page keeps saying
+        "expired" meanwhile), so the table holds about a lifetime of Paint presses however long
+        the bot runs, without a task of its own."""
         now = self.clock()
         expires = now + LINK_TTL
         link_id = secrets.token_hex(16)
+        await self._repo.prune(expired_before=now - LINK_TTL)
         await self._repo.insert(
             link_id,
             user_id=grant.user_id,

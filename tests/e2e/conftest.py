@@ -15,7 +15,7 @@ import discord
 import pytest
 
 from bot.runtime.config import Settings
-from cogs.app import Retouch
+from cogs.app import Retouch, build_bot
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.runflow import FakeRunflow
 from tests.postgres import bot_store_url
@@ -24,8 +24,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-async def discord_fake() -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord()
+def fake_shards() -> int:
+    """The shard count the fake Discord recommends; a module overrides it to test sharding."""
+    return 1
+
+
+@pytest.fixture
+async def discord_fake(fake_shards: int) -> AsyncIterator[FakeDiscord]:
+    fake = FakeDiscord(shards=fake_shards)
     await fake.start()
     base, gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
     yield fake
@@ -81,10 +87,10 @@ class InProcessBot:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> Retouch:
-        bot = Retouch(self.settings, guild_ready_timeout=0.1)
+        bot = build_bot(self.settings, guild_ready_timeout=0.1)
         self.bot = bot
         self._task = asyncio.create_task(bot.start(self.settings.discord.token.get_secret_value()))
-        ready = asyncio.create_task(self.fake.wait_ready(timeout=15))
+        ready = asyncio.create_task(self.fake.wait_ready(timeout=15, shards=self._shards()))
         await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
         if self._task.done():
             ready.cancel()
@@ -103,7 +109,12 @@ class InProcessBot:
                 await self._task
         self.bot = None
         self._task = None
-        await self.fake.wait_disconnected()
+        await self.fake.wait_disconnected(shards=self._shards())
+
+    def _shards(self) -> list[int] | None:
+        """The gateway shards this bot runs; None (every one) when it runs them all."""
+        count, ids = self.settings.discord.shard_count, self.settings.discord.shard_ids
+        return ids if ids is not None else (list(range(count)) if count is not None else None)
 
     async def restart(self) -> Retouch:
         await self.stop()

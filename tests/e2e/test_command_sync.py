@@ -3,7 +3,7 @@ how many commands an application may create a day."""
 
 from __future__ import annotations
 
-from storage.backends import open_db
+from storage.store import open_db
 from tests.e2e.conftest import InProcessBot
 from tests.fakes.discord import FakeDiscord
 from tests.sql import run_sql

@@ -6,13 +6,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.credits import CreditService, Estimate
+from bot.edits import EditOptions
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.backends import open_db
 from storage.copy import count, tables
 from storage.db import Database
 from storage.jobs import JobRepository, JobState, NewJob, NewOutput
 from storage.members import MemberPrefs
 from storage.paint_links import PaintLinkRepository
+from storage.store import open_db
 from tests.e2e.test_cli import run_cli
 from tests.postgres import PgServer, fresh_database
 
@@ -31,7 +32,14 @@ async def _fill(url: str) -> dict[tuple[int, int], int]:
         repo = JobRepository(db)
         for n, (guild, user) in enumerate([(1, 10), (1, 11), (2, 10)] * 3):
             job = await repo.insert(
-                NewJob(guild_id=guild, channel_id=5, user_id=user, prompt=f"p{n}", options={}, inputs=[])
+                NewJob(
+                    guild_id=guild,
+                    channel_id=5,
+                    user_id=user,
+                    prompt=f"p{n}",
+                    options=EditOptions(),
+                    inputs=[],
+                )
             )
             if n == 4:
                 await repo.insert(
@@ -40,7 +48,7 @@ async def _fill(url: str) -> dict[tuple[int, int], int]:
                         channel_id=5,
                         user_id=user,
                         prompt="again",
-                        options={},
+                        options=EditOptions(),
                         inputs=[],
                         parent_id=job.id,
                         parent_output=0,
@@ -98,7 +106,7 @@ async def test_an_install_moves_to_postgresql_and_back(tmp_path: Path, postgres_
             assert {m: (await credits.balance(*m)).available for m in balances} == balances
             assert await credits.verify() == []
             job = await JobRepository(db).insert(
-                NewJob(guild_id=1, channel_id=5, user_id=10, prompt="after", options={}, inputs=[])
+                NewJob(guild_id=1, channel_id=5, user_id=10, prompt="after", options=EditOptions(), inputs=[])
             )
             assert job.id == 11
             copied = await _counts(db)

@@ -13,9 +13,9 @@ import pytest
 
 from bot.credits import CreditService
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.backends import open_db
 from storage.db import migrations
 from storage.sqlite import MIGRATIONS_DIR, backup, connect, latest_version, open_sqlite
+from storage.store import open_db
 from tests.e2e.conftest import InProcessBot
 from tests.e2e.helpers import has_image, shows
 from tests.e2e.test_cli import run_cli

@@ -14,9 +14,10 @@ from PIL import Image
 from yarl import URL
 
 from bot.pictures.files import FileStore
-from bot.web.painter import EXPIRED, FORGED, OTHER_MEMBER, USED, Painter
+from bot.runtime.clock import SYSTEM_CLOCK
+from bot.web.painter import EXPIRED, FORGED, LINK_TTL, OTHER_MEMBER, USED, Painter
 from cogs.app import Retouch
-from storage.jobs import utcnow
+from storage.paint_links import PaintLinkRepository
 from tests.e2e.conftest import InProcessBot
 from tests.e2e.helpers import EPHEMERAL, buttons, has_image, text
 from tests.e2e.test_hosts import free_port
@@ -166,12 +167,33 @@ async def test_forged_other_members_expired_and_reused_links_are_refused_with_a_
     assert len(runflow.runs) == 2  # the first edit and one painted edit, not two
 
     fresh = await paint_link(discord_fake, result)
-    painter.clock = lambda: utcnow() + timedelta(minutes=15, seconds=1)
+    painter.clock = lambda: SYSTEM_CLOCK.now() + timedelta(minutes=15, seconds=1)
     code, body, _ = await get(fresh)
     assert code == 410 and EXPIRED in body
     code, answer = await submit(fresh, box_mask())
     assert (code, answer["message"]) == (410, EXPIRED)
     assert len(runflow.runs) == 2
+
+
+@pytest.mark.parametrize("overrides", [PUBLIC])
+async def test_links_long_expired_are_forgotten_when_new_ones_are_made(
+    retouch: InProcessBot, discord_fake: FakeDiscord
+) -> None:
+    bot, painter = painter_of(retouch)
+    result = await edited(discord_fake)
+    old = await paint_link(discord_fake, result)
+    old_id = old.rstrip("/").rsplit("/", 1)[1].split(".")[0]
+    links = PaintLinkRepository(bot.db)
+    assert await links.get(old_id) is not None
+    # Expired, but not a lifetime ago: its page still says so.
+    painter.clock = lambda: SYSTEM_CLOCK.now() + LINK_TTL + timedelta(minutes=1)
+    await paint_link(discord_fake, result)
+    assert await links.get(old_id) is not None
+    code, body, _ = await get(old)
+    assert code == 410 and EXPIRED in body
+    painter.clock = lambda: SYSTEM_CLOCK.now() + 2 * LINK_TTL + timedelta(minutes=1)
+    await paint_link(discord_fake, result)
+    assert await links.get(old_id) is None
 
 
 @pytest.mark.parametrize("overrides", [{**PUBLIC, "RETOUCH_CREDITS__DEFAULT_ALLOWANCE": "10"}])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cogs.buttons import UPSCALE_PROMPT
+from cogs.forms import UPSCALE_PROMPT
 from tests.e2e.conftest import InProcessBot, env_for, settings_for
 from tests.e2e.helpers import EPHEMERAL, buttons, has_image, private_answer, text
 from tests.fakes.discord import FakeDiscord

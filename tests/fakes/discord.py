@@ -22,6 +22,12 @@ account (``install_for_user()``) can also use it in a server without the bot (``
 and in a group DM (``add_group_dm()``): context 0 or 2, ``authorizing_integration_owners`` naming only the
 user install, and only commands whose ``integration_types`` and ``contexts`` allow it there.
 
+Sharding as Discord does it: ``FakeDiscord(shards=n)`` makes ``/gateway/bot`` recommend ``n``, and a bot that
+IDENTIFYs with ``shard: [id, count]`` gets on that connection only the guilds, and the events (interactions
+included), of guilds whose ``(guild_id >> 22) % count`` is ``id``; DMs go to shard 0. ``add_guild(shard=k)``
+picks a guild id that lands on shard ``k``; the first guild is on shard 0. Unsharded, every event goes
+to the one connection.
+
 The world (guild, members, messages, files, commands) outlives gateway connections, so a bot can be
 killed and restarted, in-process or as a subprocess, against the same fake. The rules bots trip over
 in production are enforced: the 3 s first-response deadline, a single acknowledgement, the 15 min
@@ -48,7 +54,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -462,6 +468,7 @@ class Interaction:
         self.channel_id = channel_id  # where it was used, so where its answers are posted
         self.message_id: int | None = int(message["id"]) if message else None  # the clicked message
         self.opened_by: Interaction | None = None  # for a modal submit: the interaction that opened it
+        self.shard: int | None = None  # the gateway shard it was sent on
         self.responses: list[JSON] = []  # every callback attempt: {type, data, files, status}
         self.sent_at = math.inf  # time.monotonic() when sent over the gateway
         self.acknowledged = False  # a callback succeeded
@@ -548,6 +555,15 @@ class _Snowflakes:
         self._last = max(self._last + 1, (int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22)
         return self._last
 
+    def next_on_shard(self, shard_id: int, shard_count: int) -> int:
+        """The next snowflake that, as a guild id, Discord puts on this shard: ``(id >> 22) % count``
+        is the shard, so its timestamp is moved up to the next millisecond that fits."""
+        snowflake = self.next()
+        late = (shard_id - (snowflake >> 22)) % shard_count
+        if late:
+            snowflake = self._last = ((snowflake >> 22) + late) << 22
+        return snowflake
+
 
 class Guild:
     """A guild: roles, members, its text channel, and the permission maths Discord does. Users are
@@ -562,9 +578,11 @@ class Guild:
         name: str = "Fake Guild",
         *,
         with_bot: bool = True,
+        guild_id: int | None = None,
     ) -> None:
         self.ids, self.bot_id, self.name = ids, bot_id, name
-        self.id, self.channel_id = ids.next(), ids.next()
+        self.id = guild_id or ids.next()
+        self.channel_id = ids.next()
         self.users = users
         self.roles: dict[int, JSON] = {}
         self.members: dict[int, JSON] = {}
@@ -670,6 +688,15 @@ class _Session:
     def __init__(self, intents: int, shard: list[int] | None) -> None:
         self.id, self.intents, self.shard, self.seq = uuid.uuid4().hex, intents, shard, 0
 
+    @property
+    def shard_id(self) -> int:
+        """An unsharded connection is shard 0 of 1."""
+        return self.shard[0] if self.shard else 0
+
+    @property
+    def shard_count(self) -> int:
+        return self.shard[1] if self.shard else 1
+
 
 class _Connection:
     """One gateway websocket. Frames go out through a queue drained by one task, so that events queued
@@ -725,15 +752,24 @@ class FakeDiscord:
     """The fake server plus the test-side API: inject interactions, inspect messages and requests."""
 
     def __init__(
-        self, *, token: str = "test-token", deadline: float = 3.0, upload_limit: int = 10 * 1024 * 1024
+        self,
+        *,
+        token: str = "test-token",
+        deadline: float = 3.0,
+        upload_limit: int = 10 * 1024 * 1024,
+        shards: int = 1,
     ) -> None:
         self.token, self.deadline, self.upload_limit = token, deadline, upload_limit
+        # What /gateway/bot recommends; events are routed by the count the bot identifies with.
+        self.shard_count = shards
         self.token_lifetime = 900.0
         self.allowed_intents = PRIVILEGED_INTENTS  # privileged intents "enabled in the developer portal"
         self._ids = _Snowflakes()
         self.app_id = self.bot_user_id = self._ids.next()  # a bot's user id is its application id
         self._users: dict[int, JSON] = {}
-        self._guild = Guild(self._ids, self.bot_user_id, self._users)
+        self._guild = Guild(
+            self._ids, self.bot_user_id, self._users, guild_id=self._ids.next_on_shard(0, shards)
+        )
         self.guilds: dict[int, Guild] = {self._guild.id: self._guild}
         self.guild_id, self.channel_id = self._guild.id, self._guild.channel_id
         self.owner_id, self.member_id = self._guild.owner_id, self._guild.member_id
@@ -743,6 +779,7 @@ class FakeDiscord:
         self.requests: list[RecordedRequest] = []
         self.gateway_events_sent: list[JSON] = []  # every frame sent, except heartbeat ACKs
         self.identifies = 0
+        self.identified_shards: list[tuple[int, int]] = []  # (shard id, shard count) of each IDENTIFY
         self.interactions: list[Interaction] = []
         self.internal_errors: list[Exception] = []  # fake bugs or unparseable payloads (answered 400)
         self._message_log: list[JSON] = []  # every version of every bot message, for waiters
@@ -759,7 +796,8 @@ class FakeDiscord:
         self._faults: list[_Fault] = []
         self._sessions: dict[str, _Session] = {}
         self._connections: set[_Connection] = set()
-        self._current: _Connection | None = None
+        self._shards: dict[int, _Connection] = {}  # shard id -> the connection events go to
+        self._routing_count = shards  # the shard count of the latest IDENTIFY
         self._tick = asyncio.Event()
         self._cdn_secret = secrets.token_bytes(16)
         self._runner: web.AppRunner | None = None
@@ -837,17 +875,43 @@ class FakeDiscord:
 
         return await self._wait(check, timeout, what)
 
-    async def wait_ready(self, timeout: float = 10) -> None:
-        """Until a bot has IDENTIFY'd (or RESUMEd) and got READY + GUILD_CREATE on the current connection.
+    async def wait_ready(self, timeout: float = 10, *, shards: Iterable[int] | None = None) -> None:
+        """Until a bot has IDENTIFY'd (or RESUMEd) and got READY + GUILD_CREATE on the connection of each
+        of ``shards`` (by default every shard of the count it identified with; shard 0 if unsharded).
         After killing a bot process, ``wait_disconnected()`` first, or this may see the dying connection."""
+        wanted = None if shards is None else list(shards)
+
+        def ready() -> bool | None:
+            expected = range(self._routing_count) if wanted is None else wanted
+            live = [self._shards.get(shard) for shard in expected]
+            return True if all(connection and connection.ready for connection in live) else None
+
+        await self._wait(ready, timeout, f"a bot to connect and identify (shards {wanted or 'all'})")
+
+    async def wait_disconnected(self, timeout: float = 10, *, shards: Iterable[int] | None = None) -> None:
+        """Until no connection (or none of ``shards``) is left."""
+        wanted = None if shards is None else set(shards)
         await self._wait(
-            lambda: True if self._current and self._current.ready else None,
+            lambda: True if not (self._shards.keys() & (wanted or self._shards.keys())) else None,
+            timeout,
+            "the bot to disconnect",
+        )
+
+    async def _wait_connected(self, timeout: float = 10) -> None:
+        """Until some bot connection is ready (so its commands are synced), whichever its shard."""
+        await self._wait(
+            lambda: True if any(connection.ready for connection in self._shards.values()) else None,
             timeout,
             "a bot to connect and identify",
         )
 
-    async def wait_disconnected(self, timeout: float = 10) -> None:
-        await self._wait(lambda: True if self._current is None else None, timeout, "the bot to disconnect")
+    def _shard_of(self, guild_id: int | None) -> int:
+        """Discord's routing: a guild's events go to shard ``(guild_id >> 22) % shard_count``; events
+        with no guild (DMs) to shard 0."""
+        return 0 if guild_id is None else (guild_id >> 22) % self._routing_count
+
+    def _connection_for(self, guild_id: int | None) -> _Connection | None:
+        return self._shards.get(self._shard_of(guild_id))
 
     async def wait_for_message(
         self, predicate: Callable[[JSON], bool] = lambda m: True, *, timeout: float = 10
@@ -884,21 +948,29 @@ class FakeDiscord:
             merged.update({name: command for (name, _), command in self._command_scopes[scope].items()})
         return merged
 
-    def add_guild(self, name: str = "Other Guild", *, with_bot: bool = True) -> Guild:
+    def add_guild(
+        self, name: str = "Other Guild", *, with_bot: bool = True, shard: int | None = None
+    ) -> Guild:
         """Another guild with the bot in it (GUILD_CREATE reaches a connected bot, as when it joins),
         with its own channel, owner and member; ``add_member(guild=...)`` adds more. With
         ``with_bot=False`` a guild that never installed the app: the bot sees nothing of it (no events,
-        its channel unknown to REST) and its members reach the app only through their own install."""
-        guild = Guild(self._ids, self.bot_user_id, self._users, name, with_bot=with_bot)
+        its channel unknown to REST) and its members reach the app only through their own install.
+        ``shard`` picks its id so that it lands on that shard of ``shards`` (the fake's count)."""
+        guild_id = None if shard is None else self._ids.next_on_shard(shard, self.shard_count)
+        guild = Guild(self._ids, self.bot_user_id, self._users, name, with_bot=with_bot, guild_id=guild_id)
         if not with_bot:
             self.foreign_guilds[guild.id] = guild
             return guild
         self.guilds[guild.id] = guild
-        connection = self._current
+        connection = self._connection_for(guild.id)
         if connection is not None and connection.session is not None:
             members = bool(connection.session.intents & INTENT_MEMBERS)
-            self._dispatch_nowait("GUILD_CREATE", guild.payload(members=members), INTENT_GUILDS)
+            self._dispatch_nowait("GUILD_CREATE", guild.payload(members=members), INTENT_GUILDS, guild.id)
         return guild
+
+    def shard_of(self, guild: Guild | int | None) -> int:
+        """The shard this guild's events go to (0 for DMs), under the count the bot identified with."""
+        return self._shard_of(guild.id if isinstance(guild, Guild) else guild)
 
     def guild_of(self, channel_id: int) -> Guild | None:
         """The guild with the bot whose text channel this is; None for a DM (or a place without the bot)."""
@@ -933,7 +1005,7 @@ class FakeDiscord:
         role_id = guild.add_role(name, permissions)
         if guild.id in self.guilds:  # the bot hears only of its own servers
             event = {"guild_id": str(guild.id), "role": guild.roles[role_id]}
-            self._dispatch_nowait("GUILD_ROLE_CREATE", event, INTENT_GUILDS)
+            self._dispatch_nowait("GUILD_ROLE_CREATE", event, INTENT_GUILDS, guild.id)
         return role_id
 
     def add_member(
@@ -954,7 +1026,7 @@ class FakeDiscord:
         user_id = guild.add_member(user_id or guild.add_user(name), [*(roles or []), *own])
         if guild.id in self.guilds:
             event = {"guild_id": str(guild.id), **guild.members[user_id]}
-            self._dispatch_nowait("GUILD_MEMBER_ADD", event, INTENT_MEMBERS)
+            self._dispatch_nowait("GUILD_MEMBER_ADD", event, INTENT_MEMBERS, guild.id)
         return user_id
 
     def add_cdn_file(self, data: bytes, filename: str, content_type: str | None = "auto") -> JSON:
@@ -1232,7 +1304,7 @@ class FakeDiscord:
         if "bot" not in request.params:
             return {"url": self.gateway_url}
         limit = {"total": 1000, "remaining": 999, "reset_after": 86_400_000, "max_concurrency": 1}
-        return {"url": self.gateway_url, "shards": 1, "session_start_limit": limit}
+        return {"url": self.gateway_url, "shards": self.shard_count, "session_start_limit": limit}
 
     async def _commands(self, request: _Request) -> list[JSON]:
         """Bulk overwrite (what ``tree.sync`` does) and list, global or for the fake guild."""
@@ -1668,8 +1740,7 @@ class FakeDiscord:
                 await self._on_gateway_frame(connection, op, data)
         finally:
             self._connections.discard(connection)
-            if self._current is connection:
-                self._current = None
+            self._forget(connection)
             await connection.stop()
             self._bump()
         return ws
@@ -1684,7 +1755,8 @@ class FakeDiscord:
             if session is None or data.get("token") != self.token:
                 connection.send({"op": 9, "d": False})
                 return
-            connection.session, self._current = session, connection
+            connection.session = session
+            self._shards[session.shard_id] = connection
             await connection.dispatch("RESUMED", {})
             connection.ready = True
             self._bump()
@@ -1712,13 +1784,22 @@ class FakeDiscord:
             await connection.ws.close(code=4014, message=b"Disallowed intent(s).")
             return
         session = _Session(intents, data.get("shard"))
+        live = {other.session.shard_count for other in self._shards.values() if other.session}
+        if not 0 <= session.shard_id < session.shard_count or live - {session.shard_count}:
+            await connection.ws.close(code=4010, message=b"Invalid shard.")
+            return
         self._sessions[session.id] = session
-        connection.session, self._current = session, connection
+        self._routing_count = session.shard_count
+        connection.session = session
+        self._shards[session.shard_id] = connection
         self.identifies += 1
+        self.identified_shards.append((session.shard_id, session.shard_count))
+        # Only this shard's guilds, in READY and then as GUILD_CREATE.
+        guilds = [guild for guild in self.guilds.values() if self._shard_of(guild.id) == session.shard_id]
         ready = {
             "v": 10,
             "user": self._bot_user(),
-            "guilds": [{"id": str(guild_id), "unavailable": True} for guild_id in self.guilds],
+            "guilds": [{"id": str(guild.id), "unavailable": True} for guild in guilds],
             "session_id": session.id,
             "session_type": "normal",
             "resume_gateway_url": self.gateway_url,  # discord.py resumes wherever this points
@@ -1730,14 +1811,23 @@ class FakeDiscord:
             **({"shard": session.shard} if session.shard else {}),
         }
         connection.dispatch("READY", ready)
-        for guild in list(self.guilds.values()):
+        for guild in guilds:
             await connection.dispatch("GUILD_CREATE", guild.payload(members=bool(intents & INTENT_MEMBERS)))
         connection.ready = True
         self._bump()
 
-    def _dispatch_nowait(self, event: str, data: JSON, intent: int = 0) -> asyncio.Future[bool] | None:
-        """Queue an event for the current bot connection, if any and if its intents ask for it."""
-        connection = self._current
+    def _forget(self, connection: _Connection) -> None:
+        """A closed connection no longer receives its shard's events."""
+        for shard, holder in list(self._shards.items()):
+            if holder is connection:
+                del self._shards[shard]
+
+    def _dispatch_nowait(
+        self, event: str, data: JSON, intent: int = 0, guild_id: int | None = None
+    ) -> asyncio.Future[bool] | None:
+        """Queue an event for the connection of the guild's shard (shard 0 without a guild), if any
+        and if its intents ask for it."""
+        connection = self._connection_for(guild_id)
         if (
             connection is None
             or connection.session is None
@@ -1760,22 +1850,26 @@ class FakeDiscord:
             data["guild_id"] = str(guild.id)
             if author in guild.members:
                 data["member"] = {k: v for k, v in guild.members[author].items() if k != "user"}
-        session = self._current.session if self._current else None
+        connection = self._connection_for(guild.id if guild is not None else None)
+        session = connection.session if connection else None
         mentioned = any(int(user["id"]) == self.bot_user_id for user in message.get("mentions", []))
         blank = session and not session.intents & INTENT_MESSAGE_CONTENT and "author" in message
         if blank and in_guild and author != self.bot_user_id and not mentioned:
             data |= {"content": "", "embeds": [], "attachments": [], "components": []}
         future = self._dispatch_nowait(
-            event, data, INTENT_GUILD_MESSAGES if in_guild else INTENT_DIRECT_MESSAGES
+            event,
+            data,
+            INTENT_GUILD_MESSAGES if in_guild else INTENT_DIRECT_MESSAGES,
+            guild.id if guild is not None else None,
         )
         if future is not None:
             await future
 
-    async def disconnect_gateway(self, code: int = 4000) -> None:
-        """Close the bot's websocket; discord.py reconnects and RESUMEs (``wait_ready()`` waits for that)."""
-        connection = self._current
-        assert connection is not None, "fake discord: no bot is connected"
-        self._current = None
+    async def disconnect_gateway(self, code: int = 4000, *, shard: int = 0) -> None:
+        """Close the bot's websocket (of one shard); discord.py reconnects and RESUMEs (``wait_ready()``
+        waits for that)."""
+        connection = self._shards.pop(shard, None)
+        assert connection is not None, f"fake discord: no bot is connected on shard {shard}"
         await connection.ws.close(code=code)
 
     # -------------------------------------------------------------------------------------- injecting interactions
@@ -1826,20 +1920,21 @@ class FakeDiscord:
         }
         self.interactions.append(interaction)
         self._by_token[interaction.token] = interaction
+        place = self.guild_of(channel_id) or self._foreign_guild_of(channel_id)
         give_up = time.monotonic() + 10
         while True:
+            shard = self._shard_of(place.id if place is not None else None)
             try:
-                await self.wait_ready(timeout=max(0.0, give_up - time.monotonic()))
+                await self.wait_ready(timeout=max(0.0, give_up - time.monotonic()), shards=[shard])
             except TimeoutError:
                 self.interactions.remove(interaction)
                 raise
-            connection = self._current
-            assert connection is not None
+            connection = self._shards[shard]
             interaction.sent_at = time.monotonic()
             if await connection.dispatch("INTERACTION_CREATE", payload):
+                interaction.shard = shard
                 break
-            if self._current is connection:  # its socket is gone: wait for the bot to come back
-                self._current = None
+            self._forget(connection)  # its socket is gone: wait for the bot to come back
         self._bump()
         return interaction
 
@@ -1959,7 +2054,7 @@ class FakeDiscord:
         answers land too; ``in_guild`` in another guild's channel (``add_guild()``, with the bot or
         not); ``channel`` in a group DM."""
         dm = bool(dm)
-        await self.wait_ready(timeout=10)
+        await self._wait_connected()
         if isinstance(in_guild, int):
             in_guild = self.guilds.get(in_guild) or self.foreign_guilds[in_guild]
         guild = None if dm or channel is not None else in_guild or self._guild
@@ -1990,7 +2085,7 @@ class FakeDiscord:
     ) -> Interaction:
         """An autocomplete request (type 4) while typing option ``focused``; the bot answers with type 8."""
         dm = bool(dm)
-        await self.wait_ready(timeout=10)
+        await self._wait_connected()
         channel_id = self.dm_channel_id(user) if dm else self.channel_id
         user_id = user if user is not None else self.member_id
         command, data, owners = self._command(name, 1, user_id=user_id, channel_id=channel_id)
@@ -2073,7 +2168,7 @@ class FakeDiscord:
     async def message_command(self, name: str, target: JSON, *, user: int | None = None) -> Interaction:
         """A message context menu command on ``target`` (a bot or ``post_message()`` message), used where
         the target is: in a guild, in a DM with the bot, or in a group DM."""
-        await self.wait_ready(timeout=10)
+        await self._wait_connected()
         current = self._current_message(target)
         channel_id, user_id = int(current["channel_id"]), user if user is not None else self.member_id
         _, data, owners = self._command(name, 3, user_id=user_id, channel_id=channel_id)

@@ -574,3 +574,62 @@ async def test_a_message_pings_whom_its_allowed_mentions_let_through(fake: FakeD
         [],
         False,
     )
+
+
+@contextlib.asynccontextmanager
+async def sharded_clients(
+    fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch, *shard_ids: list[int] | None
+) -> AsyncIterator[list[discord.AutoShardedClient]]:
+    """discord.py's own AutoShardedClients, one per list of shards (None: as many as /gateway/bot says)."""
+    monkeypatch.setattr(discord.http.Route, "BASE", fake.api_base)
+    monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(fake.gateway_url))
+    intents = discord.Intents.none() | discord.Intents(guilds=True)
+    clients = [
+        discord.AutoShardedClient(intents=intents)
+        if ids is None
+        else discord.AutoShardedClient(intents=intents, shard_count=fake.shard_count, shard_ids=ids)
+        for ids in shard_ids
+    ]
+    tasks = []
+    try:
+        for client in clients:
+            await client.login(fake.token)
+            tasks.append(asyncio.create_task(client.connect()))
+        # discord.py waits 5 s between two IDENTIFYs of one process, as Discord asks.
+        await fake.wait_ready(timeout=30)
+        async with asyncio.timeout(10):
+            for client in clients:
+                await client.wait_until_ready()
+        yield clients
+    finally:
+        for client in clients:
+            await client.close()
+        async with asyncio.timeout(10):
+            await asyncio.gather(*tasks)
+    assert not fake.internal_errors
+
+
+async def test_each_shard_gets_only_its_guilds(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with FakeDiscord(shards=2) as fake:
+        second, third = fake.add_guild("Second", shard=1), fake.add_guild("Third", shard=0)
+        assert [fake.shard_of(guild) for guild in (fake.guild_id, second, third)] == [0, 1, 0]
+        async with sharded_clients(fake, monkeypatch, [0], [1]) as (first_half, second_half):
+            assert {guild.id for guild in first_half.guilds} == {fake.guild_id, third.id}
+            assert {guild.id for guild in second_half.guilds} == {second.id}
+            assert sorted(fake.identified_shards) == [(0, 2), (1, 2)]
+            # discord.py names a GUILD_CREATE that says `unavailable: false` "guild_available".
+            joined = asyncio.ensure_future(second_half.wait_for("guild_available", timeout=10))
+            late = fake.add_guild("Joined later", shard=1)  # GUILD_CREATE only where it belongs
+            assert (await joined).id == late.id
+            assert first_half.get_guild(late.id) is None
+
+
+async def test_a_bot_without_a_count_runs_as_many_shards_as_gateway_bot_recommends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with FakeDiscord(shards=2) as fake:
+        other = fake.add_guild("On 1", shard=1)
+        async with sharded_clients(fake, monkeypatch, None) as (client,):
+            assert client.shard_count == 2
+            assert sorted(fake.identified_shards) == [(0, 2), (1, 2)]
+            assert {guild.id for guild in client.guilds} == {fake.guild_id, other.id}

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from bot.credits import CreditService
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.backends import open_db
+from storage.store import open_db
 from tests.fakes.discord import FakeDiscord
 from tests.reliability.store import Store, read_rows
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from bot.edits import EditOptions, JobKind
 from bot.jobs.access import Act, Actor, ActRefused, JobHidden, check, visible
 from storage.jobs import Job, JobState
 
@@ -21,10 +22,10 @@ JOB = Job(
     user_id=OWNER,
     parent_id=None,
     parent_output=None,
-    kind="edit",
+    kind=JobKind.EDIT,
     state=JobState.DONE,
     prompt="p",
-    options={},
+    options=EditOptions(),
     inputs=[],
     mask=None,
     provider=None,
@@ -47,7 +48,7 @@ JOB = Job(
     completed_at=None,
     notified_at=None,
 )
-PRIVATE = replace(JOB, options={"private": True})
+PRIVATE = replace(JOB, options=EditOptions(private=True))
 DM_JOB = replace(JOB, guild_id=None)
 
 requester = Actor(OWNER, SERVER)

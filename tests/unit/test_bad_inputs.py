@@ -21,8 +21,8 @@ from PIL import ExifTags, Image, ImageCms
 from bot.pictures.images import ImageProblem, fit_under, inspect, normalize
 from bot.pictures.masks import EVERYTHING_CHANGES, NOTHING_TO_CHANGE, mask_problem, to_alpha_mask, to_bw_mask
 from bot.pictures.validation import AttachmentFacts, attachment_problem, clean_prompt, prompt_problem
-from cogs.buttons import MODAL_PROMPT_MAX
 from cogs.edit import SLASH_PROMPT_MAX
+from cogs.forms import MODAL_PROMPT_MAX
 from cogs.render import quote_prompt
 from tests.data.make_corpus import (
     HOLE,

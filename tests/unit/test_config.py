@@ -221,3 +221,66 @@ def test_check_config_shows_the_image_memory(tmp_path: Path, capsys: pytest.Capt
     path = write(tmp_path, VALID + "\n[editing]\nimage_memory_mb = 250\n")
     assert main(["--config", str(path), "check-config"]) == 0
     assert "editing.image_memory_mb: 250" in capsys.readouterr().out
+
+
+def problems_of(tmp_path: Path, discord_keys: str) -> dict[str, str]:
+    path = write(tmp_path, VALID.replace("[discord]\n", f"[discord]\n{discord_keys}\n"))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    return dict(caught.value.problems)
+
+
+def test_shards_are_read_from_the_file_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(write(tmp_path, VALID.replace("[discord]\n", "[discord]\nshard_count = 4\n")))
+    assert (settings.discord.shard_count, settings.discord.shard_ids) == (4, None)
+    monkeypatch.setenv("RETOUCH_DISCORD__SHARD_IDS", "[3, 0]")
+    settings = load_settings(write(tmp_path, VALID.replace("[discord]\n", "[discord]\nshard_count = 4\n")))
+    assert settings.discord.shard_ids == [0, 3]
+    monkeypatch.delenv("RETOUCH_DISCORD__SHARD_IDS")
+    assert load_settings(write(tmp_path, VALID)).discord.shard_count is None
+
+
+@pytest.mark.parametrize(
+    ("keys", "key", "words"),
+    [
+        ("shard_ids = [0]", "discord.shard_ids", "needs discord.shard_count"),
+        (
+            "shard_count = 2\nshard_ids = [1, 2, 5]",
+            "discord.shard_ids",
+            "from 0 to 1 (discord.shard_count is 2); 2, 5",
+        ),
+        ("shard_count = 2\nshard_ids = [-1]", "discord.shard_ids", "-1 is not one"),
+        ("shard_count = 2\nshard_ids = [1, 1]", "discord.shard_ids", "names a shard twice"),
+        ("shard_count = 2\nshard_ids = []", "discord.shard_ids", "is empty"),
+        ("shard_count = 0", "discord.shard_count", "greater than or equal to 1"),
+    ],
+)
+def test_wrong_shards_are_named_with_their_key(tmp_path: Path, keys: str, key: str, words: str) -> None:
+    problems = problems_of(tmp_path, keys)
+    assert list(problems) == [key]
+    assert words in problems[key]
+
+
+def test_shard_ids_say_how_to_set_them_from_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("[discord]\n", "[discord]\nshard_ids = [0]\n"))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert "RETOUCH_DISCORD__SHARD_IDS" in caught.value.render()
+
+
+@pytest.mark.parametrize(
+    ("keys", "shown"),
+    [
+        ("", "discord.shards: off (one gateway connection)"),
+        ("shard_count = 3", "discord.shards: all 3 in this process"),
+        ("shard_count = 3\nshard_ids = [2, 0]", "discord.shards: 0, 2 of 3"),
+    ],
+)
+def test_check_config_shows_the_shards(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], keys: str, shown: str
+) -> None:
+    path = write(tmp_path, VALID.replace("[discord]\n", f"[discord]\n{keys}\n"))
+    assert main(["--config", str(path), "check-config"]) == 0
+    assert shown in capsys.readouterr().out

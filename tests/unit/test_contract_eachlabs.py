@@ -34,8 +34,8 @@ from bot.providers.settings import EachlabsSettings, ProvidersSettings
 from bot.runtime.config import WebSettings
 from bot.runtime.metrics import Metrics
 from bot.web.server import Callbacks, Exposition, Health, build_app, callback_hosts
-from storage.backends import open_db
 from storage.jobs import JobRepository
+from storage.store import open_db
 from tests.fakes.eachlabs import KNOWN_MODEL, FakeEachlabs
 
 # https://docs.eachlabs.ai/api/predictions/create-prediction ("Response")

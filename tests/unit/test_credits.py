@@ -20,11 +20,12 @@ from bot.credits import (
     MemberBlocked,
     period_bounds,
 )
+from bot.edits import EditOptions
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.backends import open_db
 from storage.db import Database, Row
 from storage.jobs import JobRepository, NewJob
 from storage.ledger import EntryKind
+from storage.store import open_db
 from tests.sql import run_many, run_sql
 
 # A Wednesday, mid-month.
@@ -52,7 +53,9 @@ class Harness:
 
     async def job(self, user_id: int = U, guild_id: int = G) -> int:
         job = await JobRepository(self.db).insert(
-            NewJob(guild_id=guild_id, channel_id=2, user_id=user_id, prompt="p", options={}, inputs=[])
+            NewJob(
+                guild_id=guild_id, channel_id=2, user_id=user_id, prompt="p", options=EditOptions(), inputs=[]
+            )
         )
         return job.id
 
@@ -432,7 +435,7 @@ async def test_reserve_joins_the_callers_transaction(h: Harness) -> None:
     with pytest.raises(InsufficientCredits):
         async with h.db.transaction():
             job = await jobs.insert(
-                NewJob(guild_id=G, channel_id=2, user_id=U, prompt="p", options={}, inputs=[])
+                NewJob(guild_id=G, channel_id=2, user_id=U, prompt="p", options=EditOptions(), inputs=[])
             )
             await h.service.reserve(
                 guild_id=G, user_id=U, role_ids=(), job_id=job.id, estimate=Estimate(51, 0)
@@ -440,7 +443,7 @@ async def test_reserve_joins_the_callers_transaction(h: Harness) -> None:
     assert await h.rows("SELECT id FROM jobs") == []
     async with h.db.transaction():
         job = await jobs.insert(
-            NewJob(guild_id=G, channel_id=2, user_id=U, prompt="p", options={}, inputs=[])
+            NewJob(guild_id=G, channel_id=2, user_id=U, prompt="p", options=EditOptions(), inputs=[])
         )
         await h.service.reserve(guild_id=G, user_id=U, role_ids=(), job_id=job.id, estimate=Estimate(20, 0))
     assert (await h.service.balance(G, U)).reserved == 20

@@ -36,11 +36,12 @@ from bot.credits import (
     Spend,
     period_bounds,
 )
+from bot.edits import EditOptions
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.backends import open_db
-from storage.db import Database, StoreUrl
+from storage.db import Database
 from storage.jobs import JobRepository, NewJob
 from storage.ledger import EntryKind, LedgerRepository
+from storage.store import StoreUrl, open_db
 from tests.sql import empty
 
 T = TypeVar("T")
@@ -268,7 +269,14 @@ class CreditMachine(RuleBasedStateMachine):
         guild, user = member
         job = self.run(
             JobRepository(self.db).insert(
-                NewJob(guild_id=guild or None, channel_id=5, user_id=user, prompt="p", options={}, inputs=[])
+                NewJob(
+                    guild_id=guild or None,
+                    channel_id=5,
+                    user_id=user,
+                    prompt="p",
+                    options=EditOptions(),
+                    inputs=[],
+                )
             )
         )
         roles = sorted(self.members[member].roles)

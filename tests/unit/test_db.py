@@ -3,16 +3,21 @@ database; transactions that leave nothing behind when they fail."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from pathlib import Path
 
 import aiosqlite
 import pytest
 
+from bot.edits import EditOptions
 from storage import postgres, sqlite
-from storage.backends import migrate_store, open_db
-from storage.db import Database, SchemaTooNew, StoreUrl
+from storage.db import Database, SchemaTooNew
 from storage.sqlite import open_sqlite, schema_version
+from storage.store import StoreUrl, migrate_store, open_db
 from tests.sql import run_sql
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def latest_version(dialect: str) -> int:
@@ -123,6 +128,34 @@ async def _read_while_another_task_writes(db: Database) -> None:
     # Inside its own transaction a task still reads what it wrote.
     async with db.transaction():
         job = await repo.insert(
-            NewJob(guild_id=1, channel_id=2, user_id=3, prompt="p", options={}, inputs=[])
+            NewJob(guild_id=1, channel_id=2, user_id=3, prompt="p", options=EditOptions(), inputs=[])
         )
         assert await repo.get(job.id) is not None
+
+
+async def test_processes_opening_a_new_file_at_once_all_start(tmp_path: Path) -> None:
+    """Several processes sharing one new database each migrate it on start; without taking
+    turns, two apply the first migration and one fails on a table the other just made."""
+    opener = "import asyncio, sys\nfrom storage.sqlite import open_sqlite\n" + (
+        "async def main():\n    db = await open_sqlite(sys.argv[1])\n    await db.close()\nasyncio.run(main())\n"
+    )
+    for attempt in range(4):
+        path = tmp_path / f"r{attempt}.db"
+        processes = [
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-c", opener, str(path), stderr=asyncio.subprocess.PIPE, cwd=ROOT
+            )
+            for _ in range(8)
+        ]
+        outcomes = [
+            (await process.wait(), (await process.stderr.read()).decode())
+            for process in processes
+            if process.stderr
+        ]
+        assert [code for code, _ in outcomes] == [0] * 8, [err for code, err in outcomes if code]
+        db = await open_sqlite(path)
+        try:
+            row = await db.fetch_one("PRAGMA user_version")
+            assert row is not None and row[0] == sqlite.latest_version()
+        finally:
+            await db.close()

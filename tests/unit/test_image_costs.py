@@ -45,6 +45,13 @@ CHILD = textwrap.dedent(
     palette = encode(palette, "PNG")
     webp = encode(Image.merge("RGBA", (grey, grey, grey, grey)), "WEBP", quality=50, method=0)
     rgba = encode(Image.merge("RGBA", (grey, noise, grey, grey)).resize((800, 500)), "PNG")
+    grain = Image.effect_noise(SIZE, 8).point(lambda v: v // 4)
+    photo = Image.merge("RGB", (grey, Image.radial_gradient("L").resize(SIZE), grain))
+    # Limits that keep every pixel at quality 96, and that just miss at 84, so that the picture
+    # must shrink by as little as fitting ever shrinks it: the most it holds.
+    fits = len(encode(photo, "JPEG", quality=96, subsampling=0)) + 1000
+    misses = len(encode(photo, "JPEG", quality=84, subsampling=0)) - 1
+    photo = encode(photo, "PNG")
     cases = {
         "normalize 16-bit grey PNG": (image_costs.normalize_cost, images.normalize, (grey16,)),
         "normalize turned CMYK JPEG": (image_costs.normalize_cost, images.normalize, (cmyk,)),
@@ -53,8 +60,10 @@ CHILD = textwrap.dedent(
         "black-and-white mask from 16-bit grey": (image_costs.bw_mask_cost, masks.to_bw_mask, (grey16, SIZE)),
         "alpha mask from a palette PNG": (image_costs.alpha_mask_cost, masks.to_alpha_mask, (palette, SIZE)),
         "fit an RGBA result": (image_costs.fit_cost, images.fit_under, (rgba, len(rgba) // 4)),
+        "fit an RGB result as a JPEG": (image_costs.fit_cost, images.fit_under, (photo, fits)),
+        "fit an RGB result that must shrink": (image_costs.fit_cost, images.fit_under, (photo, misses)),
     }
-    del grey, noise
+    del grey, noise, grain
     for name, (estimate, work, args) in cases.items():
         cost = estimate(*args)
         gc.collect()
@@ -73,7 +82,7 @@ def test_each_estimate_covers_what_the_work_really_holds() -> None:
     )
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
-    assert len(rows) == 7
+    assert len(rows) == 9
     for row in rows:
         held, estimate = row["held"], row["estimate"]
         assert held <= estimate, f"{row['case']}: held {held / 1e6:.0f} MB, estimated {estimate / 1e6:.0f} MB"

@@ -13,17 +13,19 @@ import pytest
 from pydantic import SecretStr
 
 from bot.credits import CreditService, Estimate
-from bot.edits import EditOptions, EditOrder, InputImage, Progress, Receipt, ResultFile
+from bot.edits import EditOptions, EditOrder, InputImage, JobKind, Progress, Receipt, ResultFile
 from bot.jobs import JobService, JobSettings
 from bot.pictures.files import FileStore
 from bot.pictures.sizes import RESOLUTIONS
 from bot.providers.base import Provider
 from bot.providers.fal import FalProvider
-from bot.providers.runflow import RunflowProvider
-from bot.providers.settings import FalSettings, HostSettings, RunflowSettings
+from bot.providers.settings import FalSettings, HostSettings
+from bot.runtime.clock import SYSTEM_CLOCK, Clock
 from bot.runtime.config import BudgetSettings, CreditsSettings
-from storage.backends import open_db
+from bot.runtime.metrics import Metrics
+from storage.db import Database
 from storage.jobs import Job, JobRepository, JobState, NewJob
+from storage.store import open_db
 from tests.conftest import StaticFiles
 from tests.fakes.fal import FakeFal
 from tests.fakes.runflow import FakeRunflow, expected_output_image
@@ -58,12 +60,20 @@ class RecordingDelivery:
 
 class Harness:
     def __init__(
-        self, service: JobService, repo: JobRepository, delivery: RecordingDelivery, credits: CreditService
+        self,
+        service: JobService,
+        repo: JobRepository,
+        delivery: RecordingDelivery,
+        credits: CreditService,
+        db: Database,
+        metrics: Metrics,
     ) -> None:
+        self.db = db
         self.service = service
         self.repo = repo
         self.delivery = delivery
         self.credits = credits
+        self.metrics = metrics
 
     async def submit(self, order: EditOrder) -> Job:
         return await self.service.submit(order, self.service.estimate(order.options))
@@ -79,11 +89,16 @@ async def running(
     max_per_member: int = 3,
     max_per_server: int = 20,
     max_stored_bytes: int | None = None,
+    lease_owner: str = "this process",
+    lease_seconds: float = 30,
+    clock: Clock = SYSTEM_CLOCK,
     store_url: str | None = None,
 ) -> AsyncIterator[Harness]:
-    """A started JobService on a real store (a SQLite file unless `store_url` says otherwise),
-    editing at the host `make` builds."""
+    """A started JobService on a real store (a SQLite file unless `store_url` names another),
+    editing at the host `make` builds; several in one `tmp_path` (or on one `store_url`) are
+    processes sharing one database, each with its own connection."""
     db = await open_db(store_url or tmp_path / "r.db")
+    metrics = Metrics()
     async with aiohttp.ClientSession() as session:
         repo = JobRepository(db)
         credits = CreditService(db, credit_settings or CreditsSettings(), BudgetSettings())
@@ -96,27 +111,24 @@ async def running(
                 poll_interval=0.02,
                 poll_interval_max=0.05,
                 deadline=30,
+                lease_owner=lease_owner,
+                lease_seconds=lease_seconds,
             ),
             repo=repo,
             provider=make(settings, session),
             credits=credits,
             files=FileStore(tmp_path / "files", max_bytes=max_stored_bytes, in_use=repo.in_use),
             session=session,
+            metrics=metrics,
+            clock=clock,
         )
         delivery = RecordingDelivery()
         await service.start(delivery)
         try:
-            yield Harness(service, repo, delivery, credits)
+            yield Harness(service, repo, delivery, credits, db, metrics)
         finally:
             await service.stop()
     await db.close()
-
-
-@pytest.fixture
-async def harness(tmp_path: Path, store_url: str, runflow: FakeRunflow) -> AsyncIterator[Harness]:
-    settings = RunflowSettings(api_key=SecretStr(runflow.api_key), base_url=runflow.base_url)
-    async with running(tmp_path, settings, RunflowProvider, store_url=store_url) as started:
-        yield started
 
 
 @pytest.fixture
@@ -187,10 +199,12 @@ async def test_a_parent_this_database_never_had_is_dropped_not_fatal(
 ) -> None:
     url = static_files.add("a.png", png())
     first = await harness.submit(order(url))
-    unknown = replace(order(url), kind="refine", parent_id=first.id + 100, parent_output=0)
+    unknown = replace(order(url), kind=JobKind.REFINE, parent_id=first.id + 100, parent_output=0)
     second = await harness.submit(unknown)
     assert (second.parent_id, second.parent_output) == (None, None)
-    known = await harness.submit(replace(order(url), kind="refine", parent_id=first.id, parent_output=0))
+    known = await harness.submit(
+        replace(order(url), kind=JobKind.REFINE, parent_id=first.id, parent_output=0)
+    )
     assert known.parent_id == first.id
     for job in (first, second, known):
         assert (await harness.service.wait_settled(job.id)).state is JobState.DONE
@@ -265,7 +279,7 @@ async def test_an_edit_the_member_cannot_afford_leaves_no_job(
 async def test_recovery_settles_a_job_that_finished_without_its_ledger_entry(harness: Harness) -> None:
     # A job that reached a final state, and a crash before its credits were released.
     job = await harness.repo.insert(
-        NewJob(guild_id=1, channel_id=2, user_id=3, prompt="p", options={}, inputs=[])
+        NewJob(guild_id=1, channel_id=2, user_id=3, prompt="p", options=EditOptions(), inputs=[])
     )
     estimate = Estimate(credits=14, usd_micros=133_000, images=1)
     await harness.credits.reserve(guild_id=1, user_id=3, role_ids=[], job_id=job.id, estimate=estimate)

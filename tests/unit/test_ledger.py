@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from bot.edits import EditOptions
 from storage.db import Database, Row, database_errors, ts
 from storage.jobs import JobRepository, NewJob
 from storage.ledger import EntryKind, Hold, LedgerRepository, NewEntry
@@ -18,7 +19,7 @@ T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 
 async def new_job(db: Database, user_id: int = 10, guild_id: int = 1) -> int:
     job = await JobRepository(db).insert(
-        NewJob(guild_id=guild_id, channel_id=2, user_id=user_id, prompt="p", options={}, inputs=[])
+        NewJob(guild_id=guild_id, channel_id=2, user_id=user_id, prompt="p", options=EditOptions(), inputs=[])
     )
     return job.id
 

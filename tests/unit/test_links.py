@@ -21,6 +21,16 @@ def test_a_link_is_valid_until_it_expires_and_cannot_be_altered() -> None:
     )
 
 
+def test_every_process_of_a_bot_honours_the_links_another_signed() -> None:
+    """A host may fetch an input from whichever process its request reaches."""
+    signer, checker = (FileLinks.for_bot("https://bot.example", "bot-token") for _ in range(2))
+    url = signer.url_for(7, "input-0.png", ttl=60, now=1000.0)
+    signature = url.rsplit("sig=", 1)[1]
+    assert checker.valid(7, "input-0.png", "1060", signature, now=1001)
+    other_bot = FileLinks.for_bot("https://bot.example", "another-token")
+    assert not other_bot.valid(7, "input-0.png", "1060", signature, now=1001)
+
+
 def test_only_kept_inputs_can_be_linked() -> None:
     links = FileLinks("https://bot.example")
     for name in ("../retouch.db", "output-0.png", "input-0.png/../../x", "input-0.exe"):

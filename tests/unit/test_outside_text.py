@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from bot.edits import EditOptions, JobKind
 from bot.pictures.validation import AttachmentFacts, attachment_problem
 from cogs import render
 from storage.guilds import AuditEntry
@@ -28,10 +29,10 @@ def a_job(**changes: object) -> Job:
         "user_id": 987654321098765432,
         "parent_id": None,
         "parent_output": None,
-        "kind": "edit",
+        "kind": JobKind.EDIT,
         "state": JobState.FAILED,
         "prompt": "make it blue",
-        "options": {"quality": "high", "count": 1},
+        "options": EditOptions(quality="high", count=1),
         "inputs": [],
         "mask": None,
         "provider": "runflow",

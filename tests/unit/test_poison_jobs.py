@@ -17,7 +17,7 @@ import pytest
 from pydantic import SecretStr
 
 from bot.credits import Estimate
-from bot.edits import STORAGE_FULL
+from bot.edits import STORAGE_FULL, EditOptions
 from bot.jobs import MAX_STARTS
 from bot.jobs.inputs import url_expired
 from bot.pictures import files
@@ -120,7 +120,7 @@ async def test_a_submit_interrupted_max_starts_times_is_not_sent_again(
             channel_id=2,
             user_id=3,
             prompt="p",
-            options={},
+            options=EditOptions(),
             inputs=[image.to_dict() for image in order(url).images],
         )
     )

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from storage.backends import open_db
-from storage.db import StoreUnavailable, StoreUrl
+from storage.db import StoreUnavailable
 from storage.postgres import PostgresDatabase, numbered
 from storage.sqlite import SqliteDatabase
+from storage.store import StoreUrl, open_db
 from tests.postgres import PgServer, free_port
 
 

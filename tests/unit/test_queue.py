@@ -1,39 +1,149 @@
-"""The fair line: members take turns, whatever order their jobs arrived in."""
+"""The fair line in the jobs table: members take turns, whatever order their jobs arrived in,
+and two processes sharing the database (each with its own connection) serve one line."""
 
 from __future__ import annotations
 
-from bot.jobs.queue import FairQueue
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.jobs.leases import Leases
+from bot.jobs.queue import Line
+from bot.runtime.clock import SYSTEM_CLOCK
+from bot.runtime.metrics import Metrics
+from storage.claims import ClaimRepository
+from storage.db import Database
+from storage.job_model import EditOptions
+from storage.jobs import JobRepository, JobState, NewJob
+from storage.store import open_db
 
 
-async def test_round_robin_across_members() -> None:
-    queue = FairQueue()
-    for job in (1, 2, 3, 4):
-        await queue.put(100, job)
-    await queue.put(200, 5)
-    await queue.put(300, 6)
-    assert queue.order() == [1, 5, 6, 2, 3, 4]
-    served = [await queue.get() for _ in range(6)]
+class Process:
+    """One process's view of the shared line: its own connection, lease name and clock."""
+
+    def __init__(self, db: Database, owner: str, *, max_in_flight: int = 100, ahead: float = 0.0) -> None:
+        self.db = db
+        self.repo = JobRepository(db)
+        self.ahead = ahead
+        self.metrics = Metrics()
+        claims = ClaimRepository(db)
+        self.leases = Leases(claims, owner=owner, seconds=30, clock=self, metrics=self.metrics)
+        self.line = Line(claims, self.leases, self.metrics, max_in_flight=max_in_flight)
+
+    def now(self) -> datetime:
+        """This process's clock, `ahead` of the real time."""
+        return SYSTEM_CLOCK.now() + timedelta(seconds=self.ahead)
+
+    def monotonic(self) -> float:
+        return SYSTEM_CLOCK.monotonic()
+
+    async def put(self, user_id: int) -> int:
+        job = await self.repo.insert(
+            NewJob(guild_id=1, channel_id=2, user_id=user_id, prompt="p", options=EditOptions(), inputs=[])
+        )
+        return job.id
+
+    async def taken(self, count: int) -> list[int]:
+        return [(await self.line.take()).id for _ in range(count)]
+
+
+@pytest.fixture
+async def databases(tmp_path: Path) -> AsyncIterator[tuple[Database, Database]]:
+    first = await open_db(tmp_path / "shared.db")
+    second = await open_db(tmp_path / "shared.db")
+    yield first, second
+    await second.close()
+    await first.close()
+
+
+@pytest.fixture
+async def one(databases: tuple[Database, Database]) -> Process:
+    return Process(databases[0], "one")
+
+
+async def test_round_robin_across_members(one: Process) -> None:
+    for _ in range(4):
+        await one.put(100)
+    await one.put(200)
+    await one.put(300)
+    assert await one.line.order() == [1, 5, 6, 2, 3, 4]
+    served = await one.taken(6)
     assert served == [1, 5, 6, 2, 3, 4]
 
 
-async def test_position_and_remove() -> None:
-    queue = FairQueue()
-    await queue.put(1, 10)
-    await queue.put(1, 11)
-    await queue.put(2, 20)
-    assert queue.position(11) == 3
-    assert queue.remove(10)
-    assert not queue.remove(10)
-    assert queue.order() == [11, 20]
-    assert queue.position(99) is None
-    assert len(queue) == 2
+async def test_position_and_remove(one: Process) -> None:
+    first, second = await one.put(1), await one.put(1)
+    third = await one.put(2)
+    assert await one.line.position(second) == 3
+    # A job leaves the line when it leaves `queued` (a cancel), once.
+    assert await one.repo.move(first, [JobState.QUEUED], JobState.CANCELLED) is not None
+    assert await one.repo.move(first, [JobState.QUEUED], JobState.CANCELLED) is None
+    assert await one.line.order() == [second, third]
+    assert await one.line.position(99) is None
+    assert len(await one.line.order()) == 2
 
 
-async def test_order_matches_service_after_rotation() -> None:
-    queue = FairQueue()
-    for user, job in [(1, 1), (1, 2), (2, 3), (3, 4), (2, 5)]:
-        await queue.put(user, job)
-    first = await queue.get()
-    assert first == 1
-    predicted = queue.order()
-    assert [await queue.get() for _ in range(4)] == predicted
+async def test_order_matches_service_after_rotation(one: Process) -> None:
+    for user in (1, 1, 2, 3, 2):
+        await one.put(user)
+    first = await one.line.take()
+    assert first.id == 1
+    predicted = await one.line.order()
+    assert await one.taken(4) == predicted
+
+
+async def test_a_member_served_long_ago_joins_the_back_of_the_ring(one: Process) -> None:
+    early = await one.put(1)
+    assert await one.taken(1) == [early]
+    waiting = await one.put(2)
+    returning = await one.put(1)
+    assert await one.line.order() == [waiting, returning]
+
+
+async def test_two_processes_serve_one_line_each_job_once_in_turn(
+    databases: tuple[Database, Database],
+) -> None:
+    a, b = Process(databases[0], "a"), Process(databases[1], "b")
+    for user in (1, 1, 1, 1, 2, 2, 3, 4, 4, 4):
+        await (a if user % 2 else b).put(user)
+    predicted = await b.line.order()
+
+    served = await asyncio.gather(*(p.line.take() for p in (a, b) * 5))
+
+    assert sorted(job.id for job in served) == sorted(predicted)  # every job, none twice
+    by_claim = sorted(served, key=lambda job: (job.lease_until, job.id))
+    assert [job.id for job in by_claim] == predicted
+    assert {job.lease_owner for job in served} == {"a", "b"}
+    assert await a.line.claim() is None
+
+
+async def test_the_cap_on_edits_at_hosts_holds_across_processes(databases: tuple[Database, Database]) -> None:
+    a = Process(databases[0], "a", max_in_flight=2)
+    b = Process(databases[1], "b", max_in_flight=2)
+    for user in range(1, 6):
+        await a.put(user)
+
+    claimed = [job for job in await asyncio.gather(*(p.line.claim() for p in (a, b, a, b))) if job]
+
+    assert len(claimed) == 2
+    # One ends and hands back its claim: there is room for exactly one more, in either process.
+    done = claimed[0]
+    await a.repo.move(done.id, [JobState.QUEUED], JobState.DONE)
+    assert await b.line.claim() is not None
+    assert await a.line.claim() is None
+
+
+async def test_a_claim_whose_process_died_lapses_and_another_takes_the_job(
+    databases: tuple[Database, Database],
+) -> None:
+    a = Process(databases[0], "a")
+    job = await a.put(1)
+    assert (await a.line.take()).id == job  # then a dies before moving it on
+    b = Process(databases[1], "b")
+    assert await b.line.claim() is None  # a's lease still runs
+    b.ahead = a.leases.seconds + 1
+    taken = await b.line.claim()
+    assert taken is not None and (taken.id, taken.lease_owner) == (job, "b")

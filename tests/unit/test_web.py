@@ -30,8 +30,8 @@ from bot.web.server import (
     build_app,
     callback_hosts,
 )
-from storage.backends import open_db
 from storage.jobs import JobRepository
+from storage.store import open_db
 
 SECRET = "whsec_test"
 LIMITS = WebSettings(body_timeout=0.5, unverified_callbacks_per_minute=5)

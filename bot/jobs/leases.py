@@ -1,0 +1,109 @@
+"""This process's hold on the jobs it works on, so another process can tell when it died.
+
+A job's lease names the process working on it and when that claim lapses. The process renews
+all its leases together while it runs; when it stops on purpose it hands them back at once;
+when it dies they lapse, and every process's takeover (`Recovery.take_over`) finishes the job.
+A lease also lapses at once, without waiting for its end, when it names a process on this
+machine that is no longer running, or names this very process at its start (a restart that
+kept its name, as the first process in a container does): such a holder can never renew it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from datetime import datetime, timedelta
+
+from bot.runtime.clock import Clock
+from bot.runtime.metrics import Metrics
+from storage.claims import ClaimRepository
+from storage.db import database_errors
+from storage.jobs import Job
+
+log = logging.getLogger(__name__)
+
+
+def process_name() -> str:
+    """A lease name unique to this running process: its machine and its process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _gone(owner: str) -> bool:
+    """Whether `owner` names a process on this machine that is no longer running."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # it exists, under another user
+    return False
+
+
+class Leases:
+    def __init__(
+        self, claims: ClaimRepository, *, owner: str, seconds: float, clock: Clock, metrics: Metrics
+    ) -> None:
+        self.owner = owner
+        self.seconds = seconds
+        self.clock = clock
+        self._claims = claims
+        self._metrics = metrics
+
+    @property
+    def length(self) -> timedelta:
+        return timedelta(seconds=self.seconds)
+
+    def until(self) -> datetime:
+        return self.clock.now() + self.length
+
+    async def keep_renewing(self) -> None:
+        """Renew every lease this process holds, three times a lease, so one slow renewal (a
+        busy database) does not let them lapse."""
+        while True:
+            await asyncio.sleep(self.seconds / 3)
+            try:
+                await self._claims.renew(self.owner, self.until())
+            except database_errors():
+                log.exception("could not renew this process's job leases; will try again")
+
+    async def release(self, job_id: int) -> None:
+        """The job is finished, or left for whoever takes it over next."""
+        try:
+            await self._claims.release(job_id, self.owner)
+        except database_errors():
+            log.exception("job %d: could not release its lease; it lapses on its own", job_id)
+
+    async def release_all(self) -> None:
+        released = await self._claims.release_all(self.owner)
+        if released:
+            log.info("handed back %d unfinished jobs for another process to finish", released)
+
+    def lapsed(self, job: Job, *, starting: bool) -> bool:
+        """Whether no living process holds this unfinished job (see the module's docstring)."""
+        if job.lease_owner is None or job.lease_until is None:
+            return True
+        if job.lease_until < self.clock.now():
+            return True
+        if job.lease_owner == self.owner:
+            return starting
+        return _gone(job.lease_owner)
+
+    async def orphans(self, *, starting: bool) -> list[Job]:
+        """Unfinished jobs whose holder is gone, each now held by this process."""
+        taken = []
+        for job in await self._claims.leased_or_in_flight():
+            if not self.lapsed(job, starting=starting):
+                continue
+            mine = await self._claims.take_over(job, self.owner, self.until())
+            if mine is None:
+                continue  # renewed, or taken by another process first
+            if job.lease_owner is not None and job.lease_owner != self.owner:
+                log.info("job %d: taking over from %s, whose lease lapsed", job.id, job.lease_owner)
+                self._metrics.lease_takeovers.inc()
+            taken.append(mine)
+        return taken

@@ -1,0 +1,143 @@
+"""The jobs table as the queue every process takes work from: claims under leases.
+
+A process claims a queued job by writing its lease name and a lease end into the row, in one
+statement that also picks the job and counts what is already claimed, so two processes (or two
+workers) can never take the same job or together claim past the cap. While it works it renews
+its leases; a lease that lapses means its process died, and any process may take the job over.
+
+Members take turns: each waiting member's turn is the later of when they were last served (a
+claim of one of their jobs) and when their oldest waiting job arrived, and the member whose
+turn is earliest goes first, their oldest job first. That is the ring the in-memory line kept
+(served members go to the back, newcomers join at the back), rebuilt from the rows alone, so it
+holds across processes and restarts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from storage.db import Database, ts
+from storage.jobs import OPEN_STATES, Job
+
+_OPEN = tuple(state.value for state in OPEN_STATES)
+_OPEN_MARKS = ", ".join("?" for _ in _OPEN)
+
+# Queued and not claimed by a live lease; `{t}` is the table's alias, the one parameter is now.
+_CLAIMABLE = "{t}.state = 'queued' AND ({t}.lease_until IS NULL OR {t}.lease_until < ?)"
+
+# Each waiting member's first waiting job and when they were last served (parameter: now).
+_TURNS = f"""
+    WITH turns AS (
+        SELECT user_id, MIN(created_at) AS since,
+               (SELECT MAX(served.claimed_at) FROM jobs AS served
+                WHERE served.user_id = waiting.user_id) AS served_at
+        FROM jobs AS waiting WHERE {_CLAIMABLE.format(t="waiting")}
+        GROUP BY user_id
+    )
+"""  # noqa: S608
+# The waiting jobs in the order claims take them (parameter: now).
+_LINE = f"""
+    FROM jobs AS q JOIN turns ON turns.user_id = q.user_id
+    WHERE {_CLAIMABLE.format(t="q")}
+    ORDER BY CASE WHEN turns.served_at > turns.since THEN turns.served_at ELSE turns.since END, q.id
+"""
+
+
+@dataclass(frozen=True)
+class Waiting:
+    job_id: int
+    user_id: int
+
+
+class ClaimRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def claim_next(
+        self, owner: str, *, clock: Callable[[], datetime], lease: timedelta, max_in_flight: int
+    ) -> Job | None:
+        """Claim the job whose turn it is for `lease`, unless `max_in_flight` jobs are already
+        claimed across every process; None when there is nothing to claim or no room.
+
+        The time is read once the claim holds the lock, so claims are stamped in the order they
+        happen (the turns depend on it).
+        """
+        pick = f"{_TURNS} SELECT q.id {_LINE} LIMIT 1"
+        if self._db.dialect == "postgresql":
+            # Rows another transaction holds (a cancel, another claimer) are skipped, not waited on.
+            pick += " FOR UPDATE OF q SKIP LOCKED"
+        async with self._db.transaction() as tx:
+            # The in-flight count must not be read by two claimers at once (SQLite's single
+            # writer already ensures it; on PostgreSQL the claims take turns on this key).
+            await tx.lock("job-claims")
+            now = clock()
+            row = await tx.fetch_one(
+                f"""
+                UPDATE jobs SET lease_owner = ?, lease_until = ?, claimed_at = ?
+                WHERE id = ({pick})
+                  AND (SELECT COUNT(*) FROM jobs AS held
+                       WHERE held.lease_until >= ? AND held.state IN ({_OPEN_MARKS})) < ?
+                RETURNING *
+                """,  # noqa: S608
+                (owner, ts(now + lease), ts(now), ts(now), ts(now), ts(now), *_OPEN, max_in_flight),
+            )
+        return None if row is None else Job.from_row(row)
+
+    async def waiting(self, now: datetime) -> list[Waiting]:
+        """Every claimable job, its member's turn first and each member's oldest first."""
+        rows = await self._db.fetch_all(f"{_TURNS} SELECT q.id, q.user_id {_LINE}", (ts(now), ts(now)))
+        return [Waiting(int(row["id"]), int(row["user_id"])) for row in rows]
+
+    async def renew(self, owner: str, until: datetime) -> int:
+        """Push back the end of every lease `owner` holds on an unfinished job; how many."""
+        async with self._db.transaction() as tx:
+            return await tx.execute(
+                f"UPDATE jobs SET lease_until = ? WHERE lease_owner = ? AND state IN ({_OPEN_MARKS})",  # noqa: S608
+                (ts(until), owner, *_OPEN),
+            )
+
+    async def release(self, job_id: int, owner: str) -> None:
+        """`owner` is done with the job (it ended, or was left for another process to finish)."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
+                (job_id, owner),
+            )
+
+    async def release_all(self, owner: str) -> int:
+        """A process stopping on purpose hands its unfinished jobs on at once."""
+        async with self._db.transaction() as tx:
+            return await tx.execute(
+                "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?", (owner,)
+            )
+
+    async def leased_or_in_flight(self) -> list[Job]:
+        """Unfinished jobs that a process holds or held: every claimed one, and every one past
+        `queued` (a job in flight with no lease was left by a process that stopped)."""
+        rows = await self._db.fetch_all(
+            f"""
+            SELECT * FROM jobs WHERE state IN ({_OPEN_MARKS})
+              AND (lease_owner IS NOT NULL OR state <> 'queued')
+            ORDER BY id
+            """,  # noqa: S608
+            _OPEN,
+        )
+        return [Job.from_row(row) for row in rows]
+
+    async def take_over(self, job: Job, owner: str, until: datetime) -> Job | None:
+        """Claim a job from the lease it had when read (compare-and-set): None when its holder
+        renewed it, another process took it first, or it moved on meanwhile."""
+        lease_until = None if job.lease_until is None else ts(job.lease_until)
+        async with self._db.transaction() as tx:
+            row = await tx.fetch_one(
+                """
+                UPDATE jobs SET lease_owner = ?, lease_until = ?
+                WHERE id = ? AND state = ? AND lease_owner IS NOT DISTINCT FROM ?
+                  AND lease_until IS NOT DISTINCT FROM ?
+                RETURNING *
+                """,
+                (owner, ts(until), job.id, job.state.value, job.lease_owner, lease_until),
+            )
+        return None if row is None else Job.from_row(row)
