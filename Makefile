@@ -31,8 +31,8 @@ typecheck:
 pytest:
 	$(RUN) pytest -q -m "not soak"
 
-# The whole e2e and reliability suite again, each bot on a fresh PostgreSQL database (about
-# 5.5 minutes here: too long to add to every `make test`).
+# The whole e2e and reliability suite again, each bot on a fresh PostgreSQL database (5.5 to
+# 11 minutes here, with the machine idle or shared: too long to add to every `make test`).
 pytest-postgres: sync
 	RETOUCH_TEST_STORE=postgresql $(RUN) pytest -q -m "not soak" tests/e2e tests/reliability
 
