@@ -3,7 +3,7 @@
 Nothing here decides anything; `bot.credits` owns the rules and derives balances from what
 these queries return. Every write goes through `Database.transaction()`, so it joins the
 caller's transaction when there is one. An entry's idempotency key is UNIQUE: appending a key
-that is already there changes nothing and `append` says so, which is what makes a retried
+that is already there changes nothing and `append` says so (no id), which is what makes a retried
 grant, reservation or settlement apply once.
 
 Sign convention (see `bot.credits` for the rules built on it): `amount` is the change the
@@ -100,15 +100,16 @@ class LedgerRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def append(self, entry: NewEntry) -> bool:
-        """Add an entry; False when its idempotency key was already used (nothing changed)."""
+    async def append(self, entry: NewEntry) -> int | None:
+        """Add an entry and return its id; None when its idempotency key was already used
+        (nothing changed)."""
         async with self._db.transaction() as tx:
-            changed = await tx.execute(
+            row = await tx.fetch_one(
                 """
                 INSERT INTO ledger (guild_id, user_id, kind, amount, job_id, actor_id, reason,
                                     idempotency_key, expires_at, created_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (idempotency_key) DO NOTHING
+                ON CONFLICT (idempotency_key) DO NOTHING RETURNING id
                 """,
                 (
                     entry.guild_id,
@@ -123,7 +124,7 @@ class LedgerRepository:
                     ts(entry.created_at),
                 ),
             )
-            return changed == 1
+            return None if row is None else int(row[0])
 
     async def _rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         return await self._db.fetch_all(sql, params)

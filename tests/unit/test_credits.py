@@ -99,10 +99,12 @@ SETTINGS = CreditsSettings(default_allowance=50, period="day", dm_allowance=5)
 
 @pytest.fixture
 async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    """A harness whose ledger must still verify clean when the test is done."""
+    """A harness whose ledger must still verify clean, and agree with the balances kept beside
+    it, when the test is done."""
     harness = await make(tmp_path, SETTINGS)
     yield harness
     assert await harness.service.verify() == []
+    assert await harness.service.balance_differences() == []
     await harness.db.close()
 
 
