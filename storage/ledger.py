@@ -138,19 +138,29 @@ class LedgerRepository:
 
     async def member_ledger(self, guild_id: int, user_id: int) -> tuple[list[LedgerEntry], dict[int, Hold]]:
         """The member's entries oldest first (the order a balance is replayed in) and their jobs' holds."""
-        rows = await self._rows(
-            """
-            SELECT l.*, h.images, h.from_allowance, h.usd_micros FROM ledger l
-            LEFT JOIN credit_holds h ON l.kind = 'reserve' AND h.job_id = l.job_id
-            WHERE l.guild_id = ? AND l.user_id = ? ORDER BY l.id
-            """,
-            (guild_id, user_id),
-        )
-        holds = {row["job_id"]: _hold(row) for row in rows if row["images"] is not None}
-        return [LedgerEntry.from_row(row) for row in rows], holds
+        return await self._with_holds("l.guild_id = ? AND l.user_id = ?", (guild_id, user_id))
 
     async def job_entries(self, job_id: int) -> list[LedgerEntry]:
         return await self._entries("SELECT * FROM ledger WHERE job_id = ? ORDER BY id", (job_id,))
+
+    async def job_books(self, job_id: int) -> tuple[list[LedgerEntry], Hold | None]:
+        """The job's entries and its hold, in one read (settling needs both)."""
+        entries, holds = await self._with_holds("l.job_id = ?", (job_id,))
+        return entries, holds.get(job_id)
+
+    async def _with_holds(
+        self, where: str, params: Sequence[object]
+    ) -> tuple[list[LedgerEntry], dict[int, Hold]]:
+        rows = await self._rows(
+            f"""
+            SELECT l.*, h.images, h.from_allowance, h.usd_micros FROM ledger l
+            LEFT JOIN credit_holds h ON l.kind = 'reserve' AND h.job_id = l.job_id
+            WHERE {where} ORDER BY l.id
+            """,  # noqa: S608
+            params,
+        )
+        holds = {row["job_id"]: _hold(row) for row in rows if row["images"] is not None}
+        return [LedgerEntry.from_row(row) for row in rows], holds
 
     async def history(self, guild_id: int, user_id: int, *, limit: int, offset: int) -> list[LedgerEntry]:
         """Newest first, for a member looking at their recent credits."""

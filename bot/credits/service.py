@@ -162,13 +162,12 @@ class CreditService(Moderation, Reports):
         if delivered_images < 0 or (usd_micros is not None and usd_micros < 0):
             raise ValueError("delivered images and USD cannot be negative")
         async with self._db.transaction():
-            entries = await self._ledger.job_entries(job_id)
+            entries, hold = await self._ledger.job_books(job_id)
             reserve = next((e for e in entries if e.kind is EntryKind.RESERVE), None)
             if reserve is None:
                 return 0
             if any(e.kind in (EntryKind.CAPTURE, EntryKind.RELEASE) for e in entries):
                 return _charged(entries)
-            hold = await self._ledger.hold(job_id)
             if hold is None:
                 raise RuntimeError(f"job {job_id} has a reserve entry but no hold; run verify()")
             reserved = -reserve.amount
@@ -190,11 +189,10 @@ class CreditService(Moderation, Reports):
     async def release(self, job_id: int, *, reason: str) -> None:
         """Give the whole hold back (failed, cancelled, crashed); nothing if already settled."""
         async with self._db.transaction():
-            entries = await self._ledger.job_entries(job_id)
+            entries, hold = await self._ledger.job_books(job_id)
             reserve = next((e for e in entries if e.kind is EntryKind.RESERVE), None)
             if reserve is None or any(e.kind in (EntryKind.CAPTURE, EntryKind.RELEASE) for e in entries):
                 return
-            hold = await self._ledger.hold(job_id)
             if hold is None:
                 raise RuntimeError(f"job {job_id} has a reserve entry but no hold; run verify()")
             entry = _job_entry(reserve, EntryKind.RELEASE, -reserve.amount, reason, self._now())
