@@ -1,5 +1,5 @@
 """Command line: `python -m bot [--config PATH] [run | check-config | migrate | edit ... | check-hosts |
-backup PATH | copy-db --from URL --to URL]`.
+backup PATH | verify-ledger | copy-db --from URL --to URL]`.
 
 Every failure an operator can fix (a missing key, a broken file, a database from a newer
 version, a rejected token) ends in one clear message and a non-zero exit, never a traceback.
@@ -20,6 +20,7 @@ from pydantic import BaseModel, SecretStr
 from bot.cli.copydb import copy_db
 from bot.cli.hostcheck import DEFAULT_TIMEOUT, HostReport, check_hosts, render
 from bot.cli.oneshot import OneShot, run_oneshot
+from bot.credits import CreditService
 from bot.pictures.files import DownloadError, FileStore
 from bot.pictures.images import ImageProblem
 from bot.pictures.sizes import IMAGE_SIZES
@@ -32,7 +33,7 @@ from storage import postgres
 from storage.copy import TargetNotEmpty
 from storage.db import SchemaTooNew, StoreUnavailable
 from storage.sqlite import backup
-from storage.store import StoreUrl, migrate_store
+from storage.store import StoreUrl, migrate_store, open_db
 
 log = logging.getLogger("bot")
 
@@ -72,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     backup_parser = commands.add_parser("backup", help="copy the database safely, even while the bot runs")
     backup_parser.add_argument("path", help="a file to write, or a directory for a timestamped file")
+    commands.add_parser(
+        "verify-ledger",
+        help="replay the credits ledger and report any balance or entry that does not add up (exit 1 if any)",
+    )
     copy = commands.add_parser(
         "copy-db", help="copy every job, file reference and ledger entry into a new, empty database"
     )
@@ -93,6 +98,25 @@ async def _migrate(settings: Settings) -> int:
         print(f"Applied migrations {', '.join(map(str, applied))}; schema is at version {applied[-1]}.")  # noqa: T201
     else:
         print(f"Schema is up to date (version {version}).")  # noqa: T201
+    return 0
+
+
+async def _verify_ledger(settings: Settings) -> int:
+    store = settings.storage.store
+    if store.dialect == "sqlite" and not await asyncio.to_thread(Path(store.target).exists):
+        return _fail(f"There is no database at {store.target} to verify (storage.path).")
+    await migrate_store(store)
+    db = await open_db(store)
+    try:
+        service = CreditService(db, settings.credits, settings.budget)
+        problems = [*await service.verify(), *await service.balance_differences()]
+    finally:
+        await db.close()
+    for problem in problems:
+        print(problem)  # noqa: T201
+    if problems:
+        return _fail(f"The ledger has {len(problems)} problem(s), listed above.")
+    print("The ledger adds up: every balance kept matches its replay.")  # noqa: T201
     return 0
 
 
@@ -213,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "migrate":
             return asyncio.run(_migrate(settings))
+        if command == "verify-ledger":
+            return asyncio.run(_verify_ledger(settings))
         if command == "backup":
             return _backup(settings, Path(args.path))
         if command == "edit":

@@ -3,7 +3,7 @@
 Nothing here decides anything; `bot.credits` owns the rules and derives balances from what
 these queries return. Every write goes through `Database.transaction()`, so it joins the
 caller's transaction when there is one. An entry's idempotency key is UNIQUE: appending a key
-that is already there changes nothing and `append` says so, which is what makes a retried
+that is already there changes nothing and `append` says so (no id), which is what makes a retried
 grant, reservation or settlement apply once.
 
 Sign convention (see `bot.credits` for the rules built on it): `amount` is the change the
@@ -100,15 +100,16 @@ class LedgerRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def append(self, entry: NewEntry) -> bool:
-        """Add an entry; False when its idempotency key was already used (nothing changed)."""
+    async def append(self, entry: NewEntry) -> int | None:
+        """Add an entry and return its id; None when its idempotency key was already used
+        (nothing changed)."""
         async with self._db.transaction() as tx:
-            changed = await tx.execute(
+            row = await tx.fetch_one(
                 """
                 INSERT INTO ledger (guild_id, user_id, kind, amount, job_id, actor_id, reason,
                                     idempotency_key, expires_at, created_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (idempotency_key) DO NOTHING
+                ON CONFLICT (idempotency_key) DO NOTHING RETURNING id
                 """,
                 (
                     entry.guild_id,
@@ -123,7 +124,7 @@ class LedgerRepository:
                     ts(entry.created_at),
                 ),
             )
-            return changed == 1
+            return None if row is None else int(row[0])
 
     async def _rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         return await self._db.fetch_all(sql, params)
@@ -137,19 +138,29 @@ class LedgerRepository:
 
     async def member_ledger(self, guild_id: int, user_id: int) -> tuple[list[LedgerEntry], dict[int, Hold]]:
         """The member's entries oldest first (the order a balance is replayed in) and their jobs' holds."""
-        rows = await self._rows(
-            """
-            SELECT l.*, h.images, h.from_allowance, h.usd_micros FROM ledger l
-            LEFT JOIN credit_holds h ON l.kind = 'reserve' AND h.job_id = l.job_id
-            WHERE l.guild_id = ? AND l.user_id = ? ORDER BY l.id
-            """,
-            (guild_id, user_id),
-        )
-        holds = {row["job_id"]: _hold(row) for row in rows if row["images"] is not None}
-        return [LedgerEntry.from_row(row) for row in rows], holds
+        return await self._with_holds("l.guild_id = ? AND l.user_id = ?", (guild_id, user_id))
 
     async def job_entries(self, job_id: int) -> list[LedgerEntry]:
         return await self._entries("SELECT * FROM ledger WHERE job_id = ? ORDER BY id", (job_id,))
+
+    async def job_books(self, job_id: int) -> tuple[list[LedgerEntry], Hold | None]:
+        """The job's entries and its hold, in one read (settling needs both)."""
+        entries, holds = await self._with_holds("l.job_id = ?", (job_id,))
+        return entries, holds.get(job_id)
+
+    async def _with_holds(
+        self, where: str, params: Sequence[object]
+    ) -> tuple[list[LedgerEntry], dict[int, Hold]]:
+        rows = await self._rows(
+            f"""
+            SELECT l.*, h.images, h.from_allowance, h.usd_micros FROM ledger l
+            LEFT JOIN credit_holds h ON l.kind = 'reserve' AND h.job_id = l.job_id
+            WHERE {where} ORDER BY l.id
+            """,  # noqa: S608
+            params,
+        )
+        holds = {row["job_id"]: _hold(row) for row in rows if row["images"] is not None}
+        return [LedgerEntry.from_row(row) for row in rows], holds
 
     async def history(self, guild_id: int, user_id: int, *, limit: int, offset: int) -> list[LedgerEntry]:
         """Newest first, for a member looking at their recent credits."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from bot.credits.books import Books
 from bot.credits.values import DM_GUILD, PERSONAL_GUILD
 from bot.runtime.clock import SYSTEM_CLOCK
 from bot.runtime.config import BudgetSettings, CreditsSettings
+from storage.balances import BalanceRepository
 from storage.db import Database
 from storage.ledger import LedgerRepository
 from storage.quotas import Allowances, QuotaRepository
@@ -33,6 +35,8 @@ class CreditBase:
         self._budget = budget
         self._clock = clock
         self._ledger = LedgerRepository(db)
+        self._books = Books(db)
+        self._balances = BalanceRepository(db)
         self._quotas = QuotaRepository(db)
 
     def _now(self) -> datetime:

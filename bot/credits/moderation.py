@@ -64,7 +64,7 @@ class Moderation(CreditBase):
     ) -> None:
         now = self._now()
         async with self._db.transaction():
-            added = await self._ledger.append(
+            added = await self._books.admin_entry(
                 NewEntry(
                     guild_id=guild_id,
                     user_id=user_id,

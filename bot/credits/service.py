@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from bot.credits.books import used_in
 from bot.credits.moderation import Moderation
 from bot.credits.reports import Reports
 from bot.credits.values import (
@@ -25,7 +26,6 @@ from bot.credits.values import (
     micros,
     period_bounds,
 )
-from bot.credits.wallet import Wallet
 from storage.db import Tx
 from storage.ledger import EntryKind, Hold, LedgerEntry, NewEntry
 from storage.quotas import Allowances
@@ -68,6 +68,7 @@ class CreditService(Moderation, Reports):
 
     async def balance(self, guild_id: int, user_id: int, role_ids: Sequence[int] = ()) -> Balance:
         async with self._db.transaction():
+            await self._books.lock(guild_id, user_id)
             member = await self._member(guild_id, user_id, role_ids, self._now())
         return member.balance
 
@@ -78,12 +79,12 @@ class CreditService(Moderation, Reports):
         allowance = self._resolve(
             await self._quotas.member_allowances(guild_id, user_id, role_ids), guild_id, user_id, role_ids
         )
-        wallet = Wallet(*await self._ledger.member_ledger(guild_id, user_id))
-        used = wallet.allowance_used(start)
-        bonus = wallet.bonus(now)
+        standing = await self._books.standing(guild_id, user_id, now)
+        used = used_in(standing, period, now)
+        bonus = standing.permanent + standing.lot_bonus
         balance = Balance(
             available=max(0, allowance - used) + bonus,
-            reserved=wallet.reserved(),
+            reserved=standing.reserved,
             allowance=allowance,
             allowance_used=used,
             bonus=bonus,
@@ -110,8 +111,9 @@ class CreditService(Moderation, Reports):
         """
         async with self._db.transaction() as tx:
             # What is decided below comes from rows read here (the balance, the caps' sums):
-            # concurrent reservations for the same member, server or owner budget take turns.
-            await tx.lock(f"credits:member:{guild_id}:{user_id}")
+            # concurrent reservations for the same member (the books' lock), server or owner
+            # budget take turns.
+            await self._books.lock(guild_id, user_id)
             if await self._ledger.hold(job_id) is not None:
                 return
             now = self._now()
@@ -128,7 +130,7 @@ class CreditService(Moderation, Reports):
                     raise BudgetExceeded("server", balance.refills_at)
             await self._check_owner_budget(tx, estimate.usd_micros, now)
             from_allowance = min(estimate.credits, max(0, balance.allowance - balance.allowance_used))
-            await self._ledger.append(
+            reserved = await self._books.reserve(
                 NewEntry(
                     guild_id=guild_id,
                     user_id=user_id,
@@ -138,12 +140,13 @@ class CreditService(Moderation, Reports):
                     created_at=now,
                     job_id=job_id,
                     reason=f"{estimate.images} image(s) at {estimate.credits_per_image} each",
+                ),
+                Hold(job_id, estimate.images, from_allowance, estimate.usd_micros),
+            )
+            if reserved:
+                await self._ledger.record_reservation(
+                    job_id, credits=estimate.credits, usd_micros=estimate.usd_micros
                 )
-            )
-            await self._ledger.add_hold(Hold(job_id, estimate.images, from_allowance, estimate.usd_micros))
-            await self._ledger.record_reservation(
-                job_id, credits=estimate.credits, usd_micros=estimate.usd_micros
-            )
 
     async def _check_owner_budget(self, tx: Tx, usd_micros: int, now: datetime) -> None:
         scopes: tuple[tuple[Literal["day", "month"], float | None], ...] = (
@@ -168,23 +171,25 @@ class CreditService(Moderation, Reports):
         if delivered_images < 0 or (usd_micros is not None and usd_micros < 0):
             raise ValueError("delivered images and USD cannot be negative")
         async with self._db.transaction():
-            entries = await self._ledger.job_entries(job_id)
+            entries, hold = await self._ledger.job_books(job_id)
             reserve = next((e for e in entries if e.kind is EntryKind.RESERVE), None)
             if reserve is None:
                 return 0
             if any(e.kind in (EntryKind.CAPTURE, EntryKind.RELEASE) for e in entries):
-                return sum(-e.amount for e in entries if e.kind is EntryKind.CAPTURE)
-            hold = await self._ledger.hold(job_id)
+                return _charged(entries)
             if hold is None:
                 raise RuntimeError(f"job {job_id} has a reserve entry but no hold; run verify()")
             reserved = -reserve.amount
             charged = min(reserved, reserved // hold.images * delivered_images)
             now = self._now()
             detail = f"delivered {delivered_images} of {hold.images} image(s)"
+            settlement = []
             if delivered_images > 0:
-                await self._job_entry(reserve, EntryKind.CAPTURE, -charged, detail, now)
+                settlement.append(_job_entry(reserve, EntryKind.CAPTURE, -charged, detail, now))
             if reserved > charged or delivered_images == 0:
-                await self._job_entry(reserve, EntryKind.RELEASE, reserved - charged, detail, now)
+                settlement.append(_job_entry(reserve, EntryKind.RELEASE, reserved - charged, detail, now))
+            if not await self._books.settle(reserve, hold, charged, settlement):
+                return _charged(await self._ledger.job_entries(job_id))
             if usd_micros is None:
                 usd_micros = hold.usd_micros // hold.images * delivered_images
             await self._ledger.record_settlement(job_id, credits=charged, usd_micros=usd_micros)
@@ -193,24 +198,28 @@ class CreditService(Moderation, Reports):
     async def release(self, job_id: int, *, reason: str) -> None:
         """Give the whole hold back (failed, cancelled, crashed); nothing if already settled."""
         async with self._db.transaction():
-            entries = await self._ledger.job_entries(job_id)
+            entries, hold = await self._ledger.job_books(job_id)
             reserve = next((e for e in entries if e.kind is EntryKind.RESERVE), None)
             if reserve is None or any(e.kind in (EntryKind.CAPTURE, EntryKind.RELEASE) for e in entries):
                 return
-            await self._job_entry(reserve, EntryKind.RELEASE, -reserve.amount, reason, self._now())
+            if hold is None:
+                raise RuntimeError(f"job {job_id} has a reserve entry but no hold; run verify()")
+            entry = _job_entry(reserve, EntryKind.RELEASE, -reserve.amount, reason, self._now())
+            await self._books.settle(reserve, hold, 0, [entry])
 
-    async def _job_entry(
-        self, reserve: LedgerEntry, kind: EntryKind, amount: int, reason: str, now: datetime
-    ) -> None:
-        await self._ledger.append(
-            NewEntry(
-                guild_id=reserve.guild_id,
-                user_id=reserve.user_id,
-                kind=kind,
-                amount=amount,
-                idempotency_key=f"job:{reserve.job_id}:{kind.value}",
-                created_at=now,
-                job_id=reserve.job_id,
-                reason=reason,
-            )
-        )
+
+def _charged(entries: Sequence[LedgerEntry]) -> int:
+    return sum(-e.amount for e in entries if e.kind is EntryKind.CAPTURE)
+
+
+def _job_entry(reserve: LedgerEntry, kind: EntryKind, amount: int, reason: str, now: datetime) -> NewEntry:
+    return NewEntry(
+        guild_id=reserve.guild_id,
+        user_id=reserve.user_id,
+        kind=kind,
+        amount=amount,
+        idempotency_key=f"job:{reserve.job_id}:{kind.value}",
+        created_at=now,
+        job_id=reserve.job_id,
+        reason=reason,
+    )

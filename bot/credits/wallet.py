@@ -27,79 +27,35 @@ override, else the best matching role, else the server default, else the config 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
+from storage.balances import BonusLot, Sources
 from storage.ledger import EntryKind, Hold, LedgerEntry
 
 
-@dataclass
-class _Lot:
-    expires_at: datetime
-    remaining: int = 0
+def allowance_part(from_allowance: int, charged: int | None) -> int:
+    """What a job counts against its period's allowance: its hold's allowance part while open,
+    the allowance part of its charge once settled."""
+    return from_allowance if charged is None else min(charged, from_allowance)
+
+
+def bonus_kept(from_allowance: int, charged: int) -> int:
+    """How much of a settled job's charge falls on bonus: what the allowance part did not cover."""
+    return max(0, charged - from_allowance)
 
 
 @dataclass
-class _Job:
-    reserved: int
-    from_allowance: int
-    reserved_at: datetime
-    # Where the bonus part of the hold came from, in the order it was taken; None = permanent lot.
-    taken: list[tuple[_Lot | None, int]]
-    charged: int | None = None
+class Bonus:
+    """A member's bonus: the permanent lot and the expiring ones. The only code that spends bonus
+    and gives it back, used alike by the replay below and by the balances kept beside the ledger
+    (`bot.credits.books`), which load just the lots a step touches."""
 
+    permanent: int = 0
+    lots: list[BonusLot] = field(default_factory=list)
 
-class Wallet:
-    """One member's credits rebuilt from their ledger, entry by entry, by the module's rules."""
-
-    def __init__(self, entries: Sequence[LedgerEntry], holds: Mapping[int, Hold]) -> None:
-        self.permanent = 0
-        self.lots: list[_Lot] = []
-        self.jobs: dict[int, _Job] = {}
-        self.problems: list[str] = []
-        captured = {e.job_id: -e.amount for e in entries if e.kind is EntryKind.CAPTURE}
-        for entry in entries:
-            self._apply(entry, holds, captured)
-
-    def _apply(
-        self, entry: LedgerEntry, holds: Mapping[int, Hold], captured: Mapping[int | None, int]
-    ) -> None:
-        if entry.kind is EntryKind.GRANT and entry.expires_at is not None:
-            self.lots.append(_Lot(entry.expires_at, entry.amount))
-        elif entry.kind in (EntryKind.GRANT, EntryKind.REVOKE, EntryKind.ADJUST):
-            if entry.amount >= 0:
-                self.permanent += entry.amount
-            else:
-                self._take(-entry.amount, entry.created_at)
-        elif entry.job_id is None:
-            return  # a job entry without a job moves nothing; the reports' verify() names it
-        elif entry.kind is EntryKind.RESERVE:
-            self._reserve(entry, entry.job_id, holds.get(entry.job_id))
-        else:
-            job = self.jobs.get(entry.job_id)
-            if job is None:
-                self.problems.append(f"job {entry.job_id}: {entry.kind} without a reserve before it")
-            elif job.charged is None:
-                job.charged = captured.get(entry.job_id, 0)
-                self._give_back(job)
-
-    def _reserve(self, entry: LedgerEntry, job_id: int, hold: Hold | None) -> None:
-        reserved = -entry.amount
-        if hold is None:
-            self.problems.append(f"job {job_id}: reserve without a hold row")
-        from_allowance = reserved if hold is None else hold.from_allowance
-        from_bonus = reserved - from_allowance
-        available = self.bonus(entry.created_at)
-        if from_bonus > 0 and from_bonus > available:
-            self.problems.append(
-                f"job {job_id}: held {from_bonus} bonus credits when {available} were available"
-            )
-        self.jobs[job_id] = _Job(
-            reserved, from_allowance, entry.created_at, self._take(from_bonus, entry.created_at)
-        )
-
-    def _take(self, amount: int, at: datetime) -> list[tuple[_Lot | None, int]]:
-        taken: list[tuple[_Lot | None, int]] = []
+    def take(self, amount: int, at: datetime) -> Sources:
+        taken: Sources = []
         for lot in sorted(self.lots, key=lambda lot: lot.expires_at):
             if amount == 0:
                 break
@@ -113,9 +69,9 @@ class Wallet:
             taken.append((None, amount))
         return taken
 
-    def _give_back(self, job: _Job) -> None:
-        kept = max(0, (job.charged or 0) - job.from_allowance)
-        for lot, used in job.taken:
+    def give_back(self, taken: Sources, kept: int) -> None:
+        """Return what a settled hold took, less the `kept` bonus charge (charged first-taken first)."""
+        for lot, used in taken:
             charged = min(used, kept)
             kept -= charged
             if lot is None:
@@ -123,15 +79,76 @@ class Wallet:
             else:
                 lot.remaining += used - charged
 
-    def bonus(self, at: datetime) -> int:
+    def total(self, at: datetime) -> int:
         return self.permanent + sum(lot.remaining for lot in self.lots if lot.expires_at > at)
+
+
+@dataclass
+class _Job:
+    reserved: int
+    from_allowance: int
+    reserved_at: datetime
+    taken: Sources
+    charged: int | None = None
+
+
+class Wallet:
+    """One member's credits rebuilt from their ledger, entry by entry, by the module's rules."""
+
+    def __init__(self, entries: Sequence[LedgerEntry], holds: Mapping[int, Hold]) -> None:
+        self.purse = Bonus()
+        self.jobs: dict[int, _Job] = {}
+        self.problems: list[str] = []
+        captured = {e.job_id: -e.amount for e in entries if e.kind is EntryKind.CAPTURE}
+        for entry in entries:
+            self._apply(entry, holds, captured)
+
+    def _apply(
+        self, entry: LedgerEntry, holds: Mapping[int, Hold], captured: Mapping[int | None, int]
+    ) -> None:
+        if entry.kind is EntryKind.GRANT and entry.expires_at is not None:
+            self.purse.lots.append(BonusLot(entry.id, entry.expires_at, entry.amount))
+        elif entry.kind in (EntryKind.GRANT, EntryKind.REVOKE, EntryKind.ADJUST):
+            if entry.amount >= 0:
+                self.purse.permanent += entry.amount
+            else:
+                self.purse.take(-entry.amount, entry.created_at)
+        elif entry.job_id is None:
+            return  # a job entry without a job moves nothing; the reports' verify() names it
+        elif entry.kind is EntryKind.RESERVE:
+            self._reserve(entry, entry.job_id, holds.get(entry.job_id))
+        else:
+            job = self.jobs.get(entry.job_id)
+            if job is None:
+                self.problems.append(f"job {entry.job_id}: {entry.kind} without a reserve before it")
+            elif job.charged is None:
+                job.charged = captured.get(entry.job_id, 0)
+                self.purse.give_back(job.taken, bonus_kept(job.from_allowance, job.charged))
+
+    def _reserve(self, entry: LedgerEntry, job_id: int, hold: Hold | None) -> None:
+        reserved = -entry.amount
+        if hold is None:
+            self.problems.append(f"job {job_id}: reserve without a hold row")
+        from_allowance = reserved if hold is None else hold.from_allowance
+        from_bonus = reserved - from_allowance
+        available = self.bonus(entry.created_at)
+        if from_bonus > 0 and from_bonus > available:
+            self.problems.append(
+                f"job {job_id}: held {from_bonus} bonus credits when {available} were available"
+            )
+        self.jobs[job_id] = _Job(
+            reserved, from_allowance, entry.created_at, self.purse.take(from_bonus, entry.created_at)
+        )
+
+    def bonus(self, at: datetime) -> int:
+        return self.purse.total(at)
 
     def reserved(self) -> int:
         return sum(job.reserved for job in self.jobs.values() if job.charged is None)
 
     def allowance_used(self, since: datetime | None) -> int:
         return sum(
-            job.from_allowance if job.charged is None else min(job.charged, job.from_allowance)
+            allowance_part(job.from_allowance, job.charged)
             for job in self.jobs.values()
             if since is None or job.reserved_at >= since
         )

@@ -98,10 +98,12 @@ SETTINGS = CreditsSettings(default_allowance=50, period="day", dm_allowance=5)
 
 @pytest.fixture
 async def h(store_url: str) -> AsyncIterator[Harness]:
-    """A harness whose ledger must still verify clean when the test is done."""
+    """A harness whose ledger must still verify clean, and agree with the balances kept beside
+    it, when the test is done."""
     harness = await make(store_url, SETTINGS)
     yield harness
     assert await harness.service.verify() == []
+    assert await harness.service.balance_differences() == []
     await harness.db.close()
 
 

@@ -1,9 +1,9 @@
 """The credit service driven by hypothesis, step by step, against an in-memory model of its rules.
 
-The model keeps its state incrementally (lots, holds, jobs as plain Python objects), where the
-service rebuilds everything from the ledger on each call; after every step the two must agree
-on every member's balance, the owner's spend and every reservation outcome, and the service's
-own `verify()` must find the ledger healthy.
+The model keeps its state incrementally (lots, holds, jobs as plain Python objects), as the
+service does in its kept balances; after every step the two must agree on every member's
+balance, the owner's spend and every reservation outcome, the service's own `verify()` must find
+the ledger healthy, and the kept balances must equal the ones replayed from the whole ledger.
 """
 
 from __future__ import annotations
@@ -461,16 +461,24 @@ class CreditMachine(RuleBasedStateMachine):
     def agrees_with_the_model(self) -> None:
         STEPS[0] += 1
 
-        async def snapshot() -> tuple[list[Balance], list[str], Spend]:
+        async def snapshot() -> tuple[list[Balance], list[str], list[str], Spend]:
             async with self.db.transaction():  # one consistent read, one BEGIN/COMMIT
                 balances = [
                     await self.service.balance(guild, user, sorted(self.members[(guild, user)].roles))
                     for guild, user in MEMBERS
                 ]
-                return balances, await self.service.verify(), await self.service.spend()
+                problems = await self.service.verify()
+                return (
+                    balances,
+                    problems,
+                    await self.service.balance_differences(),
+                    await self.service.spend(),
+                )
 
-        balances, problems, spend = self.run(snapshot())
+        balances, problems, differences, spend = self.run(snapshot())
         assert problems == []
+        # The balances kept beside the ledger are what replaying the ledger gives, at every step.
+        assert differences == []
         for member, balance in zip(MEMBERS, balances, strict=True):
             assert balance == self.expected_balance(member), member
             # Negative only through an admin's revoke or adjust (members cannot overdraw, see reserve).
