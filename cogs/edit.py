@@ -151,13 +151,14 @@ class Edit(commands.Cog):
             upscale=bool(self.bot.admission.upscale_offers(found)),
             paint=self.bot.painter is not None,
         )
-        sent = await interaction.response.send_message(
-            **message, ephemeral=found.private, allowed_mentions=render.NO_PINGS
-        )
-        message_id = sent.message_id if sent is not None else None
-        if message_id is None:
-            message_id = (await interaction.original_response()).id
-        await self.bot.jobs.shown(found, interaction.channel_id, message_id)
+        async with self.bot.jobs.showing(found) as record:
+            sent = await interaction.response.send_message(
+                **message, ephemeral=found.private, allowed_mentions=render.NO_PINGS
+            )
+            message_id = sent.message_id if sent is not None else None
+            if message_id is None:
+                message_id = (await interaction.original_response()).id
+            await record(interaction.channel_id, message_id)
 
 
 async def setup(bot: Retouch) -> None:

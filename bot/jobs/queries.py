@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from bot.jobs import access
 from bot.jobs.access import Act, Actor, JobHidden
 from storage.jobs import Job, JobOutput, JobRepository, JobState
 
-# A result is a new message, and its buttons work the moment it is posted, a little before the
-# job records it; a press in between waits this long for the record, within the 3 s Discord
-# allows for an answer.
+# A result (or a copy /show posts) is a new message, and its buttons work the moment it is posted,
+# a little before the job records it; a press in between waits this long for the record, within
+# the 3 s Discord allows for an answer.
 RECORD_WAIT = 2.0
 
 
@@ -26,6 +26,9 @@ class Queries:
     def __init__(self, repo: JobRepository, wait_settled: Callable[[int], Awaitable[Job]]) -> None:
         self._repo = repo
         self._wait_settled = wait_settled
+        # Jobs whose copy /show is posting now, with how many copies: the press on a copy reaches
+        # the process that posts it (both happen in the copy's server), so waiting here suffices.
+        self._showing: dict[int, tuple[asyncio.Event, int]] = {}
 
     async def get(self, job_id: int) -> Job | None:
         return await self._repo.get(job_id)
@@ -46,11 +49,33 @@ class Queries:
                 )
             if await self._repo.carries(job_id, message_id):
                 return job
+        elif job_id in self._showing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._showing[job_id][0].wait(), RECORD_WAIT)
+            if await self._repo.carries(job_id, message_id):
+                return job
         raise JobHidden(job_id)
 
-    async def shown(self, job: Job, channel_id: int | None, message_id: int) -> None:
-        """A copy of the result was posted again (/show): its buttons act on this job too."""
-        await self._repo.add_message(job.id, channel_id, message_id)
+    @contextlib.asynccontextmanager
+    async def showing(self, job: Job) -> AsyncIterator[Callable[[int | None, int], Awaitable[None]]]:
+        """Post a copy of the result (/show) inside this block and record it with the function it
+        gives: its buttons act on this job too, and a press that comes before the record waits
+        for it."""
+        done, count = self._showing.get(job.id, (asyncio.Event(), 0))
+        self._showing[job.id] = (done, count + 1)
+
+        async def record(channel_id: int | None, message_id: int) -> None:
+            await self._repo.add_message(job.id, channel_id, message_id)
+
+        try:
+            yield record
+        finally:
+            done, count = self._showing[job.id]
+            if count == 1:
+                del self._showing[job.id]
+                done.set()
+            else:
+                self._showing[job.id] = (done, count - 1)
 
     async def recent(self, user_id: int, guild_id: int | None, *, limit: int = 10) -> list[Job]:
         """The member's latest edits in this server (or in DMs), the ones /show can bring back here."""

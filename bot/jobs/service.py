@@ -107,7 +107,7 @@ class JobService:
         # Reading.
         self.get = queries.get
         self.acting_on = queries.acting_on
-        self.shown = queries.shown
+        self.showing = queries.showing
         self.recent = queries.recent
         self.outputs = queries.outputs
         self.kept_outputs = queries.kept_outputs
