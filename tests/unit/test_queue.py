@@ -4,6 +4,7 @@ and two processes sharing the database (each with its own connection) serve one 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from storage.claims import ClaimRepository
 from storage.db import Database
 from storage.job_model import EditOptions
 from storage.jobs import Job, JobRepository, JobState, NewJob
+from storage.sqlite import SqliteDatabase
 from storage.store import open_db
 
 
@@ -191,3 +193,27 @@ async def test_a_new_job_wakes_one_idle_worker_not_all_of_them(one: Process) -> 
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+
+
+async def test_the_lines_statements_read_no_finished_jobs(one: Process, tmp_path: Path) -> None:
+    """Claims, the line's order and the open counts run on every edit: each reads through an
+    index, never the whole jobs table with its history (every SCAN of the table was one)."""
+    for user in (1, 1, 2):
+        await one.put(user)
+    assert isinstance(one.db, SqliteDatabase)
+    statements: list[str] = []
+    await one.db.conn.set_trace_callback(statements.append)
+    await one.line.claim()
+    await one.line.order()
+    await one.repo.count_open(1, 1)
+
+    plans = sqlite3.connect(tmp_path / "shared.db")
+    try:
+        read = [sql for sql in statements if "jobs" in sql]
+        assert len(read) == 3
+        for sql in read:
+            details = [row[3] for row in plans.execute(f"EXPLAIN QUERY PLAN {sql}")]
+            scans = [detail for detail in details if detail.startswith("SCAN") and detail != "SCAN turns"]
+            assert scans == [], (sql, details)
+    finally:
+        plans.close()
