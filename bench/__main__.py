@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bench.core import ROOT, Config, LogTally, Report, load_average
 from bench.table import render_profiles, render_table
+from bot.runtime.loops import use_fastest
 
 BENCHMARKS = {
     "ack": "bench.ack",
@@ -52,6 +53,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument(
+        "--loop",
+        choices=("fastest", "asyncio"),
+        default="fastest",
+        help="the bot's event loop: the launcher's choice (uvloop where installed), or asyncio's own",
+    )
     parser.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -78,7 +85,9 @@ def _child(args: argparse.Namespace) -> int:
         profile = (not args.quick) if args.profile is None else args.profile
         cfg = Config(quick=args.quick, profile=profile, workdir=Path(workdir))
         load_before = load_average()
+        loop = use_fastest() if args.loop == "fastest" else "asyncio"
         report = asyncio.run(_run_one(args.child, cfg))
+        report.details["event_loop"] = loop
     report.details["machine_load_average"] = {"before": load_before, "after": load_average()}
     if tally.counts:
         report.details["warnings_and_errors_logged"] = tally.summary()
@@ -95,6 +104,7 @@ def _spawn(name: str, args: argparse.Namespace, timeout: float) -> Report:
         result = Path(handle.name)
     command = [sys.executable, "-m", "bench", "--child", name, "--result", str(result)]
     command += ["--quick"] if args.quick else []
+    command += ["--loop", args.loop]
     if args.profile is not None:
         command += ["--profile" if args.profile else "--no-profile"]
     try:

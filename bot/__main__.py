@@ -28,6 +28,7 @@ from bot.providers.base import QUALITIES, ProviderError
 from bot.providers.settings import KNOWN_HOSTS
 from bot.runtime.config import ConfigError, Settings, load_settings, summary
 from bot.runtime.logs import setup_logging
+from bot.runtime.loops import use_fastest
 from cogs.app import CannotStart, serve
 from storage import postgres
 from storage.copy import TargetNotEmpty
@@ -247,7 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check_hosts(settings, args)
         if command == "copy-db":
             return _copy_db(settings, args)
-        log.info("starting Retouch: %s", "; ".join(summary(settings)))
+        loop = use_fastest()
+        log.info("starting Retouch on the %s event loop: %s", loop, "; ".join(summary(settings)))
         return asyncio.run(_run(settings, sync_commands=getattr(args, "sync_commands", False)))
     except SchemaTooNew as exc:
         return _fail(f"Refusing to start: {exc}.")

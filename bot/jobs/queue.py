@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 
 from bot.jobs.leases import Leases
 from bot.runtime.metrics import Metrics
@@ -46,23 +47,46 @@ class Line:
         self._leases = leases
         self._metrics = metrics
         self._max_in_flight = max_in_flight
-        self._ready = asyncio.Event()
+        # Idle workers, longest idle first, and whether a wake-up came while none was idle.
+        self._idle: deque[asyncio.Future[None]] = deque()
+        self._woken = False
 
     def wake(self, _payload: str = "") -> None:
-        """A job was put in line (or handed back): idle workers look now."""
-        self._ready.set()
+        """A job was put in line (or handed back): one idle worker looks now.
+
+        One, not all: with 200 workers idle, each new job woke every one of them into a claim
+        that all but one lost, and those claims were most of the database's transactions. A
+        worker whose claim succeeds wakes the next (`take`), so a burst is taken by a chain of
+        claims, one per job plus the one that finds the line empty.
+        """
+        while self._idle:
+            idle = self._idle.popleft()
+            if not idle.done():
+                idle.set_result(None)
+                return
+        self._woken = True
 
     async def take(self) -> Job:
         """The job whose turn it is, claimed for this process; waits while there is none or
         every host slot in the cluster is taken."""
         while True:
             # Cleared before looking, so a wake-up during the look is not lost.
-            self._ready.clear()
+            self._woken = False
             job = await self.claim()
             if job is not None:
+                self.wake()  # there may be more in line
                 return job
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), LOOK_INTERVAL)
+            if self._woken:
+                continue
+            idle = asyncio.get_running_loop().create_future()
+            self._idle.append(idle)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(LOOK_INTERVAL):
+                        await idle
+            finally:
+                with contextlib.suppress(ValueError):  # not there when a wake-up took it out
+                    self._idle.remove(idle)
 
     async def claim(self) -> Job | None:
         """One attempt: the job whose turn it is, or None."""

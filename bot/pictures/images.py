@@ -1,7 +1,7 @@
 """Pillow work: checking what a file really is, and fitting results under Discord's upload limit.
 
-Everything here is CPU-bound and synchronous; callers run it in a worker thread
-(`asyncio.to_thread`) so that a 4K re-encode never stalls the gateway heartbeat.
+Everything here is CPU-bound and synchronous; callers run it on a pixel thread
+(`memory.shared().run`) so that a 4K re-encode never stalls the gateway heartbeat.
 """
 
 from __future__ import annotations

@@ -17,8 +17,10 @@ import contextvars
 import ctypes
 import ctypes.util
 import functools
+import os
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
@@ -102,7 +104,7 @@ class MemoryBudget:
     async def run(
         self, estimate: Callable[P, int], work: Callable[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """`work(*args)` in a worker thread once the bytes `estimate(*args)` says it needs are free.
+        """`work(*args)` on a pixel thread once the bytes `estimate(*args)` says it needs are free.
 
         The estimate reads only a header, but from untrusted bytes, so it runs in a thread too.
         The share is returned when the thread ends, not when the caller stops waiting: a
@@ -112,7 +114,7 @@ class MemoryBudget:
         share = await self.acquire(cost)
         call = functools.partial(contextvars.copy_context().run, work, *args, **kwargs)
         try:
-            future = asyncio.get_running_loop().run_in_executor(None, call)
+            future = asyncio.get_running_loop().run_in_executor(_PIXELS, call)
         except BaseException:
             self.release(share)
             raise
@@ -126,6 +128,10 @@ class MemoryBudget:
 
 
 _SHARED = MemoryBudget(DEFAULT_BYTES)
+# Pixel work is CPU-bound C that lets go of the GIL: one thread per core keeps every core busy,
+# and more would only hold more pictures at once. It has threads of its own, so file reads and
+# writes (asyncio's default pool) never queue behind a 4K fit, nor it behind them.
+_PIXELS = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="pixels")
 
 
 def shared() -> MemoryBudget:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
+import os
+import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from bot.edits import EditOptions, EditOrder, InputImage
 from bot.jobs.journal import Journal, order_to_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+os_fsync = os.fsync
 
 
 def order(token: str) -> EditOrder:
@@ -43,3 +53,126 @@ async def test_torn_and_expired_lines_are_skipped_and_forgotten(tmp_path: Path) 
     assert [o.interaction_token for o in await journal.recent()] == ["fresh"]
     await journal.forget_older()
     assert len(path.read_text(encoding="utf-8").splitlines()) == 1
+
+
+async def test_a_torn_last_line_does_not_swallow_the_next_entry(tmp_path: Path) -> None:
+    path = tmp_path / "r.journal"
+    journal = Journal(path)
+    await journal.add(order("before"))
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"at": "2026-')  # the crash tore the last line
+    await Journal(path).add(order("after"))
+    assert [o.interaction_token for o in await journal.recent()] == ["before", "after"]
+
+
+class HeldFsync:
+    """`os.fsync` that parks every call until released, noting how much of the file it made durable."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.release = threading.Event()
+        self.started = threading.Semaphore(0)
+        self.durable: list[bytes] = []
+
+    def __call__(self, fd: int) -> None:
+        self.started.release()
+        self.release.wait()
+        os_fsync(fd)
+        if os.path.samestat(os.fstat(fd), self.path.stat()):
+            self.durable.append(self.path.read_bytes())
+
+
+async def test_entries_that_arrive_during_an_fsync_share_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "r.journal"
+    journal = Journal(path)
+    await journal.add(order("first"))  # the file and its folder exist: one fsync per write from now
+    held = HeldFsync(path)
+    monkeypatch.setattr("bot.jobs.journal.os.fsync", held)
+    loop = asyncio.get_running_loop()
+
+    leading = asyncio.create_task(journal.add(order("lead")))
+    assert await loop.run_in_executor(None, held.started.acquire, True, 5)
+    tokens = [f"t{n}" for n in range(50)]
+    acknowledged: list[str] = []
+
+    async def add(token: str) -> None:
+        await journal.add(order(token))
+        # Acknowledged only once an fsync that returned had the entry in the file.
+        assert any(f'"{token}"'.encode() in durable for durable in held.durable)
+        acknowledged.append(token)
+
+    followers = [asyncio.create_task(add(token)) for token in tokens]
+    await asyncio.sleep(0)
+    assert not leading.done() and acknowledged == []  # nothing returns before its fsync
+    held.release.set()
+    await asyncio.gather(leading, *followers)
+
+    assert len(held.durable) == 2  # the one in flight, then one for all fifty that waited
+    assert sorted(acknowledged) == sorted(tokens)
+    on_disk = [o.interaction_token for o in await journal.recent()]
+    assert on_disk == ["first", "lead", *tokens]  # in the order they were asked for
+
+
+async def test_a_failed_write_fails_every_entry_it_carried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path / "r.journal")
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("bot.jobs.journal.os.fsync", full)
+    results = await asyncio.gather(*(journal.add(order(f"t{n}")) for n in range(5)), return_exceptions=True)
+    assert all(isinstance(result, OSError) for result in results)
+    monkeypatch.setattr("bot.jobs.journal.os.fsync", os_fsync)
+    await journal.add(order("later"))  # the writer goes on after a failure
+    assert "later" in [o.interaction_token for o in await journal.recent()]
+
+
+async def test_forgetting_while_entries_arrive_loses_none(tmp_path: Path) -> None:
+    path = tmp_path / "r.journal"
+    journal = Journal(path)
+    old = (datetime.now(UTC) - timedelta(minutes=20)).isoformat()
+    path.write_text(json.dumps({"at": old, "order": order_to_dict(order("old"))}) + "\n", encoding="utf-8")
+    tokens = [f"t{n}" for n in range(200)]
+    adds = [journal.add(order(token)) for token in tokens]
+    await asyncio.gather(*adds[:100], journal.forget_older(), *adds[100:])
+    assert [o.interaction_token for o in await journal.recent()] == tokens
+
+
+WRITER = r"""
+import asyncio, sys
+from pathlib import Path
+from tests.unit.test_journal import order
+from bot.jobs.journal import Journal
+
+async def main() -> None:
+    journal = Journal(Path(sys.argv[1]))
+    n = 0
+    while True:
+        batch = [f"t{n + i}" for i in range(n % 7 + 1)]
+        n += len(batch)
+        await asyncio.gather(*(journal.add(order(token)) for token in batch))
+        print("\n".join(batch), flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_killed_mid_write_every_acknowledged_entry_is_there(tmp_path: Path) -> None:
+    path = tmp_path / "r.journal"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", WRITER, str(path), stdout=asyncio.subprocess.PIPE, cwd=ROOT
+    )
+    assert child.stdout is not None
+    acknowledged: list[str] = []
+    async with asyncio.timeout(60):
+        while len(acknowledged) < 120:
+            acknowledged.append((await child.stdout.readline()).decode().strip())
+    child.kill()  # in the middle of whatever write is on its way
+    await child.wait()
+    acknowledged += [line.decode().strip() for line in (await child.stdout.read()).splitlines()]
+    recovered = {o.interaction_token for o in await Journal(path).recent()}
+    assert set(acknowledged) <= recovered

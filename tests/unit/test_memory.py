@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
 import pytest
@@ -103,3 +104,29 @@ async def test_estimates_that_fail_take_nothing() -> None:
 def test_a_budget_needs_a_size() -> None:
     with pytest.raises(ValueError, match="at least one byte"):
         MemoryBudget(0)
+
+
+async def test_pixel_work_has_one_thread_per_core_of_its_own() -> None:
+    """Busy pixel threads hold up neither file work (asyncio's default pool) nor each other beyond
+    one picture per core."""
+    budget = MemoryBudget(1_000)
+    cores = os.cpu_count() or 1
+    running = threading.Semaphore(0)
+    finish = threading.Event()
+
+    def work() -> str:
+        running.release()
+        finish.wait(10)
+        return threading.current_thread().name
+
+    busy = [asyncio.create_task(budget.run(lambda: 1, work)) for _ in range(cores + 1)]
+    try:
+        for _ in range(cores):
+            assert await asyncio.to_thread(running.acquire, True, 10)
+        # Every pixel thread is busy: file work still runs, and one more picture waits.
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "file"), 5) == "file"
+        assert not await asyncio.to_thread(running.acquire, True, 0.2)
+    finally:
+        finish.set()
+    names = await asyncio.gather(*busy)
+    assert all(name.startswith("pixels") for name in names)

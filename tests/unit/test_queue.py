@@ -4,9 +4,11 @@ and two processes sharing the database (each with its own connection) serve one 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +19,8 @@ from bot.runtime.metrics import Metrics
 from storage.claims import ClaimRepository
 from storage.db import Database
 from storage.job_model import EditOptions
-from storage.jobs import JobRepository, JobState, NewJob
+from storage.jobs import Job, JobRepository, JobState, NewJob
+from storage.sqlite import SqliteDatabase
 from storage.store import open_db
 
 
@@ -29,7 +32,7 @@ class Process:
         self.repo = JobRepository(db)
         self.ahead = ahead
         self.metrics = Metrics()
-        claims = ClaimRepository(db)
+        self.claims = claims = ClaimRepository(db)
         self.leases = Leases(claims, owner=owner, seconds=30, clock=self, metrics=self.metrics)
         self.line = Line(claims, self.leases, self.metrics, max_in_flight=max_in_flight)
 
@@ -147,3 +150,70 @@ async def test_a_claim_whose_process_died_lapses_and_another_takes_the_job(
     b.ahead = a.leases.seconds + 1
     taken = await b.line.claim()
     assert taken is not None and (taken.id, taken.lease_owner) == (job, "b")
+
+
+async def test_a_new_job_wakes_one_idle_worker_not_all_of_them(one: Process) -> None:
+    """Idle workers each waking into a claim for every new job were most of the database's
+    transactions under a burst; a wake-up starts one claim, and a successful claim the next."""
+    claims = 0
+    claim_next = one.claims.claim_next
+    progress = asyncio.Event()
+
+    async def counted(*args: Any, **kwargs: Any) -> Job | None:
+        nonlocal claims
+        claims += 1
+        try:
+            return await claim_next(*args, **kwargs)
+        finally:
+            progress.set()
+
+    one.claims.claim_next = counted  # type: ignore[method-assign]
+    taken: list[int] = []
+
+    async def worker() -> None:
+        taken.append((await one.line.take()).id)  # one job each: a worker busy with it claims no more
+        progress.set()
+
+    workers = [asyncio.create_task(worker()) for _ in range(50)]
+    try:
+        async with asyncio.timeout(5):
+            while claims < 50:  # every worker looked once and is idle
+                progress.clear()
+                await progress.wait()
+        claims = 0
+        burst = [await one.put(user) for user in range(1, 11)]
+        one.line.wake()
+        async with asyncio.timeout(5):
+            while len(taken) < len(burst):
+                progress.clear()
+                await progress.wait()
+        assert sorted(taken) == burst
+        assert claims <= len(burst) + 1  # before, all 50 idle workers claimed at once
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+
+async def test_the_lines_statements_read_no_finished_jobs(one: Process, tmp_path: Path) -> None:
+    """Claims, the line's order and the open counts run on every edit: each reads through an
+    index, never the whole jobs table with its history (every SCAN of the table was one)."""
+    for user in (1, 1, 2):
+        await one.put(user)
+    assert isinstance(one.db, SqliteDatabase)
+    statements: list[str] = []
+    await one.db.conn.set_trace_callback(statements.append)
+    await one.line.claim()
+    await one.line.order()
+    await one.repo.count_open(1, 1)
+
+    plans = sqlite3.connect(tmp_path / "shared.db")
+    try:
+        read = [sql for sql in statements if "jobs" in sql]
+        assert len(read) == 3
+        for sql in read:
+            details = [row[3] for row in plans.execute(f"EXPLAIN QUERY PLAN {sql}")]
+            scans = [detail for detail in details if detail.startswith("SCAN") and detail != "SCAN turns"]
+            assert scans == [], (sql, details)
+    finally:
+        plans.close()
