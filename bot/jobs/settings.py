@@ -59,6 +59,19 @@ class JobSettings:
             callback_url=f"{public_url}/callbacks/{{host}}" if public_url else None,
             cdn_hosts=tuple(settings.discord.cdn_hosts),
             retention=timedelta(days=settings.storage.retention_days),
-            journal_path=settings.storage.path.with_name(f"{settings.storage.path.stem}.journal"),
+            journal_path=journal_path(settings),
             lease_seconds=settings.jobs.lease_seconds,
         )
+
+
+def journal_path(settings: Settings) -> Path:
+    """Beside the database file, one journal per set of shards: processes of one cluster keep
+    their data folder on one volume, and each must replay only the edits it acknowledged itself
+    (another live process's would be made twice). A process restarted with the same shards finds
+    its journal again."""
+    storage = settings.storage.path
+    shards = settings.discord.shard_ids
+    if shards is None and settings.discord.shard_count is not None:
+        shards = list(range(settings.discord.shard_count))
+    suffix = "" if shards is None else "-shards-" + "-".join(str(shard) for shard in sorted(shards))
+    return storage.with_name(f"{storage.stem}{suffix}.journal")

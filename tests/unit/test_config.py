@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from bot.__main__ import main
+from bot.jobs import JobSettings
 from bot.runtime.config import ConfigError, Settings, load_settings
 
 VALID = """
@@ -284,3 +285,16 @@ def test_check_config_shows_the_shards(
     path = write(tmp_path, VALID.replace("[discord]\n", f"[discord]\n{keys}\n"))
     assert main(["--config", str(path), "check-config"]) == 0
     assert shown in capsys.readouterr().out
+
+
+def test_each_set_of_shards_keeps_a_journal_of_its_own() -> None:
+    """Processes of one cluster share a data folder; each replays only what it acknowledged."""
+
+    def journal(**discord: object) -> str:
+        settings = Settings(discord={"token": "t", **discord}, providers={"runflow": {"api_key": "k"}})
+        return JobSettings.from_settings(settings).journal_path.name  # type: ignore[union-attr]
+
+    assert journal() == "retouch.journal"
+    assert journal(shard_count=2, shard_ids=[0]) == "retouch-shards-0.journal"
+    assert journal(shard_count=2, shard_ids=[1]) == "retouch-shards-1.journal"
+    assert journal(shard_count=2) == "retouch-shards-0-1.journal"
