@@ -161,11 +161,36 @@ class Joining:
 
 
 class ReadsThrough:
-    """Reads for both backends: through the task's own transaction when it has one, else
-    through whatever `_reading()` gives (SQLite's shared connection, a pooled one)."""
+    """What both backends share: a transaction or a read in a task that already has a
+    transaction goes through it; otherwise a transaction comes from `_begin()` (entered as the
+    task's own) and a read from `_read()` (SQLite's shared connection, a pooled one)."""
 
-    def _reading(self) -> AbstractAsyncContextManager[Tx]:
+    def __init__(self) -> None:
+        self._joining = Joining()
+
+    def _begin(self) -> AbstractAsyncContextManager[Tx]:
         raise NotImplementedError
+
+    def _read(self) -> AbstractAsyncContextManager[Tx]:
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        current = self._joining.current()
+        if current is not None:
+            yield current
+            return
+        async with self._begin() as tx, self._joining.entered(tx):
+            yield tx
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[Tx]:
+        current = self._joining.current()
+        if current is not None:
+            yield current
+            return
+        async with self._read() as tx:
+            yield tx
 
     async def fetch_one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
         async with self._reading() as tx:

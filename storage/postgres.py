@@ -32,7 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from storage.db import Joining, ReadsThrough, Row, SchemaTooNew, StoreUnavailable, Tx, migrations, redacted
+from storage.db import ReadsThrough, Row, SchemaTooNew, StoreUnavailable, Tx, migrations, redacted
 
 log = logging.getLogger(__name__)
 
@@ -123,28 +123,16 @@ class PostgresDatabase(ReadsThrough):
     dialect = "postgresql"
 
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+        super().__init__()
         self.pool = pool
-        self._joining = Joining()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
-        current = self._joining.current()
-        if current is not None:
-            yield current
-            return
-        async with (
-            self.pool.acquire() as conn,
-            conn.transaction(),
-            self._joining.entered(_PostgresTx(conn)) as tx,
-        ):
-            yield tx
+    async def _begin(self) -> AsyncIterator[Tx]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield _PostgresTx(conn)
 
     @asynccontextmanager
-    async def _reading(self) -> AsyncIterator[Tx]:
-        current = self._joining.current()
-        if current is not None:
-            yield current
-            return
+    async def _read(self) -> AsyncIterator[Tx]:
         async with self.pool.acquire() as conn:
             yield _PostgresTx(conn)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from storage.db import Joining, ReadsThrough, Row, SchemaTooNew, Tx, migrations
+from storage.db import ReadsThrough, Row, SchemaTooNew, Tx, migrations
 
 log = logging.getLogger(__name__)
 
@@ -174,18 +174,14 @@ class SqliteDatabase(ReadsThrough):
     dialect = "sqlite"
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
+        super().__init__()
         self.conn = conn
         self._tx = _SqliteTx(conn)
         self._lock = asyncio.Lock()
-        self._joining = Joining()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
-        current = self._joining.current()
-        if current is not None:
-            yield current
-            return
-        async with self._lock, self._joining.entered(self._tx):
+    async def _begin(self) -> AsyncIterator[Tx]:
+        async with self._lock:
             await self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._tx
@@ -195,11 +191,7 @@ class SqliteDatabase(ReadsThrough):
             await self.conn.commit()
 
     @asynccontextmanager
-    async def _reading(self) -> AsyncIterator[Tx]:
-        current = self._joining.current()
-        if current is not None:
-            yield current
-            return
+    async def _read(self) -> AsyncIterator[Tx]:
         async with self._lock:
             yield self._tx
 
