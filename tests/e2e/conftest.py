@@ -194,3 +194,18 @@ async def bot_process(
     yield process
     if process.process is not None and process.process.returncode is None:
         await process.terminate(signal.SIGKILL)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The figures a test recorded with `record_property("figures", ...)` (the cluster test's
+    counts), printed at the end of every run that ran it."""
+    lines = [
+        str(value)
+        for report in terminalreporter.getreports("passed") + terminalreporter.getreports("failed")
+        for name, value in report.user_properties
+        if name == "figures"
+    ]
+    if lines:
+        terminalreporter.section("e2e figures")
+        for line in lines:
+            terminalreporter.write_line(line)
