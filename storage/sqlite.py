@@ -182,8 +182,12 @@ class SqliteDatabase(ReadsThrough):
     @asynccontextmanager
     async def _begin(self) -> AsyncIterator[Tx]:
         async with self._lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
+            # BEGIN inside the try: a task cancelled while BEGIN waits for another process's
+            # write lock has still queued it on the connection's thread, where it runs; the
+            # rollback queued after it ends that transaction instead of leaving the shared
+            # connection inside it (every later BEGIN would fail).
             try:
+                await self.conn.execute("BEGIN IMMEDIATE")
                 yield self._tx
             except BaseException:
                 await self.conn.rollback()

@@ -13,7 +13,7 @@ import pytest
 from bot.edits import EditOptions
 from storage import postgres, sqlite
 from storage.db import Database, SchemaTooNew
-from storage.sqlite import open_sqlite, schema_version
+from storage.sqlite import connect, open_sqlite, schema_version
 from storage.store import StoreUrl, migrate_store, open_db
 from tests.sql import run_sql
 
@@ -159,3 +159,35 @@ async def test_processes_opening_a_new_file_at_once_all_start(tmp_path: Path) ->
             assert row is not None and row[0] == sqlite.latest_version()
         finally:
             await db.close()
+
+
+async def test_a_transaction_cancelled_while_waiting_for_the_write_lock_leaves_none_open(
+    tmp_path: Path,
+) -> None:
+    """Another process holds the write lock; a task waiting in BEGIN is cancelled (a shutdown, a
+    timeout). Its BEGIN still runs once the lock frees: the connection must not stay inside it."""
+    path = tmp_path / "r.db"
+    db = await open_sqlite(path)
+    other = await connect(path)
+    try:
+        await other.execute("BEGIN IMMEDIATE")
+
+        async def write() -> None:
+            async with db.transaction() as tx:
+                await tx.execute(
+                    "INSERT INTO audit_log (actor_id, action, created_at) VALUES (1, 'x', 'now')"
+                )
+
+        waiting = asyncio.create_task(write())
+        done, _ = await asyncio.wait([waiting], timeout=0.3)
+        assert not done  # still waiting in BEGIN for the other connection's lock
+        waiting.cancel()
+        await other.rollback()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await write()
+        row = await db.fetch_one("SELECT COUNT(*) FROM audit_log")
+        assert row is not None and row[0] == 1
+    finally:
+        await other.close()
+        await db.close()
