@@ -108,22 +108,18 @@ async def migrating(path: Path | str) -> AsyncIterator[None]:
 async def migrate_with_backup(path: Path) -> tuple[list[int], Path | None]:
     """Bring the schema up to date, first copying a database that has data and needs changes."""
     async with migrating(path):
-        return await _migrate_with_backup(path)
-
-
-async def _migrate_with_backup(path: Path) -> tuple[list[int], Path | None]:
-    conn = await connect(path)
-    try:
-        current = await schema_version(conn)
-        copy = None
-        if 0 < current < latest_version():
-            copy = await asyncio.to_thread(
-                backup, path, path.with_name(f"{path.stem}.pre-v{latest_version()}.db")
-            )
-            log.info("backed up the database to %s before migrating", copy)
-        return await migrate(conn), copy
-    finally:
-        await conn.close()
+        conn = await connect(path)
+        try:
+            current = await schema_version(conn)
+            copy = None
+            if 0 < current < latest_version():
+                copy = await asyncio.to_thread(
+                    backup, path, path.with_name(f"{path.stem}.pre-v{latest_version()}.db")
+                )
+                log.info("backed up the database to %s before migrating", copy)
+            return await migrate(conn), copy
+        finally:
+            await conn.close()
 
 
 async def open_sqlite(path: Path | str) -> SqliteDatabase:
