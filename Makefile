@@ -26,15 +26,18 @@ lint:
 typecheck:
 	$(RUN) mypy bot cogs storage tests bench
 
-# Storage-level tests (tests/unit: db, ledger, credits, the credit state machine, jobs, limits)
-# run on SQLite and PostgreSQL in this one pass; PostgreSQL comes from tests/postgres.py.
-pytest:
-	$(RUN) pytest -q -m "not soak"
+# Two passes, each spread over four test processes (the tests mostly wait on sockets and
+# subprocesses, so four share two cores well): everything on SQLite (the storage-level tests and
+# the credit state machine take both stores in that pass), then the end-to-end and crash suites
+# again with every bot on a fresh PostgreSQL database from tests/postgres.py.
+PYTEST := $(RUN) pytest -q -n 4
 
-# The whole e2e and reliability suite again, each bot on a fresh PostgreSQL database (5.5 to
-# 11 minutes here, with the machine idle or shared: too long to add to every `make test`).
+pytest:
+	$(PYTEST) -m "not soak"
+	$(MAKE) --no-print-directory pytest-postgres
+
 pytest-postgres: sync
-	RETOUCH_TEST_STORE=postgresql $(RUN) pytest -q -m "not soak" tests/e2e tests/reliability
+	RETOUCH_TEST_STORE=postgresql $(PYTEST) -m "not soak and not sqlite_only" tests/e2e tests/reliability
 
 # The long randomized crash runs (at least 200; RETOUCH_SOAK_RUNS sets how many).
 soak: sync
