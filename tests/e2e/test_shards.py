@@ -127,7 +127,9 @@ async def test_a_process_delivers_an_edit_in_a_guild_it_holds_no_shard_of(
     image = fake.add_cdn_file(png(), "p.png")
     interaction = await fake.slash("edit", in_guild=far, prompt="brighter", image=image, user=far.member_id)
     assert interaction.shard == 1
-    await runflow.wait_for_run()
+    run = await runflow.wait_for_run()
+    # The bot polls a run only once it has recorded it; stopped before, it would submit again.
+    await runflow.wait_until(lambda: run.polls or None, "the run's first poll")
     await second.stop()
     await first.restart()
     runflow.release()
