@@ -28,6 +28,12 @@ def order_to_dict(order: EditOrder) -> dict[str, Any]:
     return asdict(order)
 
 
+def recoverable_since(clock: Clock) -> datetime:
+    """The oldest an acknowledged edit may be and still be answered: its interaction token has a
+    minute left."""
+    return clock.now() - TOKEN_LIFETIME + timedelta(minutes=1)
+
+
 def order_from_dict(data: Mapping[str, Any]) -> EditOrder:
     fields = dict(data)
     fields["images"] = [InputImage(**item) for item in fields["images"]]
@@ -38,27 +44,41 @@ def order_from_dict(data: Mapping[str, Any]) -> EditOrder:
     return EditOrder(**fields)
 
 
+class HandedOn(Exception):
+    """Another process took this journaled edit over (its holder's lease lapsed) and wrote its
+    job first: that process runs it and tells the member; this one lets it go."""
+
+
 class IntakeJournal(Protocol):
     """Where an edit is first recorded, before it is acknowledged.
 
-    `Journal` (a local file) serves the embedded SQLite store. With several processes on
-    PostgreSQL, a process whose machine never returns would take its file with it, so there the
-    record belongs in the database itself, cheaply: one autocommit INSERT into an
-    `intake_journal` table (the order's token, the process's lease name, the time, the order as
-    JSON), outside any transaction and its locks. `withdraw` deletes the row; `recent` reads the
-    rows within a token's lifetime that have no job yet and whose process is gone (a
-    `processes` row that its lease renewal keeps fresh has lapsed: a live process may still be
-    creating the job, under a busy database), and `forget_older` deletes the rest. Not built
-    yet: it arrives with the PostgreSQL backend.
+    `Journal`, a local file, serves the embedded SQLite store, one process per file set. With
+    several processes on PostgreSQL, a process whose machine never returns would take its file
+    with it, so there the record is a row of the database itself (`TableJournal`), held under
+    its process's lease like a job and taken over by another process once that lapses.
     """
 
     async def add(self, order: EditOrder) -> None: ...
 
-    async def withdraw(self, order: EditOrder) -> None: ...
+    async def withdraw(self, order: EditOrder) -> None:
+        """The edit ended without a job (refused, or waiting for the member's confirmation):
+        recovery must not start it."""
+        ...
 
-    async def recent(self) -> list[EditOrder]: ...
+    async def settle(self, order: EditOrder) -> None:
+        """Called in the transaction that writes the order's job, so the record ends with it;
+        raises HandedOn when another process wrote that job first."""
+        ...
 
-    async def forget_older(self) -> None: ...
+    async def recent(self, *, starting: bool) -> list[EditOrder]:
+        """Orders acknowledged within a token's lifetime by a process that is gone (this one,
+        before its restart, when `starting`), now this process's to write; some may already
+        have their job."""
+        ...
+
+    async def forget_older(self) -> None:
+        """Drop what can no longer be answered (older than a token's lifetime)."""
+        ...
 
 
 class Journal:
@@ -84,9 +104,11 @@ class Journal:
         await self._commit({"at": self._clock.now().isoformat(), "order": order_to_dict(order)})
 
     async def withdraw(self, order: EditOrder) -> None:
-        """The edit ended without a job (refused, or waiting for the member's confirmation):
-        recovery must not start it."""
         await self._commit({"at": self._clock.now().isoformat(), "withdrawn": order.interaction_token})
+
+    async def settle(self, order: EditOrder) -> None:
+        """Nothing to do: only this process writes this file's jobs, and recovery tells an order
+        whose job exists by its token."""
 
     async def _commit(self, entry: dict[str, Any]) -> None:
         """Return once `entry` is on disk. A caller that stops waiting does not take it back."""
@@ -138,15 +160,18 @@ class Journal:
         if not size:  # a new file: its name is on disk only once its folder is
             _fsync_folder(self._path.parent)
 
-    async def recent(self) -> list[EditOrder]:
-        """Orders written within an interaction token's lifetime; older ones cannot be answered."""
+    async def recent(self, *, starting: bool) -> list[EditOrder]:
+        """At start, the orders written within an interaction token's lifetime (older ones cannot
+        be answered); later, none: the file is this running process's own."""
+        if not starting:
+            return []
         entries = await asyncio.to_thread(self._recent)
         return [order_from_dict(entry["order"]) for entry in entries]
 
     def _recent(self) -> list[dict[str, Any]]:
         if not self._path.exists():
             return []
-        cutoff = self._clock.now() - TOKEN_LIFETIME + timedelta(minutes=1)
+        cutoff = recoverable_since(self._clock)
         entries = []
         for line in self._path.read_text(encoding="utf-8").splitlines():
             try:
