@@ -9,6 +9,7 @@ processes writing a job for one row, the second finds the row gone and rolls bac
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,12 +29,23 @@ class IntakeJournalRepository:
     def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
 
-    async def add(self, row: JournalRow, created_at: datetime) -> None:
-        """Committed on a connection of its own, so it never waits for the transactions' pool."""
+    async def add(self, rows: Sequence[JournalRow], created_at: datetime) -> None:
+        """One statement and one commit for them all, on a connection of its own, so it never
+        waits for the transactions' pool. A token already there (an interaction journaled
+        twice) keeps its first row."""
         await self._db.execute_apart(
             "INSERT INTO intake_journal (interaction_token, owner, lease_until, created_at, edit_order)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (row.interaction_token, row.owner, ts(row.lease_until), ts(created_at), row.edit_order),
+            " SELECT token, owner, lease_until, ?, edit_order"
+            " FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]))"
+            " AS batch (token, owner, lease_until, edit_order)"
+            " ON CONFLICT (interaction_token) DO NOTHING",
+            (
+                ts(created_at),
+                [row.interaction_token for row in rows],
+                [row.owner for row in rows],
+                [ts(row.lease_until) for row in rows],
+                [row.edit_order for row in rows],
+            ),
         )
 
     async def withdraw(self, interaction_token: str, owner: str) -> None:

@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations") / "postgresql"
 POOL_SIZE = 10
-# Connections kept apart from the transactions' pool, for `PostgresDatabase.execute_apart`.
-APART_SIZE = 2
+# Connections kept apart from the transactions' pool, for `PostgresDatabase.execute_apart`:
+# its one user (the intake journal) sends one statement at a time.
+APART_SIZE = 1
 CONNECT_TIMEOUT = 10.0
 # Any fixed number: the advisory lock every migrating process waits on.
 _MIGRATION_LOCK = 0x5265746F756368  # "Retouch"

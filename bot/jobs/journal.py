@@ -10,7 +10,6 @@ the database, so writing it cannot queue behind a burst.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bot.edits import TOKEN_LIFETIME, EditOptions, EditOrder, InputImage, JobKind
+from bot.jobs.group_commit import GroupCommit
 from bot.runtime.clock import SYSTEM_CLOCK, Clock
 
 
@@ -82,14 +82,11 @@ class IntakeJournal(Protocol):
 
 
 class Journal:
-    """The file journal, with group commit.
+    """The file journal, with group commit (an fsync costs milliseconds whatever it carries).
 
-    An fsync costs milliseconds whatever it carries, and a burst of 200 `/edit`s each waiting
-    for its own, in the thread pool that image work also fills, kept members waiting for
-    hundreds of milliseconds. So every entry that arrives while one write is on its way to disk
-    goes to disk with the next one, together: an entry waits for at most the fsync in flight
-    plus its own. The writes run on a thread of the journal's own, one at a time and in order,
-    and an entry's `add` returns only once the fsync that carried it has returned.
+    The writes run on a thread of the journal's own, not in the thread pool that image work
+    also fills, one at a time and in order; an entry's `add` returns only once the fsync that
+    carried it has returned.
     """
 
     def __init__(self, path: Path, clock: Clock = SYSTEM_CLOCK) -> None:
@@ -97,8 +94,7 @@ class Journal:
         self._clock = clock
         # One thread: writes and rewrites happen in the order they were asked for, never at once.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
-        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
-        self._writing = False
+        self._lines = GroupCommit(self._append_all)
 
     async def add(self, order: EditOrder) -> None:
         await self._commit({"at": self._clock.now().isoformat(), "order": order_to_dict(order)})
@@ -111,37 +107,11 @@ class Journal:
         whose job exists by its token."""
 
     async def _commit(self, entry: dict[str, Any]) -> None:
-        """Return once `entry` is on disk. A caller that stops waiting does not take it back."""
-        loop = asyncio.get_running_loop()
-        durable: asyncio.Future[None] = loop.create_future()
-        self._pending.append(((json.dumps(entry) + "\n").encode(), durable))
-        if not self._writing:
-            self._write_pending(loop)
-        await durable
+        """Return once `entry` is on disk."""
+        await self._lines.add((json.dumps(entry) + "\n").encode())
 
-    def _write_pending(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch, self._pending = self._pending, []
-        self._writing = True
-        written = loop.run_in_executor(self._writer, self._append, b"".join(line for line, _ in batch))
-        written.add_done_callback(functools.partial(self._written, loop, batch))
-
-    def _written(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        batch: list[tuple[bytes, asyncio.Future[None]]],
-        written: asyncio.Future[None],
-    ) -> None:
-        self._writing = False
-        error = asyncio.CancelledError() if written.cancelled() else written.exception()
-        for _, durable in batch:
-            if durable.done():
-                continue  # its caller was cancelled; the entry is written all the same
-            if error is None:
-                durable.set_result(None)
-            else:
-                durable.set_exception(error)
-        if self._pending:
-            self._write_pending(loop)
+    async def _append_all(self, lines: list[bytes]) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._append, b"".join(lines))
 
     def _append(self, lines: bytes) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
