@@ -33,6 +33,7 @@ BENCHMARKS = {
     "fit": "bench.fit",
     "memory": "bench.memory",
     "ledger": "bench.ledger",
+    "journal": "bench.journal",
     "polling": "bench.polling",
     "startup": "bench.startup",
 }

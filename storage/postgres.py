@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations") / "postgresql"
 POOL_SIZE = 10
+# Connections kept apart from the transactions' pool, for `PostgresDatabase.execute_apart`:
+# its one user (the intake journal) sends one statement at a time.
+APART_SIZE = 1
 CONNECT_TIMEOUT = 10.0
 # Any fixed number: the advisory lock every migrating process waits on.
 _MIGRATION_LOCK = 0x5265746F756368  # "Retouch"
@@ -122,9 +125,20 @@ class PostgresDatabase(ReadsThrough):
 
     dialect = "postgresql"
 
-    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], apart: asyncpg.Pool[asyncpg.Record]) -> None:
         super().__init__()
         self.pool = pool
+        self._apart = apart
+
+    async def execute_apart(self, sql: str, params: Sequence[object] = ()) -> int:
+        """One statement, committed on its own, on a connection no transaction ever holds.
+
+        For a write that must not queue behind the transactions (the intake journal's insert,
+        before Discord's 3 seconds run out): under a burst every pooled connection can be held
+        by a transaction waiting on a lock, and a statement asking the pool waits with them.
+        Returns how many rows it changed."""
+        async with self._apart.acquire() as conn:
+            return _changed(await conn.execute(numbered(sql), *params))
 
     @asynccontextmanager
     async def _begin(self) -> AsyncIterator[Tx]:
@@ -143,6 +157,7 @@ class PostgresDatabase(ReadsThrough):
             return False
 
     async def close(self) -> None:
+        await self._apart.close()
         await self.pool.close()
 
 
@@ -220,10 +235,11 @@ async def open_postgres(url: str, *, pool_size: int = POOL_SIZE) -> PostgresData
     try:
         async with pool.acquire() as conn:
             await migrate(conn)
+        apart = await _pool(url, APART_SIZE)
     except BaseException:
         await pool.close()
         raise
-    return PostgresDatabase(pool)
+    return PostgresDatabase(pool, apart)
 
 
 async def migrate_url(url: str) -> tuple[list[int], int]:

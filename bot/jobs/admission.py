@@ -1,7 +1,7 @@
 """Whether, and how, an edit is taken: one decision for every way an edit starts (a command, a
 form, a button, the painter's page).
 
-`admit(order)` answers `Queued`, `NeedsConfirmation` or `Refused(reason)`. It owns the rules
+`admit(order)` answers `Queued`, `NeedsConfirmation`, `Refused(reason)` or `HandedOn`. It owns the rules
 that used to be spread over the Discord side: the options a member left to the server, the
 owner's and the moderators' switches (pause, DMs, own installs, channels), the confirmation
 rule, and which sizes an edit may be upscaled to. The Discord side only parses, acknowledges
@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from bot.credits import Balance, CreditError, Estimate
 from bot.edits import PAUSED, EditOptions, EditOrder, EditsPaused, TooManyJobs
+from bot.jobs.journal import HandedOn
 from bot.jobs.service import JobService
 from bot.pictures.sizes import RESOLUTIONS, SIZE_NAMES
 from bot.pictures.validation import prompt_problem
@@ -87,7 +88,9 @@ class Refused:
     reason: str
 
 
-Decision = Queued | NeedsConfirmation | Refused
+# Or `HandedOn`: another process took the acknowledged edit over (this one's lease on it had
+# lapsed) and wrote it first; that process runs it and answers the member, this one says nothing.
+Decision = Queued | NeedsConfirmation | Refused | HandedOn
 # Called once the edit passed every check and before its job is written: the painter's page posts
 # the message that will show progress here, so a refused edit never shows one.
 Announce = Callable[[EditOrder], Awaitable[EditOrder]]
@@ -247,6 +250,8 @@ class Admission:
             job = await jobs.create(order, estimate)
         except (EditsPaused, TooManyJobs, CreditError) as error:
             return await self._refuse(order, error.message)
+        except HandedOn as handed_on:
+            return handed_on
         return Queued(await jobs.enqueue(job, order.status_message_id))
 
     async def _refuse(self, order: EditOrder, reason: str) -> Refused:

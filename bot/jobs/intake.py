@@ -76,7 +76,7 @@ class Intake:
 
         A crash after this finds the job at start and runs it (before it, the journal does). If
         the limits or the reservation refuse it (TooManyJobs, a CreditError), the row is rolled
-        back with it and nothing is left behind.
+        back with it and nothing is left behind. HandedOn: another process wrote it first.
         """
         if not self.accepting or self.paused:
             raise EditsPaused
@@ -97,6 +97,10 @@ class Intake:
             # Counted under the member's and the server's locks with the insert: counted before
             # it, a burst of simultaneous edits all saw room for one more and all went in. (On
             # SQLite the write lock already serialises; on PostgreSQL these hold across processes.)
+            if self._core.journal is not None:
+                # First, so a process that took the edit over from the journal and writes it
+                # too waits here for this transaction, then finds the edit gone (`HandedOn`).
+                await self._core.journal.settle(order)
             await tx.lock(f"open-jobs:member:{order.user_id}")
             if order.guild_id is not None:
                 await tx.lock(f"open-jobs:server:{order.guild_id}")

@@ -10,7 +10,6 @@ the database, so writing it cannot queue behind a burst.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 from collections.abc import Mapping
@@ -21,11 +20,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bot.edits import TOKEN_LIFETIME, EditOptions, EditOrder, InputImage, JobKind
+from bot.jobs.group_commit import GroupCommit
 from bot.runtime.clock import SYSTEM_CLOCK, Clock
 
 
 def order_to_dict(order: EditOrder) -> dict[str, Any]:
     return asdict(order)
+
+
+def recoverable_since(clock: Clock) -> datetime:
+    """The oldest an acknowledged edit may be and still be answered: its interaction token has a
+    minute left."""
+    return clock.now() - TOKEN_LIFETIME + timedelta(minutes=1)
 
 
 def order_from_dict(data: Mapping[str, Any]) -> EditOrder:
@@ -38,38 +44,49 @@ def order_from_dict(data: Mapping[str, Any]) -> EditOrder:
     return EditOrder(**fields)
 
 
+class HandedOn(Exception):
+    """Another process took this journaled edit over (its holder's lease lapsed) and wrote its
+    job first: that process runs it and tells the member; this one lets it go."""
+
+
 class IntakeJournal(Protocol):
     """Where an edit is first recorded, before it is acknowledged.
 
-    `Journal` (a local file) serves the embedded SQLite store. With several processes on
-    PostgreSQL, a process whose machine never returns would take its file with it, so there the
-    record belongs in the database itself, cheaply: one autocommit INSERT into an
-    `intake_journal` table (the order's token, the process's lease name, the time, the order as
-    JSON), outside any transaction and its locks. `withdraw` deletes the row; `recent` reads the
-    rows within a token's lifetime that have no job yet and whose process is gone (a
-    `processes` row that its lease renewal keeps fresh has lapsed: a live process may still be
-    creating the job, under a busy database), and `forget_older` deletes the rest. Not built
-    yet: it arrives with the PostgreSQL backend.
+    `Journal`, a local file, serves the embedded SQLite store, one process per file set. With
+    several processes on PostgreSQL, a process whose machine never returns would take its file
+    with it, so there the record is a row of the database itself (`TableJournal`), held under
+    its process's lease like a job and taken over by another process once that lapses.
     """
 
     async def add(self, order: EditOrder) -> None: ...
 
-    async def withdraw(self, order: EditOrder) -> None: ...
+    async def withdraw(self, order: EditOrder) -> None:
+        """The edit ended without a job (refused, or waiting for the member's confirmation):
+        recovery must not start it."""
+        ...
 
-    async def recent(self) -> list[EditOrder]: ...
+    async def settle(self, order: EditOrder) -> None:
+        """Called in the transaction that writes the order's job, so the record ends with it;
+        raises HandedOn when another process wrote that job first."""
+        ...
 
-    async def forget_older(self) -> None: ...
+    async def recent(self, *, starting: bool) -> list[EditOrder]:
+        """Orders acknowledged within a token's lifetime by a process that is gone (this one,
+        before its restart, when `starting`), now this process's to write; some may already
+        have their job."""
+        ...
+
+    async def forget_older(self) -> None:
+        """Drop what can no longer be answered (older than a token's lifetime)."""
+        ...
 
 
 class Journal:
-    """The file journal, with group commit.
+    """The file journal, with group commit (an fsync costs milliseconds whatever it carries).
 
-    An fsync costs milliseconds whatever it carries, and a burst of 200 `/edit`s each waiting
-    for its own, in the thread pool that image work also fills, kept members waiting for
-    hundreds of milliseconds. So every entry that arrives while one write is on its way to disk
-    goes to disk with the next one, together: an entry waits for at most the fsync in flight
-    plus its own. The writes run on a thread of the journal's own, one at a time and in order,
-    and an entry's `add` returns only once the fsync that carried it has returned.
+    The writes run on a thread of the journal's own, not in the thread pool that image work
+    also fills, one at a time and in order; an entry's `add` returns only once the fsync that
+    carried it has returned.
     """
 
     def __init__(self, path: Path, clock: Clock = SYSTEM_CLOCK) -> None:
@@ -77,49 +94,24 @@ class Journal:
         self._clock = clock
         # One thread: writes and rewrites happen in the order they were asked for, never at once.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
-        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
-        self._writing = False
+        self._lines = GroupCommit(self._append_all)
 
     async def add(self, order: EditOrder) -> None:
         await self._commit({"at": self._clock.now().isoformat(), "order": order_to_dict(order)})
 
     async def withdraw(self, order: EditOrder) -> None:
-        """The edit ended without a job (refused, or waiting for the member's confirmation):
-        recovery must not start it."""
         await self._commit({"at": self._clock.now().isoformat(), "withdrawn": order.interaction_token})
 
+    async def settle(self, order: EditOrder) -> None:
+        """Nothing to do: only this process writes this file's jobs, and recovery tells an order
+        whose job exists by its token."""
+
     async def _commit(self, entry: dict[str, Any]) -> None:
-        """Return once `entry` is on disk. A caller that stops waiting does not take it back."""
-        loop = asyncio.get_running_loop()
-        durable: asyncio.Future[None] = loop.create_future()
-        self._pending.append(((json.dumps(entry) + "\n").encode(), durable))
-        if not self._writing:
-            self._write_pending(loop)
-        await durable
+        """Return once `entry` is on disk."""
+        await self._lines.add((json.dumps(entry) + "\n").encode())
 
-    def _write_pending(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch, self._pending = self._pending, []
-        self._writing = True
-        written = loop.run_in_executor(self._writer, self._append, b"".join(line for line, _ in batch))
-        written.add_done_callback(functools.partial(self._written, loop, batch))
-
-    def _written(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        batch: list[tuple[bytes, asyncio.Future[None]]],
-        written: asyncio.Future[None],
-    ) -> None:
-        self._writing = False
-        error = asyncio.CancelledError() if written.cancelled() else written.exception()
-        for _, durable in batch:
-            if durable.done():
-                continue  # its caller was cancelled; the entry is written all the same
-            if error is None:
-                durable.set_result(None)
-            else:
-                durable.set_exception(error)
-        if self._pending:
-            self._write_pending(loop)
+    async def _append_all(self, lines: list[bytes]) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._append, b"".join(lines))
 
     def _append(self, lines: bytes) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,15 +130,18 @@ class Journal:
         if not size:  # a new file: its name is on disk only once its folder is
             _fsync_folder(self._path.parent)
 
-    async def recent(self) -> list[EditOrder]:
-        """Orders written within an interaction token's lifetime; older ones cannot be answered."""
+    async def recent(self, *, starting: bool) -> list[EditOrder]:
+        """At start, the orders written within an interaction token's lifetime (older ones cannot
+        be answered); later, none: the file is this running process's own."""
+        if not starting:
+            return []
         entries = await asyncio.to_thread(self._recent)
         return [order_from_dict(entry["order"]) for entry in entries]
 
     def _recent(self) -> list[dict[str, Any]]:
         if not self._path.exists():
             return []
-        cutoff = self._clock.now() - TOKEN_LIFETIME + timedelta(minutes=1)
+        cutoff = recoverable_since(self._clock)
         entries = []
         for line in self._path.read_text(encoding="utf-8").splitlines():
             try:

@@ -3,6 +3,8 @@
 A job's lease names the process working on it and when that claim lapses. The process renews
 all its leases together while it runs; when it stops on purpose it hands them back at once;
 when it dies they lapse, and every process's takeover (`Recovery.take_over`) finishes the job.
+On PostgreSQL the edits it acknowledged and has not yet written as jobs (its intake journal's
+rows, see `bot.jobs.journal`) are held the same way and renewed with the jobs.
 A lease also lapses at once, without waiting for its end, when it names a process on this
 machine that is no longer running, or names this very process at its start (a restart that
 kept its name, as the first process in a container does): such a holder can never renew it.
@@ -20,6 +22,7 @@ from bot.runtime.clock import Clock
 from bot.runtime.metrics import Metrics
 from storage.claims import ClaimRepository
 from storage.db import database_errors
+from storage.intake_journal import IntakeJournalRepository
 from storage.jobs import Job
 
 log = logging.getLogger(__name__)
@@ -46,13 +49,21 @@ def _gone(owner: str) -> bool:
 
 class Leases:
     def __init__(
-        self, claims: ClaimRepository, *, owner: str, seconds: float, clock: Clock, metrics: Metrics
+        self,
+        claims: ClaimRepository,
+        *,
+        owner: str,
+        seconds: float,
+        clock: Clock,
+        metrics: Metrics,
+        journal: IntakeJournalRepository | None = None,
     ) -> None:
         self.owner = owner
         self.seconds = seconds
         self.clock = clock
         self._claims = claims
         self._metrics = metrics
+        self._journal = journal
 
     @property
     def length(self) -> timedelta:
@@ -67,9 +78,15 @@ class Leases:
         while True:
             await asyncio.sleep(self.seconds / 3)
             try:
-                await self._claims.renew(self.owner, self.until())
+                await self.renew()
             except database_errors():
                 log.exception("could not renew this process's job leases; will try again")
+
+    async def renew(self) -> None:
+        """Push back the end of everything this process holds: its jobs, its journaled edits."""
+        await self._claims.renew(self.owner, self.until())
+        if self._journal is not None:
+            await self._journal.renew(self.owner, self.until())
 
     async def release(self, job_id: int) -> None:
         """The job is finished, or left for whoever takes it over next."""
@@ -83,21 +100,22 @@ class Leases:
         if released:
             log.info("handed back %d unfinished jobs for another process to finish", released)
 
-    def lapsed(self, job: Job, *, starting: bool) -> bool:
-        """Whether no living process holds this unfinished job (see the module's docstring)."""
-        if job.lease_owner is None or job.lease_until is None:
+    def lapsed(self, owner: str | None, until: datetime | None, *, starting: bool) -> bool:
+        """Whether no living process holds what `owner` leased until `until` (see the module's
+        docstring)."""
+        if owner is None or until is None:
             return True
-        if job.lease_until < self.clock.now():
+        if until < self.clock.now():
             return True
-        if job.lease_owner == self.owner:
+        if owner == self.owner:
             return starting
-        return _gone(job.lease_owner)
+        return _gone(owner)
 
     async def orphans(self, *, starting: bool) -> list[Job]:
         """Unfinished jobs whose holder is gone, each now held by this process."""
         taken = []
         for job in await self._claims.leased_or_in_flight():
-            if not self.lapsed(job, starting=starting):
+            if not self.lapsed(job.lease_owner, job.lease_until, starting=starting):
                 continue
             mine = await self._claims.take_over(job, self.owner, self.until())
             if mine is None:

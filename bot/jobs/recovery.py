@@ -1,5 +1,6 @@
 """Putting back on its path every job a process left unfinished: this one before a restart
-(at start), or another one that died (its leases lapsed: `take_over`, every third of a lease).
+(at start), or another one that died (its leases lapsed: `take_over`, every third of a lease),
+and every edit such a process acknowledged without writing its job (its intake journal).
 
 Safe to run any number of times, in any number of processes: each step looks for one kind of
 leftover (an acknowledged edit with no row, a final job still holding credits, a failure its
@@ -17,6 +18,7 @@ from bot.edits import INTERRUPTED, MEMBER_MESSAGES, TooManyJobs
 from bot.jobs.core import Core
 from bot.jobs.endings import Endings, reference, run_of
 from bot.jobs.intake import Intake
+from bot.jobs.journal import HandedOn
 from bot.jobs.runner import Runner
 from bot.jobs.wakeups import JOBS
 from bot.providers.base import ErrorKind, RunFailed
@@ -49,7 +51,6 @@ class Recovery:
         before its restart (see `bot.jobs.leases`).
         """
         core = self._core
-        await self._recover_journal()
         for job in await core.repo.final_with_open_hold():
             # A crash between the final state change and the ledger entry: finish the latter.
             if job.state is JobState.DONE:
@@ -67,12 +68,15 @@ class Recovery:
             )
             await core.repo.mark_notified(job.id)
         await self.take_over(starting=starting)
+        if core.journal is not None:
+            await core.journal.forget_older()
 
     async def take_over(self, *, starting: bool = False) -> None:
         """Finish every unfinished job whose holder is gone: resume its host run (never
-        submitting it again), deliver it, or put it back in line if it never reached a host."""
+        submitting it again), deliver it, or put it back in line if it never reached a host;
+        and write the job of every edit such a process acknowledged and did not write."""
         core = self._core
-        back_in_line = False
+        back_in_line = await self._recover_journal(starting=starting)
         for job in await core.leases.orphans(starting=starting):
             if job.state is not JobState.QUEUED and job.attempts >= MAX_STARTS:
                 await self._give_up_interrupted(job)
@@ -123,24 +127,29 @@ class Recovery:
             member_text=INTERRUPTED.format(starts=job.attempts, reference=tag),
         )
 
-    async def _recover_journal(self) -> None:
-        """Edits acknowledged just before a crash, with no job yet: create and run them now."""
+    async def _recover_journal(self, *, starting: bool) -> bool:
+        """Edits acknowledged just before their process died, with no job yet: write them now,
+        in line; whether any was."""
         journal = self._core.journal
         if journal is None:
-            return
+            return False
         recorded = False
-        for order in await journal.recent():
+        for order in await journal.recent(starting=starting):
             token = order.interaction_token
-            if token is None or await self._core.repo.find_by_token(token) is not None:
+            if token is None:
+                continue
+            if await self._core.repo.find_by_token(token) is not None:
+                await journal.withdraw(order)
                 continue
             try:
                 job = await self._intake.record(order, self._intake.estimate(order.options))
+            except HandedOn:
+                continue
             except (TooManyJobs, CreditError) as error:
-                log.warning("an edit acknowledged before a restart could not start: %s", error)
+                log.warning("an edit acknowledged before its process stopped could not start: %s", error)
+                await journal.withdraw(order)
                 continue
             log.info("job %d recovered from the journal", job.id)
             await self._core.leases.release(job.id)
             recorded = True
-        if recorded:
-            await self._core.wakeups.notify(JOBS)
-        await journal.forget_older()
+        return recorded

@@ -16,7 +16,7 @@ from bot.jobs.core import Core
 from bot.jobs.endings import Endings
 from bot.jobs.inputs import InputPreparer
 from bot.jobs.intake import Intake
-from bot.jobs.journal import Journal
+from bot.jobs.journal import IntakeJournal, Journal
 from bot.jobs.leases import Leases
 from bot.jobs.queries import Queries
 from bot.jobs.queue import Line
@@ -25,6 +25,7 @@ from bot.jobs.results import Results
 from bot.jobs.retention import Retention
 from bot.jobs.runner import Runner
 from bot.jobs.settings import JobSettings
+from bot.jobs.table_journal import TableJournal
 from bot.jobs.wakeups import JOBS, RUNS, LocalWakeups, Wakeups
 from bot.pictures.files import FileStore
 from bot.pictures.links import FileLinks
@@ -34,7 +35,9 @@ from bot.runtime.metrics import Metrics
 from bot.runtime.tasks import Supervisor
 from storage.claims import ClaimRepository
 from storage.db import database_errors
+from storage.intake_journal import IntakeJournalRepository
 from storage.jobs import JobRepository
+from storage.postgres import PostgresDatabase
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +57,24 @@ class JobService:
         wakeups: Wakeups | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        journal = Journal(settings.journal_path, clock) if settings.journal_path is not None else None
         metrics = metrics or Metrics()
         claims = ClaimRepository(repo.database)
+        # Processes sharing PostgreSQL journal in it, where another process finds what a dead
+        # one acknowledged; the embedded SQLite store, one process per file, beside it on disk.
+        rows = IntakeJournalRepository(repo.database) if isinstance(repo.database, PostgresDatabase) else None
         leases = Leases(
-            claims, owner=settings.lease_owner, seconds=settings.lease_seconds, clock=clock, metrics=metrics
+            claims,
+            owner=settings.lease_owner,
+            seconds=settings.lease_seconds,
+            clock=clock,
+            metrics=metrics,
+            journal=rows,
         )
+        journal: IntakeJournal | None = None
+        if rows is not None:
+            journal = TableJournal(rows, leases)
+        elif settings.journal_path is not None:
+            journal = Journal(settings.journal_path, clock)
         core = Core(
             settings=settings,
             repo=repo,

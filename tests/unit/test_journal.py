@@ -39,7 +39,7 @@ async def test_orders_round_trip_and_withdrawn_ones_are_left_out(tmp_path: Path)
     await journal.add(order("kept"))
     await journal.add(order("refused"))
     await journal.withdraw(order("refused"))
-    assert await journal.recent() == [order("kept")]
+    assert await journal.recent(starting=True) == [order("kept")]
 
 
 async def test_torn_and_expired_lines_are_skipped_and_forgotten(tmp_path: Path) -> None:
@@ -50,7 +50,7 @@ async def test_torn_and_expired_lines_are_skipped_and_forgotten(tmp_path: Path) 
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps({"at": old, "order": order_to_dict(order("old"))}) + "\n")
         handle.write('{"at": "2026-')  # the crash tore the last line
-    assert [o.interaction_token for o in await journal.recent()] == ["fresh"]
+    assert [o.interaction_token for o in await journal.recent(starting=True)] == ["fresh"]
     await journal.forget_older()
     assert len(path.read_text(encoding="utf-8").splitlines()) == 1
 
@@ -62,7 +62,7 @@ async def test_a_torn_last_line_does_not_swallow_the_next_entry(tmp_path: Path) 
     with path.open("a", encoding="utf-8") as handle:
         handle.write('{"at": "2026-')  # the crash tore the last line
     await Journal(path).add(order("after"))
-    assert [o.interaction_token for o in await journal.recent()] == ["before", "after"]
+    assert [o.interaction_token for o in await journal.recent(starting=True)] == ["before", "after"]
 
 
 class HeldFsync:
@@ -111,7 +111,7 @@ async def test_entries_that_arrive_during_an_fsync_share_the_next_one(
 
     assert len(held.durable) == 2  # the one in flight, then one for all fifty that waited
     assert sorted(acknowledged) == sorted(tokens)
-    on_disk = [o.interaction_token for o in await journal.recent()]
+    on_disk = [o.interaction_token for o in await journal.recent(starting=True)]
     assert on_disk == ["first", "lead", *tokens]  # in the order they were asked for
 
 
@@ -128,7 +128,7 @@ async def test_a_failed_write_fails_every_entry_it_carried(
     assert all(isinstance(result, OSError) for result in results)
     monkeypatch.setattr("bot.jobs.journal.os.fsync", os_fsync)
     await journal.add(order("later"))  # the writer goes on after a failure
-    assert "later" in [o.interaction_token for o in await journal.recent()]
+    assert "later" in [o.interaction_token for o in await journal.recent(starting=True)]
 
 
 async def test_forgetting_while_entries_arrive_loses_none(tmp_path: Path) -> None:
@@ -139,7 +139,7 @@ async def test_forgetting_while_entries_arrive_loses_none(tmp_path: Path) -> Non
     tokens = [f"t{n}" for n in range(200)]
     adds = [journal.add(order(token)) for token in tokens]
     await asyncio.gather(*adds[:100], journal.forget_older(), *adds[100:])
-    assert [o.interaction_token for o in await journal.recent()] == tokens
+    assert [o.interaction_token for o in await journal.recent(starting=True)] == tokens
 
 
 WRITER = r"""
@@ -174,5 +174,5 @@ async def test_killed_mid_write_every_acknowledged_entry_is_there(tmp_path: Path
     child.kill()  # in the middle of whatever write is on its way
     await child.wait()
     acknowledged += [line.decode().strip() for line in (await child.stdout.read()).splitlines()]
-    recovered = {o.interaction_token for o in await Journal(path).recent()}
+    recovered = {o.interaction_token for o in await Journal(path).recent(starting=True)}
     assert set(acknowledged) <= recovered
