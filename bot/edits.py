@@ -122,6 +122,13 @@ class EditsPaused(Exception):
     message = PAUSED
 
 
+class CannotRecord(EditsPaused):
+    """The edit could not be recorded in time to answer Discord (the journal's disk or
+    database is not answering): a refusal now is the only answer that can still arrive."""
+
+    message = "Retouch can't record new edits right now (its storage isn't answering); try again in a minute."
+
+
 class TooManyJobs(Exception):
     """The member (or the server) already has as many edits in flight as allowed."""
 

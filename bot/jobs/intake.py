@@ -8,18 +8,34 @@ confirm, and put in line (`enqueue`) only once its progress message exists to be
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 
 from bot.credits import Balance, Estimate, InsufficientCredits, MemberBlocked
-from bot.edits import TOKEN_LIFETIME, EditOptions, EditOrder, EditsPaused, Progress, TooManyJobs
+from bot.edits import (
+    TOKEN_LIFETIME,
+    CannotRecord,
+    EditOptions,
+    EditOrder,
+    EditsPaused,
+    Progress,
+    TooManyJobs,
+)
 from bot.jobs import access
 from bot.jobs.access import Actor
 from bot.jobs.core import Core
 from bot.jobs.wakeups import JOBS
+from storage.db import database_errors
 from storage.jobs import Job, JobState, NewJob
 
 log = logging.getLogger(__name__)
+
+# How long the journal may take before the acknowledgement: Discord allows 3 seconds from the
+# interaction's creation, and reading it and its inputs came first.
+NOTE_DEADLINE = 2.0
+_STORE_FAILURES: tuple[type[BaseException], ...] = (OSError, *database_errors())
+_NOT_RECORDED: tuple[type[BaseException], ...] = (TimeoutError, *_STORE_FAILURES)
 
 
 class Intake:
@@ -28,6 +44,9 @@ class Intake:
         self.accepting = False
         # The owner's switch for every server at once; running edits still finish.
         self.paused = False
+        # Journal entries refused for lateness, to withdraw once they land (held: the loop keeps
+        # only weak references to tasks).
+        self._late: set[asyncio.Task[None]] = set()
 
     def estimate(self, options: EditOptions) -> Estimate:
         """What an edit with these options costs, priced at the first host's rates."""
@@ -61,9 +80,35 @@ class Intake:
         return await self.enqueue(job, order.status_message_id)
 
     async def note(self, order: EditOrder) -> None:
-        """Journal an edit about to be acknowledged, so a crash before its row still runs it."""
-        if self._core.journal is not None:
-            await self._core.journal.add(order)
+        """Journal an edit about to be acknowledged, so a crash before its row still runs it.
+
+        Raises CannotRecord when the journal does not answer within NOTE_DEADLINE, while the
+        member can still be told so (a stalled disk or an unreachable database would otherwise
+        outlast Discord's deadline and leave the member with "The application did not
+        respond"). An entry that lands after that is withdrawn as soon as it does, so no
+        process ever runs an edit its member was told was refused.
+        """
+        journal = self._core.journal
+        if journal is None:
+            return
+        adding = asyncio.ensure_future(journal.add(order))
+        try:
+            await asyncio.wait_for(asyncio.shield(adding), NOTE_DEADLINE)
+        except _NOT_RECORDED as error:
+            log.error("an edit could not be journaled before its acknowledgement: %r", error)
+            if not adding.done():
+                late = asyncio.create_task(self._withdraw_late(adding, order))
+                self._late.add(late)
+                late.add_done_callback(self._late.discard)
+            raise CannotRecord from error
+
+    async def _withdraw_late(self, adding: asyncio.Future[None], order: EditOrder) -> None:
+        try:
+            await adding
+            await self.unnote(order)
+            log.info("a journal entry that landed after its edit was refused is withdrawn")
+        except _STORE_FAILURES:
+            pass  # it never landed
 
     async def unnote(self, order: EditOrder) -> None:
         """The journaled edit ended without a job; recovery must leave it alone."""
