@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
@@ -31,14 +31,32 @@ async def admin(pg_url: str) -> AsyncIterator[asyncpg.Connection]:
     await connection.close()
 
 
+@pytest.fixture
+def seen_withdrawn() -> Iterator[asyncio.Event]:
+    """Set when the bot logs that it withdrew a journal entry that landed late."""
+    seen = asyncio.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "landed after its edit was refused is withdrawn" in record.getMessage():
+                seen.set()
+
+    logger = logging.getLogger("bot.jobs.intake")
+    watch, level = Watch(), logger.level
+    logger.addHandler(watch)
+    logger.setLevel(logging.INFO)
+    yield seen
+    logger.removeHandler(watch)
+    logger.setLevel(level)
+
+
 async def test_a_stalled_journal_gets_a_refusal_in_time_and_leaves_nothing_to_run(
     retouch: InProcessBot,
     discord_fake: FakeDiscord,
     runflow: FakeRunflow,
     admin: asyncpg.Connection,
-    caplog: pytest.LogCaptureFixture,
+    seen_withdrawn: asyncio.Event,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.jobs.intake")
     stall = admin.transaction()
     await stall.start()
     await admin.execute("LOCK TABLE intake_journal IN ACCESS EXCLUSIVE MODE")
@@ -47,10 +65,7 @@ async def test_a_stalled_journal_gets_a_refusal_in_time_and_leaves_nothing_to_ru
     assert await private_answer(interaction) == CannotRecord.message
     assert interaction.responses[0]["status"] == 200  # within Discord's deadline
     await stall.rollback()  # the entry lands now, after the member was told no
-    withdrawn = "a journal entry that landed after its edit was refused is withdrawn"
-    async with asyncio.timeout(10):
-        while withdrawn not in caplog.text:
-            await asyncio.sleep(0.05)
+    await asyncio.wait_for(seen_withdrawn.wait(), 10)
     assert await admin.fetchval("SELECT COUNT(*) FROM intake_journal") == 0
     assert await admin.fetchval("SELECT COUNT(*) FROM jobs") == 0
     assert runflow.runs == {}
