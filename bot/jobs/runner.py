@@ -53,6 +53,8 @@ class Runner:
         self._wakeups: dict[int, asyncio.Event] = {}
         # The jobs this process is working on now, which a run's wake-up concerns.
         self._working: set[int] = set()
+        # Submits sent to a host whose answer is not recorded yet (see `land`).
+        self._landing: set[asyncio.Future[Job | None]] = set()
 
     async def work(self) -> None:
         """One worker: forever, the next job in line."""
@@ -175,12 +177,22 @@ class Runner:
             output_format=options.output_format,
             dimensions=dimensions,
         )
-        started = self._core.clock.monotonic()
+        # Shielded: a stop (a deploy, a SIGTERM) that cancels this worker while the host is
+        # answering would leave a run the host bills but no row names, and the job, back in line,
+        # would be submitted again. The submit lands on its own; `land` lets it finish.
+        landing = asyncio.ensure_future(self._submit_and_record(moved, request))
+        self._landing.add(landing)
+        landing.add_done_callback(self._landing.discard)
+        return await asyncio.shield(landing)
+
+    async def _submit_and_record(self, moved: Job, request: EditRequest) -> Job | None:
+        core = self._core
+        started = core.clock.monotonic()
         try:
             run = await core.provider.submit(request, callback_url=core.settings.callback_url)
         except ProviderError as error:
             self._observe(error.host or "unknown", "submit", started, error)
-            await fail(moved, error)
+            await self._endings.fail(moved, error)
             return None
         self._observe(run.host, "submit", started)
         running = await core.repo.move(
@@ -190,12 +202,24 @@ class Runner:
             provider=run.host,
             run_id=run.run_id,
             run_data=run.data,
-            submitted_at=self._core.clock.now(),
+            submitted_at=core.clock.now(),
         )
         if running is None:
             # Cancelled while the submit was in flight: the run exists, so stop it.
             await self._endings.stop_run(run)
         return running
+
+    async def land(self, within: float) -> None:
+        """At a stop, once the workers are cancelled: let the submits already at a host record
+        their runs (for up to `within` seconds), so whoever finishes those jobs polls the runs
+        instead of submitting them again. A submit still unanswered then is cancelled."""
+        if not self._landing:
+            return
+        log.info("waiting up to %.0f s for %d submits to be answered", within, len(self._landing))
+        _, late = await asyncio.wait(set(self._landing), timeout=within)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     async def _wait(self, job: Job) -> Job | None:
         try:

@@ -41,6 +41,10 @@ from storage.postgres import PostgresDatabase
 
 log = logging.getLogger(__name__)
 
+# How long a stop waits for submits already at a host to be answered (compose.yaml gives a stop
+# 30 s before SIGKILL; Docker's own default is 10 s).
+SUBMIT_GRACE = 8.0
+
 
 class JobService:
     def __init__(
@@ -174,6 +178,7 @@ class JobService:
         back so that another process (or this one's next start) finishes them at once."""
         self._intake.accepting = False
         await self._tasks.stop()
+        await self._runner.land(within=SUBMIT_GRACE)
         try:
             await self._core.leases.release_all()
         except database_errors():

@@ -149,3 +149,17 @@ async def test_restarted_subprocess_handles_a_click_on_an_old_result(
     await discord_fake.wait_ready(timeout=30)
     click = await discord_fake.click(result, "Refine")
     assert (await click.wait_modal())["title"] == "Refine this edit"
+
+
+async def test_a_stop_while_the_host_is_answering_a_submit_never_submits_it_again(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
+) -> None:
+    """A deploy that stops the bot between a host accepting a run and the bot reading its answer
+    must not leave that run unrecorded: the job would go back in line and run (and be billed by
+    the host) twice."""
+    runflow.hang_next("POST", r"/runs$", seconds=1.0)
+    await discord_fake.slash("edit", prompt="mid-deploy", image=discord_fake.add_cdn_file(png(), "p.png"))
+    await runflow.wait_for_run()  # accepted; its answer is on hold
+    await retouch.restart()
+    await discord_fake.wait_for_message(has_image)
+    assert len(runflow.runs) == 1
