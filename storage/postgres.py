@@ -118,13 +118,15 @@ class _PostgresTx:
 
 
 class PostgresDatabase(ReadsThrough):
-    """A pool shared by the process; each transaction holds one connection until it ends."""
+    """A pool shared by the process; each transaction holds one connection until it ends.
+    `url` is kept for the one connection that lives outside the pool (`storage.notices`)."""
 
     dialect = "postgresql"
 
-    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], url: str) -> None:
         super().__init__()
         self.pool = pool
+        self.url = url
 
     @asynccontextmanager
     async def _begin(self) -> AsyncIterator[Tx]:
@@ -223,7 +225,7 @@ async def open_postgres(url: str, *, pool_size: int = POOL_SIZE) -> PostgresData
     except BaseException:
         await pool.close()
         raise
-    return PostgresDatabase(pool)
+    return PostgresDatabase(pool, url)
 
 
 async def migrate_url(url: str) -> tuple[list[int], int]:
