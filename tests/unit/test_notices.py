@@ -18,11 +18,19 @@ from typing import TypeVar
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
 from bot.jobs.wakeups import JOBS, RUNS, LocalWakeups, wakeups_for
+from bot.providers.runflow import RunflowProvider
+from bot.providers.settings import RunflowSettings
+from storage.jobs import JobState
 from storage.notices import APPLICATION_NAME, PostgresNotices
 from storage.postgres import PostgresDatabase, open_postgres
 from storage.store import open_db
+from tests.conftest import StaticFiles
+from tests.fakes.runflow import FakeRunflow
+from tests.images import png
+from tests.unit.test_jobs import order, running
 
 T = TypeVar("T")
 
@@ -289,3 +297,24 @@ async def test_the_store_decides_how_wakeups_travel(pg_url: str, tmp_path: Path)
     finally:
         await postgres.close()
         await sqlite.close()
+
+
+async def test_after_an_outage_the_holder_polls_each_of_its_runs(
+    tmp_path: Path, pg_url: str, runflow: FakeRunflow, static_files: StaticFiles
+) -> None:
+    """A run that ended while notices were lost is polled when they come back, not minutes
+    later at its holder's next poll (the host's callback may have been among the lost)."""
+    host = RunflowSettings(api_key=SecretStr(runflow.api_key), base_url=runflow.base_url)
+    async with running(tmp_path, host, RunflowProvider, store_url=pg_url, poll_interval=600) as harness:
+        runflow.hold = True
+        job = await harness.submit(order(static_files.add("a.png", png())))
+        run = await runflow.wait_for_run()
+        await runflow.wait_until(lambda: run.polls >= 1 or None, "the first poll")
+        runflow.release()
+        await runflow.wait_finished(run.id)
+
+        assert await kill_listeners(pg_url) == 1
+
+        final = await asyncio.wait_for(harness.service.wait_settled(job.id), 10)
+        assert final.state is JobState.DONE
+        assert run.polls == 2
