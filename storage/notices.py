@@ -9,10 +9,11 @@ path as those of every other process.
 
 That connection can drop (a database restart, a failover, `pg_terminate_backend`) or go silent
 (a network that loses packets without a reset): it is probed every `probe_every` seconds (a
-probe unanswered as long counts as a drop), and opened again with backoff when it drops. Notices sent while it was down are gone, so once it is
-back every listener is called once with an empty payload, which asks it to look at everything
-its channel covers. An outage is logged once when it starts and once when it ends; nothing here
-raises into the caller, since a lost notice only leaves a look to its usual time.
+probe unanswered as long counts as a drop) and opened again, with backoff, when it drops.
+Notices sent while it was down are gone, so once it is back every listener is called once with
+an empty payload, which asks it to look at everything its channel covers. An outage is logged
+once when it starts and once when it ends. Nothing here raises into the caller: a lost notice
+only leaves a look to its usual time.
 """
 
 from __future__ import annotations
@@ -34,11 +35,18 @@ Listener = Callable[[str], None]
 
 # The listening connection's name in pg_stat_activity, so an operator can tell it apart.
 APPLICATION_NAME = "retouch-notices"
+# Seconds before the first attempt to reopen it, doubling with each failure up to the longest.
 FIRST_RETRY = 0.5
 LONGEST_RETRY = 30.0
 # Seconds between probes of the listening connection, and for each probe's answer.
 PROBE_EVERY = 30.0
-_FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_FAILURES = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 _SEND_FAILURES: tuple[type[BaseException], ...] = (OSError, TimeoutError, *database_errors())
 
 _Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
@@ -59,7 +67,8 @@ class PostgresNotices:
         self._probe_every = probe_every
         self._listeners: dict[str, list[Listener]] = {}
         self._conn: _Connection | None = None
-        # asyncpg runs one statement at a time on a connection: LISTEN and the probe take turns.
+        # asyncpg runs one statement at a time on a connection: LISTEN and the probe take turns,
+        # each within `probe_every` (a silent connection must not hold the others forever).
         self._using = asyncio.Lock()
         self._keeper: asyncio.Task[None] | None = None
         self._first_try = asyncio.Event()
@@ -103,7 +112,8 @@ class PostgresNotices:
             return  # the keeper listens on every channel when it connects
         try:
             async with self._using:
-                await conn.add_listener(channel, self._received)
+                async with asyncio.timeout(self._probe_every):
+                    await conn.add_listener(channel, self._received)
         except _FAILURES:
             conn.terminate()  # the keeper opens another and listens on every channel there
 
@@ -147,14 +157,15 @@ class PostgresNotices:
                 timeout=CONNECT_TIMEOUT,
                 server_settings={"application_name": APPLICATION_NAME},
             )
-        except (*_FAILURES, asyncpg.ClientConfigurationError) as exc:
+        except _FAILURES as exc:
             log.debug("listening connection: %s", exc)
             return None
         try:
             async with self._using:
                 self._conn = conn
-                for channel in list(self._listeners):
-                    await conn.add_listener(channel, self._received)
+                async with asyncio.timeout(self._probe_every):
+                    for channel in list(self._listeners):
+                        await conn.add_listener(channel, self._received)
         except _FAILURES as exc:
             log.debug("listening connection: %s", exc)
             self._conn = None
