@@ -121,14 +121,18 @@ class _PostgresTx:
 
 
 class PostgresDatabase(ReadsThrough):
-    """A pool shared by the process; each transaction holds one connection until it ends."""
+    """A pool shared by the process; each transaction holds one connection until it ends.
+    `url` is kept for the one connection that lives outside the pool (`storage.notices`)."""
 
     dialect = "postgresql"
 
-    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], apart: asyncpg.Pool[asyncpg.Record]) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool[asyncpg.Record], apart: asyncpg.Pool[asyncpg.Record], url: str
+    ) -> None:
         super().__init__()
         self.pool = pool
         self._apart = apart
+        self.url = url
 
     async def execute_apart(self, sql: str, params: Sequence[object] = ()) -> int:
         """One statement, committed on its own, on a connection no transaction ever holds.
@@ -239,7 +243,7 @@ async def open_postgres(url: str, *, pool_size: int = POOL_SIZE) -> PostgresData
     except BaseException:
         await pool.close()
         raise
-    return PostgresDatabase(pool, apart)
+    return PostgresDatabase(pool, apart, url)
 
 
 async def migrate_url(url: str) -> tuple[list[int], int]:

@@ -4,7 +4,7 @@ One member's twenty edits must not starve everyone else, so members take turns: 
 ring of members (served members go to the back, newcomers join at the back), each with their
 own oldest-first list, rebuilt from the rows (see `storage.claims`). A worker takes the job at
 the front with a claim under this process's lease, and waits for a wake-up (`bot.jobs.wakeups`)
-or, for jobs another process put in line, its next look.
+or its next look.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from bot.runtime.metrics import Metrics
 from storage.claims import ClaimRepository, Waiting
 from storage.jobs import Job
 
-# Seconds an idle worker waits before looking for work that no wake-up announced (a job
-# another process put in line, with no shared wake-ups between them).
+# Seconds an idle worker waits before looking for work that no wake-up announced (a notice
+# lost while the shared wake-ups were down; a job another process put in line on SQLite).
 LOOK_INTERVAL = 2.0
 
 

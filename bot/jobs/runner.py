@@ -85,10 +85,12 @@ class Runner:
         return True
 
     def wake_run(self, payload: str) -> None:
-        """A run changed: poll it now, if this process is working on its job."""
-        job_id = int(payload)
-        if job_id in self._working:
-            self._wakeups.setdefault(job_id, asyncio.Event()).set()
+        """A run changed: poll it now, if this process is working on its job. Every process
+        hears the notice; the others are not holding the job and ignore it. An empty payload
+        (notices may have been lost) polls every run this process is working on."""
+        for job_id in [int(payload)] if payload else list(self._working):
+            if job_id in self._working:
+                self._wakeups.setdefault(job_id, asyncio.Event()).set()
 
     async def _announce_places(self) -> None:
         """The line moved: tell the first few waiting members their new place."""
@@ -123,6 +125,7 @@ class Runner:
             await self._give_up(job_id, error, BOT_ERROR.format(reference=tag))
         finally:
             self._working.discard(job_id)
+            self._wakeups.pop(job_id, None)
 
     async def _give_up(self, job_id: int, error: ProviderError, member_text: str) -> None:
         try:
@@ -141,7 +144,7 @@ class Runner:
         if job.state is JobState.QUEUED:
             job = await self._submit(job)
         if job is not None and job.state is JobState.RUNNING:
-            job = await self._wait(job)
+            job = await self._poll(job)
         if job is not None and job.state is JobState.DELIVERING:
             await self._results.deliver(job)
 
@@ -220,12 +223,6 @@ class Runner:
         for task in late:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
-
-    async def _wait(self, job: Job) -> Job | None:
-        try:
-            return await self._poll(job)
-        finally:
-            self._wakeups.pop(job.id, None)
 
     async def _poll(self, job: Job) -> Job | None:
         """Ask the host until the run ends, backing off, or sooner when a callback says so."""

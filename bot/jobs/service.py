@@ -26,7 +26,7 @@ from bot.jobs.retention import Retention
 from bot.jobs.runner import Runner
 from bot.jobs.settings import JobSettings
 from bot.jobs.table_journal import TableJournal
-from bot.jobs.wakeups import JOBS, RUNS, LocalWakeups, Wakeups
+from bot.jobs.wakeups import JOBS, RUNS, wakeups_for
 from bot.pictures.files import FileStore
 from bot.pictures.links import FileLinks
 from bot.providers.base import Provider
@@ -58,7 +58,6 @@ class JobService:
         session: aiohttp.ClientSession,
         metrics: Metrics | None = None,
         links: FileLinks | None = None,
-        wakeups: Wakeups | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         metrics = metrics or Metrics()
@@ -92,7 +91,8 @@ class JobService:
             # Across every process sharing the database, no more edits at the hosts at once
             # than one process's workers (the sum of the hosts' `max_concurrency`).
             line=Line(claims, leases, metrics, max_in_flight=settings.concurrency),
-            wakeups=wakeups or LocalWakeups(),
+            # Shared with every process on a PostgreSQL database, within this one on SQLite.
+            wakeups=wakeups_for(repo.database),
         )
         inputs = InputPreparer(
             files=files, session=session, cdn_hosts=settings.cdn_hosts, links=links, clock=clock
@@ -183,6 +183,8 @@ class JobService:
             await self._core.leases.release_all()
         except database_errors():
             log.warning("could not hand back this process's jobs; their leases lapse on their own")
+        await self._core.wakeups.close()
+        self._listening = False
 
     async def recover(self) -> None:
         """Put every unfinished job back on its path; safe to run any number of times."""

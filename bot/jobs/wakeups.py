@@ -1,19 +1,25 @@
 """Waking an idle worker at once instead of at its next look at the database.
 
 Two things wake work: a job put in line (`JOBS`: any idle worker may claim it) and a host
-saying a run changed (`RUNS`, with the job's id: the worker holding that job polls now). Within
-one process an in-memory `LocalWakeups` carries them. Across processes a shared backend carries
-them (PostgreSQL's LISTEN/NOTIFY, whose channels and text payloads this protocol mirrors);
-without one, a process learns of another's new job when its idle workers next look (`Line`'s
-poll) and of a callback that reached another process when the job's holder next polls its run,
-within `providers.poll_interval_max`. Nothing is lost either way: a wake-up only brings a look
-forward.
+saying a run changed (`RUNS`, with the job's id: the process holding that job polls it now). An
+empty payload asks for a look at everything the channel covers (every run this process polls):
+it follows an outage of the shared backend, during which notices were lost.
+
+On SQLite, one process, an in-memory `LocalWakeups` carries them. On PostgreSQL every process
+sharing the database hears every notice (`storage.notices`, LISTEN/NOTIFY, this process's own
+included): a new job put in line anywhere wakes an idle worker in each process, and a callback
+that reached any process's web server wakes the holder of its job, wherever it runs. A notice
+only brings a look forward, so one lost costs time, never an edit: idle workers still look
+every few seconds (`Line`), and a run's holder polls within `providers.poll_interval_max`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Protocol
+
+from storage.db import Database
+from storage.notices import notices_for
 
 JOBS = "retouch_jobs"
 RUNS = "retouch_runs"
@@ -30,6 +36,10 @@ class Wakeups(Protocol):
         """Call `listener` with the payload of every notice on `channel` from now on."""
         ...
 
+    async def close(self) -> None:
+        """Stop listening (the job service stops)."""
+        ...
+
 
 class LocalWakeups:
     """Wake-ups within one process."""
@@ -43,3 +53,11 @@ class LocalWakeups:
 
     async def listen(self, channel: str, listener: Listener) -> None:
         self._listeners.setdefault(channel, []).append(listener)
+
+    async def close(self) -> None:
+        self._listeners.clear()
+
+
+def wakeups_for(database: Database) -> Wakeups:
+    """Shared by every process on the database where it carries notices, else this process's."""
+    return notices_for(database) or LocalWakeups()

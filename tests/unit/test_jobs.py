@@ -93,6 +93,7 @@ async def running(
     lease_seconds: float = 30,
     clock: Clock = SYSTEM_CLOCK,
     store_url: str | None = None,
+    poll_interval: float = 0.02,
 ) -> AsyncIterator[Harness]:
     """A started JobService on a real store (a SQLite file unless `store_url` names another),
     editing at the host `make` builds; several in one `tmp_path` (or on one `store_url`) are
@@ -108,8 +109,8 @@ async def running(
                 concurrency=2,
                 max_per_member=max_per_member,
                 max_per_server=max_per_server,
-                poll_interval=0.02,
-                poll_interval_max=0.05,
+                poll_interval=poll_interval,
+                poll_interval_max=max(poll_interval, 0.05),
                 deadline=30,
                 lease_owner=lease_owner,
                 lease_seconds=lease_seconds,
