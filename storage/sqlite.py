@@ -293,12 +293,15 @@ class SqliteDatabase(ReadsThrough):
         return await self.fetch_one("SELECT 1") is not None
 
     async def close(self) -> None:
-        try:
-            if self._checkpoints is not None:
-                await self._checkpoints.close()
-            await self.on_thread(self.conn.close)
-        finally:
-            self._thread.shutdown(wait=False)
+        """After the transaction under way, if any: closing on the thread while the loop runs one
+        of its statements would use the connection from two threads at once."""
+        async with self._lock:
+            try:
+                if self._checkpoints is not None:
+                    await self._checkpoints.close()
+                await self.on_thread(self.conn.close)
+            finally:
+                self._thread.shutdown(wait=False)
 
 
 class Checkpoints:
