@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiosqlite
 import discord
 from PIL import Image
 
@@ -37,7 +38,7 @@ from bench.harness import (
     time_settlements,
     wide_open,
 )
-from storage.sqlite import connect
+from storage.sqlite import PRAGMAS
 
 NAME = "overhead"
 POLL = {"RETOUCH_PROVIDERS__POLL_INTERVAL": "0.005", "RETOUCH_PROVIDERS__POLL_INTERVAL_MAX": "0.02"}
@@ -68,7 +69,9 @@ class MinimalEdit:
 
     async def open(self) -> None:
         self.session = aiohttp.ClientSession()
-        self.conn = await connect(self.db_path)
+        self.conn = await aiosqlite.connect(self.db_path, isolation_level=None)
+        for pragma in PRAGMAS:
+            await self.conn.execute(pragma)
         await self.conn.execute(
             "CREATE TABLE ledger (id INTEGER PRIMARY KEY, job_id INTEGER, kind TEXT, amount INTEGER, created_at TEXT)"
         )

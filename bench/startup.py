@@ -156,7 +156,7 @@ class _Timed:
             finally:
                 timed.seconds["open_db"] = time.perf_counter() - started
             if timed.trace:
-                await db.conn.set_trace_callback(timed.statements.append)
+                db.conn.set_trace_callback(timed.statements.append)
             return db
 
         async def recover_timed(service: JobService) -> None:

@@ -151,13 +151,27 @@ class Joining:
     def current(self) -> Tx | None:
         return self._current.get()
 
-    @asynccontextmanager
-    async def entered(self, tx: Tx) -> AsyncIterator[Tx]:
-        token = self._current.set(tx)
-        try:
-            yield tx
-        finally:
-            self._current.reset(token)
+    def enter(self, tx: Tx) -> contextvars.Token[Tx | None]:
+        return self._current.set(tx)
+
+    def leave(self, token: contextvars.Token[Tx | None]) -> None:
+        self._current.reset(token)
+
+
+class _Joined:
+    """The caller's own transaction, entered again: a plain object rather than a generator, as a
+    reservation enters a dozen of them (one per repository call)."""
+
+    __slots__ = ("_tx",)
+
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
+
+    async def __aenter__(self) -> Tx:
+        return self._tx
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
 
 
 class ReadsThrough:
@@ -174,28 +188,29 @@ class ReadsThrough:
     def _read(self) -> AbstractAsyncContextManager[Tx]:
         raise NotImplementedError
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
         current = self._joining.current()
-        if current is not None:
-            yield current
-            return
-        async with self._begin() as tx, self._joining.entered(tx):
-            yield tx
+        return self._own_transaction() if current is None else _Joined(current)
 
     @asynccontextmanager
-    async def _reading(self) -> AsyncIterator[Tx]:
-        current = self._joining.current()
-        if current is not None:
-            yield current
-            return
-        async with self._read() as tx:
-            yield tx
+    async def _own_transaction(self) -> AsyncIterator[Tx]:
+        async with self._begin() as tx:
+            token = self._joining.enter(tx)
+            try:
+                yield tx
+            finally:
+                self._joining.leave(token)
 
     async def fetch_one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
-        async with self._reading() as tx:
+        current = self._joining.current()
+        if current is not None:
+            return await current.fetch_one(sql, params)
+        async with self._read() as tx:
             return await tx.fetch_one(sql, params)
 
     async def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
-        async with self._reading() as tx:
+        current = self._joining.current()
+        if current is not None:
+            return await current.fetch_all(sql, params)
+        async with self._read() as tx:
             return await tx.fetch_all(sql, params)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
 from bot.runtime.config import Period
@@ -28,7 +29,13 @@ def credit_scope(guild_id: int | None, *, personal: bool) -> int:
 
 def period_bounds(period: str, now: datetime) -> tuple[datetime | None, datetime | None]:
     """[start, next reset) of the period holding `now`; (None, None) for an allowance that never resets."""
-    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return _bounds(period, now.astimezone(UTC).date())
+
+
+@functools.lru_cache(maxsize=64)
+def _bounds(period: str, on: date) -> tuple[datetime | None, datetime | None]:
+    """Remembered: every reservation and settlement asks for the same few periods' bounds."""
+    day = datetime(on.year, on.month, on.day, tzinfo=UTC)
     if period == "day":
         return day, day + timedelta(days=1)
     if period == "week":

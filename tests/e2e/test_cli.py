@@ -66,9 +66,9 @@ async def test_migrate_then_refuse_a_newer_database(tmp_path: Path) -> None:
     }
     code, out, _ = await run_cli("migrate", env=env, cwd=tmp_path)
     assert code == 0 and f"version {latest_version()}" in out
-    conn = await connect(tmp_path / "r.db")
-    await conn.execute(f"PRAGMA user_version = {latest_version() + 5}")
-    await conn.close()
+    conn = connect(tmp_path / "r.db")
+    conn.execute(f"PRAGMA user_version = {latest_version() + 5}")
+    conn.close()
     code, out, err = await run_cli("run", env=env, cwd=tmp_path)
     assert code == 1
     assert "Refusing to start" in err and "newer" not in out

@@ -70,10 +70,10 @@ async def test_a_backup_taken_during_a_burst_is_consistent(
     runflow.release()
     restored = await open_sqlite(copy)
     try:
-        async with restored.conn.execute("PRAGMA integrity_check") as cursor:
-            assert tuple(await cursor.fetchone() or ()) == ("ok",)
-        async with restored.conn.execute("SELECT COUNT(*) FROM jobs") as cursor:
-            assert tuple(await cursor.fetchone() or ()) == (len(members),)
+        integrity = await restored.fetch_one("PRAGMA integrity_check")
+        assert integrity is not None and integrity[0] == "ok"
+        jobs = await restored.fetch_one("SELECT COUNT(*) FROM jobs")
+        assert jobs is not None and jobs[0] == len(members)
         credits = CreditService(restored, CreditsSettings(), BudgetSettings())
         assert await credits.verify() == []
     finally:
@@ -122,9 +122,9 @@ def _restore_listing(folder: Path) -> tuple[Path, str]:
 
 async def test_upgrading_an_older_database_keeps_a_copy_first(tmp_path: Path) -> None:
     database = tmp_path / "r.db"
-    conn = await connect(database)
-    await conn.executescript(migrations(MIGRATIONS_DIR)[0].path.read_text())
-    await conn.close()
+    conn = connect(database)
+    conn.executescript(migrations(MIGRATIONS_DIR)[0].path.read_text())
+    conn.close()
     env = {
         "RETOUCH_DISCORD__TOKEN": "x",
         "RETOUCH_PROVIDERS__RUNFLOW__API_KEY": "y",

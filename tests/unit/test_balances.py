@@ -57,20 +57,19 @@ async def test_an_install_from_before_kept_balances_gets_them_from_its_ledger(tm
     now = lambda: clock[0]  # noqa: E731
     source = await open_db(tmp_path / "now.db")
     before = tmp_path / "before.db"
-    conn = await connect(before)
+    conn = connect(before)
     try:
         for migration in migrations(MIGRATIONS_DIR)[:10]:  # the schema before balances were kept
-            await conn.executescript(migration.path.read_text(encoding="utf-8"))
+            conn.executescript(migration.path.read_text(encoding="utf-8"))
         service = CreditService(source, SETTINGS, BudgetSettings(), clock=now)
         await _history(service, source, clock)
         await source.close()
-        await conn.execute(f"ATTACH DATABASE '{tmp_path / 'now.db'}' AS now")
+        conn.execute(f"ATTACH DATABASE '{tmp_path / 'now.db'}' AS now")
         for table in ("jobs", "ledger", "credit_holds"):
-            await conn.execute(f"INSERT INTO {table} SELECT * FROM now.{table}")
-        await conn.commit()
-        await conn.execute("DETACH DATABASE now")
+            conn.execute(f"INSERT INTO {table} SELECT * FROM now.{table}")
+        conn.execute("DETACH DATABASE now")
     finally:
-        await conn.close()
+        conn.close()
 
     source = await open_db(tmp_path / "now.db")
     migrated = await open_db(before)

@@ -4,10 +4,10 @@ database; transactions that leave nothing behind when they fail."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 from pathlib import Path
 
-import aiosqlite
 import pytest
 
 from bot.edits import EditOptions
@@ -24,9 +24,8 @@ def latest_version(dialect: str) -> int:
     return sqlite.latest_version() if dialect == "sqlite" else postgres.latest_version()
 
 
-async def scalar(conn: aiosqlite.Connection, sql: str) -> object:
-    async with conn.execute(sql) as cursor:
-        row = await cursor.fetchone()
+def scalar(conn: sqlite3.Connection, sql: str) -> object:
+    row = conn.execute(sql).fetchone()
     assert row is not None
     return row[0]
 
@@ -35,12 +34,11 @@ async def test_fresh_database_gets_every_table(tmp_path: Path) -> None:
     db = await open_sqlite(tmp_path / "r.db")
     conn = db.conn
     try:
-        assert await schema_version(conn) == sqlite.latest_version()
-        async with conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cursor:
-            tables = {row[0] for row in await cursor.fetchall()}
+        assert schema_version(conn) == sqlite.latest_version()
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert {"jobs", "job_outputs", "ledger", "allowances", "guild_settings", "member_blocks"} <= tables
-        assert await scalar(conn, "PRAGMA journal_mode") == "wal"
-        assert await scalar(conn, "PRAGMA foreign_keys") == 1
+        assert scalar(conn, "PRAGMA journal_mode") == "wal"
+        assert scalar(conn, "PRAGMA foreign_keys") == 1
     finally:
         await db.close()
 
@@ -168,9 +166,9 @@ async def test_a_transaction_cancelled_while_waiting_for_the_write_lock_leaves_n
     timeout). Its BEGIN still runs once the lock frees: the connection must not stay inside it."""
     path = tmp_path / "r.db"
     db = await open_sqlite(path)
-    other = await connect(path)
+    other = connect(path)
     try:
-        await other.execute("BEGIN IMMEDIATE")
+        other.execute("BEGIN IMMEDIATE")
 
         async def write() -> None:
             async with db.transaction() as tx:
@@ -182,12 +180,82 @@ async def test_a_transaction_cancelled_while_waiting_for_the_write_lock_leaves_n
         done, _ = await asyncio.wait([waiting], timeout=0.3)
         assert not done  # still waiting in BEGIN for the other connection's lock
         waiting.cancel()
-        await other.rollback()
+        other.rollback()
         with pytest.raises(asyncio.CancelledError):
             await waiting
         await write()
         row = await db.fetch_one("SELECT COUNT(*) FROM audit_log")
         assert row is not None and row[0] == 1
     finally:
-        await other.close()
+        other.close()
+        await db.close()
+
+
+async def test_a_transaction_waits_for_another_process_without_holding_up_the_loop(tmp_path: Path) -> None:
+    """Statements run on the event loop, but waiting for another process's write lock (up to the
+    busy timeout) does not: the loop keeps running, and the write lands once the lock frees."""
+    path = tmp_path / "r.db"
+    db = await open_sqlite(path)
+    other = connect(path)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+
+        async def write() -> None:
+            async with db.transaction() as tx:
+                await tx.execute(
+                    "INSERT INTO audit_log (actor_id, action, created_at) VALUES (1, 'x', 'now')"
+                )
+
+        waiting = asyncio.create_task(write())
+        done, _ = await asyncio.wait([waiting], timeout=0.3)
+        assert not done  # the loop ran this line while the write waited
+        other.rollback()
+        await waiting
+        row = await db.fetch_one("SELECT COUNT(*) FROM audit_log")
+        assert row is not None and row[0] == 1
+    finally:
+        other.close()
+        await db.close()
+
+
+async def test_a_failed_commit_leaves_no_transaction_open(tmp_path: Path) -> None:
+    """A COMMIT that fails (here a deferred foreign key) leaves SQLite inside the transaction:
+    unless it is rolled back, every later BEGIN on the shared connection fails."""
+    db = await open_sqlite(tmp_path / "r.db")
+    try:
+        with pytest.raises(sqlite3.IntegrityError):
+            async with db.transaction() as tx:
+                await tx.execute("PRAGMA defer_foreign_keys = ON")
+                await tx.execute(
+                    "INSERT INTO credit_holds (job_id, images, from_allowance, usd_micros) VALUES (404, 1, 0, 0)"
+                )
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO audit_log (actor_id, action, created_at) VALUES (1, 'x', 'now')")
+        row = await db.fetch_one("SELECT COUNT(*) FROM audit_log")
+        assert row is not None and row[0] == 1
+    finally:
+        await db.close()
+
+
+async def test_checkpoints_keep_the_log_small_under_writes_that_never_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store checkpoints itself (SQLite's automatic one would run inside a COMMIT on the
+    loop). Writes that never pause leave each checkpoint running beside them a little behind,
+    so the log would grow for as long as they last, but for the ones that copy it whole."""
+    monkeypatch.setattr(sqlite, "CHECKPOINT_EVERY", 20)
+    monkeypatch.setattr(sqlite, "WHOLE_EVERY", 100)
+    path = tmp_path / "r.db"
+    db = await open_sqlite(path)
+    try:
+        for n in range(2000):
+            async with db.transaction() as tx:
+                await tx.execute(
+                    "INSERT INTO audit_log (actor_id, action, created_at) VALUES (?, ?, 'now')",
+                    (n, "x" * 3000),
+                )
+        # The log file keeps the largest size it reached; each row wrote four pages (frames).
+        frames = (await asyncio.to_thread(Path(f"{path}-wal").stat)).st_size // 4096
+        assert frames < 1000  # 8,000 without checkpoints
+    finally:
         await db.close()

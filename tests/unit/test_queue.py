@@ -202,7 +202,7 @@ async def test_the_lines_statements_read_no_finished_jobs(one: Process, tmp_path
         await one.put(user)
     assert isinstance(one.db, SqliteDatabase)
     statements: list[str] = []
-    await one.db.conn.set_trace_callback(statements.append)
+    one.db.conn.set_trace_callback(statements.append)
     await one.line.claim()
     await one.line.order()
     await one.repo.count_open(1, 1)
