@@ -35,6 +35,7 @@ BENCHMARKS = {
     "ledger": "bench.ledger",
     "polling": "bench.polling",
     "startup": "bench.startup",
+    "scaling": "bench.scaling",
 }
 RESULTS = ROOT / "bench" / "results.json"
 

@@ -45,6 +45,10 @@ class Node:
     def running(self) -> bool:
         return self.process.process is not None and self.process.process.returncode is None
 
+    async def wait(self) -> int:
+        assert self.process.process is not None
+        return await self.process.process.wait()
+
     async def takeovers(self) -> int:
         async with (
             aiohttp.ClientSession() as session,
@@ -91,8 +95,22 @@ class Cluster:
             self.nodes.append(Node(shard, BotProcess(env, folder / f"bot-{shard}.log"), port))
 
     async def start(self, timeout: float = 60) -> None:
+        """Start every process and wait until every shard is connected; a process that exits
+        first (a configuration refused) fails the start at once, with the end of its log."""
         await asyncio.gather(*(node.process.start() for node in self.nodes))
-        await self.fake.wait_ready(timeout=timeout, shards=range(len(self.nodes)))
+        ready = asyncio.ensure_future(self.fake.wait_ready(timeout=timeout, shards=range(len(self.nodes))))
+        exits = [asyncio.ensure_future(node.wait()) for node in self.nodes]
+        await asyncio.wait({ready, *exits}, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in exits:
+            waiting.cancel()
+        if ready.done():
+            ready.result()
+            return
+        ready.cancel()
+        dead = next(node for node in self.nodes if not node.running)
+        raise RuntimeError(
+            f"shard {dead.shard}'s process exited before it was ready:\n{dead.process.log()[-3000:]}"
+        )
 
     async def kill(self, node: Node) -> None:
         """`kill -9`: the process gets no chance to hand its jobs back."""

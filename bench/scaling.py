@@ -1,0 +1,204 @@
+"""Scaling: edits delivered per second by 1, 2 and 3 `python -m bot run` processes on one
+PostgreSQL database, with a zero-latency host — the scaling curve.
+
+For each count of processes: a fake Discord with that many shards (one process a shard, a
+server on each, every member in every server), a fresh database and files folder, and the
+zero-latency host of `bench.world`. `/edit`s (1-megapixel inputs) go to the servers in turn, so
+each process acknowledges its share, and any process may claim any job from the shared line;
+the line is kept at `in_flight` open edits until the total has been sent. An edit is delivered
+when its job is `done` (result posted and charged; its `completed_at`). The figure is the
+steady-state rate (deliveries between 20 % and 80 % of the total, over the time that took, as
+in `bench.throughput`); the baseline is one process's, same run, so the table's ratio for two
+and three processes is 1p ÷ 2p and 1p ÷ 3p (the speed-ups are in the details and a note).
+
+The fakes run in this process and the bots in their own; their CPU seconds per edit say where
+the machine's cores went.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.core import Config, Report, Row, cpu_seconds, say
+from bench.images import photo_png
+from bench.throughput import _rates
+from bench.world import InstantRunflow
+from storage.store import open_db
+from tests.cluster import Cluster, one_guild_per_shard
+from tests.fakes.discord import FakeDiscord, Guild
+from tests.postgres import PgServer, find_server
+
+NAME = "scaling"
+PROCESSES = (1, 2, 3)
+FINAL = "('done', 'failed', 'cancelled', 'refunded')"
+
+
+def overrides(in_flight: int) -> dict[str, str]:
+    """Limits raised so that fairness, quotas and credits never throttle the measurement (as
+    `bench.harness.wide_open`), and the bots' logs kept to warnings (as the in-process benchmarks)."""
+    return {
+        "RETOUCH_LOG__LEVEL": "WARNING",
+        "RETOUCH_EDITING__MAX_JOBS_PER_MEMBER": str(in_flight),
+        "RETOUCH_EDITING__MAX_JOBS_PER_SERVER": "10000",
+        "RETOUCH_CREDITS__DEFAULT_ALLOWANCE": "1000000000",
+        "RETOUCH_CREDITS__CONFIRM_ABOVE": "1000000000",
+        "RETOUCH_PROVIDERS__RUNFLOW__MAX_CONCURRENCY": str(in_flight),
+    }
+
+
+class Line:
+    """The edits sent to a cluster and those it has ended, read from the shared database."""
+
+    def __init__(
+        self,
+        fake: FakeDiscord,
+        guilds: list[Guild],
+        members: list[int],
+        conn: asyncpg.Connection[asyncpg.Record],
+    ) -> None:
+        self.fake, self.guilds, self.members, self.conn = fake, guilds, members, conn
+        self.image = fake.add_cdn_file(photo_png(1024, 1024), "photo.png")
+        self.sent_at: list[float] = []
+
+    async def ended(self) -> int:
+        return int(await self.conn.fetchval(f"SELECT COUNT(*) FROM jobs WHERE state IN {FINAL}"))
+
+    async def send(self, count: int) -> None:
+        start = len(self.sent_at)
+        await asyncio.gather(
+            *(
+                self.fake.slash(
+                    "edit",
+                    in_guild=self.guilds[n % len(self.guilds)],
+                    user=self.members[n % len(self.members)],
+                    prompt=f"scaling edit {n}",
+                    image=self.image,
+                )
+                for n in range(start, start + count)
+            )
+        )
+        self.sent_at += [time.time()] * count
+
+    async def drive(self, total: int, in_flight: int, timeout: float) -> None:
+        """Keep `in_flight` edits open until `total` more have been sent, then wait for all to end."""
+        target = len(self.sent_at) + total
+        batch = max(1, in_flight // 10)
+        async with asyncio.timeout(timeout):
+            while True:
+                ended = await self.ended()
+                if ended >= target:
+                    return
+                room = min(in_flight - (len(self.sent_at) - ended), target - len(self.sent_at))
+                if room >= batch or (room > 0 and len(self.sent_at) + room == target):
+                    await self.send(room)
+                else:
+                    await asyncio.sleep(0.05)  # the rows are the bots' to write: read them again
+
+    async def delivered_at(self, after_id: int) -> list[float]:
+        rows = await self.conn.fetch(
+            "SELECT completed_at FROM jobs WHERE state = 'done' AND id > $1 ORDER BY completed_at", after_id
+        )
+        return [datetime.fromisoformat(row["completed_at"]).timestamp() for row in rows]
+
+    async def last_id(self) -> int:
+        return int(await self.conn.fetchval("SELECT COALESCE(MAX(id), 0) FROM jobs"))
+
+
+async def _one_count(
+    server: PgServer, processes: int, cfg: Config, in_flight: int, total: int
+) -> dict[str, Any]:
+    """The rate of `processes` processes on a fresh database, and what each cost in CPU."""
+    name = server.create_database()
+    url = server.url(name)
+    try:
+        await (await open_db(url)).close()  # migrated once, as `python -m bot migrate` would
+        async with FakeDiscord(shards=processes) as fake, InstantRunflow() as host:
+            guilds, members = one_guild_per_shard(fake, 20)
+            with tempfile.TemporaryDirectory(dir=cfg.workdir) as folder:
+                async with Cluster(fake, host, Path(folder), url, overrides(in_flight)) as cluster:
+                    conn = await asyncpg.connect(url)
+                    try:
+                        line = Line(fake, guilds, members, conn)
+                        warm = 4 * processes
+                        say(f"{processes} process(es): warm-up, {warm} edits")
+                        await line.drive(warm, warm, timeout=120)
+                        first = await line.last_id()
+                        sent = len(line.sent_at)
+                        say(f"{processes} process(es): {total} edits, {in_flight} in flight")
+                        pids = [node.pid for node in cluster.nodes]
+                        cpu_before = [cpu_seconds(pid) for pid in pids], cpu_seconds()
+                        await line.drive(total, in_flight, timeout=900)
+                        cpu_bots = sum(cpu_seconds(pid) for pid in pids) - sum(cpu_before[0])
+                        cpu_fakes = cpu_seconds() - cpu_before[1]
+                        done_at = await line.delivered_at(first)
+                        rates = _rates(line.sent_at[sent:], done_at)
+                    finally:
+                        await conn.close()
+                unanswered = len(fake.unanswered())
+    finally:
+        server.drop_database(name)
+    delivered = max(1, rates.get("completed", 0))
+    return {
+        **rates,
+        "processes": processes,
+        "unanswered_within_3s": unanswered,
+        "bots_cpu_ms_per_edit": round(cpu_bots / delivered * 1000, 1),
+        "fakes_cpu_ms_per_edit": round(cpu_fakes / delivered * 1000, 1),
+        "cores_busy_bots": round(cpu_bots / max(1e-9, rates.get("wall_s", 1)), 2),
+        "cores_busy_fakes": round(cpu_fakes / max(1e-9, rates.get("wall_s", 1)), 2),
+    }
+
+
+async def run(cfg: Config) -> Report:
+    in_flight, total = cfg.pick(12, 60), cfg.pick(36, 300)
+    report = Report(NAME)
+    server, why = await asyncio.to_thread(find_server)
+    if server is None:
+        report.notes.append(f"scaling not measured: no PostgreSQL server ({why})")
+        return report
+    try:
+        results = [await _one_count(server, p, cfg, in_flight, total) for p in PROCESSES]
+    finally:
+        server.close()
+    one = results[0].get("steady_per_s", 0.0)
+    speedups = {
+        f"{r['processes']}p/1p": round(r.get("steady_per_s", 0.0) / one, 2) if one else None for r in results
+    }
+    report.rows = [
+        Row(
+            NAME,
+            f"edits/s delivered, {r['processes']} process{'es' if r['processes'] > 1 else ''}, "
+            f"zero-latency host, {in_flight} in flight",
+            r.get("steady_per_s", 0.0),
+            "edits/s",
+            None if r["processes"] == 1 else one,
+            goal="" if r["processes"] == 1 else "more than 1 process",
+            met=None if r["processes"] == 1 else r.get("steady_per_s", 0.0) > one,
+            higher_is_better=True,
+            label=f"PostgreSQL, {os.cpu_count()} cores",
+        )
+        for r in results
+    ]
+    report.details = {
+        "in_flight": in_flight,
+        "sent_per_count": total,
+        "speedups": speedups,
+        "by_processes": results,
+    }
+    report.notes.append(
+        "scaling: "
+        + ", ".join(f"{k} = {v}×" for k, v in speedups.items() if k != "1p/1p")
+        + "; bots' CPU per edit "
+        + ", ".join(f"{r['processes']}p {r['bots_cpu_ms_per_edit']} ms" for r in results)
+        + "; the fakes' "
+        + ", ".join(f"{r['fakes_cpu_ms_per_edit']} ms" for r in results)
+    )
+    return report
