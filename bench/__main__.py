@@ -36,6 +36,7 @@ BENCHMARKS = {
     "polling": "bench.polling",
     "startup": "bench.startup",
     "scaling": "bench.scaling",
+    "takeover": "bench.takeover",
 }
 RESULTS = ROOT / "bench" / "results.json"
 

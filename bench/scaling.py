@@ -32,7 +32,7 @@ from bench.images import photo_png
 from bench.throughput import _rates
 from bench.world import InstantRunflow
 from storage.store import open_db
-from tests.cluster import Cluster, one_guild_per_shard
+from tests.cluster import Cluster, burst, one_guild_per_shard
 from tests.fakes.discord import FakeDiscord, Guild
 from tests.postgres import PgServer, find_server
 
@@ -72,19 +72,7 @@ class Line:
         return int(await self.conn.fetchval(f"SELECT COUNT(*) FROM jobs WHERE state IN {FINAL}"))
 
     async def send(self, count: int) -> None:
-        start = len(self.sent_at)
-        await asyncio.gather(
-            *(
-                self.fake.slash(
-                    "edit",
-                    in_guild=self.guilds[n % len(self.guilds)],
-                    user=self.members[n % len(self.members)],
-                    prompt=f"scaling edit {n}",
-                    image=self.image,
-                )
-                for n in range(start, start + count)
-            )
-        )
+        await burst(self.fake, self.members, self.guilds, count, "scaling", self.image)
         self.sent_at += [time.time()] * count
 
     async def drive(self, total: int, in_flight: int, timeout: float) -> None:

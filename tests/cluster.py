@@ -11,26 +11,42 @@ import asyncio
 import re
 import signal
 import socket
+import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 import aiohttp
 
 from tests.e2e.conftest import BotProcess, env_for
-from tests.fakes.discord import FakeDiscord, Guild
+from tests.fakes.discord import JSON, FakeDiscord, Guild, Interaction
 from tests.fakes.runflow import FakeRunflow
+from tests.images import png
 from tests.postgres import free_port
 
 T = TypeVar("T")
 
+# Sets the machine name (its first argument) in a UTS namespace of its own, then execs the rest
+# in the same process, so the process id is the bot's.
+_UNSHARE = ("unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"')
+
+
+def can_run_elsewhere() -> bool:
+    """Whether this machine lets a process take a machine name of its own (`Cluster(elsewhere=)`)."""
+    try:
+        done = subprocess.run([*_UNSHARE, "probe", "true"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
 
 class Node:
-    """One process of the cluster: its shard, its /metrics port and its lease name."""
+    """One process of the cluster: its shard, its /metrics port, the machine name it sees and
+    its lease name."""
 
-    def __init__(self, shard: int, process: BotProcess, port: int) -> None:
-        self.shard, self.process, self.port = shard, process, port
+    def __init__(self, shard: int, process: BotProcess, port: int, hostname: str) -> None:
+        self.shard, self.process, self.port, self.hostname = shard, process, port, hostname
 
     @property
     def pid(self) -> int:
@@ -39,7 +55,7 @@ class Node:
 
     @property
     def lease_name(self) -> str:
-        return f"{socket.gethostname()}:{self.pid}"
+        return f"{self.hostname}:{self.pid}"
 
     @property
     def running(self) -> bool:
@@ -65,6 +81,10 @@ class Cluster:
 
     `async with` starts them all and waits until every shard is connected; leaving kills
     (SIGKILL) whichever is still running, so a failed run leaves no process behind.
+
+    `elsewhere` names shards whose process runs under a machine name of its own (a UTS
+    namespace, `unshare --uts`: root or user namespaces needed, see `can_run_elsewhere`), as on
+    another machine: the others cannot see whether it is still running, only its leases.
     """
 
     def __init__(
@@ -74,10 +94,13 @@ class Cluster:
         folder: Path,
         store_url: str,
         overrides: Mapping[str, str] | None = None,
+        *,
+        elsewhere: Iterable[int] = (),
     ) -> None:
         self.fake = fake
-        shards = fake.shard_count
+        shards, away = fake.shard_count, set(elsewhere)
         self.nodes: list[Node] = []
+        launcher: tuple[str, ...]
         for shard in range(shards):
             port = free_port()
             env = env_for(
@@ -92,7 +115,12 @@ class Cluster:
                     "RETOUCH_WEB__PORT": str(port),
                 },
             )
-            self.nodes.append(Node(shard, BotProcess(env, folder / f"bot-{shard}.log"), port))
+            hostname, launcher = socket.gethostname(), ()
+            if shard in away:
+                hostname = f"elsewhere-{shard}"
+                launcher = (*_UNSHARE, hostname)
+            process = BotProcess(env, folder / f"bot-{shard}.log", launcher=launcher)
+            self.nodes.append(Node(shard, process, port, hostname))
 
     async def start(self, timeout: float = 60) -> None:
         """Start every process and wait until every shard is connected; a process that exits
@@ -145,6 +173,33 @@ def one_guild_per_shard(fake: FakeDiscord, members: int) -> tuple[list[Guild], l
         for member in people:
             fake.add_member(f"member {member}", guild=guild, user_id=member)
     return guilds, people
+
+
+async def burst(
+    fake: FakeDiscord,
+    members: list[int],
+    guilds: list[Guild],
+    edits: int,
+    tag: str,
+    image: JSON | None = None,
+) -> list[Interaction]:
+    """`edits` /edit commands at once, members and servers in turn, each with `image` (an
+    `add_cdn_file` attachment; a small PNG by default)."""
+    image = image or fake.add_cdn_file(png(), "p.png")
+    return list(
+        await asyncio.gather(
+            *(
+                fake.slash(
+                    "edit",
+                    in_guild=guilds[n % len(guilds)],
+                    user=members[n % len(members)],
+                    prompt=f"{tag} edit {n}",
+                    image=image,
+                )
+                for n in range(edits)
+            )
+        )
+    )
 
 
 async def poll(check: Callable[[], T | None], *, timeout: float, what: str, every: float = 0.1) -> T:

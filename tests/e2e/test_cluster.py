@@ -18,7 +18,6 @@ process's jobs taken over by a survivor, and no member with more edits open at o
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections.abc import Callable, Iterable
@@ -28,11 +27,10 @@ from typing import Any
 import pytest
 
 from storage.store import open_db
-from tests.cluster import Cluster, one_guild_per_shard, poll
+from tests.cluster import Cluster, burst, one_guild_per_shard, poll
 from tests.e2e.helpers import EPHEMERAL
-from tests.fakes.discord import FakeDiscord, Guild, Interaction
+from tests.fakes.discord import FakeDiscord, Interaction
 from tests.fakes.runflow import FakeRunflow
-from tests.images import png
 from tests.reliability.harness import (
     BASE_ENV,
     CREDITS_LOST,
@@ -101,27 +99,6 @@ def most_open_at_once(rows: Iterable[dict[str, Any]]) -> dict[int, int]:
         )
         for member, spans in by_member.items()
     }
-
-
-async def burst(
-    fake: FakeDiscord, members: list[int], guilds: list[Guild], edits: int, tag: str
-) -> list[Interaction]:
-    """`edits` /edit commands at once, members and servers in turn."""
-    image = fake.add_cdn_file(png(), "p.png")
-    return list(
-        await asyncio.gather(
-            *(
-                fake.slash(
-                    "edit",
-                    in_guild=guilds[n % len(guilds)],
-                    user=members[n % len(members)],
-                    prompt=f"{tag} edit {n}",
-                    image=image,
-                )
-                for n in range(edits)
-            )
-        )
-    )
 
 
 async def test_three_processes_survive_a_kill_mid_burst(
