@@ -118,7 +118,7 @@ async def _postgres_baseline(url: str, rows: int) -> float:
         await conn.close()
 
 
-def _shape(sql: str) -> str:
+def sql_shape(sql: str) -> str:
     """A statement with its literals blanked and whitespace squeezed, cut to a readable length."""
     text = re.sub(r"'[^']*'|\b\d+\b", "?", " ".join(sql.split()))
     return text if len(text) <= 110 else text[:107] + "..."
@@ -144,16 +144,16 @@ class _TimedTx:
             self._seen.setdefault(what, []).append(time.perf_counter() - started)
 
     async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
-        return await self._timed(_shape(sql), self._tx.execute(sql, params))
+        return await self._timed(sql_shape(sql), self._tx.execute(sql, params))
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
-        await self._timed(_shape(sql), self._tx.executemany(sql, rows))
+        await self._timed(sql_shape(sql), self._tx.executemany(sql, rows))
 
     async def fetch_one(self, sql: str, params: Sequence[object] = ()) -> DbRow | None:
-        return await self._timed(_shape(sql), self._tx.fetch_one(sql, params))
+        return await self._timed(sql_shape(sql), self._tx.fetch_one(sql, params))
 
     async def fetch_all(self, sql: str, params: Sequence[object] = ()) -> list[DbRow]:
-        return await self._timed(_shape(sql), self._tx.fetch_all(sql, params))
+        return await self._timed(sql_shape(sql), self._tx.fetch_all(sql, params))
 
     async def lock(self, key: str) -> None:
         await self._timed("advisory lock", self._tx.lock(key))
@@ -219,7 +219,7 @@ async def _profiled(db: Database, credits: CreditService, count: int) -> dict[st
     extra = await _jobs(db, [1000 + n % 100 for n in range(count)])
     statements: Counter[str] = Counter()
     if isinstance(db, SqliteDatabase):
-        await db.conn.set_trace_callback(lambda sql: statements.update([_shape(sql)]))
+        await db.conn.set_trace_callback(lambda sql: statements.update([sql_shape(sql)]))
     async with Profiler() as profiler:
         await _reserve_capture(credits, extra)
     if isinstance(db, SqliteDatabase):

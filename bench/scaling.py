@@ -18,18 +18,21 @@ the machine's cores went.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from bench.core import Config, Report, Row, cpu_seconds, say
+from bench.core import Config, Report, Row, cpu_seconds, machine_cpu_seconds, say
 from bench.images import photo_png
-from bench.throughput import _rates
+from bench.ledger import sql_shape
+from bench.throughput import steady_rates
 from bench.world import InstantRunflow
 from storage.store import open_db
 from tests.cluster import Cluster, burst, one_guild_per_shard
@@ -100,6 +103,80 @@ class Line:
         return int(await self.conn.fetchval("SELECT COALESCE(MAX(id), 0) FROM jobs"))
 
 
+def lock_names(guilds: list[Guild], members: list[int]) -> dict[str, str]:
+    """The advisory lock keys the product takes (bot/, storage/: `Tx.lock`), each with the name
+    it is reported under, so a wait in `pg_locks` says which lock it waits for."""
+    names = {"job-claims": "job-claims", "credits:owner-budget": "credits:owner-budget"}
+    for guild in guilds:
+        for kind in ("credits:server", "open-jobs:server", "guild_settings"):
+            names[f"{kind}:{guild.id}"] = f"{kind}:<server>"
+        for member in members:
+            names[f"member:{guild.id}:{member}"] = "member:<server>:<member>"
+    for member in members:
+        names[f"open-jobs:member:{member}"] = "open-jobs:member:<member>"
+    return names
+
+
+class Activity:
+    """What the cluster's connections to the database do, sampled every 50 ms from
+    `pg_stat_activity` and `pg_locks` while the line runs: running a statement, waiting for a
+    lock (which) or for the disk, or idle inside a transaction (the bot between two statements
+    of it). The database side of where an edit's time goes."""
+
+    def __init__(self, url: str, database: str, locks: dict[str, str]) -> None:
+        self.url, self.database, self.locks = url, database, locks
+        self._keys: dict[tuple[int, int], str] = {}
+        self.seen: Counter[str] = Counter()
+        self.samples = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def _what(self, row: asyncpg.Record) -> str:
+        if row["state"] == "idle in transaction":
+            return f"idle in transaction after: {sql_shape(row['query'])}"
+        if row["classid"] is not None:
+            key = self._keys.get((row["classid"], row["objid"]), "another key")
+            return f"waiting for the advisory lock {key}"
+        wait = f" ({row['wait_event_type']}: {row['wait_event']})" if row["wait_event_type"] else ""
+        return f"running{wait}: {sql_shape(row['query'])}"
+
+    async def _sample(self) -> None:
+        conn = await asyncpg.connect(self.url)
+        try:
+            # An advisory lock on a bigint key shows in pg_locks as its high and low 32 bits.
+            for row in await conn.fetch(
+                "SELECT key, hashtextextended(key, 0) AS h FROM unnest($1::text[]) AS key", list(self.locks)
+            ):
+                self._keys[(row["h"] >> 32) & 0xFFFFFFFF, row["h"] & 0xFFFFFFFF] = self.locks[row["key"]]
+            while True:
+                rows = await conn.fetch(
+                    "SELECT a.state, a.wait_event_type, a.wait_event, a.query, l.classid, l.objid "
+                    "FROM pg_stat_activity AS a LEFT JOIN pg_locks AS l "
+                    "ON l.pid = a.pid AND l.locktype = 'advisory' AND NOT l.granted "
+                    "WHERE a.datname = $1 AND a.pid <> pg_backend_pid() AND a.state <> 'idle'",
+                    self.database,
+                )
+                self.seen.update(self._what(row) for row in rows)
+                self.samples += 1
+                await asyncio.sleep(0.05)
+        finally:
+            await conn.close()
+
+    async def __aenter__(self) -> Activity:
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def busiest(self, limit: int = 8) -> list[str]:
+        """The commonest, as connections doing it on average (busy connections at once)."""
+        samples = max(1, self.samples)
+        return [f"{n / samples:5.2f}  {what}" for what, n in self.seen.most_common(limit)]
+
+
 async def _one_count(
     server: PgServer, processes: int, cfg: Config, in_flight: int, total: int
 ) -> dict[str, Any]:
@@ -122,26 +199,37 @@ async def _one_count(
                         sent = len(line.sent_at)
                         say(f"{processes} process(es): {total} edits, {in_flight} in flight")
                         pids = [node.pid for node in cluster.nodes]
-                        cpu_before = [cpu_seconds(pid) for pid in pids], cpu_seconds()
-                        await line.drive(total, in_flight, timeout=900)
-                        cpu_bots = sum(cpu_seconds(pid) for pid in pids) - sum(cpu_before[0])
-                        cpu_fakes = cpu_seconds() - cpu_before[1]
+                        bots, fakes, machine = (
+                            sum(map(cpu_seconds, pids)),
+                            cpu_seconds(),
+                            machine_cpu_seconds(),
+                        )
+                        async with Activity(url, name, lock_names(guilds, members)) as activity:
+                            await line.drive(total, in_flight, timeout=900)
+                        cpu_bots = sum(map(cpu_seconds, pids)) - bots
+                        cpu_fakes = cpu_seconds() - fakes
+                        cpu_machine = machine_cpu_seconds() - machine
                         done_at = await line.delivered_at(first)
-                        rates = _rates(line.sent_at[sent:], done_at)
+                        rates = steady_rates(line.sent_at[sent:], done_at)
                     finally:
                         await conn.close()
                 unanswered = len(fake.unanswered())
     finally:
         server.drop_database(name)
-    delivered = max(1, rates.get("completed", 0))
+    delivered, wall = max(1, rates.get("completed", 0)), max(1e-9, rates.get("wall_s", 1))
     return {
         **rates,
         "processes": processes,
         "unanswered_within_3s": unanswered,
         "bots_cpu_ms_per_edit": round(cpu_bots / delivered * 1000, 1),
         "fakes_cpu_ms_per_edit": round(cpu_fakes / delivered * 1000, 1),
-        "cores_busy_bots": round(cpu_bots / max(1e-9, rates.get("wall_s", 1)), 2),
-        "cores_busy_fakes": round(cpu_fakes / max(1e-9, rates.get("wall_s", 1)), 2),
+        "cores_busy": {
+            "bots": round(cpu_bots / wall, 2),
+            "fakes": round(cpu_fakes / wall, 2),
+            "whole_machine": round(cpu_machine / wall, 2),
+            "of": os.cpu_count(),
+        },
+        "database_connections_busy_on_average": activity.busiest(),
     }
 
 
@@ -184,9 +272,22 @@ async def run(cfg: Config) -> Report:
     report.notes.append(
         "scaling: "
         + ", ".join(f"{k} = {v}×" for k, v in speedups.items() if k != "1p/1p")
-        + "; bots' CPU per edit "
+        + f"; cores busy, the bots' of the whole machine's (of {os.cpu_count()}): "
+        + ", ".join(
+            f"{r['processes']}p {r['cores_busy']['bots']}/{r['cores_busy']['whole_machine']}" for r in results
+        )
+        + "; the bots' CPU per edit: "
         + ", ".join(f"{r['processes']}p {r['bots_cpu_ms_per_edit']} ms" for r in results)
-        + "; the fakes' "
-        + ", ".join(f"{r['fakes_cpu_ms_per_edit']} ms" for r in results)
     )
+    report.profile = {
+        "note": "what the database connections did, sampled from pg_stat_activity",
+        "summary": [
+            line
+            for r in results
+            for line in (
+                f"{r['processes']} process(es), connections on average:",
+                *r["database_connections_busy_on_average"],
+            )
+        ],
+    }
     return report
