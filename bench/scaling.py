@@ -70,8 +70,10 @@ class Line:
         self.fake, self.guilds, self.members, self.conn = fake, guilds, members, conn
         self.image = fake.add_cdn_file(photo_png(1024, 1024), "photo.png")
         self.sent_at: list[float] = []
+        self.reads = 0  # this side's own transactions, beside the bots'
 
     async def ended(self) -> int:
+        self.reads += 1
         return int(await self.conn.fetchval(f"SELECT COUNT(*) FROM jobs WHERE state IN {FINAL}"))
 
     async def send(self, count: int) -> None:
@@ -98,6 +100,15 @@ class Line:
             "SELECT completed_at FROM jobs WHERE state = 'done' AND id > $1 ORDER BY completed_at", after_id
         )
         return [datetime.fromisoformat(row["completed_at"]).timestamp() for row in rows]
+
+    async def transactions(self, database: str) -> int:
+        """Transactions the database has ended so far (PostgreSQL's statistics, which lag a
+        second or so behind: enough over a run of many edits)."""
+        return int(
+            await self.conn.fetchval(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1", database
+            )
+        )
 
     async def last_id(self) -> int:
         return int(await self.conn.fetchval("SELECT COALESCE(MAX(id), 0) FROM jobs"))
@@ -204,8 +215,12 @@ async def _one_count(
                             cpu_seconds(),
                             machine_cpu_seconds(),
                         )
+                        transactions, reads = await line.transactions(name), line.reads
                         async with Activity(url, name, lock_names(guilds, members)) as activity:
                             await line.drive(total, in_flight, timeout=900)
+                        # The bots' alone: less this side's reads, the sampler's and its lock names.
+                        transactions = await line.transactions(name) - transactions
+                        transactions -= line.reads - reads + activity.samples + 1
                         cpu_bots = sum(map(cpu_seconds, pids)) - bots
                         cpu_fakes = cpu_seconds() - fakes
                         cpu_machine = machine_cpu_seconds() - machine
@@ -223,6 +238,7 @@ async def _one_count(
         "unanswered_within_3s": unanswered,
         "bots_cpu_ms_per_edit": round(cpu_bots / delivered * 1000, 1),
         "fakes_cpu_ms_per_edit": round(cpu_fakes / delivered * 1000, 1),
+        "database_transactions_per_edit": round(transactions / delivered, 1),
         "cores_busy": {
             "bots": round(cpu_bots / wall, 2),
             "fakes": round(cpu_fakes / wall, 2),
@@ -278,6 +294,8 @@ async def run(cfg: Config) -> Report:
         )
         + "; the bots' CPU per edit: "
         + ", ".join(f"{r['processes']}p {r['bots_cpu_ms_per_edit']} ms" for r in results)
+        + "; database transactions per edit: "
+        + ", ".join(f"{r['processes']}p {r['database_transactions_per_edit']}" for r in results)
     )
     report.profile = {
         "note": "what the database connections did, sampled from pg_stat_activity",
