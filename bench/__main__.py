@@ -36,6 +36,8 @@ BENCHMARKS = {
     "journal": "bench.journal",
     "polling": "bench.polling",
     "startup": "bench.startup",
+    "scaling": "bench.scaling",
+    "takeover": "bench.takeover",
 }
 RESULTS = ROOT / "bench" / "results.json"
 

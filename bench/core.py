@@ -181,6 +181,16 @@ def cpu_seconds(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def machine_cpu_seconds() -> float:
+    """CPU seconds the machine's cores have been busy so far, with anyone's work (and taken by
+    the hypervisor), from /proc/stat: beside a benchmark's own CPU seconds it tells whether the
+    cores were free for it or shared."""
+    with open("/proc/stat", encoding="ascii") as handle:  # noqa: PTH123
+        ticks = [int(value) for value in handle.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def load_average() -> tuple[float, float, float]:
     """Other work on the machine skews every figure; the results record how busy it was."""
     return os.getloadavg()

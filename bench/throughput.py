@@ -48,7 +48,7 @@ async def _drive(
     return {"sent_at": sent_at}
 
 
-def _rates(sent_at: list[float], done_at: list[float]) -> dict[str, float]:
+def steady_rates(sent_at: list[float], done_at: list[float]) -> dict[str, float]:
     done = sorted(done_at)
     n = len(done)
     if n < 5:
@@ -84,7 +84,7 @@ async def run(cfg: Config) -> Report:
                     driven = await _drive(world, settled, members, total, in_flight)
                 cpu_bot, cpu_world = cpu_seconds() - cpu_bot, cpu_seconds(world.pid) - cpu_world
                 done_at = sorted(settled.at.values())[first:]
-                rates = _rates(driven["sent_at"], done_at)
+                rates = steady_rates(driven["sent_at"], done_at)
                 latencies = _latencies(driven["sent_at"], done_at)
                 stats = await world.stats()  # before the profiled pass, whose slowness would add misses
                 profile = None

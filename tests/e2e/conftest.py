@@ -8,7 +8,7 @@ import os
 import resource
 import signal
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import discord
@@ -144,12 +144,21 @@ async def retouch(
 
 class BotProcess:
     """`python -m bot` as a child process, configured only through its environment
-    (and, with `max_open_files`, under that `ulimit -n`)."""
+    (and, with `max_open_files`, under that `ulimit -n`; with `launcher`, run through that
+    command, which must exec it in the same process)."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, *, max_open_files: int | None = None) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        max_open_files: int | None = None,
+        launcher: Sequence[str] = (),
+    ) -> None:
         self.env = env
         self.log_path = log_path
         self.max_open_files = max_open_files
+        self.launcher = tuple(launcher)
         self.process: asyncio.subprocess.Process | None = None
 
     def _limit_open_files(self) -> None:
@@ -162,6 +171,7 @@ class BotProcess:
         env.update(self.env)
         self._log = self.log_path.open("ab")
         self.process = await asyncio.create_subprocess_exec(
+            *self.launcher,
             sys.executable,
             "-m",
             "bot",

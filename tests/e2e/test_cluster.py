@@ -18,26 +18,19 @@ process's jobs taken over by a survivor, and no member with more edits open at o
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import re
-import signal
-import socket
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import aiohttp
 import pytest
 
 from storage.store import open_db
-from tests.e2e.conftest import BotProcess, env_for
+from tests.cluster import Cluster, burst, one_guild_per_shard, poll
 from tests.e2e.helpers import EPHEMERAL
-from tests.fakes.discord import FakeDiscord, Guild, Interaction
+from tests.fakes.discord import FakeDiscord, Interaction
 from tests.fakes.runflow import FakeRunflow
-from tests.images import png
-from tests.postgres import free_port
 from tests.reliability.harness import (
     BASE_ENV,
     CREDITS_LOST,
@@ -49,8 +42,6 @@ from tests.reliability.harness import (
     read_jobs,
 )
 from tests.reliability.store import read_rows
-
-T = TypeVar("T")
 
 SHARDS = 3
 MEMBERS = 20
@@ -64,37 +55,6 @@ HOST_LATENCY = 0.1  # seconds each run takes at the fake host once runs are let 
 @pytest.fixture
 def fake_shards() -> int:
     return SHARDS
-
-
-class Node:
-    """One process of the cluster: its shard, its /metrics port and its lease name."""
-
-    def __init__(self, shard: int, process: BotProcess, port: int) -> None:
-        self.shard, self.process, self.port = shard, process, port
-
-    @property
-    def lease_name(self) -> str:
-        assert self.process.process is not None
-        return f"{socket.gethostname()}:{self.process.process.pid}"
-
-    async def takeovers(self) -> int:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{self.port}/metrics") as response,
-        ):
-            found = re.search(r"^retouch_lease_takeovers_total (\S+)$", await response.text(), re.M)
-        assert found is not None, "a survivor's /metrics has no retouch_lease_takeovers_total"
-        return int(float(found.group(1)))
-
-
-async def poll(check: Callable[[], T | None], *, timeout: float, what: str) -> T:
-    """Until `check()` gives something: the rows are the bots' to write and no fake sees them."""
-    deadline = time.monotonic() + timeout
-    while (found := check()) is None:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.1)
-    return found
 
 
 def refused_privately(interaction: Interaction) -> bool:
@@ -141,27 +101,6 @@ def most_open_at_once(rows: Iterable[dict[str, Any]]) -> dict[int, int]:
     }
 
 
-async def burst(
-    fake: FakeDiscord, members: list[int], guilds: list[Guild], edits: int, tag: str
-) -> list[Interaction]:
-    """`edits` /edit commands at once, members and servers in turn."""
-    image = fake.add_cdn_file(png(), "p.png")
-    return list(
-        await asyncio.gather(
-            *(
-                fake.slash(
-                    "edit",
-                    in_guild=guilds[n % len(guilds)],
-                    user=members[n % len(members)],
-                    prompt=f"{tag} edit {n}",
-                    image=image,
-                )
-                for n in range(edits)
-            )
-        )
-    )
-
-
 async def test_three_processes_survive_a_kill_mid_burst(
     discord_fake: FakeDiscord,
     runflow: FakeRunflow,
@@ -170,35 +109,21 @@ async def test_three_processes_survive_a_kill_mid_burst(
     record_property: Callable[[str, object], None],
 ) -> None:
     fake = discord_fake
-    guilds = [fake.guilds[fake.guild_id], *(fake.add_guild(f"Shard {k}", shard=k) for k in range(1, SHARDS))]
-    members = [fake.add_member(f"member {n}", guild=guilds[0]) for n in range(MEMBERS)]
-    for guild in guilds[1:]:
-        for member in members:
-            fake.add_member(f"member {member}", guild=guild, user_id=member)
+    guilds, members = one_guild_per_shard(fake, MEMBERS)
     await (await open_db(pg_url)).close()  # migrated once, as `python -m bot migrate` would
 
-    nodes = []
-    for shard in range(SHARDS):
-        port = free_port()
-        overrides = {
-            **BASE_ENV,
-            "RETOUCH_STORAGE__URL": pg_url,
-            "RETOUCH_DISCORD__SHARD_COUNT": str(SHARDS),
-            "RETOUCH_DISCORD__SHARD_IDS": f"[{shard}]",
-            "RETOUCH_WEB__PORT": str(port),
-            "RETOUCH_JOBS__LEASE_SECONDS": "3",
-            "RETOUCH_EDITING__MAX_JOBS_PER_MEMBER": str(PER_MEMBER),
-            "RETOUCH_EDITING__MAX_JOBS_PER_SERVER": "1000",
-            "RETOUCH_PROVIDERS__RUNFLOW__MAX_CONCURRENCY": str(IN_FLIGHT),
-        }
-        env = env_for(fake, runflow, tmp_path, overrides)  # one files folder for all three
-        nodes.append(Node(shard, BotProcess(env, tmp_path / f"bot-{shard}.log"), port))
+    overrides = {
+        **BASE_ENV,
+        "RETOUCH_JOBS__LEASE_SECONDS": "3",
+        "RETOUCH_EDITING__MAX_JOBS_PER_MEMBER": str(PER_MEMBER),
+        "RETOUCH_EDITING__MAX_JOBS_PER_SERVER": "1000",
+        "RETOUCH_PROVIDERS__RUNFLOW__MAX_CONCURRENCY": str(IN_FLIGHT),
+    }
+    cluster = Cluster(fake, runflow, tmp_path, pg_url, overrides)
+    nodes = cluster.nodes
     started = time.monotonic()
     runflow.hold = True
-    try:
-        await asyncio.gather(*(node.process.start() for node in nodes))
-        await fake.wait_ready(timeout=60, shards=range(SHARDS))
-
+    async with cluster:
         # The first half, on every shard, while the host holds every run.
         first = await burst(fake, members, guilds, EDITS_PER_HALF, "first")
 
@@ -217,7 +142,7 @@ async def test_three_processes_survive_a_kill_mid_burst(
         victim_runs = sum(owner == victim.lease_name for owner in at_host.values())
         assert victim_runs > 0
         assert victim.process.process is not None
-        await victim.process.terminate(signal.SIGKILL)
+        await cluster.kill(victim)
         survivors = [node for node in nodes if node is not victim]
 
         # The host lets runs finish; the second half goes to the shards that still have a process.
@@ -247,10 +172,6 @@ async def test_three_processes_survive_a_kill_mid_burst(
         jobs = await poll(ended, timeout=90, what="every edit to end")
         seconds = time.monotonic() - started
         takeovers = sum([await node.takeovers() for node in survivors])
-    finally:
-        for node in nodes:
-            if node.process.process is not None and node.process.process.returncode is None:
-                await node.process.terminate(signal.SIGKILL)
 
     rows = read_rows(
         pg_url, "SELECT interaction_token, user_id, guild_id, state, created_at, updated_at FROM jobs"
