@@ -9,7 +9,9 @@ Members take turns: each waiting member's turn is the later of when they were la
 claim of one of their jobs) and when their oldest waiting job arrived, and the member whose
 turn is earliest goes first, their oldest job first. That is the ring the in-memory line kept
 (served members go to the back, newcomers join at the back), rebuilt from the rows alone, so it
-holds across processes and restarts.
+holds across processes and restarts. A job's age is its `created_at`, when its member was told
+it was taken, never its id: on PostgreSQL one member's edits are written concurrently, and ids
+follow the order the inserts happened to run in.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ _TURNS = f"""
 _LINE = f"""
     FROM jobs AS q JOIN turns ON turns.user_id = q.user_id
     WHERE {_CLAIMABLE.format(t="q")}
-    ORDER BY CASE WHEN turns.served_at > turns.since THEN turns.served_at ELSE turns.since END, q.id
+    ORDER BY CASE WHEN turns.served_at > turns.since THEN turns.served_at ELSE turns.since END,
+             q.created_at, q.id
 """
 
 

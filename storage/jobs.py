@@ -109,7 +109,7 @@ class JobRepository:
                     _ts(job.token_expires_at),
                     job.status_message_id,
                     job.credits_estimated,
-                    now,
+                    _ts(job.created_at) or now,
                     now,
                     job.lease_owner,
                     _ts(job.lease_until),
@@ -181,11 +181,13 @@ class JobRepository:
     async def recent(
         self, user_id: int, guild_id: int | None, *, limit: int = 10, offset: int = 0
     ) -> list[Job]:
-        """The member's edits made in one server (None: in DMs), newest first, deleted ones left out."""
+        """The member's edits made in one server (None: in DMs), newest first (by when each was
+        acknowledged, which the order their rows were written in need not follow), deleted ones
+        left out."""
         rows = await self._db.fetch_all(
             """
             SELECT * FROM jobs WHERE user_id = ? AND guild_id IS NOT DISTINCT FROM ? AND deleted_at IS NULL
-            ORDER BY id DESC LIMIT ? OFFSET ?
+            ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?
             """,
             (user_id, guild_id, limit, offset),
         )

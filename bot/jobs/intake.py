@@ -60,10 +60,18 @@ class Intake:
         job = await self.create(order, estimate)
         return await self.enqueue(job, order.status_message_id)
 
-    async def note(self, order: EditOrder) -> None:
-        """Journal an edit about to be acknowledged, so a crash before its row still runs it."""
+    async def note(self, order: EditOrder) -> EditOrder:
+        """Stamp an edit about to be acknowledged with the time and journal it, so a crash
+        before its row still runs it; the stamped order is the one to write.
+
+        The stamp is the job's `created_at`: on PostgreSQL one member's edits are written
+        concurrently, in any order, and the line serves each member's edits in the order they
+        were acknowledged, not in the order their rows went in.
+        """
+        order = replace(order, acked_at=self._core.clock.now())
         if self._core.journal is not None:
             await self._core.journal.add(order)
+        return order
 
     async def unnote(self, order: EditOrder) -> None:
         """The journaled edit ended without a job; recovery must leave it alone."""
@@ -145,6 +153,7 @@ class Intake:
                 if order.interaction_token
                 else None,
                 credits_estimated=estimate.credits,
+                created_at=order.acked_at,
                 # Out of line until `enqueue`; if this process dies first, its lease lapses.
                 lease_owner=self._core.leases.owner,
                 lease_until=self._core.leases.until(),

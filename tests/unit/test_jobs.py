@@ -276,6 +276,21 @@ async def test_an_edit_the_member_cannot_afford_leaves_no_job(
     assert await harness.repo.get(1) is None
 
 
+async def test_an_edit_is_dated_when_acknowledged_not_when_its_row_is_written(harness: Harness) -> None:
+    """On PostgreSQL a member's edits are written concurrently, their rows in any order."""
+    url = "http://127.0.0.1:9/a.png"  # never fetched: the jobs are created, not put in line
+    first = await harness.service.note(replace(order(url), interaction_token="first"))
+    second = await harness.service.note(replace(order(url), interaction_token="second"))
+    assert first.acked_at is not None and second.acked_at is not None
+    assert first.acked_at < second.acked_at
+    estimate = harness.service.estimate(first.options)
+    written_first = await harness.service.create(second, estimate)
+    written_second = await harness.service.create(first, estimate)
+    assert (written_second.created_at, written_first.created_at) == (first.acked_at, second.acked_at)
+    newest_first = await harness.service.recent(3, 1)
+    assert [job.interaction_token for job in newest_first] == ["second", "first"]
+
+
 async def test_recovery_settles_a_job_that_finished_without_its_ledger_entry(harness: Harness) -> None:
     # A job that reached a final state, and a crash before its credits were released.
     job = await harness.repo.insert(
