@@ -82,7 +82,7 @@ class Recovery:
             if job.state in (JobState.QUEUED, JobState.SUBMITTING):
                 if job.state is JobState.SUBMITTING:
                     # The submit counts this start when it begins again.
-                    await core.repo.move(job.id, [JobState.SUBMITTING], JobState.QUEUED)
+                    await core.repo.move(job.id, [JobState.SUBMITTING], JobState.QUEUED, provider=None)
                 await core.leases.release(job.id)
                 back_in_line = True
             elif await core.repo.move(job.id, [job.state], job.state, attempts=job.attempts + 1):

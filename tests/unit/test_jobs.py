@@ -93,10 +93,13 @@ async def running(
     lease_seconds: float = 30,
     clock: Clock = SYSTEM_CLOCK,
     store_url: str | None = None,
+    concurrency: int = 2,
+    route: Callable[[aiohttp.ClientSession, Database], Provider] | None = None,
 ) -> AsyncIterator[Harness]:
     """A started JobService on a real store (a SQLite file unless `store_url` names another),
-    editing at the host `make` builds; several in one `tmp_path` (or on one `store_url`) are
-    processes sharing one database, each with its own connection."""
+    editing at the host `make` builds (or at the hosts `route` builds over the store); several
+    in one `tmp_path` (or on one `store_url`) are processes sharing one database, each with its
+    own connection."""
     db = await open_db(store_url or tmp_path / "r.db")
     metrics = Metrics()
     async with aiohttp.ClientSession() as session:
@@ -105,7 +108,7 @@ async def running(
         service = JobService(
             JobSettings(
                 usd_per_image=settings.usd_per_image,
-                concurrency=2,
+                concurrency=concurrency,
                 max_per_member=max_per_member,
                 max_per_server=max_per_server,
                 poll_interval=0.02,
@@ -115,7 +118,7 @@ async def running(
                 lease_seconds=lease_seconds,
             ),
             repo=repo,
-            provider=make(settings, session),
+            provider=make(settings, session) if route is None else route(session, db),
             credits=credits,
             files=FileStore(tmp_path / "files", max_bytes=max_stored_bytes, in_use=repo.in_use),
             session=session,
