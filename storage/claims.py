@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from storage.db import Database, ts
 from storage.jobs import OPEN_STATES, Job
@@ -46,6 +47,24 @@ _LINE = f"""
     ORDER BY CASE WHEN turns.served_at > turns.since THEN turns.served_at ELSE turns.since END,
              q.created_at, q.id
 """
+
+
+class Owed(StrEnum):
+    """What a finished job may still be owed when the process ending it stopped part-way."""
+
+    SETTLEMENT = "settlement"
+    """Its credit hold was never captured or released."""
+    NOTICE = "notice"
+    """It failed and its member was never told."""
+
+
+# Each as a condition on the job's row, checked again by the claim itself: a process that
+# claimed the job, did what was owed and let go while this one was reading leaves nothing to do.
+_STILL_OWED = {
+    Owed.SETTLEMENT: """NOT EXISTS (
+        SELECT 1 FROM ledger AS done WHERE done.job_id = jobs.id AND done.kind IN ('capture', 'release'))""",
+    Owed.NOTICE: "notified_at IS NULL",
+}
 
 
 @dataclass(frozen=True)
@@ -129,18 +148,22 @@ class ClaimRepository:
         )
         return [Job.from_row(row) for row in rows]
 
-    async def take_over(self, job: Job, owner: str, until: datetime) -> Job | None:
+    async def take_over(
+        self, job: Job, owner: str, until: datetime, *, owed: Owed | None = None
+    ) -> Job | None:
         """Claim a job from the lease it had when read (compare-and-set): None when its holder
-        renewed it, another process took it first, or it moved on meanwhile."""
+        renewed it, another process took it first, or it moved on meanwhile; a finished job
+        only while it is still `owed` that."""
         lease_until = None if job.lease_until is None else ts(job.lease_until)
+        still = "" if owed is None else f"AND {_STILL_OWED[owed]}"
         async with self._db.transaction() as tx:
             row = await tx.fetch_one(
-                """
+                f"""
                 UPDATE jobs SET lease_owner = ?, lease_until = ?
                 WHERE id = ? AND state = ? AND lease_owner IS NOT DISTINCT FROM ?
-                  AND lease_until IS NOT DISTINCT FROM ?
+                  AND lease_until IS NOT DISTINCT FROM ? {still}
                 RETURNING *
-                """,
+                """,  # noqa: S608
                 (owner, ts(until), job.id, job.state.value, job.lease_owner, lease_until),
             )
         return None if row is None else Job.from_row(row)

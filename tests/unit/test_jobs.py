@@ -101,37 +101,40 @@ async def running(
     in one `tmp_path` (or on one `store_url`) are processes sharing one database, each with its
     own connection."""
     db = await open_db(store_url or tmp_path / "r.db")
-    metrics = Metrics()
-    async with aiohttp.ClientSession() as session:
-        repo = JobRepository(db)
-        credits = CreditService(db, credit_settings or CreditsSettings(), BudgetSettings())
-        service = JobService(
-            JobSettings(
-                usd_per_image=settings.usd_per_image,
-                concurrency=concurrency,
-                max_per_member=max_per_member,
-                max_per_server=max_per_server,
-                poll_interval=0.02,
-                poll_interval_max=0.05,
-                deadline=30,
-                lease_owner=lease_owner,
-                lease_seconds=lease_seconds,
-            ),
-            repo=repo,
-            provider=make(settings, session) if route is None else route(session, db),
-            credits=credits,
-            files=FileStore(tmp_path / "files", max_bytes=max_stored_bytes, in_use=repo.in_use),
-            session=session,
-            metrics=metrics,
-            clock=clock,
-        )
-        delivery = RecordingDelivery()
-        await service.start(delivery)
-        try:
-            yield Harness(service, repo, delivery, credits, db, metrics)
-        finally:
-            await service.stop()
-    await db.close()
+    try:
+        metrics = Metrics()
+        async with aiohttp.ClientSession() as session:
+            repo = JobRepository(db)
+            credits = CreditService(db, credit_settings or CreditsSettings(), BudgetSettings())
+            service = JobService(
+                JobSettings(
+                    usd_per_image=settings.usd_per_image,
+                    concurrency=concurrency,
+                    max_per_member=max_per_member,
+                    max_per_server=max_per_server,
+                    poll_interval=0.02,
+                    poll_interval_max=0.05,
+                    deadline=30,
+                    lease_owner=lease_owner,
+                    lease_seconds=lease_seconds,
+                ),
+                repo=repo,
+                provider=make(settings, session) if route is None else route(session, db),
+                credits=credits,
+                files=FileStore(tmp_path / "files", max_bytes=max_stored_bytes, in_use=repo.in_use),
+                session=session,
+                metrics=metrics,
+                clock=clock,
+            )
+            delivery = RecordingDelivery()
+            await service.start(delivery)
+            try:
+                yield Harness(service, repo, delivery, credits, db, metrics)
+            finally:
+                await service.stop()
+    finally:
+        # Also when the test failed: an open SQLite connection's thread keeps pytest from exiting.
+        await db.close()
 
 
 @pytest.fixture
