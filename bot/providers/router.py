@@ -272,9 +272,8 @@ class Router:
                     continue
                 if not await self._take(name, host, request):
                     host.breaker.abandoned()  # a half-open trial that was never sent
-                    log.info(
-                        "%s: all %d of its slots are taken, trying the next host", name, host.concurrency
-                    )
+                    # Debug: an edit waiting for a slot asks again every FULL_WAIT.
+                    log.debug("%s: all %d of its slots are taken", name, host.concurrency)
                     full = True
                     continue
                 try:
