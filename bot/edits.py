@@ -62,6 +62,9 @@ class EditOrder:
     personal: bool = False
     token_expires_at: datetime | None = None
     """When the interaction token dies, if it was issued before now (the painter's, at the Paint press)."""
+    acked_at: datetime | None = None
+    """When the member was told the edit was taken (`Intake.note`): the job's place among the
+    member's edits, which the order its row happens to be written in must not change."""
 
     @property
     def credit_guild(self) -> int:

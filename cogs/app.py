@@ -37,6 +37,7 @@ from cogs.delivery import DiscordDelivery
 from cogs.paint import DiscordDesk
 from storage.commands import CommandSyncRepository
 from storage.db import Database
+from storage.host_slots import HostSlotRepository
 from storage.jobs import JobRepository
 from storage.members import MemberPrefs
 from storage.paint_links import PaintLinkRepository
@@ -111,7 +112,10 @@ class Retouch(commands.Bot):
         memory.configure(settings.editing.image_memory_mb * memory.MB)
         self.session = aiohttp.ClientSession()
         self.db = await open_db(settings.storage.store)
-        self.router = build_router(settings.providers, self.session)
+        # Each host's `max_concurrency` is counted in the database, across every process on it.
+        self.router = build_router(
+            settings.providers, self.session, HostSlotRepository(self.db, now=self.clock.now)
+        )
         self.credits = CreditService(self.db, settings.credits, settings.budget, clock=self.clock.now)
         self.guild_settings = GuildSettingsService(self.db, self.clock)
         self.member_prefs = MemberPrefs(self.db)

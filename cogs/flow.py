@@ -109,7 +109,7 @@ async def start_edit(
         role_ids=role_ids(interaction),
         personal=is_personal(interaction),
     )
-    await bot.jobs.note(draft)
+    draft = await bot.jobs.note(draft)
     status = await open_status(interaction, options.private)
     order = replace(
         draft,

@@ -9,7 +9,9 @@ Members take turns: each waiting member's turn is the later of when they were la
 claim of one of their jobs) and when their oldest waiting job arrived, and the member whose
 turn is earliest goes first, their oldest job first. That is the ring the in-memory line kept
 (served members go to the back, newcomers join at the back), rebuilt from the rows alone, so it
-holds across processes and restarts.
+holds across processes and restarts. A job's age is its `created_at`, when its member was told
+it was taken, never its id: on PostgreSQL one member's edits are written concurrently, and ids
+follow the order the inserts happened to run in.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from storage.db import Database, ts
 from storage.jobs import OPEN_STATES, Job
@@ -41,8 +44,27 @@ _TURNS = f"""
 _LINE = f"""
     FROM jobs AS q JOIN turns ON turns.user_id = q.user_id
     WHERE {_CLAIMABLE.format(t="q")}
-    ORDER BY CASE WHEN turns.served_at > turns.since THEN turns.served_at ELSE turns.since END, q.id
+    ORDER BY CASE WHEN turns.served_at > turns.since THEN turns.served_at ELSE turns.since END,
+             q.created_at, q.id
 """
+
+
+class Owed(StrEnum):
+    """What a finished job may still be owed when the process ending it stopped part-way."""
+
+    SETTLEMENT = "settlement"
+    """Its credit hold was never captured or released."""
+    NOTICE = "notice"
+    """It failed and its member was never told."""
+
+
+# Each as a condition on the job's row, checked again by the claim itself: a process that
+# claimed the job, did what was owed and let go while this one was reading leaves nothing to do.
+_STILL_OWED = {
+    Owed.SETTLEMENT: """NOT EXISTS (
+        SELECT 1 FROM ledger AS done WHERE done.job_id = jobs.id AND done.kind IN ('capture', 'release'))""",
+    Owed.NOTICE: "notified_at IS NULL",
+}
 
 
 @dataclass(frozen=True)
@@ -126,18 +148,22 @@ class ClaimRepository:
         )
         return [Job.from_row(row) for row in rows]
 
-    async def take_over(self, job: Job, owner: str, until: datetime) -> Job | None:
+    async def take_over(
+        self, job: Job, owner: str, until: datetime, *, owed: Owed | None = None
+    ) -> Job | None:
         """Claim a job from the lease it had when read (compare-and-set): None when its holder
-        renewed it, another process took it first, or it moved on meanwhile."""
+        renewed it, another process took it first, or it moved on meanwhile; a finished job
+        only while it is still `owed` that."""
         lease_until = None if job.lease_until is None else ts(job.lease_until)
+        still = "" if owed is None else f"AND {_STILL_OWED[owed]}"
         async with self._db.transaction() as tx:
             row = await tx.fetch_one(
-                """
+                f"""
                 UPDATE jobs SET lease_owner = ?, lease_until = ?
                 WHERE id = ? AND state = ? AND lease_owner IS NOT DISTINCT FROM ?
-                  AND lease_until IS NOT DISTINCT FROM ?
+                  AND lease_until IS NOT DISTINCT FROM ? {still}
                 RETURNING *
-                """,
+                """,  # noqa: S608
                 (owner, ts(until), job.id, job.state.value, job.lease_owner, lease_until),
             )
         return None if row is None else Job.from_row(row)

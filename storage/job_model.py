@@ -193,6 +193,8 @@ class NewJob:
     token_expires_at: datetime | None = None
     status_message_id: int | None = None
     credits_estimated: int = 0
+    # When the member's edit was acknowledged, which orders it among theirs; None: now.
+    created_at: datetime | None = None
     # Held by its process until it is put in line (see `storage.claims`); None: in line at once.
     lease_owner: str | None = None
     lease_until: datetime | None = None

@@ -50,6 +50,11 @@ def _ts(value: datetime | None) -> str | None:
     return None if value is None else ts(value)
 
 
+# Only the jobs under a lease (the open ones and the ones a process is ending), read through
+# their index: with a plain `lease_owner IS NOT NULL`, SQLite reads every finished job of the
+# state asked for through the index on state.
+_LEASED = "AND jobs.id IN (SELECT leased.id FROM jobs AS leased WHERE leased.lease_owner IS NOT NULL)"
+
 # Columns `move` may set alongside a state change; anything else is a programming error.
 _MOVABLE = frozenset(
     {
@@ -65,6 +70,8 @@ _MOVABLE = frozenset(
         "attempts",
         "submitted_at",
         "completed_at",
+        "lease_owner",
+        "lease_until",
     }
 )
 
@@ -109,7 +116,7 @@ class JobRepository:
                     _ts(job.token_expires_at),
                     job.status_message_id,
                     job.credits_estimated,
-                    now,
+                    _ts(job.created_at) or now,
                     now,
                     job.lease_owner,
                     _ts(job.lease_until),
@@ -181,11 +188,13 @@ class JobRepository:
     async def recent(
         self, user_id: int, guild_id: int | None, *, limit: int = 10, offset: int = 0
     ) -> list[Job]:
-        """The member's edits made in one server (None: in DMs), newest first, deleted ones left out."""
+        """The member's edits made in one server (None: in DMs), newest first (by when each was
+        acknowledged, which the order their rows were written in need not follow), deleted ones
+        left out."""
         rows = await self._db.fetch_all(
             """
             SELECT * FROM jobs WHERE user_id = ? AND guild_id IS NOT DISTINCT FROM ? AND deleted_at IS NULL
-            ORDER BY id DESC LIMIT ? OFFSET ?
+            ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?
             """,
             (user_id, guild_id, limit, offset),
         )
@@ -206,10 +215,14 @@ class JobRepository:
         async with self._db.transaction() as tx:
             await tx.execute("UPDATE jobs SET notified_at = ? WHERE id = ?", (_ts(self._now()), job_id))
 
-    async def failed_unnotified(self) -> list[Job]:
-        """Failed edits whose member was never told (a crash came between refund and notice)."""
+    async def failed_unnotified(self, *, leased_only: bool = False) -> list[Job]:
+        """Failed edits whose member was never told (a crash came between refund and notice).
+
+        `leased_only`: only those still under a lease, as in `final_with_open_hold`.
+        """
+        leased = _LEASED if leased_only else ""
         rows = await self._db.fetch_all(
-            "SELECT * FROM jobs WHERE state = 'failed' AND notified_at IS NULL ORDER BY id"
+            f"SELECT * FROM jobs WHERE state = 'failed' AND notified_at IS NULL {leased} ORDER BY id"  # noqa: S608
         )
         return [Job.from_row(row) for row in rows]
 
@@ -230,14 +243,20 @@ class JobRepository:
             """)
         return int(row[0]) if row else 0
 
-    async def final_with_open_hold(self) -> list[Job]:
-        """Finished jobs whose credit reservation was never captured or released."""
+    async def final_with_open_hold(self, *, leased_only: bool = False) -> list[Job]:
+        """Finished jobs whose credit reservation was never captured or released.
+
+        `leased_only`: only those still under a lease, as a job is while its process ends it
+        (the ones a process that died left); the others take reading every reservation ever
+        made, which is for a start, not for every few seconds.
+        """
         final = tuple(state.value for state in FINAL_STATES)
         marks = ", ".join("?" for _ in final)
+        leased = _LEASED if leased_only else ""
         rows = await self._db.fetch_all(
             f"""
             SELECT jobs.* FROM jobs JOIN ledger AS held ON held.job_id = jobs.id AND held.kind = 'reserve'
-            WHERE jobs.state IN ({marks}) AND NOT EXISTS (
+            WHERE jobs.state IN ({marks}) {leased} AND NOT EXISTS (
                 SELECT 1 FROM ledger AS done
                 WHERE done.job_id = jobs.id AND done.kind IN ('capture', 'release')
             )

@@ -60,7 +60,10 @@ class Endings:
         """Stop an edit that has not started delivering; None when it is too late or already over.
 
         The row moves first, so a worker that is mid-submit or mid-poll finds it cancelled at
-        its next step and stops; the host is then asked to stop the run where it can.
+        its next step and stops; the host is then asked to stop the run where it can. The move
+        puts the job under this process's lease until its credits are released, as a worker
+        holds the jobs it ends: if this process dies in between, the lease lapses and another
+        process's sweep releases them (`Recovery.sweep`).
         """
         core = self._core
         moved = await core.repo.move(
@@ -68,11 +71,14 @@ class Endings:
             [JobState.QUEUED, JobState.SUBMITTING, JobState.RUNNING],
             JobState.CANCELLED,
             completed_at=self._core.clock.now(),
+            lease_owner=core.leases.owner,
+            lease_until=core.leases.until(),
         )
         if moved is None:
             return None
         await core.credits.release(job_id, reason="cancelled")
         await core.files.delete_job(job_id)
+        await core.leases.release(job_id)
         log.info("job %d cancelled", job_id)
         if moved.run_id is not None and moved.provider is not None:
             await self.stop_run(run_of(moved))

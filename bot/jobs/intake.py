@@ -79,8 +79,13 @@ class Intake:
         job = await self.create(order, estimate)
         return await self.enqueue(job, order.status_message_id)
 
-    async def note(self, order: EditOrder) -> None:
-        """Journal an edit about to be acknowledged, so a crash before its row still runs it.
+    async def note(self, order: EditOrder) -> EditOrder:
+        """Stamp an edit about to be acknowledged with the time and journal it, so a crash
+        before its row still runs it; the stamped order is the one to write.
+
+        The stamp is the job's `created_at`: on PostgreSQL one member's edits are written
+        concurrently, in any order, and the line serves each member's edits in the order they
+        were acknowledged, not in the order their rows went in.
 
         Raises CannotRecord when the journal does not answer within NOTE_DEADLINE, while the
         member can still be told so (a stalled disk or an unreachable database would otherwise
@@ -88,9 +93,10 @@ class Intake:
         respond"). An entry that lands after that is withdrawn as soon as it does, so no
         process ever runs an edit its member was told was refused.
         """
+        order = replace(order, acked_at=self._core.clock.now())
         journal = self._core.journal
         if journal is None:
-            return
+            return order
         adding = asyncio.ensure_future(journal.add(order))
         try:
             await asyncio.wait_for(asyncio.shield(adding), NOTE_DEADLINE)
@@ -101,6 +107,7 @@ class Intake:
                 self._late.add(late)
                 late.add_done_callback(self._late.discard)
             raise CannotRecord from error
+        return order
 
     async def _withdraw_late(self, adding: asyncio.Future[None], order: EditOrder) -> None:
         try:
@@ -194,6 +201,7 @@ class Intake:
                 if order.interaction_token
                 else None,
                 credits_estimated=estimate.credits,
+                created_at=order.acked_at,
                 # Out of line until `enqueue`; if this process dies first, its lease lapses.
                 lease_owner=self._core.leases.owner,
                 lease_until=self._core.leases.until(),

@@ -23,9 +23,16 @@ from bot.edits import TOKEN_LIFETIME, EditOptions, EditOrder, InputImage, JobKin
 from bot.jobs.group_commit import GroupCommit
 from bot.runtime.clock import SYSTEM_CLOCK, Clock
 
+# The order's times, written as ISO 8601 text; a line from before one existed lacks it.
+_TIMES = ("token_expires_at", "acked_at")
+
 
 def order_to_dict(order: EditOrder) -> dict[str, Any]:
-    return asdict(order)
+    data = asdict(order)
+    for name in _TIMES:
+        if data[name] is not None:
+            data[name] = data[name].isoformat()
+    return data
 
 
 def recoverable_since(clock: Clock) -> datetime:
@@ -36,6 +43,9 @@ def recoverable_since(clock: Clock) -> datetime:
 
 def order_from_dict(data: Mapping[str, Any]) -> EditOrder:
     fields = dict(data)
+    for name in _TIMES:
+        if fields.get(name) is not None:
+            fields[name] = datetime.fromisoformat(fields[name])
     fields["images"] = [InputImage(**item) for item in fields["images"]]
     fields["mask"] = InputImage(**fields["mask"]) if fields.get("mask") else None
     fields["options"] = EditOptions.from_dict(fields["options"])

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from bot.runtime.clock import Clock
 from bot.runtime.metrics import Metrics
-from storage.claims import ClaimRepository
+from storage.claims import ClaimRepository, Owed
 from storage.db import database_errors
 from storage.intake_journal import IntakeJournalRepository
 from storage.jobs import Job
@@ -115,13 +115,20 @@ class Leases:
         """Unfinished jobs whose holder is gone, each now held by this process."""
         taken = []
         for job in await self._claims.leased_or_in_flight():
-            if not self.lapsed(job.lease_owner, job.lease_until, starting=starting):
-                continue
-            mine = await self._claims.take_over(job, self.owner, self.until())
-            if mine is None:
-                continue  # renewed, or taken by another process first
-            if job.lease_owner is not None and job.lease_owner != self.owner:
-                log.info("job %d: taking over from %s, whose lease lapsed", job.id, job.lease_owner)
-                self._metrics.lease_takeovers.inc()
-            taken.append(mine)
+            mine = await self.claim(job, starting=starting)
+            if mine is not None:
+                taken.append(mine)
         return taken
+
+    async def claim(self, job: Job, *, starting: bool, owed: Owed | None = None) -> Job | None:
+        """The job as read, now held by this process, if no living process held it (and a
+        finished one only while it is still `owed` that); None when its holder renewed it,
+        another process took it first, or it moved on. Whoever holds a job is the one process
+        that acts on it; one that dies doing so lets go when its lease lapses."""
+        if not self.lapsed(job.lease_owner, job.lease_until, starting=starting):
+            return None
+        mine = await self._claims.take_over(job, self.owner, self.until(), owed=owed)
+        if mine is not None and job.lease_owner is not None and job.lease_owner != self.owner:
+            log.info("job %d: taking over from %s, whose lease lapsed", job.id, job.lease_owner)
+            self._metrics.lease_takeovers.inc()
+        return mine

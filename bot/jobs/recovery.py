@@ -1,11 +1,13 @@
 """Putting back on its path every job a process left unfinished: this one before a restart
-(at start), or another one that died (its leases lapsed: `take_over`, every third of a lease),
+(at start), or another one that died (its leases lapsed: `sweep`, every third of a lease),
 and every edit such a process acknowledged without writing its job (its intake journal).
 
-Safe to run any number of times, in any number of processes: each step looks for one kind of
-leftover (an acknowledged edit with no row, a final job still holding credits, a failure its
-member was never told, a job whose holder is gone) and what it does removes that leftover; a
-job is taken over by claiming its lapsed lease first (compare-and-set), so one process does it.
+Safe to run any number of times, in any number of processes at once: each step looks for one
+kind of leftover (an acknowledged edit with no row, a final job still holding credits, a
+failure its member was never told, a job whose holder is gone) and what it does removes that
+leftover. A job's leftover is acted on only by the process that claimed the job's lapsed lease
+(compare-and-set), so one process does it; one that dies before it is done lets its claim lapse
+in turn, and another does it then.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from bot.jobs.runner import Runner
 from bot.jobs.wakeups import JOBS
 from bot.providers.base import ErrorKind, RunFailed
 from bot.runtime.tasks import Supervisor
+from storage.claims import Owed
 from storage.db import database_errors
 from storage.jobs import Job, JobState
 
@@ -50,26 +53,50 @@ class Recovery:
         `starting`: this process has just started, so leases under its own name are left from
         before its restart (see `bot.jobs.leases`).
         """
+        await self.sweep(starting=starting, everywhere=True)
+        if self._core.journal is not None:
+            await self._core.journal.forget_older()
+
+    async def sweep(self, *, starting: bool = False, everywhere: bool = False) -> None:
+        """Finish what processes that stopped left: credits still held by finished jobs,
+        failures not told, unfinished jobs (`take_over`).
+
+        `everywhere`: look at every finished job, not only those a process was ending when it
+        stopped (still leased): jobs left before leases existed, at start.
+        """
         core = self._core
-        for job in await core.repo.final_with_open_hold():
-            # A crash between the final state change and the ledger entry: finish the latter.
-            if job.state is JobState.DONE:
-                delivered = len(await core.repo.outputs(job.id))
+        for job in await core.repo.final_with_open_hold(leased_only=not everywhere):
+            # A crash between the final state change and the ledger entry: finish the latter,
+            # then the rest of the ending in the order `Endings.fail` does it, under the one claim
+            # (let go in between, a failure not told would no longer be leased, nor looked at).
+            mine = await core.leases.claim(job, starting=starting, owed=Owed.SETTLEMENT)
+            if mine is None:
+                continue
+            if mine.state is JobState.DONE:
+                delivered = len(await core.repo.outputs(mine.id))
                 await core.credits.settle(
-                    job.id, delivered_images=delivered, usd_micros=job.usd_micros or None
+                    mine.id, delivered_images=delivered, usd_micros=mine.usd_micros or None
                 )
             else:
-                await core.credits.release(job.id, reason=f"{job.state.value} (recovered)")
-                await core.files.delete_job(job.id)
-        for job in await core.repo.failed_unnotified():
-            kind = ErrorKind(job.error_kind) if job.error_kind else ErrorKind.UNAVAILABLE
-            await core.delivery.report_failure(
-                job, MEMBER_MESSAGES[kind].format(detail=job.error or "unknown")
-            )
-            await core.repo.mark_notified(job.id)
+                await core.credits.release(mine.id, reason=f"{mine.state.value} (recovered)")
+                await core.files.delete_job(mine.id)
+            if mine.state is JobState.FAILED and mine.notified_at is None:
+                await self._tell(mine)
+            await core.leases.release(mine.id)
+        for job in await core.repo.failed_unnotified(leased_only=not everywhere):
+            mine = await core.leases.claim(job, starting=starting, owed=Owed.NOTICE)
+            if mine is not None:
+                await self._tell(mine)
+                await core.leases.release(mine.id)
         await self.take_over(starting=starting)
-        if core.journal is not None:
-            await core.journal.forget_older()
+
+    async def _tell(self, job: Job) -> None:
+        """Tell the member their edit failed, once (the caller holds the job's claim)."""
+        kind = ErrorKind(job.error_kind) if job.error_kind else ErrorKind.UNAVAILABLE
+        await self._core.delivery.report_failure(
+            job, MEMBER_MESSAGES[kind].format(detail=job.error or "unknown")
+        )
+        await self._core.repo.mark_notified(job.id)
 
     async def take_over(self, *, starting: bool = False) -> None:
         """Finish every unfinished job whose holder is gone: resume its host run (never
@@ -86,7 +113,7 @@ class Recovery:
             if job.state in (JobState.QUEUED, JobState.SUBMITTING):
                 if job.state is JobState.SUBMITTING:
                     # The submit counts this start when it begins again.
-                    await core.repo.move(job.id, [JobState.SUBMITTING], JobState.QUEUED)
+                    await core.repo.move(job.id, [JobState.SUBMITTING], JobState.QUEUED, provider=None)
                 await core.leases.release(job.id)
                 back_in_line = True
             elif await core.repo.move(job.id, [job.state], job.state, attempts=job.attempts + 1):
@@ -100,11 +127,11 @@ class Recovery:
 
     async def keep_taking_over(self) -> None:
         """Look for jobs whose holder died, every third of a lease: a dead process's jobs are
-        finished within a lease and a third of it."""
+        finished, and the ones it was ending settled and told, within a lease and a third."""
         while True:
             await asyncio.sleep(self._core.leases.seconds / 3)
             try:
-                await self.take_over()
+                await self.sweep()
             except database_errors():
                 log.exception("looking for jobs to take over failed; will look again")
 

@@ -21,6 +21,11 @@ a host with preset sizes only would charge a 4K edit and deliver about 1K. Likew
 whose `image_sizes` include the size asked for: a preset-only host's `square` is under the
 model's minimum pixel count.
 
+Each host takes at most its `max_concurrency` edits at once, counted across every process
+sharing the database (`HostSlots`): an edit holds one of the host's slots from its submit until
+its run ends there. A full host is passed over like a down one, to the next host in order; an
+edit that finds every host it may use full (and none down) waits for a slot.
+
 `status`, `result` and `cancel` go straight to the host named in `run.host`: a run already
 accepted must be followed where it is, whatever that host's breaker says about new work.
 """
@@ -34,6 +39,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 import aiohttp
 
@@ -58,6 +64,28 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 _HOST_DOWN = (ErrorKind.UNAVAILABLE, ErrorKind.RATE_LIMITED)
+
+# Seconds an edit that found every host it may use full waits before asking again; a slot
+# frees when a run ends, possibly in another process, which announces nothing here.
+FULL_WAIT = 1.0
+
+
+class HostSlots(Protocol):
+    """The count of edits at each host, kept where every process sharing the work reads it
+    (the jobs table: `storage.host_slots`), so a host's `max_concurrency` holds across them all.
+
+    A slot is the job's, from `take` until its run at that host ends (its row says so), or
+    until `give_back` when the submit failed there; a process that dies holding one does not
+    keep it past its lease.
+    """
+
+    async def take(self, host: str, job_id: int, limit: int) -> bool:
+        """Whether the job now holds one of `host`'s `limit` slots (False: all are taken)."""
+        ...
+
+    async def give_back(self, host: str, job_id: int) -> None:
+        """The job is not at `host` after all: its submit there failed."""
+        ...
 
 
 class BreakerState(StrEnum):
@@ -130,7 +158,7 @@ class CircuitBreaker:
 class _Host:
     def __init__(self, provider: Provider, concurrency: int, breaker: CircuitBreaker) -> None:
         self.provider = provider
-        self.slots = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
         self.breaker = breaker
 
 
@@ -144,6 +172,7 @@ class Router:
         providers: Sequence[Provider],
         *,
         concurrency: Mapping[str, int] | None = None,
+        slots: HostSlots | None = None,
         retry: RetryPolicy | None = None,
         failure_threshold: int = 5,
         cooldown: float = 60.0,
@@ -164,6 +193,8 @@ class Router:
         }
         self.resolutions: frozenset[str] = frozenset().union(*(p.resolutions for p in providers))
         self.image_sizes: frozenset[str] = frozenset().union(*(p.image_sizes for p in providers))
+        # None: nothing counts the edits at each host (the command-line edit makes one).
+        self._slots = slots
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self._jitter = jitter
@@ -186,26 +217,23 @@ class Router:
         attempt = 0
         while True:
             attempt += 1
-            async with host.slots:
-                try:
-                    run = await host.provider.submit(
-                        request,
-                        callback_url=callback_url.replace("{host}", host.provider.name)
-                        if callback_url
-                        else None,
-                    )
-                except ProviderError as error:
-                    if error.kind not in _HOST_DOWN:
-                        host.breaker.succeeded()  # the host answered: it is up
-                        raise
-                    host.breaker.failed()
-                    last = error
-                except BaseException:
-                    host.breaker.abandoned()
+            try:
+                run = await host.provider.submit(
+                    request,
+                    callback_url=callback_url.replace("{host}", host.provider.name) if callback_url else None,
+                )
+            except ProviderError as error:
+                if error.kind not in _HOST_DOWN:
+                    host.breaker.succeeded()  # the host answered: it is up
                     raise
-                else:
-                    host.breaker.succeeded()
-                    return run
+                host.breaker.failed()
+                last = error
+            except BaseException:
+                host.breaker.abandoned()
+                raise
+            else:
+                host.breaker.succeeded()
+                return run
             delay = self._delay(attempt, last)
             if attempt >= self._retry.attempts or delay is None or not host.breaker.allow():
                 raise last
@@ -233,20 +261,43 @@ class Router:
                 host=self.name,
             )
         last: ProviderError | None = None
-        for name, host in able:
-            if not host.breaker.allow():
-                log.info("%s: circuit open, skipping", name)
-                continue
-            try:
-                return await self._submit_to(host, request, callback_url)
-            except ProviderError as error:
-                if error.kind not in (*_HOST_DOWN, ErrorKind.AUTH_FAILED):
-                    raise
-                log.warning("%s failed (%s: %s); trying the next host", name, error.kind, error.message)
-                last = error
+        failed: set[str] = set()
+        while True:
+            full = False
+            for name, host in able:
+                if name in failed:
+                    continue
+                if not host.breaker.allow():
+                    log.info("%s: circuit open, skipping", name)
+                    continue
+                if not await self._take(name, host, request):
+                    host.breaker.abandoned()  # a half-open trial that was never sent
+                    # Debug: an edit waiting for a slot asks again every FULL_WAIT.
+                    log.debug("%s: all %d of its slots are taken", name, host.concurrency)
+                    full = True
+                    continue
+                try:
+                    return await self._submit_to(host, request, callback_url)
+                except ProviderError as error:
+                    if error.kind not in (*_HOST_DOWN, ErrorKind.AUTH_FAILED):
+                        raise
+                    log.warning("%s failed (%s: %s); trying the next host", name, error.kind, error.message)
+                    await self._give_back(name, request)
+                    failed.add(name)
+                    last = error
+            if not full:
+                break
+            await self._sleep(FULL_WAIT)
         if last is not None:
             raise last
         raise Unavailable("every configured host is unavailable (circuits open)", host=self.name)
+
+    async def _take(self, name: str, host: _Host, request: EditRequest) -> bool:
+        return self._slots is None or await self._slots.take(name, request.job_id, host.concurrency)
+
+    async def _give_back(self, name: str, request: EditRequest) -> None:
+        if self._slots is not None:
+            await self._slots.give_back(name, request.job_id)
 
     def _provider(self, run: Run) -> Provider:
         host = self._hosts.get(run.host)
@@ -270,8 +321,11 @@ class Router:
             await host.provider.close()
 
 
-def build_router(settings: ProvidersSettings, session: aiohttp.ClientSession) -> Router:
-    """The hosts in `providers.order`, each limited to its own `max_concurrency`."""
+def build_router(
+    settings: ProvidersSettings, session: aiohttp.ClientSession, slots: HostSlots | None = None
+) -> Router:
+    """The hosts in `providers.order`, each limited to its own `max_concurrency` where `slots`
+    counts the edits at each."""
     providers = build_providers(settings, session)
     limits = {provider.name: getattr(settings, provider.name).max_concurrency for provider in providers}
-    return Router(providers, concurrency=limits)
+    return Router(providers, concurrency=limits, slots=slots)

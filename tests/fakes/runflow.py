@@ -336,6 +336,8 @@ class FakeRunflow:
         self.callback_secret = callback_secret
         self.delay = delay
         self.runs: dict[str, FakeRun] = {}
+        # The most runs that were unfinished at once, for tests of a limit on runs at the host.
+        self.most_at_once = 0
         self.requests: list[RecordedRequest] = []
         self.callbacks_sent: list[dict[str, Any]] = []
         # name -> (bytes, content type); served at /files/{name}?sig=...
@@ -686,6 +688,7 @@ class FakeRunflow:
             partial_images=self.partial_images,
         )
         self.runs[run.id] = run
+        self.most_at_once = max(self.most_at_once, sum(not known.terminal for known in self.runs.values()))
         self._run_order.append(run)
         self._spawn(self._lifecycle(run), f"runflow-run-{run.id}")
         self._notify()

@@ -94,42 +94,48 @@ async def running(
     clock: Clock = SYSTEM_CLOCK,
     store_url: str | None = None,
     poll_interval: float = 0.02,
+    concurrency: int = 2,
+    route: Callable[[aiohttp.ClientSession, Database], Provider] | None = None,
 ) -> AsyncIterator[Harness]:
     """A started JobService on a real store (a SQLite file unless `store_url` names another),
-    editing at the host `make` builds; several in one `tmp_path` (or on one `store_url`) are
-    processes sharing one database, each with its own connection."""
+    editing at the host `make` builds (or at the hosts `route` builds over the store); several
+    in one `tmp_path` (or on one `store_url`) are processes sharing one database, each with its
+    own connection."""
     db = await open_db(store_url or tmp_path / "r.db")
-    metrics = Metrics()
-    async with aiohttp.ClientSession() as session:
-        repo = JobRepository(db)
-        credits = CreditService(db, credit_settings or CreditsSettings(), BudgetSettings())
-        service = JobService(
-            JobSettings(
-                usd_per_image=settings.usd_per_image,
-                concurrency=2,
-                max_per_member=max_per_member,
-                max_per_server=max_per_server,
-                poll_interval=poll_interval,
-                poll_interval_max=max(poll_interval, 0.05),
-                deadline=30,
-                lease_owner=lease_owner,
-                lease_seconds=lease_seconds,
-            ),
-            repo=repo,
-            provider=make(settings, session),
-            credits=credits,
-            files=FileStore(tmp_path / "files", max_bytes=max_stored_bytes, in_use=repo.in_use),
-            session=session,
-            metrics=metrics,
-            clock=clock,
-        )
-        delivery = RecordingDelivery()
-        await service.start(delivery)
-        try:
-            yield Harness(service, repo, delivery, credits, db, metrics)
-        finally:
-            await service.stop()
-    await db.close()
+    try:
+        metrics = Metrics()
+        async with aiohttp.ClientSession() as session:
+            repo = JobRepository(db)
+            credits = CreditService(db, credit_settings or CreditsSettings(), BudgetSettings())
+            service = JobService(
+                JobSettings(
+                    usd_per_image=settings.usd_per_image,
+                    concurrency=concurrency,
+                    max_per_member=max_per_member,
+                    max_per_server=max_per_server,
+                    poll_interval=poll_interval,
+                    poll_interval_max=max(poll_interval, 0.05),
+                    deadline=30,
+                    lease_owner=lease_owner,
+                    lease_seconds=lease_seconds,
+                ),
+                repo=repo,
+                provider=make(settings, session) if route is None else route(session, db),
+                credits=credits,
+                files=FileStore(tmp_path / "files", max_bytes=max_stored_bytes, in_use=repo.in_use),
+                session=session,
+                metrics=metrics,
+                clock=clock,
+            )
+            delivery = RecordingDelivery()
+            await service.start(delivery)
+            try:
+                yield Harness(service, repo, delivery, credits, db, metrics)
+            finally:
+                await service.stop()
+    finally:
+        # Also when the test failed: an open SQLite connection's thread keeps pytest from exiting.
+        await db.close()
 
 
 @pytest.fixture
@@ -275,6 +281,21 @@ async def test_an_edit_the_member_cannot_afford_leaves_no_job(
         await harness.submit(expensive)
     assert caught.value.needed == 56 and caught.value.available == 50
     assert await harness.repo.get(1) is None
+
+
+async def test_an_edit_is_dated_when_acknowledged_not_when_its_row_is_written(harness: Harness) -> None:
+    """On PostgreSQL a member's edits are written concurrently, their rows in any order."""
+    url = "http://127.0.0.1:9/a.png"  # never fetched: the jobs are created, not put in line
+    first = await harness.service.note(replace(order(url), interaction_token="first"))
+    second = await harness.service.note(replace(order(url), interaction_token="second"))
+    assert first.acked_at is not None and second.acked_at is not None
+    assert first.acked_at < second.acked_at
+    estimate = harness.service.estimate(first.options)
+    written_first = await harness.service.create(second, estimate)
+    written_second = await harness.service.create(first, estimate)
+    assert (written_second.created_at, written_first.created_at) == (first.acked_at, second.acked_at)
+    newest_first = await harness.service.recent(3, 1)
+    assert [job.interaction_token for job in newest_first] == ["second", "first"]
 
 
 async def test_recovery_settles_a_job_that_finished_without_its_ledger_entry(harness: Harness) -> None:

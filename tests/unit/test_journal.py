@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,6 +41,19 @@ async def test_orders_round_trip_and_withdrawn_ones_are_left_out(tmp_path: Path)
     await journal.add(order("refused"))
     await journal.withdraw(order("refused"))
     assert await journal.recent(starting=True) == [order("kept")]
+
+
+async def test_an_order_keeps_its_times_and_a_line_written_before_they_existed_loads(tmp_path: Path) -> None:
+    path = tmp_path / "r.journal"
+    journal = Journal(path)
+    acked = datetime.now(UTC)
+    stamped = replace(order("stamped"), acked_at=acked, token_expires_at=acked + timedelta(minutes=15))
+    await journal.add(stamped)
+    older = order_to_dict(order("older"))
+    del older["acked_at"]  # a line an earlier version wrote
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"at": acked.isoformat(), "order": older}) + "\n")
+    assert await journal.recent(starting=True) == [stamped, order("older")]
 
 
 async def test_torn_and_expired_lines_are_skipped_and_forgotten(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,25 @@ async def test_a_claim_whose_process_died_lapses_and_another_takes_the_job(
     b.ahead = a.leases.seconds + 1
     taken = await b.line.claim()
     assert taken is not None and (taken.id, taken.lease_owner) == (job, "b")
+
+
+async def test_a_member_s_jobs_are_served_in_the_order_acknowledged_not_written(db: Database) -> None:
+    """Rows written in the other order than their edits were acknowledged (concurrent inserts
+    on PostgreSQL) are served, shown in line and counted in the member's turn by acknowledgement."""
+    process = Process(db, "one")
+    acked = process.now()
+
+    async def put(user_id: int, acked_after: float) -> int:
+        new = NewJob(guild_id=1, channel_id=2, user_id=user_id, prompt="p", options=EditOptions(), inputs=[])
+        job = await process.repo.insert(replace(new, created_at=acked + timedelta(seconds=acked_after)))
+        return job.id
+
+    second = await put(1, 2)
+    other = await put(2, 1)
+    first = await put(1, 0)
+    assert await process.line.order() == [first, other, second]
+    assert await process.line.position(first) == 1
+    assert await process.taken(3) == [first, other, second]
 
 
 async def test_a_new_job_wakes_one_idle_worker_not_all_of_them(one: Process) -> None:

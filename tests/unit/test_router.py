@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 
 import aiohttp
@@ -27,7 +28,7 @@ from bot.providers.base import (
     RunStatus,
     Unavailable,
 )
-from bot.providers.router import BreakerState, HostHealth, RetryPolicy, Router, build_router
+from bot.providers.router import FULL_WAIT, BreakerState, HostHealth, RetryPolicy, Router, build_router
 from bot.providers.settings import ProvidersSettings
 
 REQUEST = EditRequest(job_id=1, prompt="p", images=[ImageRef("a.png", url="http://127.0.0.1:9/a.png")])
@@ -271,18 +272,69 @@ async def test_a_cancelled_trial_frees_the_half_open_slot() -> None:
     assert (await routed.submit(REQUEST)).host == "only"
 
 
-async def test_concurrency_limit_per_host() -> None:
-    host = Host("only")
-    host.gate = asyncio.Event()
-    routed = router(host, concurrency={"only": 2})
-    submits = [asyncio.create_task(routed.submit(REQUEST)) for _ in range(5)]
-    async with host.changed:
-        await host.changed.wait_for(lambda: host.in_flight == 2)
-    assert host.submits == 2
-    host.gate.set()
-    runs = await asyncio.gather(*submits)
-    assert len({run.run_id for run in runs}) == 5
-    assert host.max_in_flight == 2
+class Slots:
+    """`HostSlots` in memory: the host each job is at."""
+
+    def __init__(self, **at: str) -> None:
+        self.at = {int(job.removeprefix("job")): host for job, host in at.items()}
+
+    async def take(self, host: str, job_id: int, limit: int) -> bool:
+        if sum(1 for job, at in self.at.items() if at == host and job != job_id) >= limit:
+            return False
+        self.at[job_id] = host
+        return True
+
+    async def give_back(self, host: str, job_id: int) -> None:
+        if self.at.get(job_id) == host:
+            del self.at[job_id]
+
+
+class Waits(Sleeps):
+    """Sleeps that run `then` at each wait for a slot (FULL_WAIT)."""
+
+    def __init__(self, then: Callable[[], None]) -> None:
+        super().__init__()
+        self.then = then
+
+    async def __call__(self, seconds: float) -> None:
+        await super().__call__(seconds)
+        if seconds == FULL_WAIT:
+            self.then()
+
+
+async def test_a_full_host_is_passed_over_for_the_next() -> None:
+    first, second = Host("first"), Host("second")
+    slots = Slots(job99="first")
+    routed = router(first, second, concurrency={"first": 1}, slots=slots)
+    assert (await routed.submit(REQUEST)).host == "second"
+    assert first.submits == 0 and slots.at == {99: "first", 1: "second"}
+
+
+async def test_an_edit_waits_while_every_host_it_may_use_is_full() -> None:
+    only = Host("only")
+    slots = Slots(job99="only")
+    waits = Waits(lambda: slots.at.clear())  # that run ends while the edit waits
+    routed = router(only, concurrency={"only": 1}, slots=slots, sleeps=waits)
+    assert (await routed.submit(REQUEST)).host == "only"
+    assert waits.delays == [FULL_WAIT] and slots.at == {1: "only"}
+
+
+async def test_a_host_whose_submit_failed_gives_its_slot_back_while_the_edit_waits_for_another() -> None:
+    first, second = Host("first", down()), Host("second")
+    slots = Slots(job99="second")
+    seen: list[dict[int, str]] = []
+
+    def run_ends() -> None:
+        seen.append(dict(slots.at))
+        del slots.at[99]
+
+    waits = Waits(run_ends)
+    routed = router(
+        first, second, concurrency={"second": 1}, slots=slots, sleeps=waits, retry=RetryPolicy(attempts=1)
+    )
+    assert (await routed.submit(REQUEST)).host == "second"
+    assert seen == [{99: "second"}]  # while it waited, the edit held no slot at the host that failed
+    assert first.submits == 1  # and it was not sent there again
 
 
 async def test_runs_are_followed_at_their_own_host_whatever_its_breaker() -> None:
@@ -364,5 +416,5 @@ async def test_build_router_takes_order_and_limits_from_settings() -> None:
         routed: Provider = build_router(settings, session)
     assert isinstance(routed, Router)
     assert [health.name for health in routed.health()] == ["openai", "fal"]
-    assert routed._hosts["openai"].slots._value == 1
+    assert routed._hosts["openai"].concurrency == 1
     assert routed.resolutions == frozenset(RESOLUTIONS)

@@ -9,6 +9,7 @@ past the lease instead of sleeping through it.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -17,12 +18,17 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from bot.edits import TooManyJobs
+from bot.credits import Estimate
+from bot.edits import EditOptions, TooManyJobs
+from bot.providers.base import ErrorKind
 from bot.providers.runflow import RunflowProvider
 from bot.providers.settings import RunflowSettings
 from bot.runtime.clock import SYSTEM_CLOCK
 from bot.runtime.config import CreditsSettings
-from storage.jobs import Job, JobState
+from storage.claims import ClaimRepository
+from storage.jobs import Job, JobRepository, JobState, NewJob
+from storage.sqlite import SqliteDatabase
+from storage.store import open_db
 from tests.conftest import StaticFiles
 from tests.fakes.runflow import FakeRunflow
 from tests.images import png
@@ -127,3 +133,162 @@ async def test_a_member_s_limit_holds_across_processes(
         assert len(created) == 2
         assert all(isinstance(outcome, TooManyJobs) for outcome in outcomes if outcome not in created)
         assert (await one.credits.balance(1, 7)).reserved == 2 * 14
+
+
+async def failed_with(harness: Harness, *, hold: bool) -> Job:
+    """An edit whose process died right after failing it: with its credits still held (or
+    none reserved), its member not told, its lease lapsed."""
+    now = SYSTEM_CLOCK.now()
+    job = await harness.repo.insert(
+        NewJob(
+            guild_id=1,
+            channel_id=2,
+            user_id=3,
+            prompt="p",
+            options=EditOptions(),
+            inputs=[],
+            lease_owner="dead",  # held from the start, so no worker claims it meanwhile
+            lease_until=now + timedelta(minutes=1),
+        )
+    )
+    if hold:
+        estimate = Estimate(credits=14, usd_micros=133_000, images=1)
+        await harness.credits.reserve(guild_id=1, user_id=3, role_ids=[], job_id=job.id, estimate=estimate)
+    failed = await harness.repo.move(
+        job.id, [JobState.QUEUED], JobState.FAILED, error_kind=ErrorKind.UNAVAILABLE.value, error="503"
+    )
+    assert failed is not None
+    lapsed = await ClaimRepository(harness.db).take_over(failed, "dead", now - timedelta(seconds=1))
+    assert lapsed is not None
+    return lapsed
+
+
+async def test_two_recoveries_at_once_tell_each_member_once(
+    tmp_path: Path, host: RunflowSettings, store_url: str
+) -> None:
+    """Several processes starting together each sweep the same leftovers; each notice is held
+    until the other sweep is over or has told someone too, so both read the rows first."""
+    async with (
+        running(tmp_path, host, RunflowProvider, lease_owner="a", store_url=store_url) as a,
+        running(tmp_path, host, RunflowProvider, lease_owner="b", store_url=store_url) as b,
+    ):
+        held = await failed_with(a, hold=True)
+        free = await failed_with(a, hold=False)
+        told: list[int] = []
+        over = 0
+        changed = asyncio.Condition()
+
+        async def report_failure(job: Job, message: str) -> None:
+            async with changed:
+                told.append(job.id)
+                changed.notify_all()
+                await changed.wait_for(lambda: over > 0 or len(told) > 1)
+
+        async def recovering(process: Harness) -> None:
+            nonlocal over
+            process.delivery.report_failure = report_failure  # type: ignore[method-assign]
+            await process.service.recover()
+            async with changed:
+                over += 1
+                changed.notify_all()
+
+        async with asyncio.timeout(10):
+            await asyncio.gather(recovering(a), recovering(b))
+
+        assert sorted(told) == [held.id, free.id]
+        assert (await a.credits.balance(1, 3)).reserved == 0
+        for job in (held, free):
+            final = await a.repo.get(job.id)
+            assert final is not None and final.notified_at is not None and final.lease_owner is None
+
+
+async def test_a_survivor_settles_and_tells_what_a_dead_process_was_ending(
+    tmp_path: Path, host: RunflowSettings, a: Harness
+) -> None:
+    """Before, only a process's own start did this: a dead process's member waited for it."""
+    clock = Clock()
+    async with running(
+        tmp_path, host, RunflowProvider, lease_owner="b", lease_seconds=LEASE, clock=clock
+    ) as b:
+        job = await a.service.create(order("http://127.0.0.1:9/a.png"), a.service.estimate(EditOptions()))
+        assert job.lease_owner == "a"  # held by a from its creation, as a job is while a works on it
+        await a.repo.move(job.id, [JobState.QUEUED], JobState.FAILED, error_kind="unavailable", error="503")
+        await a.service._tasks.stop()  # a dies: its lease on the failed job is never handed back
+        told = asyncio.Event()
+
+        async def report_failure(job: Job, message: str) -> None:
+            told.set()
+
+        b.delivery.report_failure = report_failure  # type: ignore[method-assign]
+
+        await b.service._recovery.sweep()
+        assert not told.is_set()  # a's lease still runs: it may still be ending the job
+        assert (await b.credits.balance(1, 3)).reserved == 14
+
+        clock.ahead = timedelta(seconds=LEASE + 1)  # a's lease has lapsed
+        await asyncio.wait_for(told.wait(), 10)  # b's own periodic sweep, every third of a lease
+
+        final = await b.repo.get(job.id)
+        assert final is not None and final.notified_at is not None
+        assert (await b.credits.balance(1, 3)).reserved == 0
+
+
+async def test_a_cancel_whose_process_died_before_the_refund_is_refunded_by_another(
+    tmp_path: Path, host: RunflowSettings, runflow: FakeRunflow, static_files: StaticFiles
+) -> None:
+    """The cancel came through b while a worked on the edit, and b died before releasing the
+    credits: the job must stay leased (b's lease) for a survivor's sweep to find it."""
+    clock = Clock()
+    async with running(
+        tmp_path, host, RunflowProvider, lease_owner="a", lease_seconds=LEASE, clock=clock
+    ) as a:
+        job = await running_at_host(a, runflow, static_files)
+        async with running(tmp_path, host, RunflowProvider, lease_owner="b", lease_seconds=LEASE) as b:
+
+            async def crash(job_id: int, *, reason: str) -> None:
+                raise RuntimeError("b died here")
+
+            b.credits.release = crash  # type: ignore[method-assign]
+            with pytest.raises(RuntimeError):
+                await b.service.cancel(job.id)
+            await b.service._tasks.stop()
+            settled = await asyncio.wait_for(a.service.wait_settled(job.id), 10)  # a's worker stops
+            assert settled.state is JobState.CANCELLED
+            assert (await a.credits.balance(1, 3)).reserved == 14
+
+            released = asyncio.Event()
+            release = a.credits.release
+
+            async def releasing(job_id: int, *, reason: str) -> None:
+                await release(job_id, reason=reason)
+                released.set()
+
+            a.credits.release = releasing  # type: ignore[method-assign]
+            clock.ahead = timedelta(seconds=LEASE + 1)  # b's lease has lapsed
+            await asyncio.wait_for(released.wait(), 10)  # a's periodic sweep
+            assert (await a.credits.balance(1, 3)).reserved == 0
+
+
+async def test_the_periodic_sweep_reads_no_finished_jobs_but_the_leased(tmp_path: Path) -> None:
+    """It runs every third of a lease in every process: it looks at the jobs under a lease, not
+    at every finished job of a state through the index on state (nor at the whole table)."""
+    db = await open_db(tmp_path / "r.db")
+    try:
+        assert isinstance(db, SqliteDatabase)
+        repo = JobRepository(db)
+        statements: list[str] = []
+        db.conn.set_trace_callback(statements.append)
+        await repo.final_with_open_hold(leased_only=True)
+        await repo.failed_unnotified(leased_only=True)
+        plans = sqlite3.connect(tmp_path / "r.db")
+        try:
+            read = [sql for sql in statements if "jobs" in sql]
+            assert len(read) == 2
+            for sql in read:
+                details = [row[3] for row in plans.execute(f"EXPLAIN QUERY PLAN {sql}")]
+                every = [d for d in details if d.startswith("SCAN") or d.endswith("jobs_state (state=?)")]
+                assert every == [], (sql, details)
+        finally:
+            plans.close()
+    finally:
+        await db.close()
