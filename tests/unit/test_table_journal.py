@@ -174,8 +174,7 @@ async def test_a_slow_holder_and_the_process_that_took_over_write_one_job(
             tmp_path, host, RunflowProvider, lease_owner="machine-b:1", store_url=pg_url, clock=b_clock
         ) as b,
     ):
-        slow = edit("slow")
-        await a.service.note(slow)
+        slow = await a.service.note(edit("slow"))
         b_clock.ahead = timedelta(seconds=30 + 1)
         estimate = a.service.estimate(slow.options)
         if first == "holder":
