@@ -92,9 +92,11 @@ class Results:
                 # Spliced in, not re-encoded: cheap even at 4K, and the pixels stay as made.
                 data = await files.read(fetched)
                 await files.write(fetched, await asyncio.to_thread(recipe.stamp, data, stamped))
-            # A burst of 4K results checked at once was most of the bot's peak memory; the budget
-            # lets as many run as their pixels allow.
-            info = await memory.shared().run(image_costs.inspect_cost, images.inspect, fetched)
+            info = await asyncio.to_thread(images.probe, fetched)
+            if info is None:
+                # A burst of 4K results decoded at once was most of the bot's peak memory; the
+                # budget lets as many run as their pixels allow.
+                info = await memory.shared().run(image_costs.inspect_cost, images.inspect, fetched)
             path = files.output_path(job.id, idx, info.extension)
             await files.rename(fetched, path)
             stored.append(
