@@ -84,7 +84,10 @@ class Results:
             if output.data is not None:
                 await files.write(fetched, output.data)
             elif output.url is not None:
-                await files.download_to(self._session, output.url, fetched, max_bytes=MAX_OUTPUT_BYTES)
+                # A file stamped next is written again, and synced then: once is enough.
+                await files.download_to(
+                    self._session, output.url, fetched, max_bytes=MAX_OUTPUT_BYTES, durable=stamped is None
+                )
             else:
                 raise DownloadError("the host listed an output without a URL or data")
             kept = await self._keep_outside_the_mask(job, fetched)

@@ -205,11 +205,19 @@ class FileStore:
         return b"".join(chunks)
 
     async def download_to(
-        self, session: aiohttp.ClientSession, url: str, path: Path, *, max_bytes: int, timeout: float = 120.0
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        path: Path,
+        *,
+        max_bytes: int,
+        timeout: float = 120.0,
+        durable: bool = True,
     ) -> int:
         """Stream `url` into `path` (atomically, as `write` does) without holding it in memory;
         returns its size. For results, which can be large and many at once. Each chunk is
-        counted against the cap before it is written."""
+        counted against the cap before it is written. `durable=False` skips the fsync, for a
+        file that is rewritten (and then synced) right after."""
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         temporary = path.with_suffix(path.suffix + ".part")
         handle = await asyncio.to_thread(temporary.open, "wb")
@@ -220,7 +228,7 @@ class FileStore:
                     await self._claim(path, len(chunk))
                     size += len(chunk)
                     await asyncio.to_thread(handle.write, chunk)
-                await asyncio.to_thread(_finish, handle)
+                await asyncio.to_thread(_finish, handle, durable)
         except BaseException:
             await asyncio.to_thread(handle.close)
             await asyncio.to_thread(temporary.unlink, missing_ok=True)
@@ -291,9 +299,10 @@ def _disk_full_as_storage_full() -> Iterator[None]:
         raise
 
 
-def _finish(handle: BinaryIO) -> None:
+def _finish(handle: BinaryIO, durable: bool) -> None:
     handle.flush()
-    os.fsync(handle.fileno())
+    if durable:
+        os.fsync(handle.fileno())
     handle.close()
 
 
