@@ -250,6 +250,19 @@ class FileStore:
             raise
         self._count(path, existing - replaced)
 
+    async def rewrite(self, path: Path, change: Callable[[bytes], bytes], *, most_added: int) -> None:
+        """Replace `path` atomically with `change(its bytes)`: read, changed and written on one
+        thread, so no copy waits between the steps holding memory. `most_added` bytes are
+        counted against the cap first, and the count corrected once the size is known."""
+        await self._claim(path, most_added)
+        try:
+            with _disk_full_as_storage_full():
+                added = await asyncio.to_thread(_rewrite_atomic, path, change)
+        except BaseException:
+            self._count(path, -most_added)
+            raise
+        self._count(path, added - most_added)
+
     async def rename(self, source: Path, target: Path) -> None:
         """Move a kept file to its final name; a file it replaces stops counting."""
         self._count(target, -await asyncio.to_thread(_replace, source, target))
@@ -322,6 +335,12 @@ def _replace(source: Path, target: Path) -> int:
     replaced = _size_of(target)
     source.replace(target)
     return replaced
+
+
+def _rewrite_atomic(path: Path, change: Callable[[bytes], bytes]) -> int:
+    """Rewrite `path` through `change`; returns how many bytes it grew by."""
+    changed = change(path.read_bytes())
+    return len(changed) - _write_atomic(path, changed)
 
 
 def _write_atomic(path: Path, data: bytes) -> int:
