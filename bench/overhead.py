@@ -7,10 +7,10 @@ the credits; the host answers as fast as the loopback allows.
 
 Baseline, same run, same world: a bare discord.py bot whose `/edit` makes the same Discord,
 CDN and host requests (defer, two progress edits, the input's CDN read, submit, the same poll
-schedule, download, upload), one Pillow decode + encode of the result (PNG, compress_level=1:
-Pillow's fastest encoding that keeps the format) and one aiosqlite insert + commit. The
-requests each side made per edit are in the details, to check that they match. A second floor
-without the Pillow step shows what the HTTP round trips alone cost.
+schedule, download, upload) and one aiosqlite insert + commit, and nothing else: no Pillow, so
+the ratio is everything the bot adds to the requests any bot must make. (It used to decode and
+re-encode the result too, a floor 90 ms higher than the requests' own that hid the bot's cost.)
+The requests each side made per edit are in the details, to check that they match.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from typing import Any
 import aiohttp
 import aiosqlite
 import discord
-from PIL import Image
 
 from bench.core import Config, Profiler, Report, Row, percentile, say, summary
 from bench.harness import (
@@ -46,25 +45,13 @@ MODEL = "openai/gpt-image-2/edit"
 TERMINAL = {"succeeded", "failed", "canceled", "partial_succeeded"}
 
 
-def _decode_encode(data: bytes) -> tuple[bytes, float, float]:
-    started = time.perf_counter()
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        decoded = time.perf_counter()
-        buffer = io.BytesIO()
-        image.save(buffer, "PNG", compress_level=1)
-    return buffer.getvalue(), decoded - started, time.perf_counter() - decoded
-
-
 class MinimalEdit:
     """The floor: what any bot must do for one edit, with nothing else."""
 
-    def __init__(self, world: World, db_path: Path, *, pillow: bool = True) -> None:
+    def __init__(self, world: World, db_path: Path) -> None:
         self.world = world
-        self.use_pillow = pillow
         self.db_path = db_path
         self.done: dict[int, float] = {}
-        self.pillow: list[tuple[float, float]] = []
         self.event = asyncio.Event()
 
     async def open(self) -> None:
@@ -105,12 +92,8 @@ class MinimalEdit:
             interval = min(interval * 1.5, 0.02)
         async with self.session.get(run["output"]["outputs"][0]["url"]) as reply:
             data = await reply.read()
-        encoded = data
-        if self.use_pillow:
-            encoded, decode_s, encode_s = await asyncio.to_thread(_decode_encode, data)
-            self.pillow.append((decode_s, encode_s))
         await interaction.edit_original_response(
-            content="✅ Edit", attachments=[discord.File(io.BytesIO(encoded), filename="result.png")]
+            content="✅ Edit", attachments=[discord.File(io.BytesIO(data), filename="result.png")]
         )
         await self.conn.execute("BEGIN IMMEDIATE")
         await self.conn.execute(
@@ -187,9 +170,9 @@ async def _measure_retouch(cfg: Config, warmup: int, count: int, data: Path) -> 
     }
 
 
-async def _measure_minimal(warmup: int, count: int, data: Path, *, pillow: bool) -> dict[str, Any]:
+async def _measure_minimal(warmup: int, count: int, data: Path) -> dict[str, Any]:
     async with await World.start() as world:
-        minimal = MinimalEdit(world, data / f"minimal-{pillow}.db", pillow=pillow)
+        minimal = MinimalEdit(world, data / "minimal.db")
         await minimal.open()
         bot, task = await start_bare(world, minimal)
         [member] = await world.members(1)
@@ -209,12 +192,9 @@ async def _measure_minimal(warmup: int, count: int, data: Path, *, pillow: bool)
         finally:
             await stop_client(bot, task)
             await minimal.close()
-    timings = minimal.pillow[warmup:]
     return {
         "spans": spans,
         "stages": _stages(timeline, spans),
-        "pillow_decode_ms": summary([d for d, _ in timings], 1000),
-        "pillow_encode_ms": summary([e for _, e in timings], 1000),
     }
 
 
@@ -226,14 +206,11 @@ async def run(cfg: Config) -> Report:
     warmup, count = cfg.pick(1, 3), cfg.pick(4, 50)
     report = Report(NAME)
     with tempfile.TemporaryDirectory(dir=cfg.workdir) as data:
-        say(f"baseline: minimal bot, {count} sequential 1 MP edits")
-        minimal = await _measure_minimal(warmup, count, Path(data), pillow=True)
-        say(f"HTTP-only floor: minimal bot without Pillow, {count} sequential 1 MP edits")
-        http_only = await _measure_minimal(warmup, count, Path(data), pillow=False)
+        say(f"baseline: minimal bot (the same requests, no Pillow), {count} sequential 1 MP edits")
+        minimal = await _measure_minimal(warmup, count, Path(data))
         say(f"retouch: {count} sequential 1 MP edits")
         retouch = await _measure_retouch(cfg, warmup, count, Path(data))
     bot, floor = _latencies(retouch["spans"]), _latencies(minimal["spans"])
-    http_floor = _latencies(http_only["spans"])
     median, base = percentile(bot, 50) * 1000, percentile(floor, 50) * 1000
     report.rows = [
         Row(
@@ -242,16 +219,8 @@ async def run(cfg: Config) -> Report:
             median,
             "ms",
             base,
-            goal="≤ 2× baseline, median < 50 ms",
-            met=median <= 2 * base and median < 50,
-        ),
-        Row(
-            NAME,
-            "per-edit time vs the HTTP-only floor (no Pillow)",
-            median,
-            "ms",
-            percentile(http_floor, 50) * 1000,
-            goal="(context: the bot's own cost)",
+            goal="< 25 ms",
+            met=median < 25,
         ),
     ]
     report.details = {
@@ -259,13 +228,9 @@ async def run(cfg: Config) -> Report:
         "poll_interval_s": "0.005 → 0.02 (×1.5), the same for both",
         "retouch_ms": summary(bot, 1000),
         "baseline_ms": summary(floor, 1000),
-        "http_only_floor_ms": summary(http_floor, 1000),
         "retouch_stages": retouch["stages"],
         "baseline_stages": minimal["stages"],
-        "http_only_floor_stages": http_only["stages"],
         "retouch_fit_under_ms": retouch["fit_under_ms"],
-        "baseline_pillow_decode_ms": minimal["pillow_decode_ms"],
-        "baseline_pillow_encode_ms": minimal["pillow_encode_ms"],
     }
     if retouch["profile"] is not None:
         report.profile = {"note": f"an extra {count} profiled edits (figures not used)", **retouch["profile"]}

@@ -65,6 +65,7 @@ class Retouch(commands.Bot):
     session: aiohttp.ClientSession
     db: Database
     jobs: JobService
+    delivery: DiscordDelivery
     web: WebServer
     router: Router
     credits: CreditService
@@ -173,7 +174,8 @@ class Retouch(commands.Bot):
             settings.web,
         )
         await self.web.start()
-        await self.jobs.start(DiscordDelivery(self))
+        self.delivery = DiscordDelivery(self)
+        await self.jobs.start(self.delivery)
 
     async def _sync_commands(self) -> None:
         """Sync the commands to the dev guilds, or globally, where they changed since the last sync."""
@@ -207,6 +209,8 @@ class Retouch(commands.Bot):
         log.info("shutting down")
         if hasattr(self, "jobs"):
             await self.jobs.stop()
+        if hasattr(self, "delivery"):
+            await self.delivery.stop()
         if hasattr(self, "web"):
             await self.web.stop()
         await super().close()

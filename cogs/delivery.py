@@ -6,6 +6,10 @@ message notifies nobody), a private followup for a private edit, and the status 
 a one-line pointer to it. A failure concerns the member alone: while the token lives a public
 status message is withdrawn and the member told privately, after that in the channel with a
 mention. If the channel is gone or closed to the bot, the member's DMs.
+
+Progress is written beside the job, not in its path: `show_progress` returns at once, each
+job's edits go out one at a time on a task of their own, and of those that pile up meanwhile
+only the newest is sent. A result or a failure drops the progress still waiting.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import discord
 
 from bot.edits import DeliveryFailed, Progress, Receipt, ResultFile
+from bot.runtime.tasks import Supervisor
 from cogs import render
 from cogs.buttons import progress_view, result_message
 from storage.jobs import Job, JobState
@@ -41,6 +46,14 @@ class DiscordDelivery:
         self._bot = bot
         self._locks: dict[int, asyncio.Lock] = {}
         self._shown: dict[int, tuple[int, float]] = {}
+        # Per job, the progress edit waiting to be sent (the newest), and the task sending them.
+        self._waiting: dict[int, tuple[discord.Webhook, int, str]] = {}
+        self._writers: dict[int, asyncio.Task[None]] = {}
+        self._tasks = Supervisor()
+
+    async def stop(self) -> None:
+        """Drop the progress edits not yet sent: the process is stopping."""
+        await self._tasks.stop()
 
     def _count(self, error: discord.HTTPException) -> None:
         self._bot.metrics.discord_errors.labels(str(error.status)).inc()
@@ -51,6 +64,7 @@ class DiscordDelivery:
     def _forget(self, job_id: int) -> None:
         self._locks.pop(job_id, None)
         self._shown.pop(job_id, None)
+        self._waiting.pop(job_id, None)
 
     async def _webhook(self, job: Job) -> tuple[discord.Webhook, int] | None:
         """The interaction's webhook and original message while its token is valid, else None.
@@ -82,24 +96,39 @@ class DiscordDelivery:
             return
         webhook, message_id = found
         stage = _STAGE.get(progress.state, 0)
-        async with self._lock(job.id):
-            # Updates can arrive out of order (the queue notice races the worker); never go back,
-            # and within a stage edit at most every few seconds so a busy line does not spam.
-            shown_stage, shown_at = self._shown.get(job.id, (-1, 0.0))
-            now = self._bot.clock.monotonic()
-            if stage < shown_stage or (stage == shown_stage and now - shown_at < SAME_STAGE_INTERVAL):
-                return
-            self._shown[job.id] = (stage, now)
-            try:
-                await webhook.edit_message(
-                    message_id, content=render.progress_text(job, progress), view=progress_view(job.id)
-                )
-            except discord.HTTPException as exc:
-                self._count(exc)
-                log.info("job %d: progress update not shown (%s)", job.id, exc)
+        # Updates can arrive out of order (the queue notice races the worker); never go back,
+        # and within a stage edit at most every few seconds so a busy line does not spam.
+        shown_stage, shown_at = self._shown.get(job.id, (-1, 0.0))
+        now = self._bot.clock.monotonic()
+        if stage < shown_stage or (stage == shown_stage and now - shown_at < SAME_STAGE_INTERVAL):
+            return
+        self._shown[job.id] = (stage, now)
+        self._waiting[job.id] = (webhook, message_id, render.progress_text(job, progress))
+        if job.id not in self._writers:
+            self._writers[job.id] = self._tasks.spawn(self._write_progress(job.id), name=f"progress-{job.id}")
+
+    async def _write_progress(self, job_id: int) -> None:
+        lock = self._lock(job_id)
+        try:
+            while True:
+                async with lock:
+                    waiting = self._waiting.pop(job_id, None)
+                    if waiting is None:
+                        return
+                    webhook, message_id, content = waiting
+                    try:
+                        await webhook.edit_message(message_id, content=content, view=progress_view(job_id))
+                    except discord.HTTPException as exc:
+                        self._count(exc)
+                        log.info("job %d: progress update not shown (%s)", job_id, exc)
+        finally:
+            del self._writers[job_id]
+            if job_id not in self._shown:  # the job has ended: nothing will take this lock again
+                self._locks.pop(job_id, None)
 
     async def deliver(self, job: Job, files: Sequence[ResultFile]) -> Receipt:
         async with self._lock(job.id):
+            self._waiting.pop(job.id, None)  # the result says more than any progress
             upscale = bool(self._bot.admission.upscale_offers(job))
             message = await self._post(
                 job,
@@ -139,6 +168,7 @@ class DiscordDelivery:
 
     async def report_failure(self, job: Job, message: str) -> None:
         async with self._lock(job.id):
+            self._waiting.pop(job.id, None)
             try:
                 if not await self._refuse_privately(job, message):
                     await self._post(

@@ -109,8 +109,9 @@ async def start_edit(
         role_ids=role_ids(interaction),
         personal=is_personal(interaction),
     )
-    draft = await bot.jobs.note(draft)
-    status = await open_status(interaction, options.private)
+    with bot.admission.acknowledging():
+        draft = await bot.jobs.note(draft)
+        status = await open_status(interaction, options.private)
     order = replace(
         draft,
         options=replace(options, channel_nsfw=is_age_restricted(interaction.channel)),

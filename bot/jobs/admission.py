@@ -10,11 +10,16 @@ and renders the answer.
 Discord allows 3 seconds for an acknowledgement and the database can be slower than that under
 a burst, so the checks come in two steps: `early` needs nothing from the database and is asked
 before the acknowledgement; `admit` reads the server, the member and their credits after it.
+And `admit` waits while acknowledgements are under way (`acknowledging`): in a burst, the edits
+acknowledged first would otherwise spend the event loop on their database round trips while the
+later ones still wait for their first answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, replace
 
 from bot.credits import Balance, CreditError, Estimate
@@ -35,6 +40,9 @@ NO_LONGER_MADE = "This bot's image host cannot make that size any more; pick ano
 # The size every edit gets unless a size is asked for: the shape of the picture itself.
 SAME_SHAPE = "auto"
 STANDARD_RESOLUTION = "1K"
+# Seconds an admission gives way to acknowledgements at most: under a steady stream of them,
+# edits already acknowledged must still be taken.
+GIVE_WAY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -182,6 +190,26 @@ class Admission:
         self._servers = servers
         self._prefs = prefs
         self.rules = rules
+        self._acknowledging = 0
+        self._no_acknowledgement = asyncio.Event()
+        self._no_acknowledgement.set()
+
+    @contextlib.contextmanager
+    def acknowledging(self) -> Iterator[None]:
+        """Around an edit's acknowledgement: admissions give way until none is under way."""
+        self._acknowledging += 1
+        self._no_acknowledgement.clear()
+        try:
+            yield
+        finally:
+            self._acknowledging -= 1
+            if not self._acknowledging:
+                self._no_acknowledgement.set()
+
+    async def _give_way(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(GIVE_WAY_SECONDS):
+                await self._no_acknowledgement.wait()
 
     def early(self, prompt: str, guild_id: int | None, *, personal: bool) -> str | None:
         """Why an edit is refused before anything is read from the database: the prompt, editing
@@ -225,8 +253,10 @@ class Admission:
 
         The server's NSFW policy and recipe choice and the member's /notify choice are fixed
         into the order here, as they are when it is asked. An order that is not queued is taken
-        out of the journal, so recovery never starts it.
+        out of the journal, so recovery never starts it. Waits first while other edits are
+        being acknowledged (at most `GIVE_WAY_SECONDS`).
         """
+        await self._give_way()
         jobs = self._jobs
         server = await self._servers.get(order.guild_id)
         options = replace(

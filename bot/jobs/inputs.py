@@ -1,8 +1,9 @@
 """Getting a job's images to the host: fetched from Discord once, checked, kept, and sent in
 the form each host can use.
 
-Every reference is downloaded once (size-capped, Discord's CDN only, no redirects), decoded to
-see what it really is, and kept by job id. The host then gets the Discord URL while it is valid
+Every reference is downloaded once (size-capped, Discord's CDN only, no redirects), checked
+for what it really is (from its header and structure, decoded only when those leave doubt or it
+needs converting), and kept by job id. The host then gets the Discord URL while it is valid
 and the file needs no change; otherwise a signed, expiring link from `web.public_url` to the
 kept (normalised) file, or the bytes where no public URL is configured.
 """
@@ -83,7 +84,7 @@ class InputPreparer:
         first_size: tuple[int, int] | None = None
         for idx, item in enumerate(InputImage(**entry) for entry in job.inputs):
             stored, data = await self._load(item)
-            ready = await memory.shared().run(image_costs.normalize_cost, images.normalize, data)
+            ready = await self._ready(data)
             stored = await self._keep(
                 stored, data, self._files.input_path(job.id, idx, ready.source.extension)
             )
@@ -103,6 +104,15 @@ class InputPreparer:
         await self._files.write(path, converted)
         ready_mask = self._bytes_or_link(mask.filename, path, converted, "image/png")
         return Prepared(references, ready_mask, kept, replace(mask, path=str(kept_at)).to_dict(), first_size)
+
+    @staticmethod
+    async def _ready(data: bytes) -> images.Normalized:
+        """The upload as the host will get it; decoded only when its header and structure
+        cannot vouch for it as it is, which a plain upload's can in a fraction of a decode."""
+        info = await asyncio.to_thread(images.sendable, data)
+        if info is not None:
+            return images.Normalized(info, info, None)
+        return await memory.shared().run(image_costs.normalize_cost, images.normalize, data)
 
     def mask_ready(self, job_id: int) -> Path:
         """The job's mask as every host gets it first: greyscale, white = may change, at the first

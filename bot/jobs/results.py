@@ -8,6 +8,7 @@ them again at recovery instead of asking the host (whose result URLs may have ex
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,8 @@ DELIVERY_RETRIES = (1.0, 5.0, 20.0)
 # Seconds to wait before fetching a finished edit's results again after a failed download.
 DOWNLOAD_RETRIES = (1.0, 3.0)
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+# More than a recipe adds to a file: the prompt twice (as text and in the JSON, escaped).
+STAMP_ROOM = 256 * 1024
 
 
 class Results:
@@ -84,17 +87,30 @@ class Results:
             if output.data is not None:
                 await files.write(fetched, output.data)
             elif output.url is not None:
-                await files.download_to(self._session, output.url, fetched, max_bytes=MAX_OUTPUT_BYTES)
+                # A file stamped next is written again, and synced then: once is enough.
+                await files.download_to(
+                    self._session, output.url, fetched, max_bytes=MAX_OUTPUT_BYTES, durable=stamped is None
+                )
             else:
                 raise DownloadError("the host listed an output without a URL or data")
             kept = await self._keep_outside_the_mask(job, fetched)
             if stamped is not None:
-                # Spliced in, not re-encoded: cheap even at 4K, and the pixels stay as made.
-                data = await files.read(fetched)
-                await files.write(fetched, await asyncio.to_thread(recipe.stamp, data, stamped))
-            # A burst of 4K results checked at once was most of the bot's peak memory; the budget
-            # lets as many run as their pixels allow.
-            info = await memory.shared().run(image_costs.inspect_cost, images.inspect, fetched)
+                # Spliced in, not re-encoded: cheap even at 4K, and the pixels stay as made. The
+                # file and its stamped copy count against the memory budget: 200 results stamped
+                # at once held 30 MB each at 4K.
+                size = (await asyncio.to_thread(fetched.stat)).st_size
+                share = await memory.shared().acquire(2 * size)
+                try:
+                    await files.rewrite(
+                        fetched, functools.partial(recipe.stamp, recipe=stamped), most_added=STAMP_ROOM
+                    )
+                finally:
+                    memory.shared().release(share)
+            info = await asyncio.to_thread(images.probe, fetched)
+            if info is None:
+                # A burst of 4K results decoded at once was most of the bot's peak memory; the
+                # budget lets as many run as their pixels allow.
+                info = await memory.shared().run(image_costs.inspect_cost, images.inspect, fetched)
             path = files.output_path(job.id, idx, info.extension)
             await files.rename(fetched, path)
             stored.append(
@@ -167,7 +183,7 @@ class Results:
                 # Only a result over the limit is read back into memory, to be re-encoded.
                 exif = recipe.exif(recipe.of(job)) if options.recipe else None
                 fitted = await memory.shared().run(
-                    image_costs.fit_cost, images.fit_under, await core.files.read(path), limit, exif=exif
+                    image_costs.fit_file_cost, images.fit_file, path, limit, exif=exif
                 )
                 info = fitted.info
                 path = path.with_name(f"fitted-{output.idx}.{info.extension}")

@@ -55,6 +55,11 @@ class Runner:
         self._working: set[int] = set()
         # Submits sent to a host whose answer is not recorded yet (see `land`).
         self._landing: set[asyncio.Future[Job | None]] = set()
+        # The places in line shown by the last announcement, and whether one is under way and
+        # the line moved again meanwhile.
+        self._shown_places: dict[int, int] = {}
+        self._announcing = False
+        self._line_moved = False
 
     async def work(self) -> None:
         """One worker: forever, the next job in line."""
@@ -93,9 +98,32 @@ class Runner:
                 self._wakeups.setdefault(job_id, asyncio.Event()).set()
 
     async def _announce_places(self) -> None:
-        """The line moved: tell the first few waiting members their new place."""
+        """The line moved: tell the first few waiting members their new place.
+
+        In a burst every claim moves the line, and reading it for each claim was a transaction
+        per job: one reading serves every claim made while the last one was read and shown, and
+        a member is told a place only when it changed.
+        """
+        self._line_moved = True
+        if self._announcing:
+            return
+        self._announcing = True
+        try:
+            while self._line_moved:
+                self._line_moved = False
+                await self._show_places()
+        finally:
+            self._announcing = False
+
+    async def _show_places(self) -> None:
         core = self._core
-        for place, job_id in enumerate((await core.line.order())[:ANNOUNCED_PLACES], start=1):
+        first = (await core.line.order())[:ANNOUNCED_PLACES]
+        places = {job_id: place for place, job_id in enumerate(first, start=1)}
+        changed = {
+            job_id: place for job_id, place in places.items() if self._shown_places.get(job_id) != place
+        }
+        self._shown_places = places
+        for job_id, place in changed.items():
             job = await core.repo.get(job_id)
             if job is not None and job.state is JobState.QUEUED:
                 await core.delivery.show_progress(job, Progress(JobState.QUEUED, queue_position=place))

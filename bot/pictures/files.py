@@ -205,11 +205,19 @@ class FileStore:
         return b"".join(chunks)
 
     async def download_to(
-        self, session: aiohttp.ClientSession, url: str, path: Path, *, max_bytes: int, timeout: float = 120.0
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        path: Path,
+        *,
+        max_bytes: int,
+        timeout: float = 120.0,
+        durable: bool = True,
     ) -> int:
         """Stream `url` into `path` (atomically, as `write` does) without holding it in memory;
         returns its size. For results, which can be large and many at once. Each chunk is
-        counted against the cap before it is written."""
+        counted against the cap before it is written. `durable=False` skips the fsync, for a
+        file that is rewritten (and then synced) right after."""
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         temporary = path.with_suffix(path.suffix + ".part")
         handle = await asyncio.to_thread(temporary.open, "wb")
@@ -220,7 +228,7 @@ class FileStore:
                     await self._claim(path, len(chunk))
                     size += len(chunk)
                     await asyncio.to_thread(handle.write, chunk)
-                await asyncio.to_thread(_finish, handle)
+                await asyncio.to_thread(_finish, handle, durable)
         except BaseException:
             await asyncio.to_thread(handle.close)
             await asyncio.to_thread(temporary.unlink, missing_ok=True)
@@ -241,6 +249,19 @@ class FileStore:
             self._count(path, existing - len(data))
             raise
         self._count(path, existing - replaced)
+
+    async def rewrite(self, path: Path, change: Callable[[bytes], bytes], *, most_added: int) -> None:
+        """Replace `path` atomically with `change(its bytes)`: read, changed and written on one
+        thread, so no copy waits between the steps holding memory. `most_added` bytes are
+        counted against the cap first, and the count corrected once the size is known."""
+        await self._claim(path, most_added)
+        try:
+            with _disk_full_as_storage_full():
+                added = await asyncio.to_thread(_rewrite_atomic, path, change)
+        except BaseException:
+            self._count(path, -most_added)
+            raise
+        self._count(path, added - most_added)
 
     async def rename(self, source: Path, target: Path) -> None:
         """Move a kept file to its final name; a file it replaces stops counting."""
@@ -291,9 +312,10 @@ def _disk_full_as_storage_full() -> Iterator[None]:
         raise
 
 
-def _finish(handle: BinaryIO) -> None:
+def _finish(handle: BinaryIO, durable: bool) -> None:
     handle.flush()
-    os.fsync(handle.fileno())
+    if durable:
+        os.fsync(handle.fileno())
     handle.close()
 
 
@@ -313,6 +335,12 @@ def _replace(source: Path, target: Path) -> int:
     replaced = _size_of(target)
     source.replace(target)
     return replaced
+
+
+def _rewrite_atomic(path: Path, change: Callable[[bytes], bytes]) -> int:
+    """Rewrite `path` through `change`; returns how many bytes it grew by."""
+    changed = change(path.read_bytes())
+    return len(changed) - _write_atomic(path, changed)
 
 
 def _write_atomic(path: Path, data: bytes) -> int:

@@ -104,7 +104,7 @@ def normalize_cost(data: bytes) -> int:
     return round(max(peak, encoding)) + _OVERHEAD
 
 
-def fit_cost(data: bytes, limit: int, *, exif: bytes | None = None) -> int:
+def fit_cost(data: bytes | Path, limit: int, *, exif: bytes | None = None) -> int:
     # The recipe's few hundred bytes of EXIF are nothing beside the pixels.
     del exif
     head = header(data)
@@ -122,6 +122,11 @@ def fit_cost(data: bytes, limit: int, *, exif: bytes | None = None) -> int:
     encoder = _WEBP_ENCODER if head.mode in _OPAQUE else _WEBP_ENCODER_ALPHA
     encoding = (converted + 4 + encoder + 1) * encoded
     return round(max(peak, shrinking, encoding)) + _OVERHEAD
+
+
+def fit_file_cost(path: Path, limit: int, *, exif: bytes | None = None) -> int:
+    """`images.fit_file`: `fit_under`, and the file's bytes it reads."""
+    return fit_cost(path, limit, exif=exif) + path.stat().st_size
 
 
 def _mask_cost(mask: bytes, size: tuple[int, int], per_target_pixel: int) -> int:

@@ -4,11 +4,13 @@ URLs that are not Discord's at all."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
+from bot.pictures import images
 from storage.jobs import JobRepository
 from tests.e2e.conftest import InProcessBot
 from tests.e2e.helpers import has_image, shows
@@ -46,6 +48,23 @@ async def test_retry_after_the_discord_url_expired_uses_a_signed_link_to_the_kep
     # The retry reuses the first edit's kept file, linked from its folder.
     assert second.input["image_urls"][0].startswith(f"http://127.0.0.1:{PORT}/files/1/input-0.png?exp=")
     await discord_fake.wait_for_message(lambda m: has_image(m) and m["id"] != result["id"])
+
+
+async def test_a_plain_photo_and_its_result_go_through_without_a_decode(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[object] = []
+    decode = images._decoded
+
+    def counted(data: bytes | Path) -> tuple[Image.Image, images.ImageInfo]:
+        decoded.append(data)
+        return decode(data)
+
+    monkeypatch.setattr(images, "_decoded", counted)
+    await first_result(discord_fake, png(), "p.png")
+    run = await runflow.wait_for_run()
+    assert "/attachments/" in run.input["image_urls"][0]  # the Discord URL: sent as it is
+    assert decoded == []
 
 
 @pytest.mark.parametrize("overrides", [PUBLIC])

@@ -3,6 +3,7 @@ upscale sizes), then the decision itself over a real job service on a real SQLit
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -10,6 +11,7 @@ import pytest
 
 from bot.credits import Balance, Estimate, InsufficientCredits
 from bot.edits import EditOptions, EditOrder
+from bot.jobs import admission as admission_module
 from bot.jobs.admission import (
     NOT_IN_DMS,
     PERSONAL_OFF,
@@ -251,3 +253,22 @@ async def test_the_announcement_comes_only_for_an_edit_that_is_taken(
     queued = await admission.admit(_order(static_files, quality="low"), announce=announce)
     assert isinstance(queued, Queued) and len(announced) == 1
     assert queued.job.status_message_id == 4242
+
+
+async def test_an_admission_gives_way_to_the_acknowledgements_under_way(
+    harness: Harness, admission: Admission, static_files: StaticFiles
+) -> None:
+    with admission.acknowledging():
+        admitting = asyncio.ensure_future(admission.admit(_order(static_files, quality="low")))
+        done, _ = await asyncio.wait({admitting}, timeout=0.5)
+        assert not done
+        assert await harness.repo.count_open(3, 1) == (0, 0)
+    assert isinstance(await admitting, Queued)
+
+
+async def test_an_admission_gives_way_for_a_bounded_time_only(
+    admission: Admission, static_files: StaticFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(admission_module, "GIVE_WAY_SECONDS", 0.05)
+    with admission.acknowledging():  # a stream of acknowledgements that never pauses
+        assert isinstance(await admission.admit(_order(static_files, quality="low")), Queued)

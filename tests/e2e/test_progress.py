@@ -1,0 +1,50 @@
+"""Progress goes beside the edit: showing it never waits for Discord, and the result comes last."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import discord
+import pytest
+
+from bot.edits import Progress
+from storage.jobs import JobState
+from tests.e2e.conftest import InProcessBot
+from tests.e2e.helpers import has_image, shows
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.runflow import FakeRunflow
+from tests.images import png
+
+
+async def test_showing_progress_never_waits_for_discord_and_the_result_comes_last(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runflow.hold = True
+    await discord_fake.slash("edit", prompt="slow one", image=discord_fake.add_cdn_file(png(), "p.png"))
+    run = await runflow.wait_for_run()
+    status = await discord_fake.wait_for_message(shows("Editing"))
+    assert retouch.bot is not None
+    job = await retouch.bot.jobs.get(1)
+    assert job is not None
+    answer = asyncio.Event()
+    held: list[int] = []
+    edit_message = discord.Webhook.edit_message
+
+    async def slow(self: discord.Webhook, message_id: int, **fields: Any) -> Any:
+        if "Fetching" in str(fields.get("content")):
+            held.append(message_id)
+            await answer.wait()  # Discord is slow to answer this one
+        return await edit_message(self, message_id, **fields)
+
+    monkeypatch.setattr(discord.Webhook, "edit_message", slow)
+    showing = asyncio.ensure_future(retouch.bot.delivery.show_progress(job, Progress(JobState.DELIVERING)))
+    done, _ = await asyncio.wait({showing}, timeout=5)  # the bound only ends a wait that would not
+    assert done, "show_progress waited for Discord's answer"
+    assert held == [int(status["id"])]
+    runflow.release()
+    await runflow.wait_finished(run.id)
+    answer.set()
+    await discord_fake.wait_for_message(has_image)
+    await retouch.bot.jobs.wait_settled(1)
+    assert "Done" in discord_fake.messages[int(status["id"])]["content"]  # the pointer, after the progress
