@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -299,16 +300,27 @@ async def test_an_edit_is_dated_when_acknowledged_not_when_its_row_is_written(ha
 
 
 async def test_recovery_settles_a_job_that_finished_without_its_ledger_entry(harness: Harness) -> None:
-    # A job that reached a final state, and a crash before its credits were released.
+    # A job that reached a final state, and a crash before its credits were released. It is held
+    # under this process's name, as a created job is, so no worker claims it meanwhile; the
+    # recovery is the next start's, which treats its own name's leases as left from before.
     job = await harness.repo.insert(
-        NewJob(guild_id=1, channel_id=2, user_id=3, prompt="p", options=EditOptions(), inputs=[])
+        NewJob(
+            guild_id=1,
+            channel_id=2,
+            user_id=3,
+            prompt="p",
+            options=EditOptions(),
+            inputs=[],
+            lease_owner="this process",
+            lease_until=datetime.now(UTC) + timedelta(hours=1),
+        )
     )
     estimate = Estimate(credits=14, usd_micros=133_000, images=1)
     await harness.credits.reserve(guild_id=1, user_id=3, role_ids=[], job_id=job.id, estimate=estimate)
     await harness.repo.move(job.id, [JobState.QUEUED], JobState.FAILED)
     assert (await harness.credits.balance(1, 3)).reserved == 14
-    await harness.service.recover()
-    await harness.service.recover()  # twice: changes nothing more
+    await harness.service._recovery.recover(starting=True)
+    await harness.service._recovery.recover(starting=True)  # twice: changes nothing more
     balance = await harness.credits.balance(1, 3)
     assert (balance.available, balance.reserved) == (50, 0)
     assert await harness.credits.verify() == []
