@@ -5,7 +5,7 @@ A job is at a host from the moment its submit takes one of the host's slots (the
 `submitting` the slot holds only under a live lease: a process that died mid-submit gives the
 slot back when its lease lapses, and whoever takes the job over asks for a slot again. A
 `running` job holds it whatever its lease says, because its run is still at the host until
-the takeover (within a lease and a third) follows it to the end.
+the takeover (within a lease and a few seconds) follows it to the end.
 
 Slots are taken under a lock per host (free on SQLite, whose writer is single; an advisory
 lock on PostgreSQL), so two processes never both take the last one.

@@ -1,5 +1,5 @@
 """Putting back on its path every job a process left unfinished: this one before a restart
-(at start), or another one that died (its leases lapsed: `sweep`, every third of a lease),
+(at start), or another one that died (its leases lapsed: `sweep`, every TAKEOVER_LOOK seconds),
 and every edit such a process acknowledged without writing its job (its intake journal).
 
 Safe to run any number of times, in any number of processes at once: each step looks for one
@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 # flight) before it is failed: a job whose processing kills the process ends after this many
 # restarts instead of taking the bot down at every one.
 MAX_STARTS = 4
+# How often each process looks for leases that lapsed (seconds; a third of the lease if that is
+# shorter). A lease lapses up to a whole lease after its holder's last renewal, so a dead
+# process's edits are finished within the lease and this.
+TAKEOVER_LOOK = 2.0
 
 
 class Recovery:
@@ -126,10 +130,10 @@ class Recovery:
             await core.wakeups.notify(JOBS)
 
     async def keep_taking_over(self) -> None:
-        """Look for jobs whose holder died, every third of a lease: a dead process's jobs are
-        finished, and the ones it was ending settled and told, within a lease and a third."""
+        """Look for jobs whose holder died every TAKEOVER_LOOK seconds: a dead process's jobs
+        are finished, and the ones it was ending settled and told, within a lease and that."""
         while True:
-            await asyncio.sleep(self._core.leases.seconds / 3)
+            await asyncio.sleep(min(TAKEOVER_LOOK, self._core.leases.seconds / 3))
             try:
                 await self.sweep()
             except database_errors():

@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from bot.credits import Estimate
 from bot.edits import EditOptions, TooManyJobs
+from bot.jobs.recovery import TAKEOVER_LOOK
 from bot.providers.base import ErrorKind
 from bot.providers.runflow import RunflowProvider
 from bot.providers.settings import RunflowSettings
@@ -74,8 +75,10 @@ async def running_at_host(harness: Harness, runflow: FakeRunflow, static_files: 
     return current
 
 
-async def delivered_once(survivor: Harness, dead: Harness, runflow: FakeRunflow, job: Job) -> None:
-    final = await asyncio.wait_for(survivor.service.wait_settled(job.id), 10)
+async def delivered_once(
+    survivor: Harness, dead: Harness, runflow: FakeRunflow, job: Job, *, within: float = 10
+) -> None:
+    final = await asyncio.wait_for(survivor.service.wait_settled(job.id), within)
     assert final.state is JobState.DONE
     assert len(runflow.runs) == 1  # the host saw one submit: the run was resumed, not sent again
     assert [done.id for done, _ in survivor.delivery.delivered] == [job.id]
@@ -102,6 +105,25 @@ async def test_a_dead_process_s_running_edit_is_resumed_by_another_after_its_lea
 
         await delivered_once(b, a, runflow, job)
         assert b.metrics.registry.get_sample_value("retouch_lease_takeovers_total") == 1
+
+
+async def test_survivors_look_every_few_seconds_whatever_the_lease(
+    tmp_path: Path, host: RunflowSettings, runflow: FakeRunflow, static_files: StaticFiles
+) -> None:
+    """A lease lapses up to a whole lease after its holder's last renewal; looking only every
+    third of a lease on top of that, a survivor finished a dead process's edit up to 4/3 of the
+    lease later (40 s at the default 30 s). It looks every TAKEOVER_LOOK seconds instead."""
+    async with running(tmp_path, host, RunflowProvider, lease_owner="a", lease_seconds=24) as a:
+        job = await running_at_host(a, runflow, static_files)
+        clock = Clock()
+        async with running(
+            tmp_path, host, RunflowProvider, lease_owner="b", lease_seconds=24, clock=clock
+        ) as b:
+            await a.service._tasks.stop()  # a dies: no more renewals, nothing handed back
+            runflow.release()
+            clock.ahead = timedelta(seconds=24 + 1)  # a's lease has lapsed (the edit's 30 s deadline not)
+            # Looking every 8 s (a third of the lease), b would not be done in 3 × TAKEOVER_LOOK.
+            await delivered_once(b, a, runflow, job, within=3 * TAKEOVER_LOOK)
 
 
 async def test_a_process_that_stops_hands_its_edits_to_another_at_once(
@@ -226,7 +248,7 @@ async def test_a_survivor_settles_and_tells_what_a_dead_process_was_ending(
         assert (await b.credits.balance(1, 3)).reserved == 14
 
         clock.ahead = timedelta(seconds=LEASE + 1)  # a's lease has lapsed
-        await asyncio.wait_for(told.wait(), 10)  # b's own periodic sweep, every third of a lease
+        await asyncio.wait_for(told.wait(), 10)  # b's own periodic sweep
 
         final = await b.repo.get(job.id)
         assert final is not None and final.notified_at is not None
@@ -270,7 +292,7 @@ async def test_a_cancel_whose_process_died_before_the_refund_is_refunded_by_anot
 
 
 async def test_the_periodic_sweep_reads_no_finished_jobs_but_the_leased(tmp_path: Path) -> None:
-    """It runs every third of a lease in every process: it looks at the jobs under a lease, not
+    """It runs every few seconds in every process: it looks at the jobs under a lease, not
     at every finished job of a state through the index on state (nor at the whole table)."""
     db = await open_db(tmp_path / "r.db")
     try:
