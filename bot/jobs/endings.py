@@ -8,6 +8,7 @@ two endings racing for one job (a cancel and a failing poll) do each of those on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 
@@ -18,6 +19,9 @@ from bot.providers.base import ProviderError, Run
 from storage.jobs import Job, JobState
 
 log = logging.getLogger(__name__)
+
+# How often `wait_settled` reads a job again, for an end in another process.
+SETTLED_LOOK = 0.5
 
 
 def run_of(job: Job) -> Run:
@@ -112,15 +116,29 @@ class Endings:
         self._notify_waiters(job)
 
     async def wait_settled(self, job_id: int) -> Job:
-        """The job once it reaches a final state (for the CLI, and for tests that need the end)."""
+        """The job once it reaches a final state, whichever process ends it (for the CLI, a
+        button pressed while its result is being recorded, and tests).
+
+        An end in this process answers at once; an end in another process sharing the database
+        is not announced here, so the row is read again every SETTLED_LOOK seconds.
+        """
         waiter: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(job_id, []).append(waiter)
-        job = await self._core.repo.get(job_id)
-        if job is None:
-            raise KeyError(job_id)
-        if job.state.final:
-            self._notify_waiters(job)
-        return await waiter
+        waiting = self._waiters.setdefault(job_id, [])
+        waiting.append(waiter)
+        try:
+            while True:
+                job = await self._core.repo.get(job_id)
+                if job is None:
+                    raise KeyError(job_id)
+                if job.state.final:
+                    return job
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(asyncio.shield(waiter), SETTLED_LOOK)
+        finally:
+            if waiter in waiting:
+                waiting.remove(waiter)
+            if not waiting and self._waiters.get(job_id) is waiting:
+                del self._waiters[job_id]
 
     def _notify_waiters(self, job: Job) -> None:
         for waiter in self._waiters.pop(job.id, []):

@@ -314,3 +314,15 @@ async def test_the_periodic_sweep_reads_no_finished_jobs_but_the_leased(tmp_path
             plans.close()
     finally:
         await db.close()
+
+
+async def test_waiting_for_an_edit_that_another_process_ends(
+    tmp_path: Path, host: RunflowSettings, a: Harness, runflow: FakeRunflow, static_files: StaticFiles
+) -> None:
+    """`wait_settled` (the command-line edit, a button pressed while a result is recorded) heard
+    only of ends in its own process: waiting on an edit another process finished never returned."""
+    await a.service._tasks.stop()  # a's workers take nothing: b runs the edit
+    async with running(tmp_path, host, RunflowProvider, lease_owner="b", lease_seconds=LEASE) as b:
+        job = await b.submit(order(static_files.add("a.png", png())))
+        final = await asyncio.wait_for(a.service.wait_settled(job.id), 5)
+        assert final.state is JobState.DONE
