@@ -100,6 +100,16 @@ async def _prepare(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     await conn.set_type_codec("numeric", encoder=str, decoder=_numeric, schema="pg_catalog", format="text")
 
 
+async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """What a connection needs before the pool hands it out again: nothing more than asyncpg
+    already does (it rolls back a transaction left open). The default reset adds `SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`, a round trip on every
+    release, for session state this store never leaves behind: its locks are
+    transaction-scoped (the migration's session lock is released in a `finally`, and a
+    connection that fails there is closed), it opens no cursors, sets nothing, and listens
+    on a connection of its own (`storage/notices.py`)."""
+
+
 class _PostgresTx:
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
@@ -228,7 +238,7 @@ def _unavailable(url: str, exc: BaseException) -> StoreUnavailable:
 async def _pool(url: str, size: int) -> asyncpg.Pool[asyncpg.Record]:
     try:
         return await asyncpg.create_pool(
-            url, min_size=1, max_size=size, init=_prepare, timeout=CONNECT_TIMEOUT
+            url, min_size=1, max_size=size, init=_prepare, reset=_keep_session, timeout=CONNECT_TIMEOUT
         )
     except (OSError, TimeoutError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise _unavailable(url, exc) from exc

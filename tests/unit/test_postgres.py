@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from storage.db import StoreUnavailable
@@ -119,3 +120,26 @@ async def test_both_migration_series_make_the_same_tables_and_columns(tmp_path: 
     finally:
         await lite.close()
         await pg.close()
+
+
+async def test_a_connection_goes_back_to_the_pool_without_a_reset_round_trip(pg_url: str) -> None:
+    """asyncpg's default reset (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`) was a
+    round trip on every release, about half of an edit's round trips; the store leaves no session
+    state behind, so a transaction's last word to the server is its COMMIT."""
+    db = await open_db(pg_url)
+    assert isinstance(db, PostgresDatabase)
+    try:
+        for _ in range(3):
+            async with db.transaction() as tx:
+                await tx.execute("UPDATE schema_version SET applied_at = applied_at")
+        admin = await asyncpg.connect(pg_url)
+        try:
+            last = await admin.fetch(
+                "SELECT query FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND query <> '' AND query NOT LIKE 'LISTEN%'"
+            )
+        finally:
+            await admin.close()
+        assert [row["query"] for row in last] == ["COMMIT;"]
+    finally:
+        await db.close()
