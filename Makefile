@@ -41,7 +41,7 @@ pytest-postgres: sync
 
 # The long randomized crash runs (at least 200; RETOUCH_SOAK_RUNS sets how many).
 soak: sync
-	$(RUN) pytest -q tests/reliability -m soak
+	$(PYTEST) tests/reliability -m soak
 
 bench: sync
 	$(RUN) python -m bench
