@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
+from typing import Any
 
 import discord
 import pytest
@@ -36,10 +37,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if item.get_closest_marker("soak") is None]
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    """Under pytest-xdist each test process keeps its own tally; what a test added goes with its
+    report to the process that prints the figures."""
+    before = TALLY.counts()
+    item.user_properties.append(("tally", before))
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, Any, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when != "teardown":
+        return
+    before = dict(item.user_properties).get("tally")
+    if isinstance(before, dict):
+        now = TALLY.counts()
+        report.user_properties.append(("tally_added", {k: now[k] - before.get(k, 0) for k in now}))
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if "tests/reliability/" in report.nodeid.replace("\\", "/"):
         group = "soak" if "soak" in report.keywords else "ci"
         TALLY.seconds[group] = TALLY.seconds.get(group, 0.0) + report.duration
+    if getattr(report, "node", None) is not None:  # a worker's report, in the xdist controller
+        added = dict(report.user_properties).get("tally_added")
+        if isinstance(added, dict):
+            TALLY.add(added)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

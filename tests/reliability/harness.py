@@ -86,6 +86,24 @@ class Tally:
         for problem in problems:
             target[problem.category] += 1
 
+    def counts(self) -> dict[str, int]:
+        """Every count, flat (problems by category): what one test adds, carried from a test
+        process to the one that prints the report (`tests/reliability/conftest.py`)."""
+        flat = {name: getattr(self, name) for name in _COUNTS}
+        flat.update({f"problem:{name}": count for name, count in self.problems.items()})
+        flat.update({f"known:{name}": count for name, count in self.known_bug_problems.items()})
+        return flat
+
+    def add(self, counts: dict[str, int]) -> None:
+        for name, count in counts.items():
+            kind, _, category = name.partition(":")
+            if kind == "problem":
+                self.problems[category] += count
+            elif kind == "known":
+                self.known_bug_problems[category] += count
+            else:
+                setattr(self, name, getattr(self, name) + count)
+
     def as_dict(self) -> JSON:
         return {
             "crash_runs": self.crash_runs,
@@ -100,6 +118,7 @@ class Tally:
         }
 
 
+_COUNTS = ("crash_runs", "restarts", "fault_scenarios", "faults_fired", "jobs_judged", "host_runs_orphaned")
 TALLY = Tally()
 
 
