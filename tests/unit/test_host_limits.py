@@ -20,15 +20,14 @@ from bot.runtime.clock import SYSTEM_CLOCK
 from storage.claims import ClaimRepository
 from storage.db import Database
 from storage.host_slots import HostSlotRepository
-from storage.job_model import EditOptions
-from storage.jobs import Job, JobRepository, JobState, NewJob
+from storage.jobs import Job, JobRepository, JobState
 from storage.sqlite import SqliteDatabase
 from storage.store import open_db
 from tests.conftest import StaticFiles
 from tests.fakes.fal import FakeFal
 from tests.fakes.runflow import FakeRunflow
 from tests.images import png
-from tests.unit.test_jobs import Harness, order, running
+from tests.unit.test_jobs import Harness, new_job, order, running
 
 
 async def settled(job_id: int, *processes: Harness) -> Job:
@@ -84,13 +83,7 @@ async def test_slots_count_submits_under_a_live_lease_and_runs_until_they_end(db
 
     async def submitting() -> int:
         job = await repo.insert(
-            NewJob(
-                guild_id=1,
-                channel_id=2,
-                user_id=3,
-                prompt="p",
-                options=EditOptions(),
-                inputs=[],
+            new_job(
                 lease_owner="a",
                 lease_until=now + timedelta(seconds=30),
             )

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -284,6 +285,19 @@ async def test_an_edit_the_member_cannot_afford_leaves_no_job(
     assert await harness.repo.get(1) is None
 
 
+def new_job(**fields: Any) -> NewJob:
+    """A job row of member 3 in server 1, with `fields` over the defaults."""
+    defaults: dict[str, Any] = {
+        "guild_id": 1,
+        "channel_id": 2,
+        "user_id": 3,
+        "prompt": "p",
+        "options": EditOptions(),
+        "inputs": [],
+    }
+    return NewJob(**(defaults | fields))
+
+
 async def test_an_edit_is_dated_when_acknowledged_not_when_its_row_is_written(harness: Harness) -> None:
     """On PostgreSQL a member's edits are written concurrently, their rows in any order."""
     url = "http://127.0.0.1:9/a.png"  # never fetched: the jobs are created, not put in line
@@ -304,13 +318,7 @@ async def test_recovery_settles_a_job_that_finished_without_its_ledger_entry(har
     # under this process's name, as a created job is, so no worker claims it meanwhile; the
     # recovery is the next start's, which treats its own name's leases as left from before.
     job = await harness.repo.insert(
-        NewJob(
-            guild_id=1,
-            channel_id=2,
-            user_id=3,
-            prompt="p",
-            options=EditOptions(),
-            inputs=[],
+        new_job(
             lease_owner="this process",
             lease_until=datetime.now(UTC) + timedelta(hours=1),
         )

@@ -17,17 +17,17 @@ import pytest
 from pydantic import SecretStr
 
 from bot.credits import Estimate
-from bot.edits import STORAGE_FULL, EditOptions
+from bot.edits import STORAGE_FULL
 from bot.jobs import MAX_STARTS
 from bot.jobs.inputs import url_expired
 from bot.pictures import files
 from bot.providers.runflow import RunflowProvider
 from bot.providers.settings import RunflowSettings
-from storage.jobs import Job, JobState, NewJob
+from storage.jobs import Job, JobState
 from tests.conftest import StaticFiles
 from tests.fakes.runflow import FakeRunflow
 from tests.images import png
-from tests.unit.test_jobs import CRAFTED_EXPIRY, Harness, order, running, settled
+from tests.unit.test_jobs import CRAFTED_EXPIRY, Harness, new_job, order, running, settled
 
 
 async def polled(harness: Harness, job_id: int, *, times: int, timeout: float = 5.0) -> None:
@@ -115,12 +115,7 @@ async def test_a_submit_interrupted_max_starts_times_is_not_sent_again(
 ) -> None:
     url = static_files.add("a.png", png())
     job = await harness.repo.insert(
-        NewJob(
-            guild_id=1,
-            channel_id=2,
-            user_id=3,
-            prompt="p",
-            options=EditOptions(),
+        new_job(
             inputs=[image.to_dict() for image in order(url).images],
         )
     )

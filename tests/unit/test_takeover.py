@@ -27,13 +27,13 @@ from bot.providers.settings import RunflowSettings
 from bot.runtime.clock import SYSTEM_CLOCK
 from bot.runtime.config import CreditsSettings
 from storage.claims import ClaimRepository
-from storage.jobs import Job, JobRepository, JobState, NewJob
+from storage.jobs import Job, JobRepository, JobState
 from storage.sqlite import SqliteDatabase
 from storage.store import open_db
 from tests.conftest import StaticFiles
 from tests.fakes.runflow import FakeRunflow
 from tests.images import png
-from tests.unit.test_jobs import Harness, order, running
+from tests.unit.test_jobs import Harness, new_job, order, running
 
 LEASE = 3.0  # seconds; each process looks for lapsed leases every second
 
@@ -162,13 +162,7 @@ async def failed_with(harness: Harness, *, hold: bool) -> Job:
     none reserved), its member not told, its lease lapsed."""
     now = SYSTEM_CLOCK.now()
     job = await harness.repo.insert(
-        NewJob(
-            guild_id=1,
-            channel_id=2,
-            user_id=3,
-            prompt="p",
-            options=EditOptions(),
-            inputs=[],
+        new_job(
             lease_owner="dead",  # held from the start, so no worker claims it meanwhile
             lease_until=now + timedelta(minutes=1),
         )
