@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from storage.db import Database
 
@@ -26,3 +28,18 @@ async def empty(db: Database) -> None:
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_version'"
     )
     await run_sql(db, f"TRUNCATE {', '.join(row[0] for row in rows)} RESTART IDENTITY CASCADE")
+
+
+def jobs_plans(path: Path, statements: Iterable[str]) -> list[tuple[str, list[str]]]:
+    """Each traced statement that reads `jobs`, with SQLite's plan for it (the detail lines of
+    EXPLAIN QUERY PLAN), asked on a connection of its own: for tests that keep a hot query off a
+    scan of the whole table."""
+    plans = sqlite3.connect(path)
+    try:
+        return [
+            (sql, [row[3] for row in plans.execute(f"EXPLAIN QUERY PLAN {sql}")])
+            for sql in statements
+            if "jobs" in sql
+        ]
+    finally:
+        plans.close()

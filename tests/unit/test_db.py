@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from bot.edits import EditOptions
 from storage import postgres, sqlite
 from storage.db import Database, SchemaTooNew
-from storage.sqlite import connect, open_sqlite, schema_version
+from storage.sqlite import SqliteDatabase, connect, open_sqlite, schema_version
 from storage.store import StoreUrl, migrate_store, open_db
 from tests.sql import run_sql
 
@@ -159,63 +161,63 @@ async def test_processes_opening_a_new_file_at_once_all_start(tmp_path: Path) ->
             await db.close()
 
 
+@dataclass
+class LockedElsewhere:
+    """A SQLite store whose write lock another connection (another process) holds."""
+
+    db: SqliteDatabase
+    other: sqlite3.Connection
+
+    async def write(self) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute("INSERT INTO audit_log (actor_id, action, created_at) VALUES (1, 'x', 'now')")
+
+    async def written(self) -> int:
+        row = await self.db.fetch_one("SELECT COUNT(*) FROM audit_log")
+        assert row is not None
+        return int(row[0])
+
+
+@pytest.fixture
+async def locked_elsewhere(tmp_path: Path) -> AsyncIterator[LockedElsewhere]:
+    path = tmp_path / "r.db"
+    db = await open_sqlite(path)
+    other = connect(path)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        yield LockedElsewhere(db, other)
+    finally:
+        other.close()
+        await db.close()
+
+
 async def test_a_transaction_cancelled_while_waiting_for_the_write_lock_leaves_none_open(
-    tmp_path: Path,
+    locked_elsewhere: LockedElsewhere,
 ) -> None:
     """Another process holds the write lock; a task waiting in BEGIN is cancelled (a shutdown, a
     timeout). Its BEGIN still runs once the lock frees: the connection must not stay inside it."""
-    path = tmp_path / "r.db"
-    db = await open_sqlite(path)
-    other = connect(path)
-    try:
-        other.execute("BEGIN IMMEDIATE")
-
-        async def write() -> None:
-            async with db.transaction() as tx:
-                await tx.execute(
-                    "INSERT INTO audit_log (actor_id, action, created_at) VALUES (1, 'x', 'now')"
-                )
-
-        waiting = asyncio.create_task(write())
-        done, _ = await asyncio.wait([waiting], timeout=0.3)
-        assert not done  # still waiting in BEGIN for the other connection's lock
-        waiting.cancel()
-        other.rollback()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
-        await write()
-        row = await db.fetch_one("SELECT COUNT(*) FROM audit_log")
-        assert row is not None and row[0] == 1
-    finally:
-        other.close()
-        await db.close()
+    waiting = asyncio.create_task(locked_elsewhere.write())
+    done, _ = await asyncio.wait([waiting], timeout=0.3)
+    assert not done  # still waiting in BEGIN for the other connection's lock
+    waiting.cancel()
+    locked_elsewhere.other.rollback()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await locked_elsewhere.write()
+    assert await locked_elsewhere.written() == 1
 
 
-async def test_a_transaction_waits_for_another_process_without_holding_up_the_loop(tmp_path: Path) -> None:
+async def test_a_transaction_waits_for_another_process_without_holding_up_the_loop(
+    locked_elsewhere: LockedElsewhere,
+) -> None:
     """Statements run on the event loop, but waiting for another process's write lock (up to the
     busy timeout) does not: the loop keeps running, and the write lands once the lock frees."""
-    path = tmp_path / "r.db"
-    db = await open_sqlite(path)
-    other = connect(path)
-    try:
-        other.execute("BEGIN IMMEDIATE")
-
-        async def write() -> None:
-            async with db.transaction() as tx:
-                await tx.execute(
-                    "INSERT INTO audit_log (actor_id, action, created_at) VALUES (1, 'x', 'now')"
-                )
-
-        waiting = asyncio.create_task(write())
-        done, _ = await asyncio.wait([waiting], timeout=0.3)
-        assert not done  # the loop ran this line while the write waited
-        other.rollback()
-        await waiting
-        row = await db.fetch_one("SELECT COUNT(*) FROM audit_log")
-        assert row is not None and row[0] == 1
-    finally:
-        other.close()
-        await db.close()
+    waiting = asyncio.create_task(locked_elsewhere.write())
+    done, _ = await asyncio.wait([waiting], timeout=0.3)
+    assert not done  # the loop ran this line while the write waited
+    locked_elsewhere.other.rollback()
+    await waiting
+    assert await locked_elsewhere.written() == 1
 
 
 async def test_a_failed_commit_leaves_no_transaction_open(tmp_path: Path) -> None:

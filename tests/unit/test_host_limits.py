@@ -4,7 +4,6 @@ the count of edits at a host is kept in the jobs table (`storage.host_slots`).""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +26,7 @@ from tests.conftest import StaticFiles
 from tests.fakes.fal import FakeFal
 from tests.fakes.runflow import FakeRunflow
 from tests.images import png
+from tests.sql import jobs_plans
 from tests.unit.test_jobs import Harness, new_job, order, running
 
 
@@ -132,12 +132,7 @@ async def test_taking_a_slot_reads_no_finished_jobs(tmp_path: Path) -> None:
         statements: list[str] = []
         db.conn.set_trace_callback(statements.append)
         await HostSlotRepository(db, now=SYSTEM_CLOCK.now).take("runflow", 1, 2)
-        plans = sqlite3.connect(tmp_path / "r.db")
-        try:
-            (sql,) = [sql for sql in statements if "jobs" in sql]
-            details = [row[3] for row in plans.execute(f"EXPLAIN QUERY PLAN {sql}")]
-            assert [detail for detail in details if detail.startswith("SCAN")] == [], details
-        finally:
-            plans.close()
+        ((_, details),) = jobs_plans(tmp_path / "r.db", statements)
+        assert [detail for detail in details if detail.startswith("SCAN")] == [], details
     finally:
         await db.close()

@@ -4,7 +4,6 @@ and two processes sharing the database (each with its own connection) serve one 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -23,6 +22,7 @@ from storage.job_model import EditOptions
 from storage.jobs import Job, JobRepository, JobState, NewJob
 from storage.sqlite import SqliteDatabase
 from storage.store import open_db
+from tests.sql import jobs_plans
 
 
 class Process:
@@ -227,13 +227,8 @@ async def test_the_lines_statements_read_no_finished_jobs(one: Process, tmp_path
     await one.line.order()
     await one.repo.count_open(1, 1)
 
-    plans = sqlite3.connect(tmp_path / "shared.db")
-    try:
-        read = [sql for sql in statements if "jobs" in sql]
-        assert len(read) == 3
-        for sql in read:
-            details = [row[3] for row in plans.execute(f"EXPLAIN QUERY PLAN {sql}")]
-            scans = [detail for detail in details if detail.startswith("SCAN") and detail != "SCAN turns"]
-            assert scans == [], (sql, details)
-    finally:
-        plans.close()
+    read = jobs_plans(tmp_path / "shared.db", statements)
+    assert len(read) == 3
+    for sql, details in read:
+        scans = [detail for detail in details if detail.startswith("SCAN") and detail != "SCAN turns"]
+        assert scans == [], (sql, details)

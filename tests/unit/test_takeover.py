@@ -9,7 +9,6 @@ past the lease instead of sleeping through it.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -33,6 +32,7 @@ from storage.store import open_db
 from tests.conftest import StaticFiles
 from tests.fakes.runflow import FakeRunflow
 from tests.images import png
+from tests.sql import jobs_plans
 from tests.unit.test_jobs import Harness, new_job, order, running
 
 LEASE = 3.0  # seconds; each process looks for lapsed leases every second
@@ -296,16 +296,11 @@ async def test_the_periodic_sweep_reads_no_finished_jobs_but_the_leased(tmp_path
         db.conn.set_trace_callback(statements.append)
         await repo.final_with_open_hold(leased_only=True)
         await repo.failed_unnotified(leased_only=True)
-        plans = sqlite3.connect(tmp_path / "r.db")
-        try:
-            read = [sql for sql in statements if "jobs" in sql]
-            assert len(read) == 2
-            for sql in read:
-                details = [row[3] for row in plans.execute(f"EXPLAIN QUERY PLAN {sql}")]
-                every = [d for d in details if d.startswith("SCAN") or d.endswith("jobs_state (state=?)")]
-                assert every == [], (sql, details)
-        finally:
-            plans.close()
+        read = jobs_plans(tmp_path / "r.db", statements)
+        assert len(read) == 2
+        for sql, details in read:
+            every = [d for d in details if d.startswith("SCAN") or d.endswith("jobs_state (state=?)")]
+            assert every == [], (sql, details)
     finally:
         await db.close()
 
