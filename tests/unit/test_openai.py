@@ -56,7 +56,16 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 def provider(fake: FakeOpenAI, session: aiohttp.ClientSession) -> OpenAIProvider:
-    settings = OpenAISettings(api_key=SecretStr(fake.api_key), base_url=fake.base_url, request_timeout=1.0)
+    # Room for the fake to make a 4K picture on a busy machine; the timeout test has its own.
+    return provider_for(fake, session, request_timeout=30.0)
+
+
+def provider_for(
+    fake: FakeOpenAI, session: aiohttp.ClientSession, *, request_timeout: float
+) -> OpenAIProvider:
+    settings = OpenAISettings(
+        api_key=SecretStr(fake.api_key), base_url=fake.base_url, request_timeout=request_timeout
+    )
     return OpenAIProvider(settings, session)
 
 
@@ -217,7 +226,9 @@ async def test_bad_input_is_invalid_request(provider: OpenAIProvider) -> None:
 
 
 @pytest.mark.parametrize("fault", ["500", "malformed", "reset", "timeout"])
-async def test_outages_are_unavailable(fault: str, provider: OpenAIProvider, fake: FakeOpenAI) -> None:
+async def test_outages_are_unavailable(
+    fault: str, provider: OpenAIProvider, fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
     if fault == "500":
         fake.fail_next("POST", "/v1/images/edits", 500)
     elif fault == "malformed":
@@ -226,6 +237,7 @@ async def test_outages_are_unavailable(fault: str, provider: OpenAIProvider, fak
         fake.reset_next("POST", "/v1/images/edits")
     else:
         fake.hang_next("POST", "/v1/images/edits", 5.0)
+        provider = provider_for(fake, session, request_timeout=1.0)
     with pytest.raises(Unavailable):
         await provider.submit(request(ImageRef("a.png", data=png())))
 
