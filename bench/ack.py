@@ -182,7 +182,7 @@ async def _retouch(cfg: Config, count: int, rounds: int, data: Path) -> dict[str
         path = AckPath(running.bot)
         lock = TimedLock()
         if isinstance(running.bot.db, SqliteDatabase):
-            running.bot.db._lock = lock  # one Database, one lock: swapped while nothing holds it
+            running.bot.db.lock = lock  # one Database, one lock: swapped while nothing holds it
         all_acks: list[dict[str, Any]] = []
         result: dict[str, Any] = {"latencies": [], "rounds": [], "profile": None}
         try:

@@ -17,6 +17,7 @@ the same transaction as each entry, under the member's lock (`lock_member`), by
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -99,7 +100,13 @@ _FILL = f"""
 """  # noqa: S608
 
 
-def _standing(row: Row) -> Standing:
+# A member's unexpired lots' credits at a time (the one parameter), for a row `b` of `member_balances`.
+LOT_BONUS = """(SELECT COALESCE(SUM(l.remaining), 0) FROM bonus_lots l
+                WHERE l.guild_id = b.guild_id AND l.user_id = b.user_id AND l.expires_at > ?)"""
+
+
+def standing_from_row(row: Row) -> Standing:
+    """A `member_balances` row read with its `lot_bonus`."""
     return Standing(
         permanent=row["permanent"],
         reserved=row["reserved"],
@@ -123,23 +130,11 @@ class BalanceRepository:
         async with self._db.transaction() as tx:
             await tx.lock(f"member:{guild_id}:{user_id}")
 
-    async def standing(self, guild_id: int, user_id: int, at: datetime) -> Standing:
-        row = await self._db.fetch_one(
-            """
-            SELECT b.*, (SELECT COALESCE(SUM(l.remaining), 0) FROM bonus_lots l
-                         WHERE l.guild_id = b.guild_id AND l.user_id = b.user_id
-                           AND l.expires_at > ?) AS lot_bonus
-            FROM member_balances b WHERE b.guild_id = ? AND b.user_id = ?
-            """,
-            (ts(at), guild_id, user_id),
-        )
-        return Standing() if row is None else _standing(row)
-
     async def apply(self, guild_id: int, user_id: int, change: Change) -> None:
         periods: list[object] = []
         for p in PERIOD_COLUMNS:
             start = change.starts.get(p)
-            periods += ["" if start is None else ts(start), change.used]
+            periods += ["" if start is None else _start_mark(start), change.used]
         async with self._db.transaction() as tx:
             await tx.execute(
                 _APPLY, (guild_id, user_id, change.permanent, change.reserved, *periods, change.used)
@@ -230,7 +225,7 @@ class BalanceRepository:
     async def everyone(self) -> dict[tuple[int, int], Standing]:
         """Every member's row as stored, with `lot_bonus` left 0 (verify compares lots one by one)."""
         rows = await self._db.fetch_all("SELECT *, 0 AS lot_bonus FROM member_balances")
-        return {(row["guild_id"], row["user_id"]): _standing(row) for row in rows}
+        return {(row["guild_id"], row["user_id"]): standing_from_row(row) for row in rows}
 
     async def all_lots(self) -> dict[int, tuple[int, int, BonusLot]]:
         """Every lot by grant id, with its member."""
@@ -244,6 +239,12 @@ class BalanceRepository:
         for row in rows:
             found.setdefault(row["job_id"], []).append((row["grant_id"], row["amount"]))
         return found
+
+
+@functools.lru_cache(maxsize=16)
+def _start_mark(start: datetime) -> str:
+    """Remembered: every entry of a day names the same period starts."""
+    return ts(start)
 
 
 def _grant(lot: BonusLot | None) -> int | None:

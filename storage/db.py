@@ -17,11 +17,12 @@ from __future__ import annotations
 import contextvars
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -174,6 +175,30 @@ class _Joined:
         return None
 
 
+class _Owned:
+    """A task's own transaction: `begin` entered, and made the task's current one while it is
+    open. A plain object rather than a generator: the ledger's hot path opens two per job."""
+
+    __slots__ = ("_begin", "_joining", "_token")
+
+    def __init__(self, begin: AbstractAsyncContextManager[Tx], joining: Joining) -> None:
+        self._begin = begin
+        self._joining = joining
+        self._token: contextvars.Token[Tx | None] | None = None
+
+    async def __aenter__(self) -> Tx:
+        tx = await self._begin.__aenter__()
+        self._token = self._joining.enter(tx)
+        return tx
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> bool | None:
+        if self._token is not None:
+            self._joining.leave(self._token)
+        return await self._begin.__aexit__(kind, error, trace)
+
+
 class ReadsThrough:
     """What both backends share: a transaction or a read in a task that already has a
     transaction goes through it; otherwise a transaction comes from `_begin()` (entered as the
@@ -190,16 +215,7 @@ class ReadsThrough:
 
     def transaction(self) -> AbstractAsyncContextManager[Tx]:
         current = self._joining.current()
-        return self._own_transaction() if current is None else _Joined(current)
-
-    @asynccontextmanager
-    async def _own_transaction(self) -> AsyncIterator[Tx]:
-        async with self._begin() as tx:
-            token = self._joining.enter(tx)
-            try:
-                yield tx
-            finally:
-                self._joining.leave(token)
+        return _Owned(self._begin(), self._joining) if current is None else _Joined(current)
 
     async def fetch_one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
         current = self._joining.current()

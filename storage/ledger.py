@@ -183,10 +183,6 @@ class LedgerRepository:
                 (hold.job_id, hold.images, hold.from_allowance, hold.usd_micros),
             )
 
-    async def hold(self, job_id: int) -> Hold | None:
-        rows = await self._rows("SELECT * FROM credit_holds WHERE job_id = ?", (job_id,))
-        return _hold(rows[0]) if rows else None
-
     async def all_holds(self) -> dict[int, Hold]:
         return {row["job_id"]: _hold(row) for row in await self._rows("SELECT * FROM credit_holds")}
 

@@ -9,7 +9,7 @@ of the bot own, so they are changed one key at a time (`storage.guilds.write_set
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -38,27 +38,24 @@ class GuildCredits:
     server_cap: int | None
 
 
+def guild_credits_from(settings: str | None) -> GuildCredits:
+    """This module's keys of a server's settings document (None: the server has none)."""
+    if settings is None:
+        return GuildCredits(None, None)
+    document = json.loads(settings)
+    return GuildCredits(document.get(PERIOD_KEY), document.get(SERVER_CAP_KEY))
+
+
 class QuotaRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
     async def allowances(self, guild_id: int) -> Allowances:
-        """Every row the server has, for moderators reviewing its settings."""
-        return await self._allowances("guild_id = ?", [guild_id])
-
-    async def member_allowances(self, guild_id: int, user_id: int, role_ids: Sequence[int]) -> Allowances:
-        """Only the rows that can apply to this member: the default, their override, their roles."""
-        # `IN ()` is SQLite's alone: a member without roles leaves the role rows out instead.
-        marks = ", ".join("?" for _ in role_ids)
-        roles = f" OR (scope = 'role' AND target_id IN ({marks}))" if role_ids else ""
-        return await self._allowances(
-            f"guild_id = ? AND (scope = 'default' OR (scope = 'user' AND target_id = ?){roles})",
-            [guild_id, user_id, *role_ids],
+        """Every row the server has, for moderators reviewing its settings (a reservation reads only
+        the member's, in `storage.member_credits`)."""
+        rows = await self._db.fetch_all(
+            "SELECT scope, target_id, amount FROM allowances WHERE guild_id = ?", (guild_id,)
         )
-
-    async def _allowances(self, where: str, params: Sequence[int]) -> Allowances:
-        sql = f"SELECT scope, target_id, amount FROM allowances WHERE {where}"  # noqa: S608
-        rows = await self._db.fetch_all(sql, params)
         default: int | None = None
         roles: dict[int, int] = {}
         users: dict[int, int] = {}
@@ -94,10 +91,7 @@ class QuotaRepository:
 
     async def guild_credits(self, guild_id: int) -> GuildCredits:
         row = await self._db.fetch_one("SELECT settings FROM guild_settings WHERE guild_id = ?", (guild_id,))
-        if row is None:
-            return GuildCredits(None, None)
-        document = json.loads(row["settings"])
-        return GuildCredits(document.get(PERIOD_KEY), document.get(SERVER_CAP_KEY))
+        return guild_credits_from(None if row is None else row["settings"])
 
     async def set_guild_credit(
         self, guild_id: int, key: str, value: str | int | None, *, actor_id: int, now: datetime

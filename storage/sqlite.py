@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, closing
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import TypeVar
 
 from storage.db import ReadsThrough, Row, SchemaTooNew, Tx, migrations
@@ -140,8 +141,8 @@ def _opened(path: Path | str) -> sqlite3.Connection:
     conn = connect(path)
     try:
         migrate(conn)
-        # Checkpoints are the store's to run, on its thread (`_commit`); and the loop never
-        # waits for another process's lock (`_begin` waits on the thread instead).
+        # Checkpoints are the store's to run, on its thread (`commit`); and the loop never
+        # waits for another process's lock (`take_write_lock` waits on the thread instead).
         conn.execute("PRAGMA wal_autocheckpoint = 0")
         conn.execute("PRAGMA busy_timeout = 0")
     except BaseException:
@@ -232,9 +233,10 @@ class SqliteDatabase(ReadsThrough):
         super().__init__()
         self.conn = conn
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        self._tx = _InlineTx(conn)
+        self.tx = _InlineTx(conn)
         self._reads = _ThreadReads(self)
-        self._lock = asyncio.Lock()
+        # Held from BEGIN to COMMIT (`_Writing`) and around reads and closing.
+        self.lock = asyncio.Lock()
         wal = conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         self._checkpoints = Checkpoints(path) if wal else None
 
@@ -250,21 +252,16 @@ class SqliteDatabase(ReadsThrough):
             raise cancelled
         return future.result()
 
-    @asynccontextmanager
-    async def _begin(self) -> AsyncIterator[Tx]:
-        async with self._lock:
-            try:
-                await self._take_write_lock()
-                yield self._tx
-                await self._commit()
-            except BaseException:
-                # Also after a failed COMMIT (a deferred foreign key), which leaves the
-                # transaction open; and after a BEGIN that ran on the thread for a cancelled task.
-                if self.conn.in_transaction:
-                    self.conn.rollback()
-                raise
+    def _begin(self) -> _Writing:
+        return _Writing(self)
 
-    async def _take_write_lock(self) -> None:
+    def abandon(self) -> None:
+        """Roll back what is open: also after a failed COMMIT (a deferred foreign key), which
+        leaves the transaction open, and after a BEGIN that ran on the thread for a cancelled task."""
+        if self.conn.in_transaction:
+            self.conn.rollback()
+
+    async def take_write_lock(self) -> None:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as error:
@@ -273,7 +270,7 @@ class SqliteDatabase(ReadsThrough):
             # Another process writes: wait for its lock on the thread, never on the loop.
             await self.on_thread(lambda: _patiently(self.conn, lambda: self.conn.execute("BEGIN IMMEDIATE")))
 
-    async def _commit(self) -> None:
+    async def commit(self) -> None:
         checkpoints = self._checkpoints
         if checkpoints is None:
             self.conn.execute("COMMIT")
@@ -286,7 +283,7 @@ class SqliteDatabase(ReadsThrough):
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[Tx]:
-        async with self._lock:
+        async with self.lock:
             yield self._reads
 
     async def ping(self) -> bool:
@@ -295,13 +292,49 @@ class SqliteDatabase(ReadsThrough):
     async def close(self) -> None:
         """After the transaction under way, if any: closing on the thread while the loop runs one
         of its statements would use the connection from two threads at once."""
-        async with self._lock:
+        async with self.lock:
             try:
                 if self._checkpoints is not None:
                     await self._checkpoints.close()
                 await self.on_thread(self.conn.close)
             finally:
                 self._thread.shutdown(wait=False)
+
+
+class _Writing:
+    """One write transaction, from taking the process's lock and SQLite's to COMMIT or rollback.
+    A plain object rather than a generator: the ledger's hot path opens two per job."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def __aenter__(self) -> Tx:
+        db = self._db
+        await db.lock.acquire()
+        try:
+            await db.take_write_lock()
+        except BaseException:
+            db.abandon()
+            db.lock.release()
+            raise
+        return db.tx
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        db = self._db
+        try:
+            if kind is None:
+                await db.commit()
+            else:
+                db.abandon()
+        except BaseException:
+            db.abandon()
+            raise
+        finally:
+            db.lock.release()
 
 
 class Checkpoints:

@@ -12,7 +12,8 @@ from bot.runtime.config import BudgetSettings, CreditsSettings
 from storage.balances import BalanceRepository
 from storage.db import Database
 from storage.ledger import LedgerRepository
-from storage.quotas import Allowances, QuotaRepository
+from storage.member_credits import MemberCreditsRepository
+from storage.quotas import QuotaRepository
 
 
 class CreditBase:
@@ -38,13 +39,15 @@ class CreditBase:
         self._books = Books(db)
         self._balances = BalanceRepository(db)
         self._quotas = QuotaRepository(db)
+        self._member_credits = MemberCreditsRepository(db)
 
     def _now(self) -> datetime:
         return self._clock().astimezone(UTC)
 
-    def _default_allowance(self, rows: Allowances, guild_id: int) -> int:
-        if rows.default is not None:
-            return rows.default
+    def _default_allowance(self, default: int | None, guild_id: int) -> int:
+        """The server's default allowance row, else the configured one for its kind of books."""
+        if default is not None:
+            return default
         if guild_id == DM_GUILD:
             return self._credits.dm_allowance
         if guild_id == PERSONAL_GUILD:

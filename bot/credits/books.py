@@ -68,10 +68,9 @@ class Books:
     async def lock(self, guild_id: int, user_id: int) -> None:
         await self._balances.lock_member(guild_id, user_id)
 
-    async def standing(self, guild_id: int, user_id: int, now: datetime) -> Standing:
-        """The member's row; call it holding their lock in a transaction, since a row made by the
-        migration is rebuilt from the ledger here first."""
-        standing = await self._balances.standing(guild_id, user_id, now)
+    async def current(self, guild_id: int, user_id: int, standing: Standing, now: datetime) -> Standing:
+        """The member's row as read (`storage.member_credits`), or, for a row made by the migration,
+        rebuilt from the ledger first; call it holding their lock in the transaction that read it."""
         if not standing.stale:
             return standing
         wallet = Wallet(*await self._ledger.member_ledger(guild_id, user_id))

@@ -41,7 +41,7 @@ class Reports(CreditBase):
             rows = await self._quotas.allowances(guild_id)
         return QuotaView(
             period=settings.period or self._credits.period,
-            default_allowance=self._default_allowance(rows, guild_id),
+            default_allowance=self._default_allowance(rows.default, guild_id),
             server_cap=settings.server_cap,
             roles=rows.roles,
             users=rows.users,

@@ -28,7 +28,7 @@ from bot.credits.values import (
 )
 from storage.db import Tx
 from storage.ledger import EntryKind, Hold, LedgerEntry, NewEntry
-from storage.quotas import Allowances
+from storage.member_credits import MemberAllowances, MemberCredits
 
 
 @dataclass(frozen=True)
@@ -69,17 +69,16 @@ class CreditService(Moderation, Reports):
     async def balance(self, guild_id: int, user_id: int, role_ids: Sequence[int] = ()) -> Balance:
         async with self._db.transaction():
             await self._books.lock(guild_id, user_id)
-            member = await self._member(guild_id, user_id, role_ids, self._now())
+            now = self._now()
+            state = await self._member_credits.read(guild_id, user_id, role_ids, now)
+            member = await self._member(guild_id, user_id, state, now)
         return member.balance
 
-    async def _member(self, guild_id: int, user_id: int, role_ids: Sequence[int], now: datetime) -> _Member:
-        settings = await self._quotas.guild_credits(guild_id)
-        period = settings.period or self._credits.period
+    async def _member(self, guild_id: int, user_id: int, state: MemberCredits, now: datetime) -> _Member:
+        period = state.settings.period or self._credits.period
         start, refills_at = period_bounds(period, now)
-        allowance = self._resolve(
-            await self._quotas.member_allowances(guild_id, user_id, role_ids), guild_id, user_id, role_ids
-        )
-        standing = await self._books.standing(guild_id, user_id, now)
+        allowance = self._resolve(state.allowances, guild_id)
+        standing = await self._books.current(guild_id, user_id, state.standing, now)
         used = used_in(standing, period, now)
         bonus = standing.permanent + standing.lot_bonus
         balance = Balance(
@@ -91,15 +90,15 @@ class CreditService(Moderation, Reports):
             period=period,
             refills_at=refills_at,
         )
-        return _Member(balance, start, settings.server_cap)
+        return _Member(balance, start, state.settings.server_cap)
 
-    def _resolve(self, rows: Allowances, guild_id: int, user_id: int, role_ids: Sequence[int]) -> int:
-        if user_id in rows.users:
-            return rows.users[user_id]
-        matched = [rows.roles[role] for role in role_ids if role in rows.roles]
-        if matched:
-            return max(matched)
-        return self._default_allowance(rows, guild_id)
+    def _resolve(self, rows: MemberAllowances, guild_id: int) -> int:
+        """The member's own override, else their best role's, else the server's default."""
+        if rows.user is not None:
+            return rows.user
+        if rows.best_role is not None:
+            return rows.best_role
+        return self._default_allowance(rows.default, guild_id)
 
     async def reserve(
         self, *, guild_id: int, user_id: int, role_ids: Sequence[int], job_id: int, estimate: Estimate
@@ -114,12 +113,13 @@ class CreditService(Moderation, Reports):
             # concurrent reservations for the same member (the books' lock), server or owner
             # budget take turns.
             await self._books.lock(guild_id, user_id)
-            if await self._ledger.hold(job_id) is not None:
-                return
             now = self._now()
-            if await self._quotas.is_blocked(guild_id, user_id):
+            state = await self._member_credits.read(guild_id, user_id, role_ids, now, job_id=job_id)
+            if state.held:
+                return
+            if state.blocked:
                 raise MemberBlocked
-            member = await self._member(guild_id, user_id, role_ids, now)
+            member = await self._member(guild_id, user_id, state, now)
             balance = member.balance
             if estimate.credits > balance.available:
                 raise InsufficientCredits(estimate.credits, balance.available, balance.refills_at)

@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from bot.edits import EditOptions
+from storage.balances import BalanceRepository, BonusLot, Change, PeriodUse, Standing
 from storage.db import Database, Row, database_errors, ts
 from storage.jobs import JobRepository, NewJob
 from storage.ledger import EntryKind, Hold, LedgerRepository, NewEntry
-from storage.quotas import QuotaRepository
+from storage.member_credits import MemberAllowances, MemberCreditsRepository
+from storage.quotas import GuildCredits, QuotaRepository
 from tests.sql import run_sql
 
 T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
@@ -93,7 +95,7 @@ async def test_the_ledger_and_holds_cannot_be_rewritten(db: Database) -> None:
         with pytest.raises(database_errors(), match="append-only"):
             async with db.transaction() as tx:
                 await tx.execute(sql)
-    assert await ledger.hold(job) == Hold(job, 2, 8, 0)
+    assert (await ledger.job_books(job))[1] == Hold(job, 2, 8, 0)
 
 
 async def test_history_is_newest_first_and_pages(db: Database) -> None:
@@ -187,10 +189,16 @@ async def test_allowances_set_replace_and_remove(db: Database) -> None:
         {100: 10, 101: 60},
         {10: 6},
     )
-    member = await quotas.member_allowances(1, 11, [100])
-    assert (member.default, dict(member.roles), dict(member.users)) == (30, {100: 10}, {})
-    none_matched = await quotas.member_allowances(1, 11, [])
-    assert (none_matched.default, dict(none_matched.roles)) == (30, {})
+    members = MemberCreditsRepository(db)
+
+    async def allowances(user_id: int, roles: list[int], guild_id: int = 1) -> MemberAllowances:
+        return (await members.read(guild_id, user_id, roles, T0)).allowances
+
+    assert await allowances(11, [100]) == MemberAllowances(user=None, best_role=10, default=30)
+    assert await allowances(11, [100, 101, 555]) == MemberAllowances(user=None, best_role=60, default=30)
+    assert await allowances(11, []) == MemberAllowances(user=None, best_role=None, default=30)
+    assert await allowances(10, [101]) == MemberAllowances(user=6, best_role=60, default=30)
+    assert await allowances(10, [100], guild_id=2) == MemberAllowances(user=None, best_role=None, default=99)
     await quotas.set_allowance(1, "user", 10, None, actor_id=7, now=T0)
     assert dict((await quotas.allowances(1)).users) == {}
 
@@ -228,3 +236,36 @@ async def test_blocks_and_audit(db: Database) -> None:
     assert (row["guild_id"], row["actor_id"], row["action"], row["target_id"]) == (1, 7, "block", 10)
     assert json.loads(row["detail"]) == {"reason": "spam"}
     assert row["created_at"] == ts(T0)
+
+
+async def test_a_members_credit_state_is_read_whole(db: Database) -> None:
+    """What a reservation decides from, in the one read (`storage.member_credits`)."""
+    members, quotas, balances = MemberCreditsRepository(db), QuotaRepository(db), BalanceRepository(db)
+    fresh = await members.read(1, 10, [], T0, job_id=None)
+    assert (fresh.held, fresh.blocked, fresh.settings) == (False, False, GuildCredits(None, None))
+    assert fresh.standing == Standing()
+
+    job = await new_job(db)
+    await LedgerRepository(db).add_hold(Hold(job, images=1, from_allowance=4, usd_micros=0))
+    await quotas.block(1, 10, actor_id=7, reason="spam", now=T0)
+    await quotas.set_guild_credit(1, "credit_period", "week", actor_id=7, now=T0)
+    await balances.apply(1, 10, Change(permanent=3, reserved=4, used=4, starts={"day": T0}))
+    await balances.add_lot(
+        1, 10, BonusLot(grant_id=await grant_id(db), expires_at=T0 + timedelta(days=1), remaining=5)
+    )
+    state = await members.read(1, 10, [], T0, job_id=job)
+    assert (state.held, state.blocked, state.settings) == (True, True, GuildCredits("week", None))
+    assert (state.standing.permanent, state.standing.reserved, state.standing.all_used) == (3, 4, 4)
+    assert state.standing.periods["day"] == PeriodUse(ts(T0), 4)
+    assert state.standing.lot_bonus == 5
+    assert (await members.read(1, 10, [], T0 + timedelta(days=2))).standing.lot_bonus == 0  # expired
+    other = await members.read(1, 11, [], T0, job_id=job + 1)
+    assert (other.held, other.blocked, other.standing) == (False, False, Standing())
+
+
+async def grant_id(db: Database) -> int:
+    entry_id = await LedgerRepository(db).append(
+        entry(EntryKind.GRANT, 5, "lot", expires_at=T0 + timedelta(days=1))
+    )
+    assert entry_id is not None
+    return entry_id
