@@ -193,6 +193,9 @@ class NewJob:
     token_expires_at: datetime | None = None
     status_message_id: int | None = None
     credits_estimated: int = 0
+    # The owner's money the reservation holds beside the credits (the hold's own, mirrored for
+    # views of the job); written with the row, in the transaction that reserves it.
+    usd_reserved_micros: int = 0
     # When the member's edit was acknowledged, which orders it among theirs; None: now.
     created_at: datetime | None = None
     # Held by its process until it is put in line (see `storage.claims`); None: in line at once.

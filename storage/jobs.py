@@ -95,9 +95,9 @@ class JobRepository:
                 """
                 INSERT INTO jobs (guild_id, channel_id, user_id, parent_id, parent_output, kind, state,
                                   prompt, options, inputs, mask, application_id, interaction_token,
-                                  token_expires_at, status_message_id, credits_estimated, created_at,
-                                  updated_at, lease_owner, lease_until)
-                VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                  token_expires_at, status_message_id, credits_estimated, usd_reserved_micros,
+                                  created_at, updated_at, lease_owner, lease_until)
+                VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 RETURNING id
                 """,
                 (
@@ -116,6 +116,7 @@ class JobRepository:
                     _ts(job.token_expires_at),
                     job.status_message_id,
                     job.credits_estimated,
+                    job.usd_reserved_micros,
                     _ts(job.created_at) or now,
                     now,
                     job.lease_owner,

@@ -224,15 +224,9 @@ class LedgerRepository:
         [row] = await self._rows(sql, (ts(min(starts)), guild_id, guild_id, *(ts(start) for start in starts)))
         return [int(row[index]) for index in range(len(starts))]
 
-    async def record_reservation(self, job_id: int, *, credits: int, usd_micros: int) -> None:
-        """Mirror the hold on the job row, where job views and metrics read it."""
-        async with self._db.transaction() as tx:
-            await tx.execute(
-                "UPDATE jobs SET credits_estimated = ?, usd_reserved_micros = ? WHERE id = ?",
-                (credits, usd_micros, job_id),
-            )
-
     async def record_settlement(self, job_id: int, *, credits: int, usd_micros: int) -> None:
+        """Mirror the settlement on the job row: job views read it, and the owner's budget counts
+        a settled job's cost from it (`committed_usd`)."""
         async with self._db.transaction() as tx:
             await tx.execute(
                 "UPDATE jobs SET credits_charged = ?, usd_micros = ? WHERE id = ?",

@@ -130,7 +130,7 @@ class CreditService(Moderation, Reports):
                     raise BudgetExceeded("server", balance.refills_at)
             await self._check_owner_budget(tx, estimate.usd_micros, now)
             from_allowance = min(estimate.credits, max(0, balance.allowance - balance.allowance_used))
-            reserved = await self._books.reserve(
+            await self._books.reserve(
                 NewEntry(
                     guild_id=guild_id,
                     user_id=user_id,
@@ -143,10 +143,6 @@ class CreditService(Moderation, Reports):
                 ),
                 Hold(job_id, estimate.images, from_allowance, estimate.usd_micros),
             )
-            if reserved:
-                await self._ledger.record_reservation(
-                    job_id, credits=estimate.credits, usd_micros=estimate.usd_micros
-                )
 
     async def _check_owner_budget(self, tx: Tx, usd_micros: int, now: datetime) -> None:
         scopes: tuple[tuple[Literal["day", "month"], float | None], ...] = (

@@ -201,6 +201,7 @@ class Intake:
                 if order.interaction_token
                 else None,
                 credits_estimated=estimate.credits,
+                usd_reserved_micros=estimate.usd_micros,
                 created_at=order.acked_at,
                 # Out of line until `enqueue`; if this process dies first, its lease lapses.
                 lease_owner=self._core.leases.owner,

@@ -58,6 +58,13 @@ async def test_an_expensive_edit_asks_first_and_charges_once_delivered(
     assert retouch.bot is not None
     await retouch.bot.jobs.wait_settled(1)
     assert await balance_of(retouch, discord_fake) == 50 - 28
+    # The job row shows what was held and charged; its owner money is the hold's.
+    [job] = await retouch.bot.db.fetch_all(
+        "SELECT j.credits_estimated, j.usd_reserved_micros, j.credits_charged, h.usd_micros AS held_usd "
+        "FROM jobs j JOIN credit_holds h ON h.job_id = j.id"
+    )
+    assert (job["credits_estimated"], job["credits_charged"]) == (28, 28)
+    assert job["usd_reserved_micros"] == job["held_usd"] > 0
 
 
 async def test_declining_the_confirmation_costs_nothing(

@@ -51,10 +51,18 @@ class Harness:
         self.clock = clock
         self.service = CreditService(db, credits, budget, clock=clock)
 
-    async def job(self, user_id: int = U, guild_id: int = G) -> int:
+    async def job(self, user_id: int = U, guild_id: int = G, estimate: Estimate | None = None) -> int:
+        """A job row as intake writes it: with the estimate it is about to reserve."""
         job = await JobRepository(self.db).insert(
             NewJob(
-                guild_id=guild_id, channel_id=2, user_id=user_id, prompt="p", options=EditOptions(), inputs=[]
+                guild_id=guild_id,
+                channel_id=2,
+                user_id=user_id,
+                prompt="p",
+                options=EditOptions(),
+                inputs=[],
+                credits_estimated=0 if estimate is None else estimate.credits,
+                usd_reserved_micros=0 if estimate is None else estimate.usd_micros,
             )
         )
         return job.id
@@ -69,13 +77,10 @@ class Harness:
         guild_id: int = G,
         roles: Sequence[int] = (),
     ) -> int:
-        job = await self.job(user_id, guild_id)
+        estimate = Estimate(credits, usd_micros, images)
+        job = await self.job(user_id, guild_id, estimate)
         await self.service.reserve(
-            guild_id=guild_id,
-            user_id=user_id,
-            role_ids=roles,
-            job_id=job,
-            estimate=Estimate(credits, usd_micros, images),
+            guild_id=guild_id, user_id=user_id, role_ids=roles, job_id=job, estimate=estimate
         )
         return job
 

@@ -129,13 +129,11 @@ async def test_committed_usd_uses_the_hold_until_settled_then_the_job(db: Databa
     for job in (open_job, settled_job):
         await ledger.append(entry(EntryKind.RESERVE, -8, f"r{job}", job_id=job))
         await ledger.add_hold(Hold(job, images=2, from_allowance=8, usd_micros=300))
-        await ledger.record_reservation(job, credits=8, usd_micros=300)
     await ledger.append(entry(EntryKind.CAPTURE, -8, "c", job_id=settled_job))
     await ledger.record_settlement(settled_job, credits=8, usd_micros=120)
     assert await ledger.committed_usd(T0, T0 + timedelta(seconds=1), T0 - timedelta(days=1)) == [420, 0, 420]
     assert await ledger.committed_usd() == []
     [job_row] = await rows(db, f"SELECT * FROM jobs WHERE id = {settled_job}")
-    assert (job_row["credits_estimated"], job_row["usd_reserved_micros"]) == (8, 300)
     assert (job_row["credits_charged"], job_row["usd_micros"]) == (8, 120)
 
 
