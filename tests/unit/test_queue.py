@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bot.jobs import queue
 from bot.jobs.leases import Leases
 from bot.jobs.queue import Line
 from bot.runtime.clock import SYSTEM_CLOCK
@@ -209,6 +210,43 @@ async def test_a_new_job_wakes_one_idle_worker_not_all_of_them(one: Process) -> 
                 await progress.wait()
         assert sorted(taken) == burst
         assert claims <= len(burst) + 1  # before, all 50 idle workers claimed at once
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+
+async def test_a_processs_idle_workers_look_for_unannounced_work_as_one(
+    databases: tuple[Database, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each idle worker looked on its own every `LOOK_INTERVAL`: 200 of them made 100 empty claims
+    a second per process, each waiting on the cluster's claim lock with a pooled connection."""
+    look = 0.05
+    monkeypatch.setattr(queue, "LOOK_INTERVAL", look)
+    one, other = Process(databases[0], "one"), Process(databases[1], "other")
+    claims = at_once = most_at_once = 0
+    claim_next = one.claims.claim_next
+
+    async def counted(*args: Any, **kwargs: Any) -> Job | None:
+        nonlocal claims, at_once, most_at_once
+        claims, at_once = claims + 1, at_once + 1
+        most_at_once = max(most_at_once, at_once)
+        try:
+            return await claim_next(*args, **kwargs)
+        finally:
+            at_once -= 1
+
+    one.claims.claim_next = counted  # type: ignore[method-assign]
+    workers = [asyncio.create_task(one.line.take()) for _ in range(50)]
+    try:
+        await asyncio.sleep(20 * look)  # a window to count the looks in, not a wait for an event
+        assert 3 <= claims <= 50 + 25  # each worker's first look, then about one look per interval
+        assert most_at_once == 1
+        # A job put in line by another process, with no wake-up: the next look finds it.
+        job = await other.put(1)
+        async with asyncio.timeout(5):
+            done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_COMPLETED)
+        assert [task.result().id for task in done] == [job]
     finally:
         for task in workers:
             task.cancel()
