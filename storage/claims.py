@@ -113,11 +113,12 @@ class ClaimRepository:
         return [Waiting(int(row["id"]), int(row["user_id"])) for row in rows]
 
     async def renew(self, owner: str, until: datetime) -> int:
-        """Push back the end of every lease `owner` holds on an unfinished job; how many."""
+        """Push back the end of every lease `owner` holds; how many. Finished jobs too: one held
+        is still being ended (its credits settled, its member told of a failure), and a lease
+        that lapsed meanwhile would let another process's sweep do that again."""
         async with self._db.transaction() as tx:
             return await tx.execute(
-                f"UPDATE jobs SET lease_until = ? WHERE lease_owner = ? AND state IN ({_OPEN_MARKS})",  # noqa: S608
-                (ts(until), owner, *_OPEN),
+                "UPDATE jobs SET lease_until = ? WHERE lease_owner = ?", (ts(until), owner)
             )
 
     async def release(self, job_id: int, owner: str) -> None:

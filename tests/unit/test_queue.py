@@ -17,7 +17,7 @@ from bot.jobs.leases import Leases
 from bot.jobs.queue import Line
 from bot.runtime.clock import SYSTEM_CLOCK
 from bot.runtime.metrics import Metrics
-from storage.claims import ClaimRepository
+from storage.claims import ClaimRepository, Owed
 from storage.db import Database
 from storage.job_model import EditOptions
 from storage.jobs import Job, JobRepository, JobState, NewJob
@@ -152,6 +152,24 @@ async def test_a_claim_whose_process_died_lapses_and_another_takes_the_job(
     b.ahead = a.leases.seconds + 1
     taken = await b.line.claim()
     assert taken is not None and (taken.id, taken.lease_owner) == (job, "b")
+
+
+async def test_a_finished_job_being_ended_keeps_its_lease_while_its_process_lives(
+    databases: tuple[Database, Database],
+) -> None:
+    """A sweep that claims a failed job to tell its member holds it while it tells them; the
+    renewals skipped finished jobs, so a notice slower than a lease could be sent twice."""
+    a, b = Process(databases[0], "a"), Process(databases[1], "b")
+    job = await a.put(1)
+    failed = await a.repo.move(job, [JobState.QUEUED], JobState.FAILED)
+    assert failed is not None
+    assert await a.leases.claim(failed, starting=False, owed=Owed.NOTICE) is not None
+    a.ahead = b.ahead = a.leases.seconds - 1  # the claim is about to lapse; a renews it
+    assert await a.claims.renew(a.leases.owner, a.leases.until()) == 1
+    b.ahead += 2  # past the first lease, within the renewed one
+    still = await a.repo.get(job)
+    assert still is not None
+    assert await b.leases.claim(still, starting=False, owed=Owed.NOTICE) is None
 
 
 async def test_a_member_s_jobs_are_served_in_the_order_acknowledged_not_written(db: Database) -> None:
