@@ -9,6 +9,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -259,5 +260,40 @@ async def test_checkpoints_keep_the_log_small_under_writes_that_never_pause(
         # The log file keeps the largest size it reached; each row wrote four pages (frames).
         frames = (await asyncio.to_thread(Path(f"{path}-wal").stat)).st_size // 4096
         assert frames < 1000  # 8,000 without checkpoints
+    finally:
+        await db.close()
+
+
+async def test_a_short_read_runs_inline_and_a_long_one_on_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every read outside a transaction went to the connection's thread and back, holding the
+    store's lock: 13 hops an edit. A short one now runs on the loop; one that runs past its
+    budget of SQLite steps (a member's whole history) stops and runs again on the thread."""
+    db = await open_sqlite(tmp_path / "r.db")
+    hops: list[object] = []
+    on_thread = db.on_thread
+
+    async def counted(work: Any) -> Any:
+        hops.append(work)
+        return await on_thread(work)
+
+    monkeypatch.setattr(db, "on_thread", counted)
+    try:
+        await run_sql(db, "INSERT INTO audit_log (actor_id, action, created_at) VALUES (1, 'x', 'now')")
+        hops.clear()
+        row = await db.fetch_one("SELECT actor_id FROM audit_log WHERE id = 1")
+        assert row is not None and row[0] == 1
+        assert hops == []
+        long = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 200000) "
+        row = await db.fetch_one(long + "SELECT COUNT(*) FROM n")
+        assert row is not None and row[0] == 200_000
+        rows = await db.fetch_all(long + "SELECT x FROM n WHERE x % 50000 = 0")
+        assert [r[0] for r in rows] == [50_000, 100_000, 150_000, 200_000]
+        assert len(hops) == 2
+        # The connection is left as it was: a write transaction of any length runs unbudgeted.
+        async with db.transaction() as tx:
+            assert await tx.fetch_one(long + "SELECT COUNT(*) FROM n") is not None
+        assert len(hops) == 2
     finally:
         await db.close()
