@@ -8,7 +8,7 @@ never overshoot a cap together.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -19,6 +19,7 @@ from bot.credits.reports import Reports
 from bot.credits.values import (
     Balance,
     BudgetExceeded,
+    ConfirmFirst,
     Estimate,
     InsufficientCredits,
     MemberBlocked,
@@ -101,12 +102,22 @@ class CreditService(Moderation, Reports):
         return self._default_allowance(rows.default, guild_id)
 
     async def reserve(
-        self, *, guild_id: int, user_id: int, role_ids: Sequence[int], job_id: int, estimate: Estimate
+        self,
+        *,
+        guild_id: int,
+        user_id: int,
+        role_ids: Sequence[int],
+        job_id: int,
+        estimate: Estimate,
+        ask_first: Callable[[Balance], bool] | None = None,
     ) -> None:
         """Hold the estimate for a job, or raise the CreditError that explains why not.
 
         Joins the caller's transaction, so the job row and its hold commit or vanish together.
         A second call for the same job returns without checking anything: the first one won.
+        `ask_first`: whether, with this balance, the member must confirm first (ConfirmFirst),
+        decided once the member may make the edit and before the caps are counted, as the
+        member is asked before the server's and the owner's caps are looked at.
         """
         async with self._db.transaction() as tx:
             # What is decided below comes from rows read here (the balance, the caps' sums):
@@ -123,6 +134,8 @@ class CreditService(Moderation, Reports):
             balance = member.balance
             if estimate.credits > balance.available:
                 raise InsufficientCredits(estimate.credits, balance.available, balance.refills_at)
+            if ask_first is not None and ask_first(balance):
+                raise ConfirmFirst(balance)
             if member.server_cap is not None:
                 await tx.lock(f"credits:server:{guild_id}")
                 committed = await self._ledger.committed_credits(guild_id, member.period_start)

@@ -140,6 +140,15 @@ class InsufficientCredits(CreditError):
         super().__init__(f"This edit costs {needed} credits but you have {available}{refill}.")
 
 
+class ConfirmFirst(Exception):
+    """The member must confirm this edit before it is made (`reserve`'s `ask_first` said so); the
+    reservation, and the transaction it joined, are undone."""
+
+    def __init__(self, balance: Balance) -> None:
+        super().__init__("the member must confirm first")
+        self.balance = balance
+
+
 class MemberBlocked(CreditError):
     def __init__(self) -> None:
         super().__init__("A moderator has blocked you from editing images here.")

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, replace
 
-from bot.credits import Balance, CreditError, Estimate
+from bot.credits import Balance, ConfirmFirst, CreditError, Estimate
 from bot.edits import PAUSED, EditOptions, EditOrder, EditsPaused, TooManyJobs
 from bot.jobs.journal import HandedOn
 from bot.jobs.service import JobService
@@ -271,13 +272,21 @@ class Admission:
         if refusal is not None:
             return await self._refuse(order, refusal)
         try:
-            balance = await jobs.preflight(order, estimate)
-            if not confirmed and needs_confirmation(self.rules, server, estimate, balance):
-                await jobs.unnote(order)  # nothing may start before the member confirms
-                return NeedsConfirmation(order, estimate, balance)
             if announce is not None:
-                order = await announce(order)
-            job = await jobs.create(order, estimate)
+                # Refusals, and the question, come before the announcement.
+                balance = await jobs.preflight(order, estimate)
+                if not confirmed and needs_confirmation(self.rules, server, estimate, balance):
+                    raise ConfirmFirst(balance)
+                order, confirmed = await announce(order), True
+            # The question is decided in the transaction that writes the job, from the balance
+            # its reservation reads: asked before, the limits and credits were read twice.
+            ask_first = (
+                None if confirmed else functools.partial(needs_confirmation, self.rules, server, estimate)
+            )
+            job = await jobs.create(order, estimate, ask_first=ask_first)
+        except ConfirmFirst as first:
+            await jobs.unnote(order)  # nothing may start before the member confirms
+            return NeedsConfirmation(order, estimate, first.balance)
         except (EditsPaused, TooManyJobs, CreditError) as error:
             return await self._refuse(order, error.message)
         except HandedOn as handed_on:

@@ -2,14 +2,17 @@
 credit reservation together (held out of line by this process), and put it in line.
 
 The steps are separate calls because the Discord side interleaves them with its own: an edit
-is journaled before it is acknowledged, checked (`preflight`) before the member is asked to
-confirm, and put in line (`enqueue`) only once its progress message exists to be updated.
+is journaled before it is acknowledged, checked and written in one transaction (`create`,
+which also decides whether the member must confirm it first; `preflight` checks alone, for an
+edit announced before it is written), and put in line (`enqueue`) only once its progress
+message exists to be updated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 from bot.credits import Balance, Estimate, InsufficientCredits, MemberBlocked
@@ -122,19 +125,24 @@ class Intake:
         if self._core.journal is not None:
             await self._core.journal.withdraw(order)
 
-    async def create(self, order: EditOrder, estimate: Estimate) -> Job:
+    async def create(
+        self, order: EditOrder, estimate: Estimate, *, ask_first: Callable[[Balance], bool] | None = None
+    ) -> Job:
         """Check the in-flight limits, write the job row and reserve its credits in one
         transaction, not yet in line.
 
         A crash after this finds the job at start and runs it (before it, the journal does). If
-        the limits or the reservation refuse it (TooManyJobs, a CreditError), the row is rolled
-        back with it and nothing is left behind. HandedOn: another process wrote it first.
+        the limits or the reservation refuse it (TooManyJobs, a CreditError), or the member must
+        confirm it first (`ask_first`, ConfirmFirst), the row is rolled back with it and nothing
+        is left behind. HandedOn: another process wrote it first.
         """
         if not self.accepting or self.paused:
             raise EditsPaused
-        return await self.record(order, estimate)
+        return await self.record(order, estimate, ask_first=ask_first)
 
-    async def record(self, order: EditOrder, estimate: Estimate) -> Job:
+    async def record(
+        self, order: EditOrder, estimate: Estimate, *, ask_first: Callable[[Balance], bool] | None = None
+    ) -> Job:
         """`create` whether or not edits are being taken: recovery records the edits that were
         acknowledged before a restart, before the service opens again."""
         repo = self._core.repo
@@ -164,6 +172,7 @@ class Intake:
                 role_ids=order.role_ids,
                 job_id=job.id,
                 estimate=estimate,
+                ask_first=ask_first,
             )
         return job
 

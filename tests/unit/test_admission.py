@@ -4,8 +4,10 @@ upscale sizes), then the decision itself over a real job service on a real SQLit
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from typing import Any, TypeVar
 
 import pytest
 
@@ -34,10 +36,14 @@ from bot.pictures.sizes import IMAGE_SIZES, RESOLUTIONS
 from bot.providers.base import PRESET_SIZES
 from bot.runtime.clock import SYSTEM_CLOCK
 from bot.runtime.guilds import GuildSettingsService, ServerSettings
+from storage.jobs import JobRepository
+from storage.member_credits import MemberCreditsRepository
 from storage.members import MemberPrefs
+from storage.quotas import QuotaRepository
 from tests.conftest import StaticFiles
 from tests.unit.test_jobs import Harness, order
 
+T = TypeVar("T")
 RULES = AdmissionRules(default_quality="medium", confirm_above=20)
 ALL_SIZES = frozenset(IMAGE_SIZES)
 ALL_RESOLUTIONS = frozenset(RESOLUTIONS)
@@ -228,6 +234,36 @@ async def test_an_expensive_edit_asks_first_and_is_queued_once_confirmed(
     confirmed = await admission.admit(asked.order, confirmed=True)
     assert isinstance(confirmed, Queued)
     assert confirmed.job.credits_estimated == 28
+
+
+async def test_an_edits_limits_and_credits_are_read_once_in_the_transaction_that_writes_it(
+    harness: Harness, admission: Admission, static_files: StaticFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The limits, the block and the balance were read by `preflight` and again by `create`: the
+    question whether to ask the member is now decided from the reservation's own read."""
+    reads: Counter[str] = Counter()
+    for name, cls, method in (
+        ("limits", JobRepository, "count_open"),
+        ("blocks", QuotaRepository, "is_blocked"),
+        ("credits", MemberCreditsRepository, "read"),
+    ):
+        monkeypatch.setattr(cls, method, _counted(reads, name, getattr(cls, method)))
+    queued = await admission.admit(_order(static_files, quality="low"))
+    asked = await admission.admit(_order(static_files, quality="high", count=2))
+    assert isinstance(queued, Queued) and isinstance(asked, NeedsConfirmation)
+    assert asked.balance.available == 50 - queued.job.credits_estimated
+    assert reads == {"limits": 2, "credits": 2}  # one of each per edit (two, and a block, before)
+    assert await harness.repo.count_open(3, 1) == (1, 1)  # the question left nothing behind
+
+
+def _counted(
+    reads: Counter[str], name: str, method: Callable[..., Awaitable[T]]
+) -> Callable[..., Awaitable[T]]:
+    async def counted(*args: Any, **kwargs: Any) -> T:
+        reads[name] += 1
+        return await method(*args, **kwargs)
+
+    return counted
 
 
 async def test_an_edit_beyond_the_members_credits_is_refused_even_when_confirmed(
