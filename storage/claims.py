@@ -17,7 +17,6 @@ follow the order the inserts happened to run in.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -40,13 +39,30 @@ _TURNS = f"""
         GROUP BY user_id
     )
 """  # noqa: S608
-# The waiting jobs in the order claims take them (parameter: now).
+_TURN = "CASE WHEN turns.served_at > turns.since THEN turns.served_at ELSE turns.since END"
+# The waiting jobs, the member whose turn comes first first, each member's oldest first: the
+# first is the one a claim takes (parameter: now).
 _LINE = f"""
     FROM jobs AS q JOIN turns ON turns.user_id = q.user_id
     WHERE {_CLAIMABLE.format(t="q")}
-    ORDER BY CASE WHEN turns.served_at > turns.since THEN turns.served_at ELSE turns.since END,
-             q.created_at, q.id
+    ORDER BY {_TURN}, q.created_at, q.id
 """
+# Every waiting job's place in line: each member's first job in turn, then each member's second,
+# and so on (members ordered by their turn, then by their first waiting job), numbered in SQL so
+# that a job's place or the first few places read one row each, not the whole line (parameter: now).
+_PLACES = f"""
+    {_TURNS},
+    ranked AS (
+        SELECT q.id AS id, {_TURN} AS turn, turns.since AS since,
+               ROW_NUMBER() OVER (PARTITION BY q.user_id ORDER BY q.created_at, q.id) AS depth,
+               FIRST_VALUE(q.id) OVER (PARTITION BY q.user_id ORDER BY q.created_at, q.id) AS first_id
+        FROM jobs AS q JOIN turns ON turns.user_id = q.user_id
+        WHERE {_CLAIMABLE.format(t="q")}
+    ),
+    places AS (
+        SELECT id, ROW_NUMBER() OVER (ORDER BY depth, turn, since, first_id) AS place FROM ranked
+    )
+"""  # noqa: S608
 
 
 class Owed(StrEnum):
@@ -65,12 +81,6 @@ _STILL_OWED = {
         SELECT 1 FROM ledger AS done WHERE done.job_id = jobs.id AND done.kind IN ('capture', 'release'))""",
     Owed.NOTICE: "notified_at IS NULL",
 }
-
-
-@dataclass(frozen=True)
-class Waiting:
-    job_id: int
-    user_id: int
 
 
 class ClaimRepository:
@@ -107,10 +117,22 @@ class ClaimRepository:
             )
         return None if row is None else Job.from_row(row)
 
-    async def waiting(self, now: datetime) -> list[Waiting]:
-        """Every claimable job, its member's turn first and each member's oldest first."""
-        rows = await self._db.fetch_all(f"{_TURNS} SELECT q.id, q.user_id {_LINE}", (ts(now), ts(now)))
-        return [Waiting(int(row["id"]), int(row["user_id"])) for row in rows]
+    async def in_line(self, now: datetime, *, first: int | None = None) -> list[int]:
+        """The waiting jobs' ids in the order claims will take them; only the `first` few if given."""
+        limit = "" if first is None else f" LIMIT {int(first)}"
+        rows = await self._db.fetch_all(
+            f"{_PLACES} SELECT id FROM places ORDER BY place{limit}",  # noqa: S608
+            (ts(now), ts(now)),
+        )
+        return [int(row["id"]) for row in rows]
+
+    async def place(self, job_id: int, now: datetime) -> int | None:
+        """The job's 1-based place in line, or None when it is not waiting."""
+        row = await self._db.fetch_one(
+            f"{_PLACES} SELECT place FROM places WHERE id = ?",  # noqa: S608
+            (ts(now), ts(now), job_id),
+        )
+        return None if row is None else int(row["place"])
 
     async def renew(self, owner: str, until: datetime) -> int:
         """Push back the end of every lease `owner` holds; how many. Finished jobs too: one held

@@ -21,28 +21,12 @@ from collections import deque
 
 from bot.jobs.leases import Leases
 from bot.runtime.metrics import Metrics
-from storage.claims import ClaimRepository, Waiting
+from storage.claims import ClaimRepository
 from storage.jobs import Job
 
 # Seconds between a process's looks for work that no wake-up announced (a notice lost while the
 # shared wake-ups were down; a job another process put in line on SQLite), while it has idle workers.
 LOOK_INTERVAL = 2.0
-
-
-def in_turn(waiting: list[Waiting]) -> list[int]:
-    """Job ids in the order claims will take them: each member's first job in turn, then each
-    member's second, and so on (`waiting` lists members in turn, each oldest first)."""
-    lines: dict[int, list[int]] = {}
-    for item in waiting:
-        lines.setdefault(item.user_id, []).append(item.job_id)
-    result: list[int] = []
-    depth = 0
-    while True:
-        row = [line[depth] for line in lines.values() if depth < len(line)]
-        if not row:
-            return result
-        result.extend(row)
-        depth += 1
 
 
 class Line:
@@ -114,13 +98,10 @@ class Line:
             self._metrics.claim_latency.observe(leases.clock.monotonic() - started)
         return job
 
-    async def order(self) -> list[int]:
-        """Waiting job ids in the order they will be claimed."""
-        return in_turn(await self._claims.waiting(self._leases.clock.now()))
+    async def order(self, *, first: int | None = None) -> list[int]:
+        """Waiting job ids in the order they will be claimed (only the `first` few if given)."""
+        return await self._claims.in_line(self._leases.clock.now(), first=first)
 
     async def position(self, job_id: int) -> int | None:
         """1-based place in line, or None when the job is not waiting."""
-        try:
-            return (await self.order()).index(job_id) + 1
-        except ValueError:
-            return None
+        return await self._claims.place(job_id, self._leases.clock.now())

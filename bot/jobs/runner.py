@@ -117,7 +117,7 @@ class Runner:
 
     async def _show_places(self) -> None:
         core = self._core
-        first = (await core.line.order())[:ANNOUNCED_PLACES]
+        first = await core.line.order(first=ANNOUNCED_PLACES)
         places = {job_id: place for place, job_id in enumerate(first, start=1)}
         changed = {
             job_id: place for job_id, place in places.items() if self._shown_places.get(job_id) != place
