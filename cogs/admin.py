@@ -86,7 +86,7 @@ class Admin(commands.GroupCog, group_name="retouch", group_description="Run and 
             if not await self.bot.is_owner(interaction.user):
                 await self._say(interaction, OWNER_ONLY)
                 return
-            self.bot.jobs.paused = paused
+            await self.bot.jobs.pause_everywhere(paused, actor_id=interaction.user.id)
             await self._say(interaction, f"Editing is {word} on every server.")
             return
         if interaction.guild_id is None:

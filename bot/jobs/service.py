@@ -6,6 +6,7 @@ answers each call; the parts know nothing of one another beyond what they are ha
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import aiohttp
@@ -26,13 +27,14 @@ from bot.jobs.retention import Retention
 from bot.jobs.runner import Runner
 from bot.jobs.settings import JobSettings
 from bot.jobs.table_journal import TableJournal
-from bot.jobs.wakeups import JOBS, RUNS, wakeups_for
+from bot.jobs.wakeups import JOBS, RUNS, SWITCHES, wakeups_for
 from bot.pictures.files import FileStore
 from bot.pictures.links import FileLinks
 from bot.providers.base import Provider
 from bot.runtime.clock import SYSTEM_CLOCK, Clock
 from bot.runtime.metrics import Metrics
 from bot.runtime.tasks import Supervisor
+from storage.bot_settings import BotSettingsRepository
 from storage.claims import ClaimRepository
 from storage.db import database_errors
 from storage.intake_journal import IntakeJournalRepository
@@ -108,6 +110,8 @@ class JobService:
         self._tasks = Supervisor()
         self._recovery = Recovery(core, intake, runner, endings, self._tasks)
         self._listening = False
+        self._switches = BotSettingsRepository(repo.database)
+        self._reading: set[asyncio.Future[None]] = set()
 
         # Taking an edit in (see `Intake` for the order the Discord side calls these in).
         self.estimate = intake.estimate
@@ -153,9 +157,24 @@ class JobService:
         """The owner's switch for every server at once; running edits still finish."""
         return self._intake.paused
 
-    @paused.setter
-    def paused(self, paused: bool) -> None:
+    async def pause_everywhere(self, paused: bool, *, actor_id: int) -> None:
+        """Flip the owner's switch for every process sharing the database, and for good: each
+        hears of it (`SWITCHES`) and reads it again, and a process starting reads it first."""
+        await self._switches.set_paused(paused, actor_id=actor_id, now=self._core.clock.now())
         self._intake.paused = paused
+        await self._core.wakeups.notify(SWITCHES)
+
+    def _switched(self, _payload: str = "") -> None:
+        """The owner flipped a switch somewhere (or notices were lost): read the switches again."""
+        reading = asyncio.ensure_future(self._read_switches())
+        self._reading.add(reading)
+        reading.add_done_callback(self._reading.discard)
+
+    async def _read_switches(self) -> None:
+        try:
+            self._intake.paused = await self._switches.paused()
+        except database_errors():
+            log.exception("could not read the owner's switches; the next notice reads them again")
 
     async def start(self, delivery: Delivery) -> None:
         """Recover what a previous process left, then begin serving the line."""
@@ -164,7 +183,9 @@ class JobService:
         if not self._listening:
             await core.wakeups.listen(JOBS, core.line.wake)
             await core.wakeups.listen(RUNS, self._runner.wake_run)
+            await core.wakeups.listen(SWITCHES, self._switched)
             self._listening = True
+        self._intake.paused = await self._switches.paused()
         await self._recovery.recover(starting=True)
         for n in range(core.settings.concurrency):
             self._tasks.spawn(self._runner.work(), name=f"job-worker-{n}")

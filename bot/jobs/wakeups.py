@@ -1,7 +1,9 @@
 """Waking an idle worker at once instead of at its next look at the database.
 
 Two things wake work: a job put in line (`JOBS`: any idle worker may claim it) and a host
-saying a run changed (`RUNS`, with the job's id: the process holding that job polls it now). An
+saying a run changed (`RUNS`, with the job's id: the process holding that job polls it now).
+A third tells every process that the owner flipped a switch for the whole bot (`SWITCHES`: each
+reads them again, `JobService.pause_everywhere`). An
 empty payload asks for a look at everything the channel covers (every run this process polls):
 it follows an outage of the shared backend, during which notices were lost.
 
@@ -23,6 +25,7 @@ from storage.notices import notices_for
 
 JOBS = "retouch_jobs"
 RUNS = "retouch_runs"
+SWITCHES = "retouch_switches"
 
 Listener = Callable[[str], None]
 

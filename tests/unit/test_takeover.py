@@ -315,3 +315,28 @@ async def test_waiting_for_an_edit_that_another_process_ends(
         job = await b.submit(order(static_files.add("a.png", png())))
         final = await asyncio.wait_for(a.service.wait_settled(job.id), 5)
         assert final.state is JobState.DONE
+
+
+async def test_the_owners_pause_everywhere_reaches_every_process_and_outlives_a_restart(
+    tmp_path: Path, host: RunflowSettings, store_url: str
+) -> None:
+    """`/pause everywhere` flipped a flag in the one process that handled it: the other shards
+    kept taking edits, and a restart took them again."""
+    shared = store_url.startswith("postgresql")
+    async with (
+        running(tmp_path, host, RunflowProvider, lease_owner="a", store_url=store_url) as one,
+        running(tmp_path, host, RunflowProvider, lease_owner="b", store_url=store_url) as two,
+    ):
+        await one.service.pause_everywhere(True, actor_id=9)
+        assert one.service.paused
+        if shared:  # several processes share PostgreSQL; on SQLite the bot is one process
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while not two.service.paused:  # until the other process has heard and read it
+                assert loop.time() < deadline, "the other process never heard of the pause"
+                await asyncio.sleep(0.01)
+    async with running(tmp_path, host, RunflowProvider, lease_owner="c", store_url=store_url) as again:
+        assert again.service.paused
+        await again.service.pause_everywhere(False, actor_id=9)
+    async with running(tmp_path, host, RunflowProvider, lease_owner="d", store_url=store_url) as resumed:
+        assert not resumed.service.paused
