@@ -118,7 +118,9 @@ class Retouch(commands.Bot):
             settings.providers, self.session, HostSlotRepository(self.db, now=self.clock.now)
         )
         self.credits = CreditService(self.db, settings.credits, settings.budget, clock=self.clock.now)
-        self.guild_settings = GuildSettingsService(self.db, self.clock)
+        self.guild_settings = GuildSettingsService(
+            self.db, self.clock, announce=lambda guild_id: self.jobs.settings_changed(guild_id)
+        )
         self.member_prefs = MemberPrefs(self.db)
         self.metrics = Metrics()
         repo = JobRepository(self.db, now=self.clock.now)
@@ -140,6 +142,7 @@ class Retouch(commands.Bot):
             links=links,
             clock=self.clock,
         )
+        self.jobs.on_settings_changed(self.guild_settings.forget)
         rules = AdmissionRules.from_settings(settings)
         self.admission = Admission(self.jobs, self.guild_settings, self.member_prefs, rules)
         if settings.web.public_url:

@@ -27,7 +27,7 @@ from bot.jobs.retention import Retention
 from bot.jobs.runner import Runner
 from bot.jobs.settings import JobSettings
 from bot.jobs.table_journal import TableJournal
-from bot.jobs.wakeups import JOBS, RUNS, SWITCHES, wakeups_for
+from bot.jobs.wakeups import JOBS, RUNS, SWITCHES, Listener, wakeups_for
 from bot.pictures.files import FileStore
 from bot.pictures.links import FileLinks
 from bot.providers.base import Provider
@@ -112,6 +112,7 @@ class JobService:
         self._listening = False
         self._switches = BotSettingsRepository(repo.database)
         self._reading: set[asyncio.Future[None]] = set()
+        self._settings_listeners: list[Listener] = []
 
         # Taking an edit in (see `Intake` for the order the Discord side calls these in).
         self.estimate = intake.estimate
@@ -164,11 +165,24 @@ class JobService:
         self._intake.paused = paused
         await self._core.wakeups.notify(SWITCHES)
 
-    def _switched(self, _payload: str = "") -> None:
-        """The owner flipped a switch somewhere (or notices were lost): read the switches again."""
-        reading = asyncio.ensure_future(self._read_switches())
-        self._reading.add(reading)
-        reading.add_done_callback(self._reading.discard)
+    async def settings_changed(self, guild_id: int) -> None:
+        """A server's moderators changed its settings here: every process forgets its copy."""
+        await self._core.wakeups.notify(SWITCHES, str(guild_id))
+
+    def on_settings_changed(self, listener: Listener) -> None:
+        """Call `listener` with the server's id whenever its settings change in any process, and
+        with "" when the owner's switches changed or notices were lost (forget every server)."""
+        self._settings_listeners.append(listener)
+
+    def _switched(self, payload: str = "") -> None:
+        """Settings changed somewhere (or notices were lost): the owner's switches are read
+        again unless only a server's changed, and the listeners hear of it."""
+        if not payload:
+            reading = asyncio.ensure_future(self._read_switches())
+            self._reading.add(reading)
+            reading.add_done_callback(self._reading.discard)
+        for listener in self._settings_listeners:
+            listener(payload)
 
     async def _read_switches(self) -> None:
         try:

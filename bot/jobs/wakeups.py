@@ -2,8 +2,9 @@
 
 Two things wake work: a job put in line (`JOBS`: any idle worker may claim it) and a host
 saying a run changed (`RUNS`, with the job's id: the process holding that job polls it now).
-A third tells every process that the owner flipped a switch for the whole bot (`SWITCHES`: each
-reads them again, `JobService.pause_everywhere`). An
+A third tells every process that settings changed (`SWITCHES`: with a server's id, that server's,
+which each process forgets its copy of; empty, the owner's switches for the whole bot, which each
+reads again, `JobService.pause_everywhere`). An
 empty payload asks for a look at everything the channel covers (every run this process polls):
 it follows an outage of the shared backend, during which notices were lost.
 

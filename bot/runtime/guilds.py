@@ -6,7 +6,7 @@ one process owns the database, so no other writer can make the cache stale.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
@@ -16,6 +16,9 @@ from bot.runtime.clock import SYSTEM_CLOCK, Clock
 from storage.db import Database
 from storage.guilds import AuditEntry, GuildRepository
 from storage.quotas import QuotaRepository
+
+# Tells every process that a server's settings changed (its id).
+Announce = Callable[[int], Awaitable[None]]
 
 NsfwPolicy = Literal["block", "spoiler", "age_restricted"]
 NSFW_POLICIES: tuple[str, ...] = get_args(NsfwPolicy)
@@ -64,11 +67,30 @@ def _check(key: str, value: Any) -> None:
 
 
 class GuildSettingsService:
-    def __init__(self, db: Database, clock: Clock = SYSTEM_CLOCK) -> None:
+    """Each server's settings, kept in memory once read. Several processes can serve one server
+    (a takeover, the painter's page on any process's web server), so a change is announced
+    (`announce`) and every process forgets its copy (`forget`)."""
+
+    def __init__(
+        self, db: Database, clock: Clock = SYSTEM_CLOCK, *, announce: Announce | None = None
+    ) -> None:
         self._clock = clock
         self._repo = GuildRepository(db)
         self._audit = QuotaRepository(db)
         self._cache: dict[int, ServerSettings] = {}
+        self._announce = announce
+
+    def forget(self, guild_id: str) -> None:
+        """A server's settings changed somewhere: read them again when next asked ("": every server's)."""
+        if guild_id:
+            self._cache.pop(int(guild_id), None)
+        else:
+            self._cache.clear()
+
+    async def _changed(self, guild_id: int) -> None:
+        self._cache.pop(guild_id, None)
+        if self._announce is not None:
+            await self._announce(guild_id)
 
     async def get(self, guild_id: int | None) -> ServerSettings:
         if guild_id is None:
@@ -93,7 +115,7 @@ class GuildSettingsService:
         await self._audit.audit(
             guild_id, actor_id=actor_id, action="settings", target_id=None, detail=changes, now=now
         )
-        self._cache.pop(guild_id, None)
+        await self._changed(guild_id)
         return await self.get(guild_id)
 
     async def set_paused(self, guild_id: int, paused: bool, *, actor_id: int) -> None:
@@ -103,7 +125,7 @@ class GuildSettingsService:
         await self._audit.audit(
             guild_id, actor_id=actor_id, action=action, target_id=None, detail={}, now=now
         )
-        self._cache.pop(guild_id, None)
+        await self._changed(guild_id)
 
     async def audit(self, guild_id: int, *, limit: int = 15) -> list[AuditEntry]:
         return await self._repo.audit_entries(guild_id, limit=limit)

@@ -25,6 +25,7 @@ from bot.providers.runflow import RunflowProvider
 from bot.providers.settings import RunflowSettings
 from bot.runtime.clock import SYSTEM_CLOCK
 from bot.runtime.config import CreditsSettings
+from bot.runtime.guilds import GuildSettingsService
 from storage.claims import ClaimRepository
 from storage.jobs import Job, JobRepository, JobState
 from storage.sqlite import SqliteDatabase
@@ -340,3 +341,26 @@ async def test_the_owners_pause_everywhere_reaches_every_process_and_outlives_a_
         await again.service.pause_everywhere(False, actor_id=9)
     async with running(tmp_path, host, RunflowProvider, lease_owner="d", store_url=store_url) as resumed:
         assert not resumed.service.paused
+
+
+async def test_a_servers_settings_changed_in_one_process_are_read_again_in_the_others(
+    tmp_path: Path, host: RunflowSettings, pg_url: str
+) -> None:
+    """Each process keeps the settings it read: a server paused through one process stayed open
+    in another (the painter's page or a takeover can serve a server from any process)."""
+    async with (
+        running(tmp_path, host, RunflowProvider, lease_owner="a", store_url=pg_url) as one,
+        running(tmp_path, host, RunflowProvider, lease_owner="b", store_url=pg_url) as two,
+    ):
+        servers = []
+        for process in (one, two):  # wired as the Discord side wires them
+            settings = GuildSettingsService(process.db, announce=process.service.settings_changed)
+            process.service.on_settings_changed(settings.forget)
+            servers.append(settings)
+        assert not (await servers[1].get(1)).paused  # read, and kept
+        await servers[0].set_paused(1, True, actor_id=9)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not (await servers[1].get(1)).paused:
+            assert loop.time() < deadline, "the other process kept the settings it had read"
+            await asyncio.sleep(0.01)
