@@ -8,6 +8,7 @@ from pathlib import Path
 from bot.credits import CreditService, Estimate
 from bot.edits import EditOptions
 from bot.runtime.config import BudgetSettings, CreditsSettings
+from storage.bot_settings import BotSettingsRepository
 from storage.copy import count, tables
 from storage.db import Database
 from storage.jobs import JobRepository, JobState, NewJob, NewOutput
@@ -24,7 +25,8 @@ NOW = datetime.now(UTC)
 
 async def _fill(url: str) -> dict[tuple[int, int], int]:
     """An install with something in every table: jobs built on jobs, outputs, copies of results,
-    grants, reservations settled and open, moderation, a painter link, a preference. Returns
+    grants, reservations settled and open, moderation, a painter link, a preference, the owner's
+    switch. Returns
     every member's available credits."""
     db = await open_db(url)
     try:
@@ -78,6 +80,7 @@ async def _fill(url: str) -> dict[tuple[int, int], int]:
         await credits.block(guild_id=2, user_id=12, actor_id=1, reason="spam")
         await credits.set_period(guild_id=2, period="month", actor_id=1)
         await MemberPrefs(db).set_mentions(10, False, now=NOW)
+        await BotSettingsRepository(db).set_paused(True, actor_id=7, now=NOW)  # the owner's switch
         await PaintLinkRepository(db).insert(
             "link",
             user_id=10,

@@ -25,9 +25,9 @@ class Line:
         self.first_read = asyncio.Event()
         self.go_on = asyncio.Event()
 
-    async def order(self) -> list[int]:
+    async def order(self, *, first: int | None = None) -> list[int]:
         self.readings += 1
-        order = list(self.now)
+        order = list(self.now)[:first]
         self.first_read.set()
         await self.go_on.wait()
         return order
