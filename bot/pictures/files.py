@@ -39,6 +39,9 @@ class StorageFull(Exception):
 InUse = Callable[[], Awaitable[Collection[int]]]
 """The job ids whose folders must stay (unfinished jobs and what they build on)."""
 
+Finish = Callable[[BinaryIO], Awaitable[None]]
+"""A last change to a downloaded file, open for reading and writing, before it is named."""
+
 
 class FileStore:
     def __init__(self, root: Path, *, max_bytes: int | None = None, in_use: InUse | None = None) -> None:
@@ -213,14 +216,20 @@ class FileStore:
         max_bytes: int,
         timeout: float = 120.0,
         durable: bool = True,
+        finish: Finish | None = None,
+        finish_room: int = 0,
     ) -> int:
         """Stream `url` into `path` (atomically, as `write` does) without holding it in memory;
         returns its size. For results, which can be large and many at once. Each chunk is
         counted against the cap before it is written. `durable=False` skips the fsync, for a
-        file that is rewritten (and then synced) right after."""
+        file that is rewritten (and then synced) right after.
+
+        `finish`, when given, changes the downloaded file (open for reading and writing) before
+        it is synced and named, adding at most `finish_room` bytes: what the file must carry
+        (a result's recipe) is written with it, not by writing it all again."""
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         temporary = path.with_suffix(path.suffix + ".part")
-        handle = await asyncio.to_thread(temporary.open, "wb")
+        handle = await asyncio.to_thread(temporary.open, "w+b")
         size = 0
         try:
             with _disk_full_as_storage_full():
@@ -228,6 +237,13 @@ class FileStore:
                     await self._claim(path, len(chunk))
                     size += len(chunk)
                     await asyncio.to_thread(handle.write, chunk)
+                if finish is not None:
+                    await self._claim(path, finish_room)
+                    size += finish_room
+                    await finish(handle)
+                    finished = await asyncio.to_thread(handle.seek, 0, os.SEEK_END)
+                    self._count(path, finished - size)
+                    size = finished
                 await asyncio.to_thread(_finish, handle, durable)
         except BaseException:
             await asyncio.to_thread(handle.close)

@@ -6,9 +6,12 @@ free failed edits left far more than the cap on disk.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
+import aiohttp
 import pytest
 from pydantic import SecretStr
 
@@ -98,6 +101,37 @@ async def test_a_write_is_refused_when_only_open_edits_files_remain(tmp_path: Pa
         await store.write(store.input_path(3, 0, "png"), b"x" * 100)
     assert job_folders(root) == ["1", "2"] and stored_bytes(root) == 200
     await store.write(store.input_path(2, 0, "png"), b"x" * 150)  # a rewrite counts only the change
+    assert stored_bytes(root) == 250
+
+
+async def test_a_download_finished_in_place_counts_what_it_really_added(
+    tmp_path: Path, static_files: StaticFiles
+) -> None:
+    """The finishing step (a result's stamp) is given its room first, then counted at its size."""
+    root = tmp_path / "files"
+
+    async def open_jobs() -> set[int]:
+        return {1, 2, 3}
+
+    async def append(handle: BinaryIO) -> None:
+        handle.seek(0, os.SEEK_END)
+        handle.write(b"y" * 20)
+
+    store = FileStore(root, max_bytes=250, in_use=open_jobs)
+    async with aiohttp.ClientSession() as session:
+        path = store.output_path(1, 0, "png")
+        size = await store.download_to(
+            session,
+            static_files.add("r.png", b"x" * 100),
+            path,
+            max_bytes=1000,
+            finish=append,
+            finish_room=50,
+        )
+    assert size == 120 and path.read_bytes() == b"x" * 100 + b"y" * 20
+    await store.write(store.input_path(2, 0, "png"), b"x" * 130)  # fits only if 20 were counted, not 50
+    with pytest.raises(StorageFull):
+        await store.write(store.input_path(3, 0, "png"), b"x")
     assert stored_bytes(root) == 250
 
 
