@@ -6,10 +6,11 @@ free failed edits left far more than the cap on disk.
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import aiohttp
 import pytest
@@ -27,6 +28,7 @@ from tests.unit.test_jobs import Harness, order, running, settled
 from tests.unit.test_poison_jobs import assert_free_and_told
 
 CAP = 105 * 1024
+T = TypeVar("T")
 
 
 def stored_bytes(root: Path) -> int:
@@ -166,3 +168,25 @@ async def test_a_staged_file_left_behind_goes_with_the_retention_and_discard_tou
     assert kept.exists()
     await files.prune(older_than=2_000)
     assert not staged.exists() and fresh.exists() and kept.exists()
+
+
+async def test_a_download_goes_to_a_thread_once_to_open_once_a_block_and_once_to_be_named(
+    tmp_path: Path, static_files: StaticFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each step on a thread costs the loop a hand-off and a wake-up; opening (with its folder)
+    and closing, syncing and naming were five steps where two do."""
+    steps: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(work: Callable[..., T], /, *args: object, **kwargs: object) -> T:
+        steps.append(getattr(work, "__name__", repr(work)))
+        return await to_thread(work, *args, **kwargs)
+
+    store = FileStore(tmp_path / "files")
+    path = store.output_path(1, 0, "png")
+    url = static_files.add("r.png", b"x" * 100)
+    async with aiohttp.ClientSession() as session:
+        monkeypatch.setattr(asyncio, "to_thread", counted)
+        await store.download_to(session, url, path, max_bytes=1000)
+    assert len(steps) == 3, steps  # open, the one block, name
+    assert path.read_bytes() == b"x" * 100 and not path.with_suffix(".png.part").exists()
