@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,14 +25,28 @@ from bot.runtime.clock import SYSTEM_CLOCK, Clock
 
 # The order's times, written as ISO 8601 text; a line from before one existed lacks it.
 _TIMES = ("token_expires_at", "acked_at")
+_ORDER_FIELDS = tuple(field.name for field in fields(EditOrder))
+_IMAGE_FIELDS = tuple(field.name for field in fields(InputImage))
+_OPTION_FIELDS = tuple(field.name for field in fields(EditOptions))
 
 
 def order_to_dict(order: EditOrder) -> dict[str, Any]:
-    data = asdict(order)
+    """The order as JSON-ready values, keys in field order (the journal's line format).
+
+    Shallow, for JSON written at once: `asdict` deep-copied every value on the way, 1.5 ms of
+    the event loop an order in the acknowledgement's profile, before each acknowledgement."""
+    data = _shallow(order, _ORDER_FIELDS)
+    data["images"] = [_shallow(image, _IMAGE_FIELDS) for image in order.images]
+    data["options"] = _shallow(order.options, _OPTION_FIELDS)
+    data["mask"] = None if order.mask is None else _shallow(order.mask, _IMAGE_FIELDS)
     for name in _TIMES:
         if data[name] is not None:
             data[name] = data[name].isoformat()
     return data
+
+
+def _shallow(item: object, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(item, name) for name in names}
 
 
 def recoverable_since(clock: Clock) -> datetime:

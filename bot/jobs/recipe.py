@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 import zlib
 from dataclasses import asdict, dataclass
+from typing import BinaryIO
 
 from PIL import ExifTags, Image
 
@@ -23,6 +25,7 @@ KEY = "retouch"
 SOFTWARE = "Retouch"
 _EXIF_PREFIX = b"Exif\x00\x00"
 _ASCII_COMMENT = b"ASCII\x00\x00\x00"  # UserComment's character code (EXIF 2.3, 4.6.5)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ def exif(recipe: Recipe, base: bytes | None = None) -> bytes:
 
 def stamp(data: bytes, recipe: Recipe) -> bytes:
     """The file with the recipe in its metadata; a format this does not know is left as it is."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+    if data.startswith(_PNG_SIGNATURE):
         return _png(data, recipe)
     if data.startswith(b"\xff\xd8"):
         return _jpeg(data, recipe)
@@ -76,8 +79,43 @@ def stamp(data: bytes, recipe: Recipe) -> bytes:
     return data
 
 
+def stamp_end(handle: BinaryIO, recipe: Recipe) -> bool:
+    """Stamp, in place, a PNG open for reading and writing that ends with its IEND chunk, as
+    `stamp` would (the same bytes): the recipe's chunks are written over that chunk, and it after
+    them. Nothing before it is read, copied or checksummed again; a 1 MP result was read, copied
+    twice and written whole to add a few hundred bytes. False, the file untouched, for anything
+    else (JPEG and WebP carry the recipe near their start), which `stamp` must change whole."""
+    handle.seek(0)
+    if handle.read(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
+        return False
+    end = handle.seek(0, os.SEEK_END) - len(_IEND)
+    if end < len(_PNG_SIGNATURE):
+        return False
+    handle.seek(end)
+    if handle.read(len(_IEND)) != _IEND:
+        return False
+    handle.seek(end)
+    handle.write(_png_chunks(recipe) + _IEND)
+    return True
+
+
+def stamp_whole(handle: BinaryIO, recipe: Recipe) -> None:
+    """`stamp` over a file open for reading and writing, changed in place: it holds the file and
+    its stamped copy at once, where `stamp_end` holds neither."""
+    handle.seek(0)
+    data = handle.read()
+    stamped = stamp(data, recipe)
+    if stamped is not data:
+        handle.seek(0)
+        handle.write(stamped)
+        handle.truncate()
+
+
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+_IEND = _png_chunk(b"IEND", b"")
 
 
 def _itxt(keyword: str, value: str) -> bytes:
@@ -85,16 +123,19 @@ def _itxt(keyword: str, value: str) -> bytes:
     return _png_chunk(b"iTXt", keyword.encode("latin-1") + b"\x00\x00\x00\x00\x00" + value.encode())
 
 
-def _png(data: bytes, recipe: Recipe) -> bytes:
-    end = data.rfind(b"IEND") - 4  # the IEND chunk's length field
-    if end < 8:
-        return data
-    chunks = (
+def _png_chunks(recipe: Recipe) -> bytes:
+    return (
         _png_chunk(b"tEXt", b"Software\x00" + SOFTWARE.encode())
         + _itxt("Description", recipe.prompt)
         + _itxt(KEY, recipe.to_json())
     )
-    return data[:end] + chunks + data[end:]
+
+
+def _png(data: bytes, recipe: Recipe) -> bytes:
+    end = data.rfind(b"IEND") - 4  # the IEND chunk's length field
+    if end < 8:
+        return data
+    return data[:end] + _png_chunks(recipe) + data[end:]
 
 
 def _jpeg(data: bytes, recipe: Recipe) -> bytes:

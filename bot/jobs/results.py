@@ -8,10 +8,13 @@ them again at recovery instead of asking the host (whose result URLs may have ex
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import aiohttp
 
@@ -34,6 +37,27 @@ DOWNLOAD_RETRIES = (1.0, 3.0)
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 # More than a recipe adds to a file: the prompt twice (as text and in the JSON, escaped).
 STAMP_ROOM = 256 * 1024
+
+
+async def _stamp_download(stamped: recipe.Recipe, handle: BinaryIO) -> None:
+    """The recipe spliced into a downloaded result, never re-encoded, so the pixels stay as made:
+    a PNG's goes before its end, touching nothing else; any other file is stamped whole."""
+    if await asyncio.to_thread(recipe.stamp_end, handle, stamped):
+        return
+    size = await asyncio.to_thread(handle.seek, 0, os.SEEK_END)
+    async with _stamp_held(size):
+        await asyncio.to_thread(recipe.stamp_whole, handle, stamped)
+
+
+@contextlib.asynccontextmanager
+async def _stamp_held(size: int) -> AsyncIterator[None]:
+    """A file stamped whole and its stamped copy count against the memory budget: 200 results
+    stamped at once held 30 MB each at 4K."""
+    share = await memory.shared().acquire(2 * size)
+    try:
+        yield
+    finally:
+        memory.shared().release(share)
 
 
 class Results:
@@ -84,28 +108,33 @@ class Results:
         for idx, output in enumerate(result.images):
             # Results stream to disk rather than sit in memory: there may be hundreds at 4K.
             fetched = files.output_path(job.id, idx, "download")
+            # A download is stamped as it is written, unless the mask's composite may encode it
+            # again; bytes the host sent, or a composite, are stamped once written.
+            stamp_later = stamped
             if output.data is not None:
                 await files.write(fetched, output.data)
             elif output.url is not None:
+                stamp_now = stamped if job.mask is None else None
+                stamp_later = None if stamp_now is not None else stamped
                 # A file stamped next is written again, and synced then: once is enough.
                 await files.download_to(
-                    self._session, output.url, fetched, max_bytes=MAX_OUTPUT_BYTES, durable=stamped is None
+                    self._session,
+                    output.url,
+                    fetched,
+                    max_bytes=MAX_OUTPUT_BYTES,
+                    durable=stamp_later is None,
+                    finish=None if stamp_now is None else functools.partial(_stamp_download, stamp_now),
+                    finish_room=STAMP_ROOM,
                 )
             else:
                 raise DownloadError("the host listed an output without a URL or data")
             kept = await self._keep_outside_the_mask(job, fetched)
-            if stamped is not None:
-                # Spliced in, not re-encoded: cheap even at 4K, and the pixels stay as made. The
-                # file and its stamped copy count against the memory budget: 200 results stamped
-                # at once held 30 MB each at 4K.
+            if stamp_later is not None:
                 size = (await asyncio.to_thread(fetched.stat)).st_size
-                share = await memory.shared().acquire(2 * size)
-                try:
+                async with _stamp_held(size):
                     await files.rewrite(
-                        fetched, functools.partial(recipe.stamp, recipe=stamped), most_added=STAMP_ROOM
+                        fetched, functools.partial(recipe.stamp, recipe=stamp_later), most_added=STAMP_ROOM
                     )
-                finally:
-                    memory.shared().release(share)
             info = await asyncio.to_thread(images.probe, fetched)
             if info is None:
                 # A burst of 4K results decoded at once was most of the bot's peak memory; the

@@ -6,9 +6,13 @@ free failed edits left far more than the cap on disk.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 
+import aiohttp
 import pytest
 from pydantic import SecretStr
 
@@ -24,6 +28,7 @@ from tests.unit.test_jobs import Harness, order, running, settled
 from tests.unit.test_poison_jobs import assert_free_and_told
 
 CAP = 105 * 1024
+T = TypeVar("T")
 
 
 def stored_bytes(root: Path) -> int:
@@ -101,6 +106,37 @@ async def test_a_write_is_refused_when_only_open_edits_files_remain(tmp_path: Pa
     assert stored_bytes(root) == 250
 
 
+async def test_a_download_finished_in_place_counts_what_it_really_added(
+    tmp_path: Path, static_files: StaticFiles
+) -> None:
+    """The finishing step (a result's stamp) is given its room first, then counted at its size."""
+    root = tmp_path / "files"
+
+    async def open_jobs() -> set[int]:
+        return {1, 2, 3}
+
+    async def append(handle: BinaryIO) -> None:
+        handle.seek(0, os.SEEK_END)
+        handle.write(b"y" * 20)
+
+    store = FileStore(root, max_bytes=250, in_use=open_jobs)
+    async with aiohttp.ClientSession() as session:
+        path = store.output_path(1, 0, "png")
+        size = await store.download_to(
+            session,
+            static_files.add("r.png", b"x" * 100),
+            path,
+            max_bytes=1000,
+            finish=append,
+            finish_room=50,
+        )
+    assert size == 120 and path.read_bytes() == b"x" * 100 + b"y" * 20
+    await store.write(store.input_path(2, 0, "png"), b"x" * 130)  # fits only if 20 were counted, not 50
+    with pytest.raises(StorageFull):
+        await store.write(store.input_path(3, 0, "png"), b"x")
+    assert stored_bytes(root) == 250
+
+
 async def test_an_edit_over_the_cap_fails_free_saying_storage_is_full(
     tmp_path: Path, runflow: FakeRunflow, static_files: StaticFiles
 ) -> None:
@@ -132,3 +168,25 @@ async def test_a_staged_file_left_behind_goes_with_the_retention_and_discard_tou
     assert kept.exists()
     await files.prune(older_than=2_000)
     assert not staged.exists() and fresh.exists() and kept.exists()
+
+
+async def test_a_download_goes_to_a_thread_once_to_open_once_a_block_and_once_to_be_named(
+    tmp_path: Path, static_files: StaticFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each step on a thread costs the loop a hand-off and a wake-up; opening (with its folder)
+    and closing, syncing and naming were five steps where two do."""
+    steps: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(work: Callable[..., T], /, *args: object, **kwargs: object) -> T:
+        steps.append(getattr(work, "__name__", repr(work)))
+        return await to_thread(work, *args, **kwargs)
+
+    store = FileStore(tmp_path / "files")
+    path = store.output_path(1, 0, "png")
+    url = static_files.add("r.png", b"x" * 100)
+    async with aiohttp.ClientSession() as session:
+        monkeypatch.setattr(asyncio, "to_thread", counted)
+        await store.download_to(session, url, path, max_bytes=1000)
+    assert len(steps) == 3, steps  # open, the one block, name
+    assert path.read_bytes() == b"x" * 100 and not path.with_suffix(".png.part").exists()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.edits import EditOptions, EditOrder, InputImage
-from bot.jobs.journal import Journal, order_to_dict
+from bot.edits import EditOptions, EditOrder, InputImage, JobKind
+from bot.jobs.journal import Journal, order_from_dict, order_to_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 os_fsync = os.fsync
@@ -190,3 +190,59 @@ async def test_killed_mid_write_every_acknowledged_entry_is_there(tmp_path: Path
     acknowledged += [line.decode().strip() for line in (await child.stdout.read()).splitlines()]
     recovered = {o.interaction_token for o in await Journal(path).recent(starting=True)}
     assert set(acknowledged) <= recovered
+
+
+# A line as the journal wrote it with `dataclasses.asdict`: files and intake_journal rows from
+# then must read back, and a line written now must be the same bytes.
+EVERY_FIELD_LINE = (
+    '{"guild_id": 1, "channel_id": 2, "user_id": 3, "prompt": "make it \\u2603 \\"blue\\"", "images": '
+    '[{"url": "https://cdn.discordapp.com/a.png", "filename": "a.png", "content_type": "image/png", '
+    '"size": 10, "width": 4, "height": 3, "path": "0000/9/input-0.png"}], "options": {"quality": "low", '
+    '"image_size": "auto", "resolution": "1K", "count": 2, "output_format": "png", "private": false, '
+    '"upload_limit": 10485760, "nsfw_policy": "block", "channel_nsfw": false, "recipe": false, '
+    '"mention": true}, "mask": {"url": "https://cdn.discordapp.com/m.png", "filename": "m.png", '
+    '"content_type": null, "size": null, "width": null, "height": null, "path": null}, "kind": "refine", '
+    '"parent_id": 9, "parent_output": 1, "application_id": 5, "interaction_token": "tok", '
+    '"status_message_id": 6, "role_ids": [7, 8], "personal": true, '
+    '"token_expires_at": "2026-12-07T00:45:05.123456+00:00", "acked_at": "2026-12-07T00:30:05.123456+00:00"}'
+)
+
+
+def every_field() -> EditOrder:
+    acked = datetime(2026, 12, 7, 0, 30, 5, 123456, tzinfo=UTC)
+    return EditOrder(
+        guild_id=1,
+        channel_id=2,
+        user_id=3,
+        prompt='make it ☃ "blue"',
+        images=[
+            InputImage(
+                url="https://cdn.discordapp.com/a.png",
+                filename="a.png",
+                content_type="image/png",
+                size=10,
+                width=4,
+                height=3,
+                path="0000/9/input-0.png",
+            )
+        ],
+        options=EditOptions(quality="low", count=2, recipe=False),
+        mask=InputImage(url="https://cdn.discordapp.com/m.png", filename="m.png"),
+        kind=JobKind.REFINE,
+        parent_id=9,
+        parent_output=1,
+        application_id=5,
+        interaction_token="tok",
+        status_message_id=6,
+        role_ids=(7, 8),
+        personal=True,
+        token_expires_at=acked + timedelta(minutes=15),
+        acked_at=acked,
+    )
+
+
+def test_an_order_is_written_as_the_journal_always_wrote_it_and_reads_back() -> None:
+    assert json.dumps(order_to_dict(every_field())) == EVERY_FIELD_LINE
+    assert order_from_dict(json.loads(EVERY_FIELD_LINE)) == every_field()
+    plain = order("plain")
+    assert order_from_dict(json.loads(json.dumps(order_to_dict(plain)))) == plain

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 from PIL import ExifTags, Image
 
-from bot.jobs.recipe import Recipe, stamp
+from bot.jobs.recipe import Recipe, stamp, stamp_end, stamp_whole
 
 RECIPE = Recipe('make it ☃ "blue"', 7, 3, "high", "auto", "1K", "runflow")
 
@@ -58,3 +59,33 @@ def test_a_stamped_file_decodes_to_the_same_pixels_and_reads_back_its_recipe(nam
 
 def test_a_file_of_another_kind_is_left_as_it_is() -> None:
     assert stamp(b"GIF89a...", RECIPE) == b"GIF89a..."
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_png_is_stamped_at_its_end_as_stamp_would_and_anything_else_is_left_for_stamp(
+    name: str, tmp_path: Path
+) -> None:
+    data = CASES[name]
+    path = tmp_path / "result"
+    path.write_bytes(data)
+    with path.open("r+b") as handle:
+        done = stamp_end(handle, RECIPE)
+    assert done == name.startswith("png")
+    assert path.read_bytes() == (stamp(data, RECIPE) if done else data)
+
+
+def test_a_png_with_bytes_after_its_end_is_left_for_stamp(tmp_path: Path) -> None:
+    path = tmp_path / "result"
+    path.write_bytes(CASES["png"] + b"trailer")
+    with path.open("r+b") as handle:
+        assert not stamp_end(handle, RECIPE)
+    assert path.read_bytes() == CASES["png"] + b"trailer"
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_file_stamped_whole_in_place_is_what_stamp_makes(name: str, tmp_path: Path) -> None:
+    path = tmp_path / "result"
+    path.write_bytes(CASES[name])
+    with path.open("r+b") as handle:
+        stamp_whole(handle, RECIPE)
+    assert path.read_bytes() == stamp(CASES[name], RECIPE)

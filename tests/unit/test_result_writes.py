@@ -1,19 +1,23 @@
 """How often a result is written to disk: a stamped result was synced twice, once as downloaded
-and once stamped, each a whole-file fsync on the way to the member."""
+and once stamped, each a whole-file fsync on the way to the member; then written twice, once as
+downloaded and once stamped, where a PNG needs only its end written."""
 
 from __future__ import annotations
 
-import asyncio
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bot.jobs import recipe
 from bot.pictures import memory
 from bot.pictures.files import FileStore
 from tests.conftest import StaticFiles
-from tests.images import png
+from tests.fakes.runflow import expected_output_image
+from tests.images import decode, png
 from tests.unit.test_jobs import Harness, order
 
 
@@ -34,20 +38,43 @@ async def test_a_stamped_result_is_synced_once(
     assert len(outputs) == 1, synced
 
 
+async def test_a_png_result_is_stamped_as_it_is_downloaded_not_written_again(
+    harness: Harness, static_files: StaticFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rewritten: list[Path] = []
+    rewrite = FileStore.rewrite
+
+    async def watched(self: FileStore, path: Path, change: Callable[[bytes], bytes], **kwargs: Any) -> None:
+        rewritten.append(path)
+        await rewrite(self, path, change, **kwargs)
+
+    monkeypatch.setattr(FileStore, "rewrite", watched)
+    source = png(40, 30)
+    job = await harness.submit(order(static_files.add("a.png", source), recipe=True))
+    done = await harness.service.wait_settled(job.id)
+    [(_, [delivered])] = harness.delivery.delivered
+    made = io.BytesIO()
+    expected_output_image(decode(source)).save(made, "PNG")  # as the fake host encodes it
+    assert rewritten == []
+    assert delivered.path.read_bytes() == recipe.stamp(made.getvalue(), recipe.of(done))
+
+
 async def test_a_result_is_stamped_within_the_memory_budget(
     harness: Harness, static_files: StaticFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A JPEG carries its recipe near its start, so it is stamped whole: its bytes and their
+    stamped copy are held at once."""
     held: list[tuple[int, int]] = []
-    rewrite = FileStore.rewrite
+    stamp = recipe.stamp
 
-    async def watched(
-        self: FileStore, path: Path, change: Callable[[bytes], bytes], *, most_added: int
-    ) -> None:
-        held.append((memory.shared().used, (await asyncio.to_thread(path.stat)).st_size))
-        await rewrite(self, path, change, most_added=most_added)
+    def watched(data: bytes, *args: Any, **kwargs: Any) -> bytes:
+        held.append((memory.shared().used, len(data)))
+        return stamp(data, *args, **kwargs)
 
-    monkeypatch.setattr(FileStore, "rewrite", watched)
-    job = await harness.submit(order(static_files.add("a.png", png(40, 30)), recipe=True))
+    monkeypatch.setattr(recipe, "stamp", watched)
+    job = await harness.submit(
+        order(static_files.add("a.png", png(40, 30)), recipe=True, output_format="jpeg")
+    )
     await harness.service.wait_settled(job.id)
     [(used, size)] = held
     assert used >= 2 * size  # the file and its stamped copy
