@@ -27,6 +27,7 @@ from storage.jobs import JobRepository, NewJob
 from storage.ledger import EntryKind
 from storage.store import open_db
 from tests.sql import run_many, run_sql
+from tests.unit.test_jobs import new_job
 
 # A Wednesday, mid-month.
 T0 = datetime(2026, 5, 13, 12, 0, tzinfo=UTC)
@@ -54,13 +55,9 @@ class Harness:
     async def job(self, user_id: int = U, guild_id: int = G, estimate: Estimate | None = None) -> int:
         """A job row as intake writes it: with the estimate it is about to reserve."""
         job = await JobRepository(self.db).insert(
-            NewJob(
+            new_job(
                 guild_id=guild_id,
-                channel_id=2,
                 user_id=user_id,
-                prompt="p",
-                options=EditOptions(),
-                inputs=[],
                 credits_estimated=0 if estimate is None else estimate.credits,
                 usd_reserved_micros=0 if estimate is None else estimate.usd_micros,
             )
