@@ -9,8 +9,10 @@ the row should say, for verify-ledger and for members whose row predates the kep
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+import functools
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from types import MappingProxyType
 
 from bot.credits.values import period_bounds
 from bot.credits.wallet import Bonus, Wallet, allowance_part, bonus_kept
@@ -27,14 +29,21 @@ from storage.db import Database, ts
 from storage.ledger import EntryKind, Hold, LedgerEntry, LedgerRepository, NewEntry
 
 
-def period_starts(at: datetime) -> dict[str, datetime]:
+def period_starts(at: datetime) -> Mapping[str, datetime]:
     """The start of the day, week and month holding `at`: the periods a reservation counts in."""
+    return _starts_on(at.astimezone(UTC).date())
+
+
+@functools.lru_cache(maxsize=8)
+def _starts_on(day: date) -> Mapping[str, datetime]:
+    """Remembered (and read-only): every entry of a day counts in the same periods."""
+    at = datetime(day.year, day.month, day.day, tzinfo=UTC)
     starts = {}
     for period in PERIOD_COLUMNS:
         start, _ = period_bounds(period, at)
         assert start is not None
         starts[period] = start
-    return starts
+    return MappingProxyType(starts)
 
 
 def used_in(standing: Standing, period: str, now: datetime) -> int:

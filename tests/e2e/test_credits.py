@@ -56,7 +56,9 @@ async def test_an_expensive_edit_asks_first_and_charges_once_delivered(
     result = await discord_fake.wait_for_message(has_image)
     assert len(result["attachments"]) == 2 and "28 credits" in text(result)
     assert retouch.bot is not None
-    await retouch.bot.jobs.wait_settled(1)
+    # One job, whatever its id: asking first rolled back a row, and PostgreSQL's ids do not.
+    [row] = await retouch.bot.db.fetch_all("SELECT id FROM jobs")
+    await retouch.bot.jobs.wait_settled(row["id"])
     assert await balance_of(retouch, discord_fake) == 50 - 28
     # The job row shows what was held and charged; its owner money is the hold's.
     [job] = await retouch.bot.db.fetch_all(
