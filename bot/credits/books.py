@@ -115,11 +115,11 @@ class Books:
         await self._balances.save_lots(lot for lot, _ in taken if lot is not None)
         return bonus.permanent, taken
 
-    async def reserve(self, entry: NewEntry, hold: Hold) -> bool:
+    async def reserve(self, entry: NewEntry, hold: Hold) -> None:
         """Append a job's reserve entry with its hold; the caller holds the member's lock and has
-        checked the balance. False when the job was reserved already (nothing changed)."""
+        checked the balance. A job reserved already is left as it is."""
         if await self._ledger.append(entry) is None:
-            return False
+            return
         await self._ledger.add_hold(hold)
         from_bonus = -entry.amount - hold.from_allowance
         permanent = 0
@@ -128,7 +128,6 @@ class Books:
             await self._balances.add_sources(hold.job_id, taken)
         change = Change(permanent, -entry.amount, hold.from_allowance, period_starts(entry.created_at))
         await self._balances.apply(entry.guild_id, entry.user_id, change)
-        return True
 
     async def settle(
         self, reserve: LedgerEntry, hold: Hold, charged: int, entries: Sequence[NewEntry]

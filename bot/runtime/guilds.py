@@ -1,7 +1,7 @@
 """Per-server settings moderators choose, validated here and audited on every change.
 
-Read on every edit, so they are cached per server and the cache entry dropped on a change;
-one process owns the database, so no other writer can make the cache stale.
+Read on every edit, so they are cached per server and the cache entry dropped on a change, in
+every process sharing the database (`GuildSettingsService.forget`, on the notice a change sends).
 """
 
 from __future__ import annotations
