@@ -31,6 +31,7 @@ from bench.core import ROOT
 from bot.pictures import images as bot_images
 from bot.runtime.config import Settings
 from cogs.app import Retouch
+from storage.jobs import Job, JobState
 from tests.e2e.conftest import env_for, settings_for
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.runflow import FakeRunflow
@@ -237,7 +238,7 @@ async def start_bare(world: World, handler: EditHandler) -> tuple[BareBot, async
 
 @dataclass
 class Settled:
-    """When each job's ledger capture finished (`CreditService.settle` returned), by job id."""
+    """When each delivered job's ledger capture committed, by job id."""
 
     at: dict[int, float] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -267,16 +268,20 @@ class Settled:
 
 
 def time_settlements(bot: Retouch) -> Settled:
+    """Marks each delivered job when it ends: its capture commits with its end (`Results.deliver`),
+    so the end is when the charge is on the books. Hooks the job service's endings, whose
+    `wait_settled` the service hands out."""
     settled = Settled()
-    original = bot.credits.settle
+    endings = cast(Any, bot.jobs.wait_settled).__self__
+    original = endings.finished
 
-    async def settle(job_id: int, **kwargs: Any) -> int:
-        charged = await original(job_id, **kwargs)
-        settled.at[job_id] = time.monotonic()
-        settled.changed.set()
-        return charged
+    def finished(job: Job) -> None:
+        original(job)
+        if job.state is JobState.DONE:
+            settled.at[job.id] = time.monotonic()
+            settled.changed.set()
 
-    bot.credits.settle = settle  # type: ignore[method-assign]
+    setattr(endings, "finished", finished)  # noqa: B010 (an instance attribute over the method)
     return settled
 
 

@@ -38,6 +38,8 @@ _Builder = Callable[[bool], dict[str, Any]]
 _T = TypeVar("_T")
 
 SAME_STAGE_INTERVAL = 5.0
+# Seconds a stopping process waits for the pointers it is still making.
+POINTER_GRACE = 5.0
 _STAGE = {JobState.QUEUED: 0, JobState.SUBMITTING: 1, JobState.RUNNING: 2, JobState.DELIVERING: 3}
 
 
@@ -50,9 +52,14 @@ class DiscordDelivery:
         self._waiting: dict[int, tuple[discord.Webhook, int, str]] = {}
         self._writers: dict[int, asyncio.Task[None]] = {}
         self._tasks = Supervisor()
+        # Status messages being turned into pointers to their delivered results.
+        self._pointers = Supervisor()
 
     async def stop(self) -> None:
-        """Drop the progress edits not yet sent: the process is stopping."""
+        """Drop the progress edits not yet sent: the process is stopping. The pointers under way
+        get a few seconds, since nothing sends them again once their edits are done."""
+        await self._pointers.settle(POINTER_GRACE)
+        await self._pointers.stop()
         await self._tasks.stop()
 
     def _count(self, error: discord.HTTPException) -> None:
@@ -142,14 +149,23 @@ class DiscordDelivery:
                 nonce=f"retouch-{job.id}",
                 result=True,
             )
-            await self._point_to(job, message)
-        self._forget(job.id)
+        # Beside the settlement, not before it: the member already has the result, and the
+        # edit is charged and done without waiting for a cosmetic edit (or its retries).
+        self._pointers.spawn(self._point_to(job, message), name=f"pointer-{job.id}")
         return Receipt(message.id, [attachment.url for attachment in message.attachments])
 
     async def _point_to(self, job: Job, result: discord.Message) -> None:
         """The status message becomes a one-line pointer to the result posted below it; only
         while the interaction lives (after that it cannot be edited), and never worth failing
         a delivered edit for."""
+        try:
+            async with self._lock(job.id):
+                self._waiting.pop(job.id, None)
+                await self._pointer(job, result)
+        finally:
+            self._forget(job.id)
+
+    async def _pointer(self, job: Job, result: discord.Message) -> None:
         found = await self._webhook(job)
         if found is None or found[1] == result.id:
             return

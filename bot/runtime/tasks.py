@@ -36,6 +36,11 @@ class Supervisor:
         if error is not None:
             log.error("background task %s failed", task.get_name(), exc_info=error)
 
+    async def settle(self, within: float) -> None:
+        """Wait up to `within` seconds for the tasks running now to end on their own."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=within)
+
     async def stop(self) -> None:
         """Cancel every task and wait for each to end, including any started while stopping."""
         while self._tasks:

@@ -47,4 +47,31 @@ async def test_showing_progress_never_waits_for_discord_and_the_result_comes_las
     answer.set()
     await discord_fake.wait_for_message(has_image)
     await retouch.bot.jobs.wait_settled(1)
-    assert "Done" in discord_fake.messages[int(status["id"])]["content"]  # the pointer, after the progress
+    pointer = await discord_fake.wait_for_message(lambda m: "Done — see below" in str(m.get("content")))
+    assert pointer["id"] == status["id"]  # the pointer, after the progress
+
+
+async def test_a_delivered_edit_is_charged_and_done_while_its_status_still_becomes_the_pointer(
+    retouch: InProcessBot, discord_fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answer = asyncio.Event()
+    pointing: list[int] = []
+    edit_message = discord.Webhook.edit_message
+
+    async def slow(self: discord.Webhook, message_id: int, **fields: Any) -> Any:
+        if "Done — see below" in str(fields.get("content")):
+            pointing.append(message_id)
+            await answer.wait()  # Discord is slow to answer the pointer
+        return await edit_message(self, message_id, **fields)
+
+    monkeypatch.setattr(discord.Webhook, "edit_message", slow)
+    await discord_fake.slash("edit", prompt="quick one", image=discord_fake.add_cdn_file(png(), "p.png"))
+    await discord_fake.wait_for_message(has_image)
+    assert retouch.bot is not None
+    # The bound only ends a wait that would not: before, the charge waited for the pointer.
+    job = await asyncio.wait_for(retouch.bot.jobs.wait_settled(1), 10)
+    assert job.state is JobState.DONE and job.credits_charged > 0
+    assert len(pointing) == 1 and "Done" not in discord_fake.messages[pointing[0]]["content"]
+    answer.set()
+    pointer = await discord_fake.wait_for_message(lambda m: "Done — see below" in str(m.get("content")))
+    assert int(pointer["id"]) == pointing[0]
