@@ -11,11 +11,11 @@ kept (normalised) file, or the bytes where no public URL is configured.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import yarl
@@ -31,6 +31,8 @@ from storage.jobs import Job
 MAX_INPUT_BYTES = 25 * 1024 * 1024
 # Use the kept bytes instead of a Discord URL that expires within this long.
 URL_MARGIN = timedelta(minutes=30)
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 def url_expired(url: str, now: datetime | None = None) -> bool:
@@ -55,6 +57,17 @@ class Prepared:
     """The job's mask, likewise."""
     first_size: tuple[int, int] | None
     """The first reference's upright width and height, which an "auto" size above 1K follows."""
+
+
+async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Both results, once both have ended; a failure of either is raised only then, so nothing
+    is still writing into a job's folder when its failure removes the folder."""
+    one, two = await asyncio.gather(first, second, return_exceptions=True)
+    if isinstance(one, BaseException):
+        raise one
+    if isinstance(two, BaseException):
+        raise two
+    return one, two
 
 
 class InputPreparer:
@@ -84,12 +97,13 @@ class InputPreparer:
         first_size: tuple[int, int] | None = None
         for idx, item in enumerate(InputImage(**entry) for entry in job.inputs):
             stored, data = await self._load(item)
-            ready = await self._ready(data)
-            stored = await self._keep(
-                stored, data, self._files.input_path(job.id, idx, ready.source.extension)
-            )
-            kept.append(replace(item, path=str(stored)).to_dict())
-            references.append(await self._reference(job.id, idx, item, stored, data, ready))
+            # Kept while it is checked, on two threads: the check is mostly checksums and the
+            # keep a write and its sync, both outside the GIL. The header (read inline, in
+            # microseconds) names the file, and refuses what the check would refuse first.
+            place = self._files.input_path(job.id, idx, images.header(data).info.extension)
+            ready, kept_at = await _both(self._ready(data), self._keep(stored, data, place))
+            kept.append(replace(item, path=str(kept_at)).to_dict())
+            references.append(await self._reference(job.id, idx, item, kept_at, data, ready))
             first_size = first_size or (ready.info.width, ready.info.height)
         if job.mask is None or first_size is None:
             return Prepared(references, None, kept, None, first_size)

@@ -230,18 +230,27 @@ class FileStore:
         temporary = path.with_suffix(path.suffix + ".part")
         handle = await asyncio.to_thread(_open_part, temporary)
         claimed = 0
+        # A chunk is written on a thread while the next one arrives: at most one write in
+        # flight, so at most two chunks held.
+        writing: asyncio.Future[int] | None = None
         try:
             with _disk_full_as_storage_full():
                 async for chunk in _stream(session, url, max_bytes, timeout, None):
                     await self._claim(path, len(chunk))
                     claimed += len(chunk)
-                    await asyncio.to_thread(handle.write, chunk)
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.ensure_future(asyncio.to_thread(handle.write, chunk))
+                if writing is not None:
+                    await writing
                 if finish is not None:
                     await self._claim(path, finish_room)
                     claimed += finish_room
                     await finish(handle)
                 size, replaced = await asyncio.to_thread(_name, handle, durable, temporary, path)
         except BaseException:
+            if writing is not None:
+                await asyncio.gather(writing, return_exceptions=True)
             await asyncio.to_thread(handle.close)
             await asyncio.to_thread(temporary.unlink, missing_ok=True)
             self._count(path, -claimed)

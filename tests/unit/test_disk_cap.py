@@ -61,6 +61,19 @@ async def test_failed_edits_keep_no_files(
     assert job_folders(tmp_path / "files") == []
 
 
+async def test_an_input_that_fails_its_check_is_not_left_behind(
+    harness: Harness, static_files: StaticFiles, tmp_path: Path
+) -> None:
+    """The input is kept while it is checked; a check that fails waits for the keep to end, so
+    the failure's clean-up finds the file and nothing is written after it."""
+    whole = noisy_png(120, 120)
+    cut = whole[: len(whole) // 2]  # a valid header, then the pixels end mid-stream
+    job = await harness.submit(order(static_files.add("cut.png", cut)))
+    assert (await settled(harness, job.id)).state is JobState.FAILED
+    assert stored_bytes(tmp_path / "files") == 0
+    assert job_folders(tmp_path / "files") == []
+
+
 async def test_a_cancelled_edit_keeps_no_files(
     harness: Harness, runflow: FakeRunflow, static_files: StaticFiles, tmp_path: Path
 ) -> None:
