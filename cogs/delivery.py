@@ -38,6 +38,8 @@ _Builder = Callable[[bool], dict[str, Any]]
 _T = TypeVar("_T")
 
 SAME_STAGE_INTERVAL = 5.0
+# Seconds at least between two progress edits of one message.
+PROGRESS_GAP = 1.0
 # Seconds a stopping process waits for the pointers it is still making.
 POINTER_GRACE = 5.0
 _STAGE = {JobState.QUEUED: 0, JobState.SUBMITTING: 1, JobState.RUNNING: 2, JobState.DELIVERING: 3}
@@ -116,6 +118,7 @@ class DiscordDelivery:
 
     async def _write_progress(self, job_id: int) -> None:
         lock = self._lock(job_id)
+        clock = self._bot.clock
         try:
             while True:
                 async with lock:
@@ -128,6 +131,13 @@ class DiscordDelivery:
                     except discord.HTTPException as exc:
                         self._count(exc)
                         log.info("job %d: progress update not shown (%s)", job_id, exc)
+                    sent = clock.monotonic()
+                # Stages that pass within a gap are shown as the last of them: an edit through a
+                # quick host went queued, sending and editing in under a second, three message
+                # edits for nobody to read (and Discord limits a message's edits). The result,
+                # arriving meanwhile, drops what waits.
+                if job_id in self._waiting:
+                    await asyncio.sleep(max(0.0, PROGRESS_GAP - (clock.monotonic() - sent)))
         finally:
             del self._writers[job_id]
             if job_id not in self._shown:  # the job has ended: nothing will take this lock again

@@ -96,6 +96,14 @@ class ClaimRepository:
         The time is read once the claim holds the lock, so claims are stamped in the order they
         happen (the turns depend on it).
         """
+        # Most looks find the line empty (a chain of claims ends with one, an idle worker's look
+        # is one): a read tells so without the write lock, the claim lock and a commit.
+        waiting = await self._db.fetch_one(
+            f"SELECT 1 FROM jobs AS q WHERE {_CLAIMABLE.format(t='q')} LIMIT 1",  # noqa: S608
+            (ts(clock()),),
+        )
+        if waiting is None:
+            return None
         pick = f"{_TURNS} SELECT q.id {_LINE} LIMIT 1"
         if self._db.dialect == "postgresql":
             # Rows another transaction holds (a cancel, another claimer) are skipped, not waited on.

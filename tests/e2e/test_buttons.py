@@ -52,7 +52,9 @@ async def test_cancel_while_queued_takes_it_out_of_line(
     await discord_fake.slash(
         "edit", user=other, prompt="second", image=discord_fake.add_cdn_file(png(), "b.png")
     )
-    waiting = await discord_fake.wait_for_message(shows("position 1"))
+    waiting = await discord_fake.wait_for_message(
+        lambda m: "second" in m["content"] and shows("position 1")(m)
+    )
     click = await discord_fake.click(waiting, "Cancel", user=other)
     assert "cancelled" in (await click.wait_response())["data"]["content"]
     runflow.release()

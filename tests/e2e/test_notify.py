@@ -37,8 +37,11 @@ async def test_a_result_is_a_new_message_that_pings_only_its_member_and_the_stat
     assert retouch.bot is not None
     job = await retouch.bot.jobs.wait_settled(1)
     assert job.result_message_id == int(result["id"])
-    status = interaction.original()
-    assert status is not None and "Done" in text(status) and jump_link(discord_fake, result) in text(status)
+    # The status becomes the pointer beside the settlement, not before it.
+    status = await discord_fake.wait_for_message(
+        lambda m: int(m["id"]) == interaction.original_id and "Done" in text(m)
+    )
+    assert jump_link(discord_fake, result) in text(status)
     assert not status.get("components") and not status.get("attachments")
     click = await discord_fake.click(result, "Refine")
     await click.wait_modal()  # the buttons bind to the new message
@@ -67,5 +70,7 @@ async def test_a_private_result_is_a_new_private_followup(
     assert result["flags"] & EPHEMERAL and int(result["id"]) != interaction.original_id
     assert retouch.bot is not None
     assert (await retouch.bot.jobs.wait_settled(1)).result_message_id == int(result["id"])
-    status = interaction.original()
-    assert status is not None and status["flags"] & EPHEMERAL and "Done" in text(status)
+    status = await discord_fake.wait_for_message(
+        lambda m: int(m["id"]) == interaction.original_id and "Done" in text(m)
+    )
+    assert status["flags"] & EPHEMERAL
