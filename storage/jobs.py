@@ -98,7 +98,7 @@ class JobRepository:
                                   token_expires_at, status_message_id, credits_estimated, usd_reserved_micros,
                                   created_at, updated_at, lease_owner, lease_until)
                 VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                RETURNING id
+                RETURNING *
                 """,
                 (
                     job.guild_id,
@@ -124,9 +124,7 @@ class JobRepository:
                 ),
             )
         assert inserted is not None
-        found = await self.get(int(inserted["id"]))
-        assert found is not None
-        return found
+        return Job.from_row(inserted)
 
     async def find_by_token(self, interaction_token: str) -> Job | None:
         row = await self._db.fetch_one("SELECT * FROM jobs WHERE interaction_token = ?", (interaction_token,))
@@ -165,11 +163,13 @@ class JobRepository:
             values.append(value)
         marks = ", ".join("?" for _ in expected_states)
         async with self._db.transaction() as tx:
-            changed = await tx.execute(
-                f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ? AND state IN ({marks})",  # noqa: S608
+            # The row as this update left it, in the same statement: not read again after the
+            # commit (a second statement on every move, 4 a job).
+            row = await tx.fetch_one(
+                f"UPDATE jobs SET {', '.join(assignments)} WHERE id = ? AND state IN ({marks}) RETURNING *",  # noqa: S608
                 (*values, job_id, *expected_states),
             )
-        return await self.get(job_id) if changed else None
+        return None if row is None else Job.from_row(row)
 
     async def count_open(self, user_id: int, guild_id: int | None) -> tuple[int, int]:
         """Edits not yet finished: the member's own, and the whole server's."""

@@ -16,6 +16,7 @@ import pytest
 from bot.edits import EditOptions
 from storage import postgres, sqlite
 from storage.db import Database, SchemaTooNew
+from storage.jobs import JobRepository, JobState, NewJob
 from storage.sqlite import SqliteDatabase, connect, open_sqlite, schema_version
 from storage.store import StoreUrl, migrate_store, open_db
 from tests.sql import run_sql
@@ -295,5 +296,26 @@ async def test_a_short_read_runs_inline_and_a_long_one_on_the_thread(
         async with db.transaction() as tx:
             assert await tx.fetch_one(long + "SELECT COUNT(*) FROM n") is not None
         assert len(hops) == 2
+    finally:
+        await db.close()
+
+
+async def test_a_job_s_insert_and_moves_return_their_row_from_the_write_itself(tmp_path: Path) -> None:
+    """Every edit moves its row four times; each move read the row again after its commit, one
+    more statement each, and a row another writer could have changed in between."""
+    db = await open_db(tmp_path / "moves.db")
+    try:
+        repo = JobRepository(db)
+        assert isinstance(db, SqliteDatabase)
+        statements: list[str] = []
+        db.conn.set_trace_callback(statements.append)
+        job = await repo.insert(
+            NewJob(guild_id=1, channel_id=2, user_id=3, prompt="p", options=EditOptions(), inputs=[])
+        )
+        moved = await repo.move(job.id, [JobState.QUEUED], JobState.SUBMITTING, attempts=1)
+        assert moved is not None and (moved.state, moved.attempts) == (JobState.SUBMITTING, 1)
+        assert await repo.move(job.id, [JobState.QUEUED], JobState.RUNNING) is None
+        assert not [sql for sql in statements if sql.lstrip().upper().startswith("SELECT")], statements
+        assert moved == await repo.get(job.id)
     finally:
         await db.close()
