@@ -111,11 +111,15 @@ class Results:
             # A download is stamped as it is written, unless the mask's composite may encode it
             # again; bytes the host sent, or a composite, are stamped once written.
             stamp_later = stamped
+            # A download without a mask is delivered as the host sent it (plus our recipe): its
+            # bytes are checked as they are written, not read back for the check.
+            checked = None
             if output.data is not None:
                 await files.write(fetched, output.data)
             elif output.url is not None:
                 stamp_now = stamped if job.mask is None else None
                 stamp_later = None if stamp_now is not None else stamped
+                checked = images.PngCheck() if job.mask is None else None
                 # A file stamped next is written again, and synced then: once is enough.
                 await files.download_to(
                     self._session,
@@ -125,6 +129,7 @@ class Results:
                     durable=stamp_later is None,
                     finish=None if stamp_now is None else functools.partial(_stamp_download, stamp_now),
                     finish_room=STAMP_ROOM,
+                    watch=None if checked is None else checked.feed,
                 )
             else:
                 raise DownloadError("the host listed an output without a URL or data")
@@ -135,7 +140,7 @@ class Results:
                     await files.rewrite(
                         fetched, functools.partial(recipe.stamp, recipe=stamp_later), most_added=STAMP_ROOM
                     )
-            info = await asyncio.to_thread(images.probe, fetched)
+            info = await asyncio.to_thread(functools.partial(images.probe, fetched, checked=checked))
             if info is None:
                 # A burst of 4K results decoded at once was most of the bot's peak memory; the
                 # budget lets as many run as their pixels allow.

@@ -218,6 +218,7 @@ class FileStore:
         durable: bool = True,
         finish: Finish | None = None,
         finish_room: int = 0,
+        watch: Callable[[bytes], object] | None = None,
     ) -> int:
         """Stream `url` into `path` (atomically, as `write` does) without holding it in memory;
         returns its size. For results, which can be large and many at once. Each chunk is
@@ -226,7 +227,8 @@ class FileStore:
 
         `finish`, when given, changes the downloaded file (open for reading and writing) before
         it is synced and named, adding at most `finish_room` bytes: what the file must carry
-        (a result's recipe) is written with it, not by writing it all again."""
+        (a result's recipe) is written with it, not by writing it all again. `watch`, when given,
+        sees each block on the thread that writes it (a check of the bytes as they go by)."""
         temporary = path.with_suffix(path.suffix + ".part")
         handle = await asyncio.to_thread(_open_part, temporary)
         claimed = 0
@@ -240,7 +242,7 @@ class FileStore:
                     claimed += len(chunk)
                     if writing is not None:
                         await writing
-                    writing = asyncio.ensure_future(asyncio.to_thread(handle.write, chunk))
+                    writing = asyncio.ensure_future(asyncio.to_thread(_write_block, handle, chunk, watch))
                 if writing is not None:
                     await writing
                 if finish is not None:
@@ -331,6 +333,12 @@ def _disk_full_as_storage_full() -> Iterator[None]:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFull("the disk is full") from exc
         raise
+
+
+def _write_block(handle: BinaryIO, block: bytes, watch: Callable[[bytes], object] | None) -> int:
+    if watch is not None:
+        watch(block)
+    return handle.write(block)
 
 
 def _open_part(temporary: Path) -> BinaryIO:

@@ -12,6 +12,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from PIL import ExifTags, Image, UnidentifiedImageError
 
@@ -167,7 +168,7 @@ def inspect(data: bytes | Path) -> ImageInfo:
     return info
 
 
-def probe(data: bytes | Path) -> ImageInfo | None:
+def probe(data: bytes | Path, *, checked: PngCheck | None = None) -> ImageInfo | None:
     """What a PNG, JPEG or WebP is, from its header, when its structure shows it whole; None
     when only decoding (`inspect`) can tell. Raises ImageProblem for what `_decoded` would
     refuse before decoding.
@@ -178,8 +179,16 @@ def probe(data: bytes | Path) -> ImageInfo | None:
     marker, the RIFF length), which this reads without inflating a pixel. What it cannot
     catch is a file made whole on purpose around undecodable pixels; the host decoding it
     refuses it, and the edit fails free.
+
+    `checked`, for a file whose PNG bytes were checked as they were written (`PngCheck`),
+    gives the structure's verdict, so only the header is read from the file.
     """
     if isinstance(data, Path):
+        if checked is not None:
+            image, info = _opened(data)  # the header only
+            with image:
+                if image.format == "PNG":
+                    return info if checked.whole else None
         data = data.read_bytes()
     image, info = _opened(data)
     with image:
@@ -234,6 +243,68 @@ def _png_whole(data: bytes) -> bool:
             return pixels and end + 4 == len(data)
         position = end + 4
     return False
+
+
+class PngCheck:
+    """`_png_whole`'s verdict on a PNG that arrives in blocks (a result being downloaded), fed
+    each block as it is written: the file is not read back and checksummed a second time."""
+
+    _SIGNATURE, _HEADER, _DATA, _CRC, _ENDED = range(5)
+    _NEEDS: ClassVar[dict[int, int]] = {_SIGNATURE: len(_PNG_SIGNATURE), _HEADER: 8, _CRC: 4}
+
+    def __init__(self) -> None:
+        self._phase = self._SIGNATURE
+        self._held = bytearray()  # a signature, chunk header or checksum not yet all here
+        self._kind = b""
+        self._left = 0  # bytes of the chunk's data still to come
+        self._crc = 0
+        self._pixels = False
+        self._broken = False
+
+    @property
+    def whole(self) -> bool:
+        return self._phase == self._ENDED and not self._broken
+
+    def feed(self, block: bytes) -> None:
+        view, at = memoryview(block), 0
+        while at < len(view) and not self._broken:
+            if self._phase == self._DATA:
+                take = min(self._left, len(view) - at)
+                self._crc = zlib.crc32(view[at : at + take], self._crc)
+                self._left -= take
+                at += take
+                if not self._left:
+                    self._phase = self._CRC
+                continue
+            if self._phase == self._ENDED:
+                self._broken = True  # bytes after IEND
+                return
+            need = self._NEEDS[self._phase] - len(self._held)
+            self._held += view[at : at + need]
+            at += need
+            if len(self._held) == self._NEEDS[self._phase]:
+                self._step(bytes(self._held))
+                self._held.clear()
+
+    def _step(self, held: bytes) -> None:
+        if self._phase == self._SIGNATURE:
+            self._broken = held != _PNG_SIGNATURE
+            self._phase = self._HEADER
+        elif self._phase == self._HEADER:
+            self._left, self._kind = struct.unpack(">I4s", held)
+            self._crc = zlib.crc32(self._kind)
+            if self._kind == b"IDAT":
+                self._pixels = True
+            elif self._kind == b"eXIf" and self._pixels:
+                self._broken = True
+            self._phase = self._DATA if self._left else self._CRC
+        elif int.from_bytes(held) != self._crc:
+            self._broken = True
+        elif self._kind == b"IEND":
+            self._broken = not self._pixels
+            self._phase = self._ENDED
+        else:
+            self._phase = self._HEADER
 
 
 @dataclass(frozen=True)

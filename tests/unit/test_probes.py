@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import struct
 import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
-from bot.pictures.images import ImageProblem, Normalized, inspect, normalize, probe, sendable
+from bot.pictures.images import (
+    ImageProblem,
+    Normalized,
+    PngCheck,
+    _png_whole,
+    inspect,
+    normalize,
+    probe,
+    sendable,
+)
 from tests.data.make_corpus import Case, corpus, encode, photo
 
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
@@ -89,3 +101,53 @@ def test_exif_after_the_pixels_sends_a_png_to_be_turned() -> None:
     assert normalize(data).data is not None  # the decode finds the orientation and turns it
     with Image.open(io.BytesIO(data)) as image:
         assert "exif" not in image.info  # what the header alone says
+
+
+def _variants() -> list[bytes]:
+    """PNGs whole and damaged in every way `_png_whole` judges: cut, a byte changed, bytes after
+    the end, EXIF after the pixels, no pixels, another format."""
+    whole = encode(photo(), "PNG")
+    end = whole.rfind(b"IEND") - 4
+    no_pixels = whole[:8] + _png_chunk(b"IHDR", whole[16:29]) + whole[end:]
+    flipped = bytearray(whole)
+    flipped[len(whole) // 2] ^= 0x40
+    return [
+        whole,
+        whole[: len(whole) // 2],
+        whole[:-1],
+        bytes(flipped),
+        whole + b"\x00",
+        exif_after_pixels(6),
+        no_pixels,
+        encode(photo(), "JPEG"),
+        b"",
+    ]
+
+
+@given(
+    data=st.sampled_from(_variants()),
+    cuts=st.lists(st.integers(min_value=0, max_value=1 << 20), max_size=12),
+)
+def test_a_png_checked_block_by_block_gets_the_verdict_of_the_whole_file(
+    data: bytes, cuts: list[int]
+) -> None:
+    """A downloaded result is checked as its blocks are written instead of being read back:
+    wherever the blocks fall, the verdict must be the one the whole file gets."""
+    check = PngCheck()
+    edges = sorted({0, len(data), *(cut % (len(data) + 1) for cut in cuts)})
+    for start, stop in itertools.pairwise(edges):
+        check.feed(data[start:stop])
+    assert check.whole == _png_whole(data)
+
+
+def test_a_checked_download_is_judged_from_its_header_and_the_check(tmp_path: Path) -> None:
+    whole = encode(photo(), "PNG")
+    path = tmp_path / "result.png"
+    path.write_bytes(whole)
+    check = PngCheck()
+    check.feed(whole)
+    info = probe(path, checked=check)
+    assert info is not None and info == probe(path)
+    damaged = PngCheck()
+    damaged.feed(whole[:-5])
+    assert probe(path, checked=damaged) is None  # the bytes the host sent were not whole

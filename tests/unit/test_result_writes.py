@@ -78,3 +78,25 @@ async def test_a_result_is_stamped_within_the_memory_budget(
     await harness.service.wait_settled(job.id)
     [(used, size)] = held
     assert used >= 2 * size  # the file and its stamped copy
+
+
+async def test_a_downloaded_png_result_is_checked_as_it_is_written_not_read_back(
+    harness: Harness, static_files: StaticFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check of a result's structure (every chunk's checksum) read the whole file back from
+    disk after the download had just written it; it now sees the blocks as they are written."""
+    read_back: list[str] = []
+    read_bytes = Path.read_bytes
+
+    def watched(path: Path) -> bytes:
+        if path.name.startswith("output-"):
+            read_back.append(path.name)
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", watched)
+    job = await harness.submit(order(static_files.add("a.png", png(40, 30)), recipe=True))
+    done = await harness.service.wait_settled(job.id)
+    assert done.state.value == "done"
+    assert read_back == []
+    [(_, [delivered])] = harness.delivery.delivered
+    assert (delivered.width, delivered.height) == decode(read_bytes(delivered.path)).size
