@@ -53,6 +53,8 @@ class DiscordDelivery:
         # Per job, the progress edit waiting to be sent (the newest), and the task sending them.
         self._waiting: dict[int, tuple[discord.Webhook, int, str]] = {}
         self._writers: dict[int, asyncio.Task[None]] = {}
+        # When each job's last progress edit was sent (the clock's monotonic seconds).
+        self._sent: dict[int, float] = {}
         self._tasks = Supervisor()
         # Status messages being turned into pointers to their delivered results.
         self._pointers = Supervisor()
@@ -74,6 +76,7 @@ class DiscordDelivery:
         self._locks.pop(job_id, None)
         self._shown.pop(job_id, None)
         self._waiting.pop(job_id, None)
+        self._sent.pop(job_id, None)
 
     async def _webhook(self, job: Job) -> tuple[discord.Webhook, int] | None:
         """The interaction's webhook and original message while its token is valid, else None.
@@ -121,6 +124,13 @@ class DiscordDelivery:
         clock = self._bot.clock
         try:
             while True:
+                # Stages that pass within a gap are shown as the last of them: an edit through a
+                # quick host went queued, sending and editing in under a second, three message
+                # edits for nobody to read (and Discord limits a message's edits). The result,
+                # arriving meanwhile, drops what waits.
+                sent = self._sent.get(job_id)
+                if sent is not None and (wait := PROGRESS_GAP - (clock.monotonic() - sent)) > 0:
+                    await asyncio.sleep(wait)
                 async with lock:
                     waiting = self._waiting.pop(job_id, None)
                     if waiting is None:
@@ -131,13 +141,7 @@ class DiscordDelivery:
                     except discord.HTTPException as exc:
                         self._count(exc)
                         log.info("job %d: progress update not shown (%s)", job_id, exc)
-                    sent = clock.monotonic()
-                # Stages that pass within a gap are shown as the last of them: an edit through a
-                # quick host went queued, sending and editing in under a second, three message
-                # edits for nobody to read (and Discord limits a message's edits). The result,
-                # arriving meanwhile, drops what waits.
-                if job_id in self._waiting:
-                    await asyncio.sleep(max(0.0, PROGRESS_GAP - (clock.monotonic() - sent)))
+                    self._sent[job_id] = clock.monotonic()
         finally:
             del self._writers[job_id]
             if job_id not in self._shown:  # the job has ended: nothing will take this lock again
