@@ -192,6 +192,9 @@ class _Discord:
     async def report_failure(self, job: Job, message: str) -> None:
         self.failures.append(f"job {job.id}: {message}")
 
+    def cancelled(self, job: Job) -> None:
+        return None
+
 
 async def _at_the_host(repo: JobRepository, runs: int, clock: LoopClock) -> list[int]:
     """`runs` jobs submitted and running, as a stop leaves them (their leases handed back)."""

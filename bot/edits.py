@@ -106,6 +106,9 @@ class Delivery(Protocol):
 
     async def report_failure(self, job: Job, message: str) -> None: ...
 
+    def cancelled(self, job: Job) -> None:
+        """The job was cancelled (the caller shows that): no more of its progress is shown."""
+
 
 class DeliveryFailed(Exception):
     """Discord refused the result everywhere it could go (interaction, channel, DMs), or

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -38,6 +39,8 @@ _Builder = Callable[[bool], dict[str, Any]]
 _T = TypeVar("_T")
 
 SAME_STAGE_INTERVAL = 5.0
+# How many cancelled jobs are remembered, so that a worker's late progress is not shown.
+CANCELLED_KEPT = 1024
 # Seconds at least between two progress edits of one message.
 PROGRESS_GAP = 1.0
 # Seconds a stopping process waits for the pointers it is still making.
@@ -55,6 +58,8 @@ class DiscordDelivery:
         self._writers: dict[int, asyncio.Task[None]] = {}
         # When each job's last progress edit was sent (the clock's monotonic seconds).
         self._sent: dict[int, float] = {}
+        # The latest cancelled jobs, oldest first.
+        self._cancelled: OrderedDict[int, None] = OrderedDict()
         self._tasks = Supervisor()
         # Status messages being turned into pointers to their delivered results.
         self._pointers = Supervisor()
@@ -102,7 +107,18 @@ class DiscordDelivery:
             return None
         return webhook, original.id
 
+    def cancelled(self, job: Job) -> None:
+        """Progress still waiting (up to a gap's worth) is dropped, and any shown later by a
+        worker that has not yet seen the cancellation is ignored: shown after the cancellation
+        itself, it would show the edit running again, with its Cancel button."""
+        self._cancelled[job.id] = None
+        while len(self._cancelled) > CANCELLED_KEPT:
+            self._cancelled.popitem(last=False)
+        self._forget(job.id)
+
     async def show_progress(self, job: Job, progress: Progress) -> None:
+        if job.id in self._cancelled:
+            return
         found = await self._webhook(job)
         if found is None:
             return

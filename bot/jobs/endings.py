@@ -80,6 +80,7 @@ class Endings:
         )
         if moved is None:
             return None
+        core.delivery.cancelled(moved)
         await core.credits.release(job_id, reason="cancelled")
         await core.files.delete_job(job_id)
         await core.leases.release(job_id)

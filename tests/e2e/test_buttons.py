@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from bot.edits import Progress
+from storage.jobs import JobState
 from tests.e2e.conftest import InProcessBot
 from tests.e2e.helpers import EPHEMERAL, buttons, gallery, has_image, private_answer, shows, text
 from tests.fakes.discord import COMPONENTS_V2, FakeDiscord
@@ -39,6 +42,32 @@ async def test_cancel_while_running_stops_waiting_and_shows_it(
     runflow.release()
     await runflow.wait_finished(run.id)
     assert not [m for m in discord_fake.messages.values() if m.get("attachments")]
+
+
+async def test_progress_waiting_at_a_cancel_never_shows_the_edit_running_again(
+    retouch: InProcessBot, discord_fake: FakeDiscord, runflow: FakeRunflow
+) -> None:
+    """Progress edits of one message wait out a gap; one waiting when the member cancelled was
+    sent after the cancellation, and the message showed the edit running, with its Cancel
+    button, after it had said it was cancelled. So was progress a worker showed late."""
+    runflow.hold = True
+    await discord_fake.slash("edit", prompt="slow one", image=discord_fake.add_cdn_file(png(), "p.png"))
+    run = await runflow.wait_for_run()
+    running = await discord_fake.wait_for_message(shows("Editing"))
+    assert retouch.bot is not None
+    delivery = retouch.bot.delivery
+    job = await retouch.bot.jobs.get(1)
+    assert job is not None
+    await delivery.show_progress(job, Progress(JobState.DELIVERING))  # waits out the gap
+    click = await discord_fake.click(running, "Cancel")
+    assert "cancelled" in (await click.wait_response())["data"]["content"]
+    await delivery.show_progress(job, Progress(JobState.DELIVERING))  # a worker's, late
+    writer = delivery._writers.get(job.id)
+    if writer is not None:
+        await asyncio.wait_for(writer, 5)
+    assert "cancelled" in text(discord_fake.messages[int(running["id"])])
+    runflow.release()
+    await runflow.wait_finished(run.id)
 
 
 @pytest.mark.parametrize("overrides", [ONE_WORKER])

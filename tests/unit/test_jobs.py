@@ -43,6 +43,7 @@ class RecordingDelivery:
         self.progress: list[tuple[int, Progress]] = []
         self.delivered: list[tuple[Job, list[ResultFile]]] = []
         self.failures: list[tuple[Job, str]] = []
+        self.cancels: list[int] = []
         self._next_message = 1000
         self.shown = asyncio.Event()
         """Set at each progress shown, for tests that wait for one."""
@@ -58,6 +59,9 @@ class RecordingDelivery:
 
     async def report_failure(self, job: Job, message: str) -> None:
         self.failures.append((job, message))
+
+    def cancelled(self, job: Job) -> None:
+        self.cancels.append(job.id)
 
 
 class Harness:
