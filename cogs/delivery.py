@@ -160,8 +160,9 @@ class DiscordDelivery:
                     self._sent[job_id] = clock.monotonic()
         finally:
             del self._writers[job_id]
-            if job_id not in self._shown:  # the job has ended: nothing will take this lock again
+            if job_id not in self._shown:  # the job has ended (a cancel can end it mid-send)
                 self._locks.pop(job_id, None)
+                self._sent.pop(job_id, None)
 
     async def deliver(self, job: Job, files: Sequence[ResultFile]) -> Receipt:
         async with self._lock(job.id):

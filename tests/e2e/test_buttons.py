@@ -66,6 +66,7 @@ async def test_progress_waiting_at_a_cancel_never_shows_the_edit_running_again(
     if writer is not None:
         await asyncio.wait_for(writer, 5)
     assert "cancelled" in text(discord_fake.messages[int(running["id"])])
+    assert job.id not in delivery._sent and job.id not in delivery._locks  # nothing kept for it
     runflow.release()
     await runflow.wait_finished(run.id)
 
