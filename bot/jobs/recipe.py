@@ -19,13 +19,13 @@ from typing import BinaryIO
 
 from PIL import ExifTags, Image
 
+from bot.pictures.images import PNG_SIGNATURE
 from storage.jobs import Job
 
 KEY = "retouch"
 SOFTWARE = "Retouch"
 _EXIF_PREFIX = b"Exif\x00\x00"
 _ASCII_COMMENT = b"ASCII\x00\x00\x00"  # UserComment's character code (EXIF 2.3, 4.6.5)
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def exif(recipe: Recipe, base: bytes | None = None) -> bytes:
 
 def stamp(data: bytes, recipe: Recipe) -> bytes:
     """The file with the recipe in its metadata; a format this does not know is left as it is."""
-    if data.startswith(_PNG_SIGNATURE):
+    if data.startswith(PNG_SIGNATURE):
         return _png(data, recipe)
     if data.startswith(b"\xff\xd8"):
         return _jpeg(data, recipe)
@@ -86,10 +86,10 @@ def stamp_end(handle: BinaryIO, recipe: Recipe) -> bool:
     twice and written whole to add a few hundred bytes. False, the file untouched, for anything
     else (JPEG and WebP carry the recipe near their start), which `stamp` must change whole."""
     handle.seek(0)
-    if handle.read(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
+    if handle.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
         return False
     end = handle.seek(0, os.SEEK_END) - len(_IEND)
-    if end < len(_PNG_SIGNATURE):
+    if end < len(PNG_SIGNATURE):
         return False
     handle.seek(end)
     if handle.read(len(_IEND)) != _IEND:

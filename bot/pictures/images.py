@@ -209,7 +209,7 @@ def sendable(data: bytes) -> ImageInfo | None:
         return info
 
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _whole(image: Image.Image, data: bytes) -> bool:
@@ -227,30 +227,18 @@ def _whole(image: Image.Image, data: bytes) -> bool:
 def _png_whole(data: bytes) -> bool:
     """Every chunk complete with a right checksum, IEND last, and no EXIF after the pixels (an
     orientation Pillow reads only while decoding)."""
-    if not data.startswith(_PNG_SIGNATURE):
-        return False
-    view, position, pixels = memoryview(data), len(_PNG_SIGNATURE), False
-    while position + 12 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, position)
-        end = position + 8 + length
-        if end + 4 > len(data) or zlib.crc32(view[position + 4 : end]) != int.from_bytes(data[end : end + 4]):
-            return False
-        if kind == b"IDAT":
-            pixels = True
-        elif kind == b"eXIf" and pixels:
-            return False
-        elif kind == b"IEND":
-            return pixels and end + 4 == len(data)
-        position = end + 4
-    return False
+    check = PngCheck()
+    check.feed(data)
+    return check.whole
 
 
 class PngCheck:
-    """`_png_whole`'s verdict on a PNG that arrives in blocks (a result being downloaded), fed
-    each block as it is written: the file is not read back and checksummed a second time."""
+    """Whether a PNG is whole (`_png_whole`), judged as its bytes arrive, in blocks of any size:
+    a result being downloaded is fed each block as it is written, and not read back and
+    checksummed a second time."""
 
     _SIGNATURE, _HEADER, _DATA, _CRC, _ENDED = range(5)
-    _NEEDS: ClassVar[dict[int, int]] = {_SIGNATURE: len(_PNG_SIGNATURE), _HEADER: 8, _CRC: 4}
+    _NEEDS: ClassVar[dict[int, int]] = {_SIGNATURE: len(PNG_SIGNATURE), _HEADER: 8, _CRC: 4}
 
     def __init__(self) -> None:
         self._phase = self._SIGNATURE
@@ -288,7 +276,7 @@ class PngCheck:
 
     def _step(self, held: bytes) -> None:
         if self._phase == self._SIGNATURE:
-            self._broken = held != _PNG_SIGNATURE
+            self._broken = held != PNG_SIGNATURE
             self._phase = self._HEADER
         elif self._phase == self._HEADER:
             self._left, self._kind = struct.unpack(">I4s", held)
