@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from storage.db import Database, ts
+from storage.db import Database, Row, ts
 from storage.jobs import OPEN_STATES, Job
 
 _OPEN = tuple(state.value for state in OPEN_STATES)
@@ -47,21 +47,15 @@ _LINE = f"""
     WHERE {_CLAIMABLE.format(t="q")}
     ORDER BY {_TURN}, q.created_at, q.id
 """
-# Every waiting job's place in line: each member's first job in turn, then each member's second,
-# and so on (members ordered by their turn, then by their first waiting job), numbered in SQL so
-# that a job's place or the first few places read one row each, not the whole line (parameter: now).
-_PLACES = f"""
-    {_TURNS},
-    ranked AS (
-        SELECT q.id AS id, {_TURN} AS turn, turns.since AS since,
-               ROW_NUMBER() OVER (PARTITION BY q.user_id ORDER BY q.created_at, q.id) AS depth,
-               FIRST_VALUE(q.id) OVER (PARTITION BY q.user_id ORDER BY q.created_at, q.id) AS first_id
-        FROM jobs AS q JOIN turns ON turns.user_id = q.user_id
-        WHERE {_CLAIMABLE.format(t="q")}
-    ),
-    places AS (
-        SELECT id, ROW_NUMBER() OVER (ORDER BY depth, turn, since, first_id) AS place FROM ranked
-    )
+# Every waiting job with what its place derives from: its member, its age and when its member was
+# last served (parameter: now). The places are worked out from these rows in Python (`_in_order`):
+# numbering them in SQL took window functions, temporary indexes and sorts, 0.5 ms with five jobs
+# waiting and 3.6 ms with 200, read once or twice an edit on the event loop.
+_WAITING = f"""
+    SELECT q.id, q.user_id, q.created_at,
+           (SELECT MAX(served.claimed_at) FROM jobs AS served
+            WHERE served.user_id = q.user_id) AS served_at
+    FROM jobs AS q WHERE {_CLAIMABLE.format(t="q")}
 """  # noqa: S608
 
 
@@ -127,20 +121,13 @@ class ClaimRepository:
 
     async def in_line(self, now: datetime, *, first: int | None = None) -> list[int]:
         """The waiting jobs' ids in the order claims will take them; only the `first` few if given."""
-        limit = "" if first is None else f" LIMIT {int(first)}"
-        rows = await self._db.fetch_all(
-            f"{_PLACES} SELECT id FROM places ORDER BY place{limit}",  # noqa: S608
-            (ts(now), ts(now)),
-        )
-        return [int(row["id"]) for row in rows]
+        order = _in_order(await self._db.fetch_all(_WAITING, (ts(now),)))
+        return order if first is None else order[: max(0, first)]
 
     async def place(self, job_id: int, now: datetime) -> int | None:
         """The job's 1-based place in line, or None when it is not waiting."""
-        row = await self._db.fetch_one(
-            f"{_PLACES} SELECT place FROM places WHERE id = ?",  # noqa: S608
-            (ts(now), ts(now), job_id),
-        )
-        return None if row is None else int(row["place"])
+        order = _in_order(await self._db.fetch_all(_WAITING, (ts(now),)))
+        return order.index(job_id) + 1 if job_id in order else None
 
     async def renew(self, owner: str, until: datetime) -> int:
         """Push back the end of every lease `owner` holds; how many. Finished jobs too: one held
@@ -198,3 +185,24 @@ class ClaimRepository:
                 (owner, ts(until), job.id, job.state.value, job.lease_owner, lease_until),
             )
         return None if row is None else Job.from_row(row)
+
+
+def _in_order(waiting: list[Row]) -> list[int]:
+    """The waiting jobs' ids in line: each member's first job in turn, then each member's second,
+    and so on; members in order of their turn (the later of when they were last served and when
+    their first waiting job arrived), then of that first job. Its first is the job a claim takes
+    (`_LINE` orders the same rows by the same turn, oldest first)."""
+    members: dict[object, list[tuple[str, int]]] = {}
+    served_at: dict[object, str | None] = {}
+    for row in waiting:
+        members.setdefault(row[1], []).append((row[2], int(row[0])))
+        served_at[row[1]] = row[3]
+    places: list[tuple[int, str, str, int, int]] = []
+    for member, jobs in members.items():
+        jobs.sort()
+        since, first_id = jobs[0]
+        served = served_at[member]
+        turn = served if served is not None and served > since else since
+        places += [(depth, turn, since, first_id, job_id) for depth, (_, job_id) in enumerate(jobs)]
+    places.sort()
+    return [place[-1] for place in places]

@@ -4,6 +4,7 @@ and two processes sharing the database (each with its own connection) serve one 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.jobs import queue
 from bot.jobs.leases import Leases
@@ -191,6 +194,49 @@ async def test_a_member_s_jobs_are_served_in_the_order_acknowledged_not_written(
     assert await process.line.order() == [first, other, second]
     assert await process.line.position(first) == 1
     assert await process.taken(3) == [first, other, second]
+
+
+# A member's edit arriving some seconds after the first (ties included), or a claim of the job
+# whose turn it is: members are served and come back to the line in any order.
+_STEPS = st.lists(
+    st.one_of(st.tuples(st.integers(1, 4), st.integers(0, 5)), st.none()), min_size=1, max_size=25
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_STEPS)
+def test_the_line_shown_is_the_order_claims_take(steps: list[tuple[int, int] | None]) -> None:
+    """Places are worked out from the waiting rows in Python and a claim picks in SQL: whatever
+    the members, the arrival times and who was served before, the line shown is the order the
+    claims then take, and each job's place is where it stands in it."""
+    asyncio.run(_shown_then_taken(steps))
+
+
+async def _shown_then_taken(steps: list[tuple[int, int] | None]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        db = await open_db(Path(folder) / "line.db")
+        try:
+            process = Process(db, "one")
+            start = process.now() - timedelta(seconds=10)
+            for step in steps:
+                if step is None:
+                    await process.line.claim()
+                    continue
+                user_id, after = step
+                new = NewJob(
+                    guild_id=1, channel_id=2, user_id=user_id, prompt="p", options=EditOptions(), inputs=[]
+                )
+                await process.repo.insert(replace(new, created_at=start + timedelta(seconds=after)))
+            shown = await process.line.order()
+            assert await process.line.order(first=2) == shown[:2]
+            assert [await process.line.position(job_id) for job_id in shown] == list(range(1, len(shown) + 1))
+            taken = []
+            while (job := await process.line.claim()) is not None:
+                taken.append(job.id)
+            assert taken == shown
+            assert await process.line.order() == []
+        finally:
+            await db.close()
 
 
 async def test_a_new_job_wakes_one_idle_worker_not_all_of_them(one: Process) -> None:
