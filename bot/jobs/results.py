@@ -1,8 +1,11 @@
 """A finished run's results: downloaded to disk, laid over the original through the mask,
 given their recipe (bot.jobs.recipe), fitted under the upload limit, posted, and only then charged.
 
-The outputs are on disk with their rows before delivery starts, so a crash while posting finds
-them again at recovery instead of asking the host (whose result URLs may have expired).
+The outputs' rows are written once their files are synced to disk, so a crash while posting
+finds them again at recovery instead of asking the host (whose result URLs may have expired). A
+download's sync, the slowest step between the host and Discord on a local disk (a few
+milliseconds for a 1-megapixel PNG, more than its download), runs beside the upload: the rows
+follow it, and only a crash in those first milliseconds of a post asks the host again.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,7 +30,7 @@ from bot.jobs.inputs import InputPreparer
 from bot.pictures import composite, image_costs, images, memory
 from bot.pictures.files import DownloadError
 from bot.providers.base import ContentRejected, EditResult, ProviderError, Unavailable
-from storage.jobs import Job, JobState, NewOutput
+from storage.jobs import Job, JobOutput, JobState, NewOutput
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,15 @@ async def _stamp_held(size: int) -> AsyncIterator[None]:
         memory.shared().release(share)
 
 
+@dataclass
+class Fetched:
+    """A result's outputs on disk, before their rows are written."""
+
+    outputs: list[NewOutput] = field(default_factory=list)
+    unsynced: list[Path] = field(default_factory=list)
+    """Files still to be synced before the rows may name them."""
+
+
 class Results:
     def __init__(
         self, core: Core, endings: Endings, inputs: InputPreparer, session: aiohttp.ClientSession
@@ -69,19 +82,19 @@ class Results:
         self._inputs = inputs
         self._session = session
 
-    async def fetch(self, job: Job, result: EditResult | None = None) -> bool:
+    async def fetch(self, job: Job, result: EditResult | None = None) -> Fetched | None:
         """Download the outputs to disk; when a crash lost them, ask the host for the result again.
 
-        False when the job had to be failed instead (the member has been told).
+        None when the job had to be failed instead (the member has been told).
         """
         for pause in (*DOWNLOAD_RETRIES, None):
             try:
                 if result is None:
                     result = await self._core.provider.result(run_of(job))
-                await self._store(job, result)
+                fetched = await self._store(job, result)
             except ProviderError as error:
                 await self._endings.fail(job, error)
-                return False
+                return None
             except (DownloadError, images.ImageProblem) as exc:
                 # The host finished the edit: a dropped download is worth a few more tries, with
                 # the result asked for again in case its short-lived URLs have changed.
@@ -91,20 +104,21 @@ class Results:
                         job,
                         Unavailable(f"the result could not be downloaded: {exc}", host=job.provider or ""),
                     )
-                    return False
+                    return None
                 log.info("job %d: fetching the result failed (%s); trying again in %g s", job.id, exc, pause)
                 await asyncio.sleep(pause)
                 result = None
             else:
-                return True
-        return False
+                return fetched
+        return None
 
-    async def _store(self, job: Job, result: EditResult) -> None:
-        """Every output to disk first, then all their rows in one transaction: a crash between
-        two downloads leaves no rows, so recovery fetches them all again rather than a part."""
+    async def _store(self, job: Job, result: EditResult) -> Fetched:
+        """Every output to disk (all but the plain downloads synced); their rows are written
+        together once all are synced (`_record`): a crash between two downloads leaves no rows,
+        so recovery fetches them all again rather than a part."""
         files = self._core.files
         stamped = recipe.of(job) if job.options.recipe else None
-        stored = []
+        outputs = Fetched()
         for idx, output in enumerate(result.images):
             # Results stream to disk rather than sit in memory: there may be hundreds at 4K.
             fetched = files.output_path(job.id, idx, "download")
@@ -114,19 +128,21 @@ class Results:
             # A download without a mask is delivered as the host sent it (plus our recipe): its
             # bytes are checked as they are written, not read back for the check.
             checked = None
+            # Every write but a download's syncs the file; a download is synced beside the upload.
+            synced = True
             if output.data is not None:
                 await files.write(fetched, output.data)
             elif output.url is not None:
+                synced = False
                 stamp_now = stamped if job.mask is None else None
                 stamp_later = None if stamp_now is not None else stamped
                 checked = images.PngCheck() if job.mask is None else None
-                # A file stamped next is written again, and synced then: once is enough.
                 await files.download_to(
                     self._session,
                     output.url,
                     fetched,
                     max_bytes=MAX_OUTPUT_BYTES,
-                    durable=stamp_later is None,
+                    durable=False,
                     finish=None if stamp_now is None else functools.partial(_stamp_download, stamp_now),
                     finish_room=STAMP_ROOM,
                     watch=None if checked is None else checked.feed,
@@ -134,7 +150,9 @@ class Results:
             else:
                 raise DownloadError("the host listed an output without a URL or data")
             kept = await self._keep_outside_the_mask(job, fetched)
+            synced = synced or kept is not None
             if stamp_later is not None:
+                synced = True
                 size = (await asyncio.to_thread(fetched.stat)).st_size
                 async with _stamp_held(size):
                     await files.rewrite(
@@ -147,7 +165,9 @@ class Results:
                 info = await memory.shared().run(image_costs.inspect_cost, images.inspect, fetched)
             path = files.output_path(job.id, idx, info.extension)
             await files.rename(fetched, path)
-            stored.append(
+            if not synced:
+                outputs.unsynced.append(path)
+            outputs.outputs.append(
                 NewOutput(
                     idx=idx,
                     source_url=output.url,
@@ -161,7 +181,7 @@ class Results:
                     changed_outside=kept,
                 )
             )
-        await self._core.repo.add_outputs(job.id, stored)
+        return outputs
 
     async def _keep_outside_the_mask(self, job: Job, fetched: Path) -> float | None:
         """With a mask, the output laid over the original through it, in place of what the host
@@ -187,18 +207,46 @@ class Results:
         )
         return done.changed_outside
 
-    async def deliver(self, job: Job) -> None:
+    async def deliver(self, job: Job, result: EditResult | None = None) -> None:
+        """Post the job's outputs and settle it: the outputs recorded before a crash, else those
+        of `result` (asked of the host again when not given), fetched now."""
+        outputs: Sequence[JobOutput | NewOutput] = await self._core.repo.outputs(job.id)
+        if outputs:
+            await self._show(job, outputs)
+            return
+        fetched = await self.fetch(job, result)
+        if fetched is None:
+            return
+        recording = asyncio.ensure_future(self._record(job.id, fetched))
+        try:
+            if not fetched.unsynced:
+                await recording
+            await self._show(job, fetched.outputs, recording)
+        finally:
+            # Not left running when the post fails or the worker is stopped.
+            await asyncio.gather(recording, return_exceptions=True)
+
+    async def _record(self, job_id: int, fetched: Fetched) -> None:
+        """The outputs' rows, once their files are on disk for good."""
+        await self._core.files.sync(fetched.unsynced)
+        await self._core.repo.add_outputs(job_id, fetched.outputs)
+
+    async def _show(
+        self,
+        job: Job,
+        outputs: Sequence[JobOutput | NewOutput],
+        recording: asyncio.Future[None] | None = None,
+    ) -> None:
+        """Post the outputs and settle, or fail the job; either once the outputs' rows are
+        written (`recording`, under way beside the post)."""
         core = self._core
         options = job.options
         limit = options.upload_limit
-        outputs = await core.repo.outputs(job.id)
-        if not outputs:
-            if not await self.fetch(job):
-                return
-            outputs = await core.repo.outputs(job.id)
         flagged = any(output.nsfw for output in outputs)
         shown = options.shows_nsfw() if flagged else True
         if shown is None:
+            if recording is not None:
+                await recording
             await self._endings.fail(
                 job,
                 ContentRejected("the host flagged the result as NSFW", host=job.provider or ""),
@@ -235,7 +283,10 @@ class Results:
                 )
             )
         receipt = await self._post(job, files)
-        if receipt is None:
+        if recording is not None:
+            await recording
+        if not isinstance(receipt, Receipt):
+            await self._endings.fail(job, receipt)
             return
         # The delivery's records, its charge and its end commit together: one write, not three
         # (on PostgreSQL, one wait for the server's log instead of three), and no crash between
@@ -258,17 +309,16 @@ class Results:
             log.info("job %d delivered as message %d", job.id, receipt.message_id)
             self._endings.finished(done)
 
-    async def _post(self, job: Job, files: Sequence[ResultFile]) -> Receipt | None:
-        """Post the result, waiting out Discord's own outages a few times; None when the edit had
-        to be failed instead (refunded, and the member told where possible)."""
-        for pause in (*DELIVERY_RETRIES, None):
+    async def _post(self, job: Job, files: Sequence[ResultFile]) -> Receipt | Unavailable:
+        """Post the result, waiting out Discord's own outages a few times; else why the edit must
+        be failed instead."""
+        pauses = iter(DELIVERY_RETRIES)
+        while True:
             try:
                 return await self._core.delivery.deliver(job, files)
             except DeliveryFailed as exc:
+                pause = next(pauses, None)
                 if not exc.transient or pause is None:
-                    failure = Unavailable(f"the result could not be posted: {exc}", host="discord")
-                    await self._endings.fail(job, failure)
-                    return None
+                    return Unavailable(f"the result could not be posted: {exc}", host="discord")
                 log.warning("job %d: delivery failed (%s); retrying in %g s", job.id, exc, pause)
                 await asyncio.sleep(pause)
-        return None

@@ -172,8 +172,10 @@ class Runner:
         if job.state is JobState.QUEUED:
             job = await self._submit(job)
         if job is not None and job.state is JobState.RUNNING:
-            job = await self._poll(job)
-        if job is not None and job.state is JobState.DELIVERING:
+            ended = await self._poll(job)
+            if ended is not None:
+                await self._results.deliver(*ended)
+        elif job is not None and job.state is JobState.DELIVERING:
             await self._results.deliver(job)
 
     async def _submit(self, job: Job) -> Job | None:
@@ -252,7 +254,7 @@ class Runner:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
 
-    async def _poll(self, job: Job) -> Job | None:
+    async def _poll(self, job: Job) -> tuple[Job, EditResult] | None:
         """Ask the host until the run ends, backing off, or sooner when a callback says so."""
         core, fail = self._core, self._endings.fail
         deadline = core.settings.deadline
@@ -294,7 +296,8 @@ class Runner:
 
     async def _finish_run(
         self, job: Job, result: EditResult | None, error: ProviderError | None, status: RunStatus
-    ) -> Job | None:
+    ) -> tuple[Job, EditResult] | None:
+        """The job moved on to delivery, with its result; None when it ended here."""
         if result is None:
             failure = error or Unavailable(f"the run ended {status}", host=job.provider or "")
             await self._endings.fail(job, failure)
@@ -302,9 +305,7 @@ class Runner:
         moved = await self._core.repo.move(
             job.id, [JobState.RUNNING], JobState.DELIVERING, usd_micros=result.usd_micros or 0
         )
-        if moved is None:
-            return None
-        return moved if await self._results.fetch(moved, result) else None
+        return None if moved is None else (moved, result)
 
     def _observe(self, host: str, operation: str, started: float, error: ProviderError | None = None) -> None:
         metrics = self._core.metrics

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot.edits import Receipt, ResultFile
 from bot.jobs import recipe
 from bot.pictures import memory
 from bot.pictures.files import FileStore
+from storage.jobs import Job
 from tests.conftest import StaticFiles
 from tests.fakes.runflow import expected_output_image
 from tests.images import decode, png
@@ -100,3 +103,40 @@ async def test_a_downloaded_png_result_is_checked_as_it_is_written_not_read_back
     assert read_back == []
     [(_, [delivered])] = harness.delivery.delivered
     assert (delivered.width, delivered.height) == decode(read_bytes(delivered.path)).size
+
+
+async def test_a_downloaded_result_is_synced_beside_its_upload_and_recorded_after(
+    harness: Harness, static_files: StaticFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A result's sync (a whole-file fsync, slower than its download on a local disk) held its
+    upload back; it now runs beside the upload, and the outputs' rows still wait for it."""
+    events: list[str] = []
+    uploading = threading.Event()
+    fsync = os.fsync
+
+    def held(fd: int) -> None:
+        if Path(f"/proc/self/fd/{fd}").readlink().name.startswith("output-"):
+            uploading.wait(timeout=5)  # the code before synced first, and uploaded after
+            fsync(fd)
+            events.append("synced")
+            return
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", held)
+    rows_at_upload = []
+    deliver = harness.delivery.deliver
+
+    async def watched(job: Job, files: Sequence[ResultFile]) -> Receipt:
+        events.append("upload")
+        rows_at_upload.append(await harness.repo.outputs(job.id))
+        uploading.set()
+        return await deliver(job, files)
+
+    monkeypatch.setattr(harness.delivery, "deliver", watched)
+    job = await harness.submit(order(static_files.add("a.png", png(40, 30)), recipe=True))
+    done = await harness.service.wait_settled(job.id)
+    assert done.state.value == "done"
+    assert events == ["upload", "synced"]
+    assert rows_at_upload == [[]]
+    [output] = await harness.repo.outputs(job.id)
+    assert output.discord_url is not None
