@@ -57,6 +57,8 @@ class Prepared:
     """The job's mask, likewise."""
     first_size: tuple[int, int] | None
     """The first reference's upright width and height, which an "auto" size above 1K follows."""
+    unsynced: Sequence[Path] = ()
+    """Kept files written but not yet synced: `kept` may name them once they are (`FileStore.sync`)."""
 
 
 async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
@@ -94,19 +96,24 @@ class InputPreparer:
         size; hosts that want another convert from that."""
         references = []
         kept = []
+        unsynced: list[Path] = []
         first_size: tuple[int, int] | None = None
         for idx, item in enumerate(InputImage(**entry) for entry in job.inputs):
             stored, data = await self._load(item)
             # Kept while it is checked, on two threads: the check is mostly checksums and the
-            # keep a write and its sync, both outside the GIL. The header (read inline, in
-            # microseconds) names the file, and refuses what the check would refuse first.
+            # keep a write, both outside the GIL. The header (read inline, in microseconds) names
+            # the file, and refuses what the check would refuse first. The keep's sync, slower
+            # than the download on a local disk, is left to run beside the submit: the host reads
+            # the Discord URL, the bytes, or our link to the file as written.
             place = self._files.input_path(job.id, idx, images.header(data).info.extension)
-            ready, kept_at = await _both(self._ready(data), self._keep(stored, data, place))
+            ready, kept_at = await _both(self._ready(data), self._keep(stored, data, place, durable=False))
+            if stored is None:
+                unsynced.append(kept_at)
             kept.append(replace(item, path=str(kept_at)).to_dict())
             references.append(await self._reference(job.id, idx, item, kept_at, data, ready))
             first_size = first_size or (ready.info.width, ready.info.height)
         if job.mask is None or first_size is None:
-            return Prepared(references, None, kept, None, first_size)
+            return Prepared(references, None, kept, None, first_size, unsynced)
         mask = InputImage(**job.mask)
         stored, data = await self._load(mask)
         # The conversion decodes the mask and refuses what is not one, so it also tells what
@@ -117,7 +124,8 @@ class InputPreparer:
         path = self.mask_ready(job.id)
         await self._files.write(path, converted)
         ready_mask = self._bytes_or_link(mask.filename, path, converted, "image/png")
-        return Prepared(references, ready_mask, kept, replace(mask, path=str(kept_at)).to_dict(), first_size)
+        kept_mask = replace(mask, path=str(kept_at)).to_dict()
+        return Prepared(references, ready_mask, kept, kept_mask, first_size, unsynced)
 
     @staticmethod
     async def _ready(data: bytes) -> images.Normalized:
@@ -143,13 +151,13 @@ class InputPreparer:
         )
         return None, data
 
-    async def _keep(self, stored: Path | None, data: bytes, place: Path) -> Path:
+    async def _keep(self, stored: Path | None, data: bytes, place: Path, *, durable: bool = True) -> Path:
         """Where the checked bytes are kept: where they were when that is a job's folder (a Retry
-        reuses its parent's files), else written at `place` now, under the disk cap; a staged file
-        (a painted mask) is moved there."""
+        reuses its parent's files), else written at `place` now, under the disk cap (synced when
+        `durable`); a staged file (a painted mask) is moved there, synced before it goes."""
         if stored is not None and self._files.holds(stored):
             return stored
-        await self._files.write(place, data)
+        await self._files.write(place, data, durable=durable or stored is not None)
         if stored is not None:
             await self._files.discard(stored)  # only a staged file is removed
         return place

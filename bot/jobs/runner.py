@@ -13,7 +13,7 @@ import logging
 from bot.edits import BOT_ERROR, STORAGE_FULL, Progress
 from bot.jobs.core import Core
 from bot.jobs.endings import Endings, reference, run_of
-from bot.jobs.inputs import InputPreparer
+from bot.jobs.inputs import InputPreparer, Prepared
 from bot.jobs.results import Results
 from bot.jobs.wakeups import RUNS
 from bot.pictures import images, sizes
@@ -189,7 +189,6 @@ class Runner:
         options = moved.options
         try:
             prepared = await self._inputs.prepare(moved)
-            await core.repo.set_inputs(moved.id, prepared.kept, prepared.kept_mask)
         except (DownloadError, images.ImageProblem) as exc:
             await fail(moved, InvalidRequest(str(exc), host="discord"), member_text=_unusable(exc))
             return None
@@ -213,20 +212,27 @@ class Runner:
         # Shielded: a stop (a deploy, a SIGTERM) that cancels this worker while the host is
         # answering would leave a run the host bills but no row names, and the job, back in line,
         # would be submitted again. The submit lands on its own; `land` lets it finish.
-        landing = asyncio.ensure_future(self._submit_and_record(moved, request))
+        landing = asyncio.ensure_future(self._submit_and_record(moved, request, prepared))
         self._landing.add(landing)
         landing.add_done_callback(self._landing.discard)
         return await asyncio.shield(landing)
 
-    async def _submit_and_record(self, moved: Job, request: EditRequest) -> Job | None:
+    async def _submit_and_record(self, moved: Job, request: EditRequest, prepared: Prepared) -> Job | None:
         core = self._core
+        # The kept inputs are synced, and then named in the row, while the host takes the run.
+        keeping = asyncio.ensure_future(self._keep_inputs(moved.id, prepared))
         started = core.clock.monotonic()
         try:
             run = await core.provider.submit(request, callback_url=core.settings.callback_url)
         except ProviderError as error:
             self._observe(error.host or "unknown", "submit", started, error)
+            await keeping
             await self._endings.fail(moved, error)
             return None
+        except BaseException:
+            await asyncio.gather(keeping, return_exceptions=True)
+            raise
+        await keeping
         self._observe(run.host, "submit", started)
         running = await core.repo.move(
             moved.id,
@@ -241,6 +247,17 @@ class Runner:
             # Cancelled while the submit was in flight: the run exists, so stop it.
             await self._endings.stop_run(run)
         return running
+
+    async def _keep_inputs(self, job_id: int, prepared: Prepared) -> None:
+        """Name the kept inputs in the job's row once they are on disk for good, for a Retry after
+        Discord's links expired. One the disk refused is left unnamed: the run is at the host
+        already, and a Retry fetches the input from Discord again."""
+        try:
+            await self._core.files.sync(prepared.unsynced)
+        except OSError as error:
+            log.warning("job %d: its inputs could not be synced (%s); they are not kept", job_id, error)
+            return
+        await self._core.repo.set_inputs(job_id, prepared.kept, prepared.kept_mask)
 
     async def land(self, within: float) -> None:
         """At a stop, once the workers are cancelled: let the submits already at a host record

@@ -260,14 +260,14 @@ class FileStore:
         self._count(path, size - claimed - replaced)
         return size
 
-    async def write(self, path: Path, data: bytes) -> None:
+    async def write(self, path: Path, data: bytes, *, durable: bool = True) -> None:
         """Write `path` atomically, within the cap (StorageFull when it cannot be made to fit);
-        rewriting a file counts only the change."""
+        rewriting a file counts only the change. `durable=False` leaves the sync to `sync`."""
         existing = await asyncio.to_thread(_size_of, path)
         await self._claim(path, len(data) - existing)
         try:
             with _disk_full_as_storage_full():
-                replaced = await asyncio.to_thread(_write_atomic, path, data)
+                replaced = await asyncio.to_thread(_write_atomic, path, data, durable)
         except BaseException:
             self._count(path, existing - len(data))
             raise
@@ -396,15 +396,16 @@ def _rewrite_atomic(path: Path, change: Callable[[bytes], bytes]) -> int:
     return len(changed) - _write_atomic(path, changed)
 
 
-def _write_atomic(path: Path, data: bytes) -> int:
+def _write_atomic(path: Path, data: bytes, durable: bool = True) -> int:
     """Write through a temporary file; returns the size of the file it replaced (0 if none)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(path.suffix + ".part")
     try:
         with temporary.open("wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

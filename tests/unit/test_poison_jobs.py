@@ -67,7 +67,7 @@ def test_a_crafted_expiry_counts_as_expired() -> None:
 async def test_a_full_disk_fails_the_edit_free_and_says_storage_is_full(
     harness: Harness, static_files: StaticFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def full(path: Path, data: bytes) -> int:
+    def full(path: Path, data: bytes, durable: bool = True) -> int:
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(files, "_write_atomic", full)

@@ -1,9 +1,12 @@
-"""How often a result is written to disk: a stamped result was synced twice, once as downloaded
-and once stamped, each a whole-file fsync on the way to the member; then written twice, once as
-downloaded and once stamped, where a PNG needs only its end written."""
+"""How often and when a job's files are written to disk: a stamped result was synced twice, once
+as downloaded and once stamped, each a whole-file fsync on the way to the member; then written
+twice, once as downloaded and once stamped, where a PNG needs only its end written. And a sync
+(slower than a download on a local disk) held back the next request to a host or to Discord."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import io
 import os
 import threading
@@ -17,6 +20,8 @@ from bot.edits import Receipt, ResultFile
 from bot.jobs import recipe
 from bot.pictures import memory
 from bot.pictures.files import FileStore
+from bot.providers.base import EditRequest, Run
+from bot.providers.runflow import RunflowProvider
 from storage.jobs import Job
 from tests.conftest import StaticFiles
 from tests.fakes.runflow import expected_output_image
@@ -105,24 +110,31 @@ async def test_a_downloaded_png_result_is_checked_as_it_is_written_not_read_back
     assert (delivered.width, delivered.height) == decode(read_bytes(delivered.path)).size
 
 
-async def test_a_downloaded_result_is_synced_beside_its_upload_and_recorded_after(
-    harness: Harness, static_files: StaticFiles, monkeypatch: pytest.MonkeyPatch
+def held_syncs(
+    monkeypatch: pytest.MonkeyPatch, prefix: str, until: threading.Event, events: list[str]
 ) -> None:
-    """A result's sync (a whole-file fsync, slower than its download on a local disk) held its
-    upload back; it now runs beside the upload, and the outputs' rows still wait for it."""
-    events: list[str] = []
-    uploading = threading.Event()
+    """Each fsync of a file named `prefix…` waits (at most 5 s) for `until`, then notes "synced"."""
     fsync = os.fsync
 
     def held(fd: int) -> None:
-        if Path(f"/proc/self/fd/{fd}").readlink().name.startswith("output-"):
-            uploading.wait(timeout=5)  # the code before synced first, and uploaded after
+        if Path(f"/proc/self/fd/{fd}").readlink().name.startswith(prefix):
+            until.wait(timeout=5)
             fsync(fd)
             events.append("synced")
             return
         fsync(fd)
 
-    monkeypatch.setattr(os, "fsync", held)
+    monkeypatch.setattr(os, "fsync", held)  # as bot.pictures.files calls it
+
+
+async def test_a_downloaded_result_is_synced_beside_its_upload_and_recorded_after(
+    harness: Harness, static_files: StaticFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A result's sync held its upload back; it now runs beside the upload, and the outputs' rows
+    still wait for it."""
+    events: list[str] = []
+    uploading = threading.Event()
+    held_syncs(monkeypatch, "output-", uploading, events)  # the code before synced, then uploaded
     rows_at_upload = []
     deliver = harness.delivery.deliver
 
@@ -140,3 +152,53 @@ async def test_a_downloaded_result_is_synced_beside_its_upload_and_recorded_afte
     assert rows_at_upload == [[]]
     [output] = await harness.repo.outputs(job.id)
     assert output.discord_url is not None
+
+
+async def test_a_kept_input_is_synced_beside_the_submit_and_named_after(
+    harness: Harness, static_files: StaticFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kept input was synced before the submit; it now syncs while the host takes the run, and
+    the job's row names the kept file only once it is synced."""
+    events: list[str] = []
+    submitted = threading.Event()
+    held_syncs(monkeypatch, "input-", submitted, events)  # the code before synced, then submitted
+    named_at_submit = []
+    submit = RunflowProvider.submit
+
+    async def watched(provider: RunflowProvider, request: EditRequest, **kwargs: Any) -> Run:
+        run = await submit(provider, request, **kwargs)
+        events.append("submitted")
+        job = await harness.repo.get(request.job_id)
+        assert job is not None
+        named_at_submit.append([item.get("path") for item in job.inputs])
+        submitted.set()
+        return run
+
+    monkeypatch.setattr(RunflowProvider, "submit", watched)
+    source = png(40, 30)
+    job = await harness.submit(order(static_files.add("a.png", source)))
+    done = await harness.service.wait_settled(job.id)
+    assert done.state.value == "done"
+    assert events == ["submitted", "synced"]
+    assert named_at_submit == [[None]]
+    [kept] = done.inputs
+    assert await asyncio.to_thread(Path(kept["path"]).read_bytes) == source
+
+
+async def test_an_input_the_disk_will_not_sync_is_left_unnamed_and_the_edit_goes_on(
+    harness: Harness, static_files: StaticFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync fails once the run is at the host: the edit is delivered (the host has what it
+    needs), and the row does not name a file that may not be on disk."""
+    fsync = os.fsync
+
+    def failing(fd: int) -> None:
+        if Path(f"/proc/self/fd/{fd}").readlink().name.startswith("input-"):
+            raise OSError(errno.EIO, "I/O error")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing)
+    job = await harness.submit(order(static_files.add("a.png", png(40, 30))))
+    done = await harness.service.wait_settled(job.id)
+    assert done.state.value == "done"
+    assert [item.get("path") for item in done.inputs] == [None]
