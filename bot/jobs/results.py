@@ -227,8 +227,13 @@ class Results:
             await asyncio.gather(recording, return_exceptions=True)
 
     async def _record(self, job_id: int, fetched: Fetched) -> None:
-        """The outputs' rows, once their files are on disk for good."""
-        await self._core.files.sync(fetched.unsynced)
+        """The outputs' rows, once their files are on disk for good. A sync the disk refuses
+        comes while the result is being posted: the member gets it and it is charged as
+        delivered, and its rows are written all the same, as the files read back as written."""
+        try:
+            await self._core.files.sync(fetched.unsynced)
+        except OSError as error:
+            log.warning("job %d: its result could not be synced (%s)", job_id, error)
         await self._core.repo.add_outputs(job_id, fetched.outputs)
 
     async def _show(

@@ -202,3 +202,29 @@ async def test_an_input_the_disk_will_not_sync_is_left_unnamed_and_the_edit_goes
     done = await harness.service.wait_settled(job.id)
     assert done.state.value == "done"
     assert [item.get("path") for item in done.inputs] == [None]
+
+
+async def test_a_result_the_disk_will_not_sync_is_still_delivered_and_charged_once(
+    harness: Harness,
+    static_files: StaticFiles,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The sync fails while the result is being posted: the member has it, so the edit ends
+    delivered and charged, not failed and refunded after the result was shown."""
+    fsync = os.fsync
+
+    def failing(fd: int) -> None:
+        if Path(f"/proc/self/fd/{fd}").readlink().name.startswith("output-"):
+            raise OSError(errno.EIO, "I/O error")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing)
+    job = await harness.submit(order(static_files.add("a.png", png(40, 30))))
+    done = await harness.service.wait_settled(job.id)
+    assert done.state.value == "done"
+    assert done.credits_charged == done.credits_estimated > 0
+    assert len(harness.delivery.delivered) == 1
+    [output] = await harness.repo.outputs(job.id)
+    assert output.discord_url is not None
+    assert "could not be synced" in caplog.text
