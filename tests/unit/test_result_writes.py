@@ -127,6 +127,18 @@ def held_syncs(
     monkeypatch.setattr(os, "fsync", held)  # as bot.pictures.files calls it
 
 
+def refused_syncs(monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+    """Each fsync of a file named `prefix…` fails as a failing disk's does."""
+    fsync = os.fsync
+
+    def refused(fd: int) -> None:
+        if Path(f"/proc/self/fd/{fd}").readlink().name.startswith(prefix):
+            raise OSError(errno.EIO, "I/O error")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", refused)
+
+
 async def test_a_downloaded_result_is_synced_beside_its_upload_and_recorded_after(
     harness: Harness, static_files: StaticFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -190,14 +202,7 @@ async def test_an_input_the_disk_will_not_sync_is_left_unnamed_and_the_edit_goes
 ) -> None:
     """The sync fails once the run is at the host: the edit is delivered (the host has what it
     needs), and the row does not name a file that may not be on disk."""
-    fsync = os.fsync
-
-    def failing(fd: int) -> None:
-        if Path(f"/proc/self/fd/{fd}").readlink().name.startswith("input-"):
-            raise OSError(errno.EIO, "I/O error")
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", failing)
+    refused_syncs(monkeypatch, "input-")
     job = await harness.submit(order(static_files.add("a.png", png(40, 30))))
     done = await harness.service.wait_settled(job.id)
     assert done.state.value == "done"
@@ -212,14 +217,7 @@ async def test_a_result_the_disk_will_not_sync_is_still_delivered_and_charged_on
 ) -> None:
     """The sync fails while the result is being posted: the member has it, so the edit ends
     delivered and charged, not failed and refunded after the result was shown."""
-    fsync = os.fsync
-
-    def failing(fd: int) -> None:
-        if Path(f"/proc/self/fd/{fd}").readlink().name.startswith("output-"):
-            raise OSError(errno.EIO, "I/O error")
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", failing)
+    refused_syncs(monkeypatch, "output-")
     job = await harness.submit(order(static_files.add("a.png", png(40, 30))))
     done = await harness.service.wait_settled(job.id)
     assert done.state.value == "done"
