@@ -174,7 +174,10 @@ class InputPreparer:
         if ready.data is not None:
             upload = ready.data
             path = self._files.job_dir(job_id) / f"input-{idx}-ready.{ready.info.extension}"
-            await self._files.write(path, upload)
+            if self._links is not None:
+                # For the host to read through our link; not synced, as nothing else reads it
+                # and a job submitted again after a crash prepares it again.
+                await self._files.write(path, upload, durable=False)
         return self._bytes_or_link(item.filename, path, upload, content_type)
 
     def _bytes_or_link(self, filename: str, path: Path, data: bytes, content_type: str) -> ImageRef:

@@ -24,6 +24,7 @@ from bot.providers.base import EditRequest, Run
 from bot.providers.runflow import RunflowProvider
 from storage.jobs import Job
 from tests.conftest import StaticFiles
+from tests.data.make_corpus import turned_jpeg
 from tests.fakes.runflow import expected_output_image
 from tests.images import decode, png
 from tests.unit.test_jobs import Harness, order
@@ -226,3 +227,23 @@ async def test_a_result_the_disk_will_not_sync_is_still_delivered_and_charged_on
     [output] = await harness.repo.outputs(job.id)
     assert output.discord_url is not None
     assert "could not be synced" in caplog.text
+
+
+async def test_a_normalised_input_is_written_only_for_a_link_and_never_synced(
+    harness: Harness, static_files: StaticFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A phone photo turned by its EXIF orientation is sent normalised. Without a public URL the
+    host gets the bytes, so the normalised copy was written (and synced) for nothing; with one,
+    the host reads it as written."""
+    written: list[tuple[str, bool]] = []
+    write = FileStore.write
+
+    async def watched(self: FileStore, path: Path, data: bytes, *, durable: bool = True) -> None:
+        written.append((path.name, durable))
+        await write(self, path, data, durable=durable)
+
+    monkeypatch.setattr(FileStore, "write", watched)
+    job = await harness.submit(order(static_files.add("a.jpg", turned_jpeg(6), "image/jpeg")))
+    done = await harness.service.wait_settled(job.id)
+    assert done.state.value == "done"
+    assert [name for name, _ in written if "ready" in name] == []
