@@ -126,7 +126,7 @@ class ClaimRepository:
 
     async def place(self, job_id: int, now: datetime) -> int | None:
         """The job's 1-based place in line, or None when it is not waiting."""
-        order = _in_order(await self._db.fetch_all(_WAITING, (ts(now),)))
+        order = await self.in_line(now)
         return order.index(job_id) + 1 if job_id in order else None
 
     async def renew(self, owner: str, until: datetime) -> int:

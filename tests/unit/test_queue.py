@@ -338,9 +338,9 @@ async def test_the_lines_statements_read_no_finished_jobs(one: Process, tmp_path
         assert [detail for detail in details if _scans_jobs(detail)] == [], (sql, details)
 
 
-# What the line's statements derive from the waiting rows (each member's turn, each job's place):
+# What the claim's statement derives from the waiting rows (each member's turn):
 # scanning those is by design; scanning the jobs table, under any of its names, never is.
-_DERIVED = ("turns", "ranked", "places", "(subquery")
+_DERIVED = ("turns", "(subquery")
 
 
 def _scans_jobs(detail: str) -> bool:
