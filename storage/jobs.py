@@ -72,6 +72,8 @@ _MOVABLE = frozenset(
         "completed_at",
         "lease_owner",
         "lease_until",
+        "inputs",
+        "mask",
     }
 )
 
@@ -160,6 +162,8 @@ class JobRepository:
                 value = _ts(value)
             elif isinstance(value, Mapping):
                 value = json.dumps(dict(value))
+            elif isinstance(value, Sequence) and not isinstance(value, str):  # the kept inputs
+                value = json.dumps([dict(item) for item in value])
             values.append(value)
         marks = ", ".join("?" for _ in expected_states)
         async with self._db.transaction() as tx:
@@ -316,20 +320,6 @@ class JobRepository:
                     )
                     for o in outputs
                 ],
-            )
-
-    async def set_inputs(
-        self, job_id: int, inputs: Sequence[Mapping[str, Any]], mask: Mapping[str, Any] | None
-    ) -> None:
-        """Where the job's inputs and mask are kept now, for a Retry long after Discord's links expired."""
-        async with self._db.transaction() as tx:
-            await tx.execute(
-                "UPDATE jobs SET inputs = ?, mask = ? WHERE id = ?",
-                (
-                    json.dumps([dict(item) for item in inputs]),
-                    json.dumps(dict(mask)) if mask is not None else None,
-                    job_id,
-                ),
             )
 
     async def set_output_urls(self, job_id: int, urls: Sequence[str]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from bot.edits import BOT_ERROR, STORAGE_FULL, Progress
 from bot.jobs.core import Core
@@ -219,8 +220,9 @@ class Runner:
 
     async def _submit_and_record(self, moved: Job, request: EditRequest, prepared: Prepared) -> Job | None:
         core = self._core
-        # The kept inputs are synced, and then named in the row, while the host takes the run.
-        keeping = asyncio.ensure_future(self._keep_inputs(moved.id, prepared))
+        # The kept inputs are synced while the host takes the run, and named in the row by the
+        # move to `running`.
+        keeping = asyncio.ensure_future(self._kept_inputs(moved.id, prepared))
         started = core.clock.monotonic()
         try:
             run = await core.provider.submit(request, callback_url=core.settings.callback_url)
@@ -232,7 +234,7 @@ class Runner:
         except BaseException:
             await asyncio.gather(keeping, return_exceptions=True)
             raise
-        await keeping
+        kept = await keeping
         self._observe(run.host, "submit", started)
         running = await core.repo.move(
             moved.id,
@@ -242,22 +244,24 @@ class Runner:
             run_id=run.run_id,
             run_data=run.data,
             submitted_at=core.clock.now(),
+            **kept,
         )
         if running is None:
             # Cancelled while the submit was in flight: the run exists, so stop it.
             await self._endings.stop_run(run)
         return running
 
-    async def _keep_inputs(self, job_id: int, prepared: Prepared) -> None:
-        """Name the kept inputs in the job's row once they are on disk for good, for a Retry after
-        Discord's links expired. One the disk refused is left unnamed: the run is at the host
+    async def _kept_inputs(self, job_id: int, prepared: Prepared) -> dict[str, Any]:
+        """The row's fields that name the kept inputs, once they are on disk for good, for a
+        Retry after Discord's links expired; written by the move to `running`, not in a
+        transaction of their own; none when the disk refused them: the run is at the host
         already, and a Retry fetches the input from Discord again."""
         try:
             await self._core.files.sync(prepared.unsynced)
         except OSError as error:
             log.warning("job %d: its inputs could not be synced (%s); they are not kept", job_id, error)
-            return
-        await self._core.repo.set_inputs(job_id, prepared.kept, prepared.kept_mask)
+            return {}
+        return {"inputs": prepared.kept, "mask": prepared.kept_mask}
 
     async def land(self, within: float) -> None:
         """At a stop, once the workers are cancelled: let the submits already at a host record

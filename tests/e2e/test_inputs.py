@@ -4,6 +4,7 @@ URLs that are not Discord's at all."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,13 @@ import pytest
 from PIL import Image
 
 from bot.pictures import images
-from storage.jobs import JobRepository
 from tests.e2e.conftest import InProcessBot
 from tests.e2e.helpers import has_image, shows
 from tests.e2e.test_hosts import free_port
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.runflow import FakeRunflow
 from tests.images import png
+from tests.sql import run_sql
 
 PORT = free_port()
 PUBLIC = {"RETOUCH_WEB__PORT": str(PORT), "RETOUCH_WEB__PUBLIC_URL": f"http://127.0.0.1:{PORT}"}
@@ -42,7 +43,7 @@ async def test_retry_after_the_discord_url_expired_uses_a_signed_link_to_the_kep
     assert retouch.bot is not None
     job = await retouch.bot.jobs.wait_settled(1)
     stale = [{**item, "url": item["url"].replace("ex=", "ex=00000001&old=")} for item in job.inputs]
-    await JobRepository(retouch.bot.db).set_inputs(job.id, stale, job.mask)
+    await run_sql(retouch.bot.db, "UPDATE jobs SET inputs = ? WHERE id = ?", (json.dumps(stale), job.id))
     await discord_fake.click(result, "Retry")
     second = await runflow.wait_for_run(count=2)
     # The retry reuses the first edit's kept file, linked from its folder.

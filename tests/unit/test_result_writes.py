@@ -6,11 +6,12 @@ twice, once as downloaded and once stamped, where a PNG needs only its end writt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import io
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from bot.pictures import memory
 from bot.pictures.files import FileStore
 from bot.providers.base import EditRequest, Run
 from bot.providers.runflow import RunflowProvider
+from storage.db import Database, Tx
 from storage.jobs import Job
 from tests.conftest import StaticFiles
 from tests.data.make_corpus import turned_jpeg
@@ -196,6 +198,55 @@ async def test_a_kept_input_is_synced_beside_the_submit_and_named_after(
     assert named_at_submit == [[None]]
     [kept] = done.inputs
     assert await asyncio.to_thread(Path(kept["path"]).read_bytes) == source
+
+
+class _TracedTx:
+    """A transaction that notes the statements it runs."""
+
+    def __init__(self, tx: Tx, seen: list[str]) -> None:
+        self._tx, self._seen = tx, seen
+
+    def __getattr__(self, name: str) -> Any:
+        run = getattr(self._tx, name)
+        if name not in ("execute", "executemany", "fetch_one", "fetch_all"):
+            return run
+
+        async def traced(sql: str, *args: Any) -> Any:
+            self._seen.append(" ".join(sql.split()))
+            return await run(sql, *args)
+
+        return traced
+
+
+def traced_transactions(monkeypatch: pytest.MonkeyPatch, db: Database) -> list[list[str]]:
+    """The statements of each transaction the store runs from now on, on either backend."""
+    transactions: list[list[str]] = []
+    begin = db.transaction
+
+    @contextlib.asynccontextmanager
+    async def transaction() -> AsyncIterator[Any]:
+        async with begin() as tx:
+            transactions.append([])
+            yield _TracedTx(tx, transactions[-1])
+
+    monkeypatch.setattr(db, "transaction", transaction)
+    return transactions
+
+
+async def test_the_move_to_running_names_the_kept_inputs_in_the_same_write(
+    harness: Harness, static_files: StaticFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kept inputs were named by a transaction of their own just before the move to
+    `running`: one of the eleven an edit took, each a turn of the store's write lock."""
+    transactions = traced_transactions(monkeypatch, harness.db)
+    job = await harness.submit(order(static_files.add("a.png", png(40, 30))))
+    done = await harness.service.wait_settled(job.id)
+    assert done.state.value == "done"
+    naming = [statements for statements in transactions if any("inputs = ?" in sql for sql in statements)]
+    assert len(naming) == 1
+    [[move]] = naming
+    assert "state = ?" in move
+    assert [Path(item["path"]).name for item in done.inputs] == ["input-0.png"]
 
 
 async def test_an_input_the_disk_will_not_sync_is_left_unnamed_and_the_edit_goes_on(
