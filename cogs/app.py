@@ -25,6 +25,7 @@ from bot.pictures import memory
 from bot.pictures.files import FileStore
 from bot.pictures.links import FileLinks, derive_key
 from bot.providers.router import Router, build_router
+from bot.runtime import heap
 from bot.runtime.clock import SYSTEM_CLOCK, Clock
 from bot.runtime.command_sync import CommandSync
 from bot.runtime.config import Settings
@@ -179,6 +180,7 @@ class Retouch(commands.Bot):
         await self.web.start()
         self.delivery = DiscordDelivery(self)
         await self.jobs.start(self.delivery)
+        heap.keep_startup()
 
     async def _sync_commands(self) -> None:
         """Sync the commands to the dev guilds, or globally, where they changed since the last sync."""
