@@ -33,6 +33,7 @@ import tests.fakes.runflow as runflow_module
 from bench.core import LoopLag
 from bench.images import photo_png
 from tests.fakes.discord import FakeDiscord, Interaction
+from tests.fakes.listen import BACKLOG
 from tests.fakes.runflow import FakeRunflow
 
 _encode_outputs = runflow_module._encode_outputs
@@ -127,7 +128,7 @@ class World:
             app.router.add_post(f"/{name}", self._wrap(getattr(self, name)))
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        await web.TCPSite(runner, "127.0.0.1", 0, backlog=BACKLOG).start()
         return runner
 
     def _wrap(self, handler: Any) -> Any:

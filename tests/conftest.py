@@ -12,6 +12,7 @@ from aiohttp import web
 from storage.db import Database
 from storage.store import open_db
 from tests import postgres
+from tests.fakes.listen import BACKLOG
 from tests.fakes.runflow import FakeRunflow
 
 
@@ -85,7 +86,7 @@ class StaticFiles:
         app.router.add_get("/{name}", self._serve)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=BACKLOG)
         await site.start()
         self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
 

@@ -62,6 +62,8 @@ from typing import Any, Final, TypeVar
 from aiohttp import BodyPartReader, WSMsgType, web
 from PIL import Image
 
+from tests.fakes.listen import BACKLOG
+
 __all__ = ["DiscordError", "FakeDiscord", "Interaction", "RecordedRequest"]
 
 JSON = dict[str, Any]
@@ -813,7 +815,7 @@ class FakeDiscord:
         app.router.add_get(r"/cdn/external/{signature}/{key:\d+}/{tail:.+}", self._external_cdn)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        await web.TCPSite(self._runner, "127.0.0.1", 0, backlog=BACKLOG).start()
         self.port = self._runner.addresses[0][1]
 
     async def close(self) -> None:

@@ -53,6 +53,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from tests.fakes.listen import BACKLOG
 from tests.fakes.runflow import RecordedRequest, is_loopback_url
 from tests.images import png
 
@@ -153,7 +154,7 @@ class LoopbackFake:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        await web.TCPSite(self._runner, "127.0.0.1", 0, backlog=BACKLOG).start()
         host, port = self._runner.addresses[0][:2]
         self._base_url = f"http://{host}:{port}"
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), trust_env=False)
@@ -423,7 +424,7 @@ class WebhookSink:
         app.router.add_post("/hook", self._receive)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        await web.TCPSite(self._runner, "127.0.0.1", 0, backlog=BACKLOG).start()
         self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/hook"
         return self
 

@@ -69,6 +69,8 @@ from multidict import CIMultiDict
 from PIL import Image, ImageOps
 from yarl import URL
 
+from tests.fakes.listen import BACKLOG
+
 __all__ = [
     "KNOWN_MODEL",
     "PRICE_PER_IMAGE",
@@ -369,7 +371,7 @@ class FakeRunflow:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=BACKLOG)
         await site.start()
         self._runner = runner
         host, port = runner.addresses[0][:2]
