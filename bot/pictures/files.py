@@ -25,6 +25,8 @@ from typing import BinaryIO
 import aiohttp
 import yarl
 
+# A download is written to its file in batches of at least this many bytes: one hop to the
+# writing thread per batch, not per piece the network delivered.
 CHUNK = 256 * 1024
 
 
@@ -232,17 +234,19 @@ class FileStore:
         temporary = path.with_suffix(path.suffix + ".part")
         handle = await asyncio.to_thread(_open_part, temporary)
         claimed = 0
-        # A chunk is written on a thread while the next one arrives: at most one write in
-        # flight, so at most two chunks held.
-        writing: asyncio.Future[int] | None = None
+        # A batch is written on a thread while the next one arrives: at most one write in
+        # flight, so at most two batches held. The pieces are written as they came, not joined
+        # into blocks first (a copy of every byte on the event loop).
+        writing: asyncio.Future[None] | None = None
         try:
             with _disk_full_as_storage_full():
-                async for chunk in _stream(session, url, max_bytes, timeout, None):
-                    await self._claim(path, len(chunk))
-                    claimed += len(chunk)
+                async for batch in _batches(_stream(session, url, max_bytes, timeout, None), CHUNK):
+                    size = sum(map(len, batch))
+                    await self._claim(path, size)
+                    claimed += size
                     if writing is not None:
                         await writing
-                    writing = asyncio.ensure_future(asyncio.to_thread(_write_block, handle, chunk, watch))
+                    writing = asyncio.ensure_future(asyncio.to_thread(_write_batch, handle, batch, watch))
                 if writing is not None:
                     await writing
                 if finish is not None:
@@ -318,11 +322,15 @@ async def _stream(
             if response.content_length is not None and response.content_length > max_bytes:
                 raise DownloadError(too_large)
             received = 0
-            async for chunk in response.content.iter_chunked(CHUNK):
-                received += len(chunk)
+            # The pieces as the network delivered them: re-cut into blocks of a set size, each
+            # block was a copy, 1.5 ms of the event loop's time an edit for a 3 MB input and result.
+            async for piece, _ in response.content.iter_chunks():
+                if not piece:
+                    continue
+                received += len(piece)
                 if received > max_bytes:
                     raise DownloadError(too_large)
-                yield chunk
+                yield piece
     except TimeoutError as exc:
         raise DownloadError("the download timed out") from exc
     except aiohttp.ClientError as exc:
@@ -340,10 +348,25 @@ def _disk_full_as_storage_full() -> Iterator[None]:
         raise
 
 
-def _write_block(handle: BinaryIO, block: bytes, watch: Callable[[bytes], object] | None) -> int:
-    if watch is not None:
-        watch(block)
-    return handle.write(block)
+async def _batches(pieces: AsyncIterator[bytes], least: int) -> AsyncIterator[list[bytes]]:
+    """The pieces in lists of at least `least` bytes, the last one whatever is left."""
+    batch: list[bytes] = []
+    held = 0
+    async for piece in pieces:
+        batch.append(piece)
+        held += len(piece)
+        if held >= least:
+            yield batch
+            batch, held = [], 0
+    if batch:
+        yield batch
+
+
+def _write_batch(handle: BinaryIO, batch: Sequence[bytes], watch: Callable[[bytes], object] | None) -> None:
+    for piece in batch:
+        if watch is not None:
+            watch(piece)
+        handle.write(piece)
 
 
 def _open_part(temporary: Path) -> BinaryIO:
