@@ -29,6 +29,7 @@ from bot.providers.base import (
     RunStatus,
     Unavailable,
 )
+from bot.runtime.tasks import Supervisor
 from storage.db import database_errors
 from storage.jobs import Job, JobState
 
@@ -46,8 +47,11 @@ def _unusable(problem: Exception) -> str:
 
 
 class Runner:
-    def __init__(self, core: Core, endings: Endings, inputs: InputPreparer, results: Results) -> None:
+    def __init__(
+        self, core: Core, endings: Endings, inputs: InputPreparer, results: Results, tasks: Supervisor
+    ) -> None:
         self._core = core
+        self._tasks = tasks
         self._endings = endings
         self._inputs = inputs
         self._results = results
@@ -66,7 +70,9 @@ class Runner:
         """One worker: forever, the next job in line."""
         while True:
             job = await self._core.line.take()
-            await self._announce_places()
+            # Beside the job, not before it: awaited, a claim from a long line waited for a
+            # reading of the line and up to three progress edits before its own work began.
+            self._tasks.spawn(self._announce_places(), name="announce-places")
             await self.held(job.id)
 
     async def held(self, job_id: int) -> None:

@@ -101,13 +101,13 @@ class JobService:
         )
         endings = Endings(core)
         intake = Intake(core)
-        runner = Runner(core, endings, inputs, Results(core, endings, inputs, session))
+        self._tasks = Supervisor()
+        runner = Runner(core, endings, inputs, Results(core, endings, inputs, session), self._tasks)
         queries = Queries(repo, endings.wait_settled)
         self._core = core
         self._intake = intake
         self._runner = runner
         self._retention = Retention(core)
-        self._tasks = Supervisor()
         self._recovery = Recovery(core, intake, runner, endings, self._tasks)
         self._listening = False
         self._switches = BotSettingsRepository(repo.database)

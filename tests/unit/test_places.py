@@ -13,6 +13,7 @@ from bot.jobs.endings import Endings
 from bot.jobs.inputs import InputPreparer
 from bot.jobs.results import Results
 from bot.jobs.runner import Runner
+from bot.runtime.tasks import Supervisor
 from storage.jobs import Job, JobState
 
 
@@ -46,9 +47,11 @@ class Delivery:
         self.shown.append((job.id, progress.queue_position))
 
 
-def runner_over(line: Line, delivery: Delivery) -> Runner:
+def runner_over(line: Line, delivery: Delivery, tasks: Supervisor | None = None) -> Runner:
     core = cast(Core, SimpleNamespace(line=line, repo=Repo(), delivery=delivery))
-    return Runner(core, cast(Endings, None), cast(InputPreparer, None), cast(Results, None))
+    return Runner(
+        core, cast(Endings, None), cast(InputPreparer, None), cast(Results, None), tasks or Supervisor()
+    )
 
 
 async def test_a_burst_of_claims_reads_the_line_twice_and_shows_each_place_once() -> None:
@@ -67,3 +70,35 @@ async def test_a_burst_of_claims_reads_the_line_twice_and_shows_each_place_once(
     await runner._announce_places()  # the line has not moved: nothing new to tell
     assert line.readings == 3
     assert len(delivery.shown) == 6
+
+
+async def test_a_claimed_job_starts_while_the_places_are_still_being_announced() -> None:
+    """A worker read the line and told up to three members their places before starting the
+    job it had claimed; in a burst, every job waited for that."""
+    line, delivery = Line([5, 6, 7, 8]), Delivery()
+    claimed = [cast(Job, SimpleNamespace(id=4))]
+
+    async def take() -> Job:
+        if claimed:
+            return claimed.pop()
+        await asyncio.Event().wait()  # nothing more in line
+        raise AssertionError
+
+    line.take = take  # type: ignore[attr-defined]
+    tasks = Supervisor()
+    runner = runner_over(line, delivery, tasks)
+    started = asyncio.Event()
+
+    async def held(job_id: int) -> None:
+        started.set()
+
+    runner.held = held  # type: ignore[method-assign]
+    worker = asyncio.ensure_future(runner.work())
+    try:
+        await asyncio.wait_for(started.wait(), 5)
+        assert not line.go_on.is_set()  # the announcement's reading is still held
+        line.go_on.set()
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+        await tasks.stop()
