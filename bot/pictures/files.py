@@ -326,7 +326,7 @@ async def _stream(
                 raise DownloadError(too_large)
             received = 0
             # The pieces as the network delivered them: re-cut into blocks of a set size, each
-            # block was a copy, 1.5 ms of the event loop's time an edit for a 3 MB input and result.
+            # block was a copy, about 1.2 ms of the event loop's time an edit (1 MP in and out).
             async for piece, _ in response.content.iter_chunks():
                 if not piece:
                     continue
