@@ -472,7 +472,7 @@ class Interaction:
         self.opened_by: Interaction | None = None  # for a modal submit: the interaction that opened it
         self.shard: int | None = None  # the gateway shard it was sent on
         self.responses: list[JSON] = []  # every callback attempt: {type, data, files, status}
-        self.sent_at = math.inf  # time.monotonic() when sent over the gateway
+        self.sent_at = math.inf  # time.monotonic() when its frame was written to the gateway
         self.acknowledged = False  # a callback succeeded
         self.expired = False  # the first callback came too late: the token is dead
         self.original_id: int | None = None  # what @original means for the webhook routes
@@ -704,7 +704,7 @@ class _Connection:
     """One gateway websocket. Frames go out through a queue drained by one task, so that events queued
     from synchronous code (``add_member``) keep their order relative to later awaited ones."""
 
-    def __init__(self, ws: web.WebSocketResponse, on_sent: Callable[[JSON], None]) -> None:
+    def __init__(self, ws: web.WebSocketResponse, on_sent: Callable[[JSON, float], None]) -> None:
         self.ws, self._on_sent = ws, on_sent
         self.session: _Session | None = None
         self.ready = False
@@ -725,15 +725,16 @@ class _Connection:
     async def _write_loop(self) -> None:
         while True:
             payload, future = await self._queue.get()
-            written = False
+            written, data = False, json.dumps(payload)
+            writing_at = time.monotonic()  # the bot may read it before send_str returns
             if not self.ws.closed:
                 try:
-                    await self.ws.send_str(json.dumps(payload))
+                    await self.ws.send_str(data)
                     written = True
                 except (ConnectionError, RuntimeError):
                     pass
             if written and payload["op"] != 11:
-                self._on_sent(payload)
+                self._on_sent(payload, writing_at)
             if not future.done():
                 future.set_result(written)
 
@@ -786,6 +787,7 @@ class FakeDiscord:
         self.internal_errors: list[Exception] = []  # fake bugs or unparseable payloads (answered 400)
         self._message_log: list[JSON] = []  # every version of every bot message, for waiters
         self._by_token: dict[str, Interaction] = {}
+        self._by_id: dict[int, Interaction] = {}
         self._command_scopes: dict[int | None, dict[tuple[str, int], JSON]] = {}  # guild id or None
         self._command_ids: dict[tuple[int | None, str, int], int] = {}
         self._files: dict[int, _StoredFile] = {}
@@ -1335,7 +1337,7 @@ class FakeDiscord:
     # -------------------------------------------------------------------------------------- REST: interactions
 
     async def _callback(self, request: _Request) -> JSON:
-        interaction = next((i for i in self.interactions if i.id == int(request.params["id"])), None)
+        interaction = self._by_id.get(int(request.params["id"]))
         if interaction is None or not hmac.compare_digest(interaction.token, request.params["token"]):
             raise _unknown(404, 10062, "interaction")
         kind, data = request.payload.get("type"), request.payload.get("data")
@@ -1725,10 +1727,18 @@ class FakeDiscord:
 
     # -------------------------------------------------------------------------------------- gateway
 
+    def _sent(self, payload: JSON, writing_at: float) -> None:
+        """A frame was written: an interaction's clock starts when its writing did, as the bot cannot
+        answer it sooner. Timed when queued, a burst's last event was charged the writing of all
+        the frames before it."""
+        self.gateway_events_sent.append(payload)
+        if payload.get("t") == "INTERACTION_CREATE" and (found := self._by_id.get(int(payload["d"]["id"]))):
+            found.sent_at = writing_at
+
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
-        connection = _Connection(ws, self.gateway_events_sent.append)
+        connection = _Connection(ws, self._sent)
         self._connections.add(connection)
         connection.send({"op": 10, "d": {"heartbeat_interval": 41_250}})
         try:
@@ -1922,6 +1932,7 @@ class FakeDiscord:
         }
         self.interactions.append(interaction)
         self._by_token[interaction.token] = interaction
+        self._by_id[interaction.id] = interaction
         place = self.guild_of(channel_id) or self._foreign_guild_of(channel_id)
         give_up = time.monotonic() + 10
         while True:
@@ -1930,9 +1941,9 @@ class FakeDiscord:
                 await self.wait_ready(timeout=max(0.0, give_up - time.monotonic()), shards=[shard])
             except TimeoutError:
                 self.interactions.remove(interaction)
+                del self._by_id[interaction.id]
                 raise
             connection = self._shards[shard]
-            interaction.sent_at = time.monotonic()
             if await connection.dispatch("INTERACTION_CREATE", payload):
                 interaction.shard = shard
                 break

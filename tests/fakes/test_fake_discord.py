@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -412,6 +413,37 @@ async def test_second_ack_and_late_first_response(fake: FakeDiscord, bot: TinyBo
     error = await asyncio.wait_for(bot.errors.get(), 5)
     assert (error.status, error.code) == (404, 10062)
     assert fake.unanswered() == [slow]
+
+
+async def test_an_interaction_is_timed_from_when_its_frame_is_written(
+    fake: FakeDiscord, bot: TinyBot
+) -> None:
+    """The deadline and the benchmarks' latencies start when the bot could first see the event: in
+    a burst, a frame queued behind others is written later."""
+    connection = fake._shards[0]
+    writing, release = asyncio.Event(), asyncio.Event()
+    send_str = connection.ws.send_str
+
+    async def first_held(data: str, compress: int | None = None) -> None:
+        if not writing.is_set():
+            writing.set()
+            await release.wait()
+        await send_str(data, compress)
+
+    connection.ws.send_str = first_held  # type: ignore[method-assign]
+    connection.send({"op": 11})  # a heartbeat ACK, the frame the interaction waits behind
+    sending = asyncio.create_task(fake.slash("ping"))
+    await writing.wait()
+    for _ in range(1000):  # the interaction is in the fake's hands once its frame is queued
+        if not connection._queue.empty():
+            break
+        await asyncio.sleep(0)
+    assert not connection._queue.empty()
+    held_until = time.monotonic()
+    release.set()
+    ping = await sending
+    assert ping.sent_at > held_until
+    assert (await ping.wait_response())["data"]["content"] == "pong"
 
 
 async def test_limits_413_and_50035(fake: FakeDiscord, bot: TinyBot) -> None:
