@@ -44,7 +44,7 @@ from bench.core import Config, Report, Row, say
 from bench.harness import World, retouch_settings, start_retouch, time_settlements, wide_open
 from bench.images import photo_png
 from bot.credits import CreditService
-from bot.edits import Progress, Receipt, ResultFile
+from bot.edits import EditOrder, Progress, Receipt, ResultFile
 from bot.jobs import JobService, JobSettings
 from bot.pictures.files import FileStore
 from bot.providers.base import EditRequest, EditResult, OutputImage, Run, RunState, RunStatus
@@ -191,6 +191,9 @@ class _Discord:
 
     async def report_failure(self, job: Job, message: str) -> None:
         self.failures.append(f"job {job.id}: {message}")
+
+    async def refuse(self, order: EditOrder, message: str) -> None:
+        self.failures.append(f"an order of member {order.user_id}: {message}")
 
     def cancelled(self, job: Job) -> None:
         return None

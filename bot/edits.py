@@ -65,6 +65,9 @@ class EditOrder:
     acked_at: datetime | None = None
     """When the member was told the edit was taken (`Intake.note`): the job's place among the
     member's edits, which the order its row happens to be written in must not change."""
+    confirmed: bool = False
+    """The member has agreed to its cost (the confirmation, or the painter's Submit): it is not
+    asked again, also when a restart recovers it from the journal."""
 
     @property
     def credit_guild(self) -> int:
@@ -106,6 +109,10 @@ class Delivery(Protocol):
 
     async def report_failure(self, job: Job, message: str) -> None: ...
 
+    async def refuse(self, order: EditOrder, message: str) -> None:
+        """An acknowledged edit refused before it had a job (recovered from the journal after a
+        restart, under rules that changed meanwhile): the member is told, privately."""
+
     def cancelled(self, job: Job) -> None:
         """The job was cancelled (the caller shows that): no more of its progress is shown."""
 
@@ -133,6 +140,15 @@ class CannotRecord(EditsPaused):
     database is not answering): a refusal now is the only answer that can still arrive."""
 
     message = "Retouch can't record new edits right now (its storage isn't answering); try again in a minute."
+
+
+class NotTaken(Exception):
+    """The server's rules refuse an edit (a pause, the channel, a cost nobody confirmed);
+    `message` is one sentence fit to show the member."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class TooManyJobs(Exception):

@@ -179,7 +179,7 @@ class Retouch(commands.Bot):
         )
         await self.web.start()
         self.delivery = DiscordDelivery(self)
-        await self.jobs.start(self.delivery)
+        await self.jobs.start(self.delivery, self.admission.readmit)
         heap.keep_startup()
 
     async def _sync_commands(self) -> None:

@@ -15,6 +15,7 @@ only the newest is sent. A result or a failure drops the progress still waiting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import discord
 
-from bot.edits import DeliveryFailed, Progress, Receipt, ResultFile
+from bot.edits import TOKEN_LIFETIME, DeliveryFailed, EditOrder, Progress, Receipt, ResultFile
 from bot.runtime.tasks import Supervisor
 from cogs import render
 from cogs.buttons import progress_view, result_message
@@ -94,11 +95,7 @@ class DiscordDelivery:
             return None
         if job.token_expires_at is None or job.token_expires_at <= self._bot.clock.now():
             return None
-        # An application webhook, as discord.py builds `interaction.followup`: only it may send
-        # private (ephemeral) followups.
-        webhook = discord.Webhook.from_state(
-            {"id": job.application_id, "type": 3, "token": job.interaction_token}, self._bot._connection
-        )
+        webhook = self._followup(job.application_id, job.interaction_token)
         if job.status_message_id is not None:
             return webhook, job.status_message_id
         try:
@@ -106,6 +103,36 @@ class DiscordDelivery:
         except discord.HTTPException:
             return None
         return webhook, original.id
+
+    def _followup(self, application_id: int, token: str) -> discord.Webhook:
+        """An application webhook, as discord.py builds `interaction.followup`: only it may send
+        private (ephemeral) followups."""
+        return discord.Webhook.from_state(
+            {"id": application_id, "type": 3, "token": token}, self._bot._connection
+        )
+
+    async def refuse(self, order: EditOrder, message: str) -> None:
+        """As `cogs.flow` answers a refusal found after the acknowledgement: a private "thinking"
+        message becomes the answer; a public one is deleted and the member told in a private
+        followup. A repeat after a crash (the message already gone) still tells them."""
+        token, application_id, acked_at = order.interaction_token, order.application_id, order.acked_at
+        expires = order.token_expires_at or (acked_at + TOKEN_LIFETIME if acked_at is not None else None)
+        if token is None or application_id is None or expires is None or expires <= self._bot.clock.now():
+            log.info("an edit refused at recovery cannot be answered any more: %s", message)
+            return
+        webhook = self._followup(application_id, token)
+        original = cast(int, "@original")
+        text = render.refusal_text(order.prompt, message)
+        try:
+            if order.options.private:
+                await webhook.edit_message(original, content=text)
+                return
+            with contextlib.suppress(discord.NotFound):  # deleted before a crash: tell them still
+                await webhook.delete_message(original)
+            await webhook.send(text, ephemeral=True, allowed_mentions=render.NO_PINGS)
+        except discord.HTTPException as exc:
+            self._count(exc)
+            log.warning("an edit refused at recovery could not be told to its member (%s)", exc)
 
     def cancelled(self, job: Job) -> None:
         """Progress still waiting (up to a gap's worth) is dropped, and any shown later by a

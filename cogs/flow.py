@@ -88,10 +88,12 @@ async def start_edit(
     if problem is not None:
         await answer_privately(interaction, problem)
         return None
+    # All the order needs from the interaction, so the journal entry carries it.
     options = replace(
         options,
         private=options.private or answers_privately(interaction),
         upload_limit=interaction.filesize_limit,
+        channel_nsfw=is_age_restricted(interaction.channel),
     )
     draft = EditOrder(
         guild_id=server_of(interaction),
@@ -108,16 +110,12 @@ async def start_edit(
         interaction_token=interaction.token,
         role_ids=role_ids(interaction),
         personal=is_personal(interaction),
+        confirmed=confirmed,
     )
     with bot.admission.acknowledging():
         draft = await bot.jobs.note(draft)
         status = await open_status(interaction, options.private)
-    order = replace(
-        draft,
-        options=replace(options, channel_nsfw=is_age_restricted(interaction.channel)),
-        status_message_id=status.message_id,
-    )
-    match await bot.admission.admit(order, confirmed=confirmed):
+    match await bot.admission.admit(replace(draft, status_message_id=status.message_id)):
         case Queued(job):
             return job
         case NeedsConfirmation(asked, estimate, balance):

@@ -115,6 +115,7 @@ class DiscordDesk:
             parent_id=grant.parent_id,
             parent_output=grant.parent_output,
             role_ids=grant.role_ids,
+            confirmed=True,  # the page showed the cost, and Submit was the answer
         )
         announced: list[EditOrder] = []
 
@@ -122,7 +123,7 @@ class DiscordDesk:
             announced.append(await self._with_status(link, order))
             return announced[-1]
 
-        decision = await bot.admission.admit(order, confirmed=True, announce=announce)
+        decision = await bot.admission.admit(order, announce=announce)
         if isinstance(decision, Queued):
             return Outcome(job_id=decision.job.id)
         for shown in announced:

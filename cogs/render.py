@@ -79,7 +79,11 @@ def notify_text(mention: bool) -> str:
 
 def failure_text(job: Job, message: str, *, mention: bool) -> str:
     who = f"<@{job.user_id}> " if mention else ""
-    return f"{who}> {quote_prompt(job.prompt)}\n❌ {plain(message)}"
+    return f"{who}{refusal_text(job.prompt, message)}"
+
+
+def refusal_text(prompt: str, message: str) -> str:
+    return f"> {quote_prompt(prompt)}\n❌ {plain(message)}"
 
 
 def cancelled_text(job: Job) -> str:

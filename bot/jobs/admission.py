@@ -1,7 +1,8 @@
 """Whether, and how, an edit is taken: one decision for every way an edit starts (a command, a
 form, a button, the painter's page).
 
-`admit(order)` answers `Queued`, `NeedsConfirmation`, `Refused(reason)` or `HandedOn`. It owns the rules
+`admit(order)` answers `Queued`, `NeedsConfirmation`, `Refused(reason)` or `HandedOn`; `readmit`
+decides the same for an edit a restart found in the journal. It owns the rules
 that used to be spread over the Discord side: the options a member left to the server, the
 owner's and the moderators' switches (pause, DMs, own installs, channels), the confirmation
 rule, and which sizes an edit may be upscaled to. The Discord side only parses, acknowledges
@@ -24,7 +25,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, replace
 
 from bot.credits import Balance, ConfirmFirst, CreditError, Estimate
-from bot.edits import PAUSED, EditOptions, EditOrder, EditsPaused, TooManyJobs
+from bot.edits import PAUSED, EditOptions, EditOrder, EditsPaused, NotTaken, TooManyJobs
 from bot.jobs.journal import HandedOn
 from bot.jobs.service import JobService
 from bot.pictures.sizes import RESOLUTIONS, SIZE_NAMES
@@ -38,6 +39,10 @@ NOT_IN_DMS = "Editing in direct messages is turned off on this bot; use /edit in
 PERSONAL_OFF = "Using Retouch from your own account is turned off on this bot; use it in a server that has added Retouch."
 SERVER_PAUSED = "Editing is paused on this server by its moderators; try again later."
 NO_LONGER_MADE = "This bot's image host cannot make that size any more; pick another."
+NOT_CONFIRMED = (
+    "Retouch restarted before this edit started, and it costs {credits} credits, so it needs your "
+    "confirmation: run it again."
+)
 # The size every edit gets unless a size is asked for: the shape of the picture itself.
 SAME_SHAPE = "auto"
 STANDARD_RESOLUTION = "1K"
@@ -103,6 +108,8 @@ Decision = Queued | NeedsConfirmation | Refused | HandedOn
 # Called once the edit passed every check and before its job is written: the painter's page posts
 # the message that will show progress here, so a refused edit never shows one.
 Announce = Callable[[EditOrder], Awaitable[EditOrder]]
+# Given the member's balance, whether they must confirm the cost first.
+AskFirst = Callable[[Balance], bool]
 
 
 def closed_where(rules: AdmissionRules, guild_id: int | None, *, personal: bool) -> str | None:
@@ -247,27 +254,37 @@ class Admission:
             return Refused(NO_LONGER_MADE)
         return _upscaled(parent, size)
 
-    async def admit(
-        self, order: EditOrder, *, confirmed: bool = False, announce: Announce | None = None
-    ) -> Decision:
-        """Decide the edit and, when it is taken, write it with its credit hold and put it in line.
-
-        The server's NSFW policy and recipe choice and the member's /notify choice are fixed
-        into the order here, as they are when it is asked. An order that is not queued is taken
-        out of the journal, so recovery never starts it. Waits first while other edits are
-        being acknowledged (at most `GIVE_WAY_SECONDS`).
-        """
-        await self._give_way()
-        jobs = self._jobs
-        server = await self._servers.get(order.guild_id)
+    async def _chosen(self, order: EditOrder, server: ServerSettings) -> EditOrder:
+        """The order with the server's NSFW policy and recipe choice and the member's /notify
+        choice fixed into it, as they are now."""
         options = replace(
             order.options,
             nsfw_policy=server.nsfw_policy,
             recipe=server.recipe,
             mention=await self._prefs.mentions(order.user_id),
         )
-        order = replace(order, options=options)
-        estimate = jobs.estimate(options)
+        return replace(order, options=options)
+
+    def _ask_first(self, order: EditOrder, server: ServerSettings, estimate: Estimate) -> AskFirst | None:
+        """Whether to ask before writing, decided in the transaction that writes the job from the
+        balance its reservation reads (asked before, the limits and credits were read twice)."""
+        if order.confirmed:
+            return None
+        return functools.partial(needs_confirmation, self.rules, server, estimate)
+
+    async def admit(self, order: EditOrder, *, announce: Announce | None = None) -> Decision:
+        """Decide the edit and, when it is taken, write it with its credit hold and put it in line.
+
+        The server's and the member's choices are fixed into the order here (`_chosen`), as
+        they are when it is asked. An order that is not queued is taken out of the journal, so
+        recovery never starts it. Waits first while other edits are being acknowledged (at most
+        `GIVE_WAY_SECONDS`).
+        """
+        await self._give_way()
+        jobs = self._jobs
+        server = await self._servers.get(order.guild_id)
+        order = await self._chosen(order, server)
+        estimate = jobs.estimate(order.options)
         refusal = server_refusal(server, order.channel_id)
         if refusal is not None:
             return await self._refuse(order, refusal)
@@ -275,15 +292,10 @@ class Admission:
             if announce is not None:
                 # Refusals, and the question, come before the announcement.
                 balance = await jobs.preflight(order, estimate)
-                if not confirmed and needs_confirmation(self.rules, server, estimate, balance):
+                if not order.confirmed and needs_confirmation(self.rules, server, estimate, balance):
                     raise ConfirmFirst(balance)
-                order, confirmed = await announce(order), True
-            # The question is decided in the transaction that writes the job, from the balance
-            # its reservation reads: asked before, the limits and credits were read twice.
-            ask_first = (
-                None if confirmed else functools.partial(needs_confirmation, self.rules, server, estimate)
-            )
-            job = await jobs.create(order, estimate, ask_first=ask_first)
+                order = replace(await announce(order), confirmed=True)
+            job = await jobs.create(order, estimate, ask_first=self._ask_first(order, server, estimate))
         except ConfirmFirst as first:
             await jobs.unnote(order)  # nothing may start before the member confirms
             return NeedsConfirmation(order, estimate, first.balance)
@@ -292,6 +304,28 @@ class Admission:
         except HandedOn as handed_on:
             return handed_on
         return Queued(await jobs.enqueue(job, order.status_message_id))
+
+    async def readmit(self, order: EditOrder) -> Job:
+        """Write the job of an edit acknowledged just before its process stopped (recovery found
+        it in the journal), decided as `admit` decides a live one: the server's rules and the
+        server's and member's choices as they are now.
+
+        Nobody is there to answer a question, so an edit whose cost the member has not confirmed
+        and would be asked about is refused. Raises NotTaken, TooManyJobs, CreditError or
+        HandedOn; recovery takes a refused edit out of the journal and tells the member.
+        """
+        server = await self._servers.get(order.guild_id)
+        order = await self._chosen(order, server)
+        refusal = server_refusal(server, order.channel_id)
+        if refusal is not None:
+            raise NotTaken(refusal)
+        estimate = self._jobs.estimate(order.options)
+        try:
+            return await self._jobs.record(
+                order, estimate, ask_first=self._ask_first(order, server, estimate)
+            )
+        except ConfirmFirst:
+            raise NotTaken(NOT_CONFIRMED.format(credits=estimate.credits)) from None
 
     async def _refuse(self, order: EditOrder, reason: str) -> Refused:
         await self._jobs.unnote(order)

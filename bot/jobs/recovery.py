@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from bot.credits import CreditError
-from bot.edits import INTERRUPTED, MEMBER_MESSAGES, TooManyJobs
+from bot.edits import INTERRUPTED, MEMBER_MESSAGES, EditOrder, NotTaken, TooManyJobs
 from bot.jobs.core import Core
 from bot.jobs.endings import Endings, reference, run_of
 from bot.jobs.intake import Intake
@@ -40,6 +41,9 @@ MAX_STARTS = 4
 # process's edits are finished within the lease and this.
 TAKEOVER_LOOK = 2.0
 
+# Writes the job of an edit found in a journal, or raises why not (see `Admission.readmit`).
+Readmit = Callable[[EditOrder], Awaitable[Job]]
+
 
 class Recovery:
     def __init__(
@@ -50,6 +54,10 @@ class Recovery:
         self._runner = runner
         self._endings = endings
         self._tasks = tasks
+        self.readmit: Readmit = self._as_journaled
+
+    async def _as_journaled(self, order: EditOrder) -> Job:
+        return await self._intake.record(order, self._intake.estimate(order.options))
 
     async def recover(self, *, starting: bool = False) -> None:
         """Put every unfinished job back on its path; safe to run any number of times.
@@ -173,11 +181,13 @@ class Recovery:
                 await journal.withdraw(order)
                 continue
             try:
-                job = await self._intake.record(order, self._intake.estimate(order.options))
+                job = await self.readmit(order)
             except HandedOn:
                 continue
-            except (TooManyJobs, CreditError) as error:
-                log.warning("an edit acknowledged before its process stopped could not start: %s", error)
+            except (NotTaken, TooManyJobs, CreditError) as error:
+                log.info("an edit acknowledged before its process stopped is refused: %s", error.message)
+                # Told first: a crash in between tells the member twice, never not at all.
+                await self._core.delivery.refuse(order, error.message)
                 await journal.withdraw(order)
                 continue
             log.info("job %d recovered from the journal", job.id)

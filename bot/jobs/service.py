@@ -21,7 +21,7 @@ from bot.jobs.journal import IntakeJournal, Journal
 from bot.jobs.leases import Leases
 from bot.jobs.queries import Queries
 from bot.jobs.queue import Line
-from bot.jobs.recovery import Recovery
+from bot.jobs.recovery import Readmit, Recovery
 from bot.jobs.results import Results
 from bot.jobs.retention import Retention
 from bot.jobs.runner import Runner
@@ -120,6 +120,7 @@ class JobService:
         self.unnote = intake.unnote
         self.preflight = intake.preflight
         self.create = intake.create
+        self.record = intake.record
         self.enqueue = intake.enqueue
         self.submit = intake.submit
         # A host saying a run changed, ahead of the next poll.
@@ -190,10 +191,16 @@ class JobService:
         except database_errors():
             log.exception("could not read the owner's switches; the next notice reads them again")
 
-    async def start(self, delivery: Delivery) -> None:
-        """Recover what a previous process left, then begin serving the line."""
+    async def start(self, delivery: Delivery, readmit: Readmit | None = None) -> None:
+        """Recover what a previous process left, then begin serving the line.
+
+        `readmit` writes the job of an edit found in a journal, by the rules a live edit meets
+        (`Admission.readmit`); without it such an edit is written as it was journaled.
+        """
         core = self._core
         core.started_with = delivery
+        if readmit is not None:
+            self._recovery.readmit = readmit
         if not self._listening:
             await core.wakeups.listen(JOBS, core.line.wake)
             await core.wakeups.listen(RUNS, self._runner.wake_run)

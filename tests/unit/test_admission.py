@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 import pytest
 
 from bot.credits import Balance, Estimate, InsufficientCredits
-from bot.edits import EditOptions, EditOrder
+from bot.edits import EditOptions, EditOrder, NotTaken
 from bot.jobs import admission as admission_module
 from bot.jobs.admission import (
+    NOT_CONFIRMED,
     NOT_IN_DMS,
     PERSONAL_OFF,
     SERVER_PAUSED,
@@ -231,7 +232,7 @@ async def test_an_expensive_edit_asks_first_and_is_queued_once_confirmed(
     assert isinstance(asked, NeedsConfirmation)
     assert (asked.estimate.credits, asked.balance.available) == (28, 50)
     assert await harness.repo.count_open(3, 1) == (0, 0)
-    confirmed = await admission.admit(asked.order, confirmed=True)
+    confirmed = await admission.admit(replace(asked.order, confirmed=True))
     assert isinstance(confirmed, Queued)
     assert confirmed.job.credits_estimated == 28
 
@@ -269,7 +270,7 @@ def _counted(
 async def test_an_edit_beyond_the_members_credits_is_refused_even_when_confirmed(
     harness: Harness, admission: Admission, static_files: StaticFiles
 ) -> None:
-    decision = await admission.admit(_order(static_files, quality="high", count=4), confirmed=True)
+    decision = await admission.admit(replace(_order(static_files, quality="high", count=4), confirmed=True))
     balance = await harness.credits.balance(1, 3)
     assert decision == Refused(InsufficientCredits(56, 50, balance.refills_at).message)
     assert await harness.repo.count_open(3, 1) == (0, 0)
@@ -308,3 +309,42 @@ async def test_an_admission_gives_way_for_a_bounded_time_only(
     monkeypatch.setattr(admission_module, "GIVE_WAY_SECONDS", 0.05)
     with admission.acknowledging():  # a stream of acknowledgements that never pauses
         assert isinstance(await admission.admit(_order(static_files, quality="low")), Queued)
+
+
+async def test_an_edit_recovered_from_the_journal_meets_the_rules_and_choices_of_now(
+    harness: Harness, admission: Admission, static_files: StaticFiles
+) -> None:
+    """Journaled before its acknowledgement, the order knows nothing the database holds: the
+    server's and the member's choices are fixed into it, and its rules checked, at recovery."""
+    servers = GuildSettingsService(harness.db)
+    await servers.update(1, actor_id=9, nsfw_policy="spoiler", recipe=False)
+    await MemberPrefs(harness.db).set_mentions(3, False, now=SYSTEM_CLOCK.now())
+    job = await Admission(harness.service, servers, MemberPrefs(harness.db), RULES).readmit(
+        _order(static_files, quality="low")
+    )
+    stored = await harness.repo.get(job.id)
+    assert stored is not None
+    assert (stored.options.nsfw_policy, stored.options.recipe, stored.options.mention) == (
+        "spoiler",
+        False,
+        False,
+    )
+    await servers.set_paused(1, True, actor_id=9)
+    with pytest.raises(NotTaken) as refused:
+        await Admission(harness.service, servers, MemberPrefs(harness.db), RULES).readmit(
+            _order(static_files, quality="low")
+        )
+    assert refused.value.message == SERVER_PAUSED
+    assert await harness.repo.count_open(3, 1) == (1, 1)
+
+
+async def test_a_recovered_edit_whose_cost_nobody_confirmed_is_refused_not_run(
+    harness: Harness, admission: Admission, static_files: StaticFiles
+) -> None:
+    expensive = _order(static_files, quality="high", count=2)
+    with pytest.raises(NotTaken) as refused:
+        await admission.readmit(expensive)
+    assert refused.value.message == NOT_CONFIRMED.format(credits=28)
+    assert await harness.repo.count_open(3, 1) == (0, 0)
+    job = await admission.readmit(replace(expensive, confirmed=True))
+    assert job.credits_estimated == 28

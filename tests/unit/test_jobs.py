@@ -43,6 +43,7 @@ class RecordingDelivery:
         self.progress: list[tuple[int, Progress]] = []
         self.delivered: list[tuple[Job, list[ResultFile]]] = []
         self.failures: list[tuple[Job, str]] = []
+        self.refusals: list[tuple[EditOrder, str]] = []
         self.cancels: list[int] = []
         self._next_message = 1000
         self.shown = asyncio.Event()
@@ -59,6 +60,9 @@ class RecordingDelivery:
 
     async def report_failure(self, job: Job, message: str) -> None:
         self.failures.append((job, message))
+
+    async def refuse(self, order: EditOrder, message: str) -> None:
+        self.refusals.append((order, message))
 
     def cancelled(self, job: Job) -> None:
         self.cancels.append(job.id)

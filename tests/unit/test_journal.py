@@ -204,7 +204,8 @@ EVERY_FIELD_LINE = (
     '"content_type": null, "size": null, "width": null, "height": null, "path": null}, "kind": "refine", '
     '"parent_id": 9, "parent_output": 1, "application_id": 5, "interaction_token": "tok", '
     '"status_message_id": 6, "role_ids": [7, 8], "personal": true, '
-    '"token_expires_at": "2026-12-07T00:45:05.123456+00:00", "acked_at": "2026-12-07T00:30:05.123456+00:00"}'
+    '"token_expires_at": "2026-12-07T00:45:05.123456+00:00", "acked_at": "2026-12-07T00:30:05.123456+00:00", '
+    '"confirmed": true}'
 )
 
 
@@ -238,6 +239,7 @@ def every_field() -> EditOrder:
         personal=True,
         token_expires_at=acked + timedelta(minutes=15),
         acked_at=acked,
+        confirmed=True,
     )
 
 
@@ -246,3 +248,6 @@ def test_an_order_is_written_as_the_journal_always_wrote_it_and_reads_back() -> 
     assert order_from_dict(json.loads(EVERY_FIELD_LINE)) == every_field()
     plain = order("plain")
     assert order_from_dict(json.loads(json.dumps(order_to_dict(plain)))) == plain
+    # A line from before the member's confirmation was kept: recovery asks again.
+    older = {key: value for key, value in json.loads(EVERY_FIELD_LINE).items() if key != "confirmed"}
+    assert order_from_dict(older) == replace(every_field(), confirmed=False)
