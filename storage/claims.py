@@ -124,11 +124,6 @@ class ClaimRepository:
         order = _in_order(await self._db.fetch_all(_WAITING, (ts(now),)))
         return order if first is None else order[: max(0, first)]
 
-    async def place(self, job_id: int, now: datetime) -> int | None:
-        """The job's 1-based place in line, or None when it is not waiting."""
-        order = await self.in_line(now)
-        return order.index(job_id) + 1 if job_id in order else None
-
     async def renew(self, owner: str, until: datetime) -> int:
         """Push back the end of every lease `owner` holds; how many. Finished jobs too: one held
         is still being ended (its credits settled, its member told of a failure), and a lease

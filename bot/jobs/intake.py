@@ -22,15 +22,15 @@ from bot.edits import (
     EditOptions,
     EditOrder,
     EditsPaused,
-    Progress,
     TooManyJobs,
 )
 from bot.jobs import access
 from bot.jobs.access import Actor
 from bot.jobs.core import Core
+from bot.jobs.places import Places
 from bot.jobs.wakeups import JOBS
 from storage.db import database_errors
-from storage.jobs import Job, JobState, NewJob
+from storage.jobs import Job, NewJob
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,9 @@ _NOT_RECORDED: tuple[type[BaseException], ...] = (TimeoutError, *_STORE_FAILURES
 
 
 class Intake:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, places: Places) -> None:
         self._core = core
+        self._places = places
         self.accepting = False
         # The owner's switch for every server at once; running edits still finish.
         self.paused = False
@@ -177,17 +178,16 @@ class Intake:
         return job
 
     async def enqueue(self, job: Job, status_message_id: int | None) -> Job:
-        """Put a created job in line once its progress message exists, show its place, and
-        wake a worker."""
+        """Put a created job in line once its progress message exists and wake a worker; its
+        place is told beside it (`Places`)."""
         core = self._core
         if status_message_id is not None and status_message_id != job.status_message_id:
             await core.repo.set_status_message(job.id, status_message_id)
             job = replace(job, status_message_id=status_message_id)
         await core.leases.release(job.id)
         log.info("job %d queued for user %d in guild %s", job.id, job.user_id, job.guild_id)
-        place = await core.line.position(job.id)
-        await core.delivery.show_progress(job, Progress(JobState.QUEUED, queue_position=place))
         await core.wakeups.notify(JOBS)
+        self._places.joined(job)
         return job
 
     async def _insert(self, order: EditOrder, estimate: Estimate) -> Job:

@@ -101,7 +101,3 @@ class Line:
     async def order(self, *, first: int | None = None) -> list[int]:
         """Waiting job ids in the order they will be claimed (only the `first` few if given)."""
         return await self._claims.in_line(self._leases.clock.now(), first=first)
-
-    async def position(self, job_id: int) -> int | None:
-        """1-based place in line, or None when the job is not waiting."""
-        return await self._claims.place(job_id, self._leases.clock.now())

@@ -15,6 +15,7 @@ from bot.edits import BOT_ERROR, STORAGE_FULL, Progress
 from bot.jobs.core import Core
 from bot.jobs.endings import Endings, reference, run_of
 from bot.jobs.inputs import InputPreparer, Prepared
+from bot.jobs.places import Places
 from bot.jobs.results import Results
 from bot.jobs.wakeups import RUNS
 from bot.pictures import images, sizes
@@ -29,14 +30,11 @@ from bot.providers.base import (
     RunStatus,
     Unavailable,
 )
-from bot.runtime.tasks import Supervisor
 from storage.db import database_errors
 from storage.jobs import Job, JobState
 
 log = logging.getLogger(__name__)
 
-# Places in line worth updating as it moves; further back, the change would be noise.
-ANNOUNCED_PLACES = 3
 PROGRESS_INTERVAL = 10.0
 
 
@@ -48,10 +46,10 @@ def _unusable(problem: Exception) -> str:
 
 class Runner:
     def __init__(
-        self, core: Core, endings: Endings, inputs: InputPreparer, results: Results, tasks: Supervisor
+        self, core: Core, endings: Endings, inputs: InputPreparer, results: Results, places: Places
     ) -> None:
         self._core = core
-        self._tasks = tasks
+        self._places = places
         self._endings = endings
         self._inputs = inputs
         self._results = results
@@ -60,19 +58,14 @@ class Runner:
         self._working: set[int] = set()
         # Submits sent to a host whose answer is not recorded yet (see `land`).
         self._landing: set[asyncio.Future[Job | None]] = set()
-        # The places in line shown by the last announcement, and whether one is under way and
-        # the line moved again meanwhile.
-        self._shown_places: dict[int, int] = {}
-        self._announcing = False
-        self._line_moved = False
 
     async def work(self) -> None:
         """One worker: forever, the next job in line."""
         while True:
             job = await self._core.line.take()
-            # Beside the job, not before it: awaited, a claim from a long line waited for a
-            # reading of the line and up to three progress edits before its own work began.
-            self._tasks.spawn(self._announce_places(), name="announce-places")
+            # Told beside the job, not before it: awaited, a claim from a long line waited for
+            # a reading of the line and up to three progress edits before its own work began.
+            self._places.moved()
             await self.held(job.id)
 
     async def held(self, job_id: int) -> None:
@@ -103,37 +96,6 @@ class Runner:
         for job_id in [int(payload)] if payload else list(self._working):
             if job_id in self._working:
                 self._wakeups.setdefault(job_id, asyncio.Event()).set()
-
-    async def _announce_places(self) -> None:
-        """The line moved: tell the first few waiting members their new place.
-
-        In a burst every claim moves the line, and reading it for each claim was a transaction
-        per job: one reading serves every claim made while the last one was read and shown, and
-        a member is told a place only when it changed.
-        """
-        self._line_moved = True
-        if self._announcing:
-            return
-        self._announcing = True
-        try:
-            while self._line_moved:
-                self._line_moved = False
-                await self._show_places()
-        finally:
-            self._announcing = False
-
-    async def _show_places(self) -> None:
-        core = self._core
-        first = await core.line.order(first=ANNOUNCED_PLACES)
-        places = {job_id: place for place, job_id in enumerate(first, start=1)}
-        changed = {
-            job_id: place for job_id, place in places.items() if self._shown_places.get(job_id) != place
-        }
-        self._shown_places = places
-        for job_id, place in changed.items():
-            job = await core.repo.get(job_id)
-            if job is not None and job.state is JobState.QUEUED:
-                await core.delivery.show_progress(job, Progress(JobState.QUEUED, queue_position=place))
 
     async def guarded(self, job_id: int) -> None:
         """Process a job; whatever escapes the processing ends the job rather than stranding it.

@@ -19,6 +19,7 @@ from bot.jobs.inputs import InputPreparer
 from bot.jobs.intake import Intake
 from bot.jobs.journal import IntakeJournal, Journal
 from bot.jobs.leases import Leases
+from bot.jobs.places import Places
 from bot.jobs.queries import Queries
 from bot.jobs.queue import Line
 from bot.jobs.recovery import Readmit, Recovery
@@ -100,9 +101,10 @@ class JobService:
             files=files, session=session, cdn_hosts=settings.cdn_hosts, links=links, clock=clock
         )
         endings = Endings(core)
-        intake = Intake(core)
         self._tasks = Supervisor()
-        runner = Runner(core, endings, inputs, Results(core, endings, inputs, session), self._tasks)
+        places = Places(core, self._tasks)
+        intake = Intake(core, places)
+        runner = Runner(core, endings, inputs, Results(core, endings, inputs, session), places)
         queries = Queries(repo, endings.wait_settled)
         self._core = core
         self._intake = intake

@@ -25,6 +25,7 @@ from bot.providers.settings import FalSettings, HostSettings
 from bot.runtime.clock import SYSTEM_CLOCK, Clock
 from bot.runtime.config import BudgetSettings, CreditsSettings
 from bot.runtime.metrics import Metrics
+from storage.claims import ClaimRepository
 from storage.db import Database
 from storage.jobs import Job, JobRepository, JobState, NewJob
 from storage.store import open_db
@@ -195,6 +196,26 @@ async def test_edit_is_delivered_and_recorded(harness: Harness, static_files: St
     assert [o.discord_url for o in outputs] == ["https://cdn.example/retouch-1-1.png"]
     states = [p.state for _, p in harness.delivery.progress]
     assert JobState.SUBMITTING in states
+
+
+async def test_an_edit_is_put_in_line_without_waiting_for_a_reading_of_the_line(
+    harness: Harness, static_files: StaticFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each job put in line read the whole line for its own place before a worker was woken: in
+    a burst, a reading of every waiting row per edit, under the database's one lock."""
+    reading, release = asyncio.Event(), asyncio.Event()
+    in_line = ClaimRepository.in_line
+
+    async def held(self: ClaimRepository, *args: Any, **kwargs: Any) -> list[int]:
+        reading.set()
+        await release.wait()
+        return await in_line(self, *args, **kwargs)
+
+    monkeypatch.setattr(ClaimRepository, "in_line", held)
+    job = await asyncio.wait_for(harness.submit(order(static_files.add("a.png", png(40, 30)))), 5)
+    await asyncio.wait_for(reading.wait(), 5)  # its place is read beside it
+    assert (await settled(harness, job.id)).state is JobState.DONE
+    release.set()
 
 
 async def test_a_2k_edit_comes_back_at_the_size_worked_out_from_the_first_image(

@@ -1,5 +1,5 @@
-"""Places in line as the workers announce them: one reading of the line per burst of claims, and
-a member told a place only when it changed."""
+"""Places in line: one reading of the line per burst of new jobs and claims, each new job told
+its place once, and the first few told theirs only when it changed."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from bot.edits import Progress
 from bot.jobs.core import Core
 from bot.jobs.endings import Endings
 from bot.jobs.inputs import InputPreparer
+from bot.jobs.places import Places
 from bot.jobs.results import Results
 from bot.jobs.runner import Runner
 from bot.runtime.tasks import Supervisor
@@ -47,29 +48,46 @@ class Delivery:
         self.shown.append((job.id, progress.queue_position))
 
 
-def runner_over(line: Line, delivery: Delivery, tasks: Supervisor | None = None) -> Runner:
-    core = cast(Core, SimpleNamespace(line=line, repo=Repo(), delivery=delivery))
-    return Runner(
-        core, cast(Endings, None), cast(InputPreparer, None), cast(Results, None), tasks or Supervisor()
-    )
+def places_over(line: Line, delivery: Delivery, tasks: Supervisor) -> Places:
+    return Places(cast(Core, SimpleNamespace(line=line, repo=Repo(), delivery=delivery)), tasks)
+
+
+def waiting(job_id: int) -> Job:
+    return cast(Job, SimpleNamespace(id=job_id, state=JobState.QUEUED))
 
 
 async def test_a_burst_of_claims_reads_the_line_twice_and_shows_each_place_once() -> None:
-    line, delivery = Line([5, 6, 7, 8]), Delivery()
-    runner = runner_over(line, delivery)
-    first = asyncio.ensure_future(runner._announce_places())
+    line, delivery, tasks = Line([5, 6, 7, 8]), Delivery(), Supervisor()
+    places = places_over(line, delivery, tasks)
+    places.moved()
     await line.first_read.wait()
-    # Nine more claims while the first reading is under way: they ask for one more reading, and
-    # return at once (the bound only ends the wait when they read the line each, as they did).
-    await asyncio.wait([asyncio.ensure_future(runner._announce_places()) for _ in range(9)], timeout=5)
+    for _ in range(9):  # nine more claims while the first reading is under way: one more reading
+        places.moved()
     line.now = [6, 7, 8]
     line.go_on.set()
-    await first
+    await tasks.settle(5)
     assert line.readings == 2
     assert delivery.shown == [(5, 1), (6, 2), (7, 3), (6, 1), (7, 2), (8, 3)]
-    await runner._announce_places()  # the line has not moved: nothing new to tell
+    places.moved()  # the line has not moved: nothing new to tell
+    await tasks.settle(5)
     assert line.readings == 3
     assert len(delivery.shown) == 6
+
+
+async def test_a_burst_of_new_jobs_is_told_its_places_from_one_reading() -> None:
+    """Each job put in line read the whole line for its own place: in a burst of a hundred, a
+    hundred readings of up to a hundred rows, under the database's one lock."""
+    line, delivery, tasks = Line([1]), Delivery(), Supervisor()
+    places = places_over(line, delivery, tasks)
+    places.joined(waiting(1))
+    await line.first_read.wait()
+    for job_id in range(2, 101):
+        places.joined(waiting(job_id))
+    line.now = [job_id for job_id in range(2, 101) if job_id != 50]  # workers took 1, and 50 first
+    line.go_on.set()
+    await tasks.settle(5)
+    assert line.readings == 2
+    assert delivery.shown == [(1, 1), *((job_id, place) for place, job_id in enumerate(line.now, start=1))]
 
 
 async def test_a_claimed_job_starts_while_the_places_are_still_being_announced() -> None:
@@ -86,7 +104,14 @@ async def test_a_claimed_job_starts_while_the_places_are_still_being_announced()
 
     line.take = take  # type: ignore[attr-defined]
     tasks = Supervisor()
-    runner = runner_over(line, delivery, tasks)
+    places = places_over(line, delivery, tasks)
+    runner = Runner(
+        cast(Core, SimpleNamespace(line=line)),
+        cast(Endings, None),
+        cast(InputPreparer, None),
+        cast(Results, None),
+        places,
+    )
     started = asyncio.Event()
 
     async def held(job_id: int) -> None:

@@ -79,21 +79,18 @@ async def test_round_robin_across_members(one: Process) -> None:
     await one.put(300)
     assert await one.line.order() == [1, 5, 6, 2, 3, 4]
     assert await one.line.order(first=4) == [1, 5, 6, 2]
-    assert [await one.line.position(job) for job in (1, 5, 6, 2, 3, 4)] == [1, 2, 3, 4, 5, 6]
     served = await one.taken(6)
     assert served == [1, 5, 6, 2, 3, 4]
 
 
-async def test_position_and_remove(one: Process) -> None:
+async def test_a_cancelled_job_leaves_the_line(one: Process) -> None:
     first, second = await one.put(1), await one.put(1)
     third = await one.put(2)
-    assert await one.line.position(second) == 3
+    assert await one.line.order() == [first, third, second]
     # A job leaves the line when it leaves `queued` (a cancel), once.
     assert await one.repo.move(first, [JobState.QUEUED], JobState.CANCELLED) is not None
     assert await one.repo.move(first, [JobState.QUEUED], JobState.CANCELLED) is None
     assert await one.line.order() == [second, third]
-    assert await one.line.position(99) is None
-    assert len(await one.line.order()) == 2
 
 
 async def test_order_matches_service_after_rotation(one: Process) -> None:
@@ -192,7 +189,6 @@ async def test_a_member_s_jobs_are_served_in_the_order_acknowledged_not_written(
     other = await put(2, 1)
     first = await put(1, 0)
     assert await process.line.order() == [first, other, second]
-    assert await process.line.position(first) == 1
     assert await process.taken(3) == [first, other, second]
 
 
@@ -208,7 +204,7 @@ _STEPS = st.lists(
 def test_the_line_shown_is_the_order_claims_take(steps: list[tuple[int, int] | None]) -> None:
     """Places are worked out from the waiting rows in Python and a claim picks in SQL: whatever
     the members, the arrival times and who was served before, the line shown is the order the
-    claims then take, and each job's place is where it stands in it."""
+    claims then take."""
     asyncio.run(_shown_then_taken(steps))
 
 
@@ -229,7 +225,6 @@ async def _shown_then_taken(steps: list[tuple[int, int] | None]) -> None:
                 await process.repo.insert(replace(new, created_at=start + timedelta(seconds=after)))
             shown = await process.line.order()
             assert await process.line.order(first=2) == shown[:2]
-            assert [await process.line.position(job_id) for job_id in shown] == list(range(1, len(shown) + 1))
             taken = []
             while (job := await process.line.claim()) is not None:
                 taken.append(job.id)
@@ -329,11 +324,10 @@ async def test_the_lines_statements_read_no_finished_jobs(one: Process, tmp_path
     one.db.conn.set_trace_callback(statements.append)
     await one.line.claim()
     await one.line.order(first=5)
-    await one.line.position(3)
     await one.repo.count_open(1, 1)
 
     read = jobs_plans(tmp_path / "shared.db", statements)
-    assert len(read) == 5  # the claim's look at the line, the claim, the order, a place, the count
+    assert len(read) == 4  # the claim's look at the line, the claim, the order, the count
     for sql, details in read:
         assert [detail for detail in details if _scans_jobs(detail)] == [], (sql, details)
 
