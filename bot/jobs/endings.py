@@ -15,6 +15,7 @@ import secrets
 from bot.edits import member_message
 from bot.jobs.access import JobHidden
 from bot.jobs.core import Core
+from bot.jobs.wakeups import RUNS
 from bot.providers.base import ProviderError, Run
 from storage.jobs import Job, JobState
 
@@ -81,6 +82,9 @@ class Endings:
         if moved is None:
             return None
         core.delivery.cancelled(moved)
+        # The process working on it (maybe another) looks now, not at its next poll, and drops
+        # the progress it was about to show over the member's "cancelled".
+        await core.wakeups.notify(RUNS, str(job_id))
         await core.credits.release(job_id, reason="cancelled")
         await core.files.delete_job(job_id)
         await core.leases.release(job_id)

@@ -215,7 +215,9 @@ class Runner:
             **kept,
         )
         if running is None:
-            # Cancelled while the submit was in flight: the run exists, so stop it.
+            # Cancelled while the submit was in flight (maybe in another process): the run
+            # exists, so stop it, and show no more of its progress.
+            core.delivery.cancelled(moved)
             await self._endings.stop_run(run)
         return running
 
@@ -254,6 +256,8 @@ class Runner:
         while True:
             current = await core.repo.get(job.id)
             if current is None or current.state is not JobState.RUNNING:
+                if current is not None and current.state is JobState.CANCELLED:
+                    core.delivery.cancelled(current)  # maybe in another process
                 return None  # cancelled (or finished by a callback) while we waited
             elapsed = (self._core.clock.now() - started).total_seconds()
             if elapsed > deadline:

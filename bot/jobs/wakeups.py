@@ -1,7 +1,8 @@
 """Waking an idle worker at once instead of at its next look at the database.
 
 Two things wake work: a job put in line (`JOBS`: any idle worker may claim it) and a host
-saying a run changed (`RUNS`, with the job's id: the process holding that job polls it now).
+saying a run changed or its edit was cancelled (`RUNS`, with the job's id: the process holding
+that job polls it now).
 A third tells every process that settings changed (`SWITCHES`: with a server's id, that server's,
 which each process forgets its copy of; empty, the owner's switches for the whole bot, which each
 reads again, `JobService.pause_everywhere`). An

@@ -49,6 +49,8 @@ class RecordingDelivery:
         self._next_message = 1000
         self.shown = asyncio.Event()
         """Set at each progress shown, for tests that wait for one."""
+        self.told_cancelled = asyncio.Event()
+        """Set once a cancel has been told, for tests that wait for one."""
 
     async def show_progress(self, job: Job, progress: Progress) -> None:
         self.progress.append((job.id, progress))
@@ -67,6 +69,7 @@ class RecordingDelivery:
 
     def cancelled(self, job: Job) -> None:
         self.cancels.append(job.id)
+        self.told_cancelled.set()
 
 
 class Harness:

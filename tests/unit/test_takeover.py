@@ -286,6 +286,22 @@ async def test_a_cancel_whose_process_died_before_the_refund_is_refunded_by_anot
             assert (await a.credits.balance(1, 3)).reserved == 0
 
 
+async def test_a_cancel_in_one_process_stops_the_progress_of_the_process_running_the_edit(
+    tmp_path: Path, host: RunflowSettings, runflow: FakeRunflow, static_files: StaticFiles, pg_url: str
+) -> None:
+    """The worker in the other process learnt of the cancel only at its next poll, up to the
+    longest poll interval later: until then the progress it had queued could show the edit
+    running again, Cancel button and all, over the member's "cancelled"."""
+    async with running(
+        tmp_path / "a", host, RunflowProvider, lease_owner="a", store_url=pg_url, poll_interval=30
+    ) as a:
+        job = await running_at_host(a, runflow, static_files)
+        async with running(tmp_path / "b", host, RunflowProvider, lease_owner="b", store_url=pg_url) as b:
+            assert await b.service.cancel(job.id) is not None
+            await asyncio.wait_for(a.delivery.told_cancelled.wait(), 5)
+        assert a.delivery.cancels == [job.id]
+
+
 async def test_the_periodic_sweep_reads_no_finished_jobs_but_the_leased(tmp_path: Path) -> None:
     """It runs every few seconds in every process: it looks at the jobs under a lease, not
     at every finished job of a state through the index on state (nor at the whole table)."""
