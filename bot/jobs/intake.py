@@ -206,7 +206,10 @@ class Intake:
                 application_id=order.application_id,
                 interaction_token=order.interaction_token,
                 status_message_id=order.status_message_id,
-                token_expires_at=(order.token_expires_at or self._core.clock.now() + TOKEN_LIFETIME)
+                # From the acknowledgement: recovery writes a journaled edit minutes after it.
+                token_expires_at=(
+                    order.token_expires_at or (order.acked_at or self._core.clock.now()) + TOKEN_LIFETIME
+                )
                 if order.interaction_token
                 else None,
                 credits_estimated=estimate.credits,

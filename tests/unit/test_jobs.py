@@ -15,7 +15,16 @@ import pytest
 from pydantic import SecretStr
 
 from bot.credits import CreditService, Estimate
-from bot.edits import EditOptions, EditOrder, InputImage, JobKind, Progress, Receipt, ResultFile
+from bot.edits import (
+    TOKEN_LIFETIME,
+    EditOptions,
+    EditOrder,
+    InputImage,
+    JobKind,
+    Progress,
+    Receipt,
+    ResultFile,
+)
 from bot.jobs import JobService, JobSettings
 from bot.pictures.files import FileStore
 from bot.pictures.sizes import RESOLUTIONS
@@ -343,6 +352,19 @@ async def test_an_edit_is_dated_when_acknowledged_not_when_its_row_is_written(ha
     assert (written_second.created_at, written_first.created_at) == (first.acked_at, second.acked_at)
     newest_first = await harness.service.recent(3, 1)
     assert [job.interaction_token for job in newest_first] == ["second", "first"]
+
+
+async def test_a_recovered_edits_token_expires_a_lifetime_after_its_acknowledgement(harness: Harness) -> None:
+    """Written by recovery minutes after its acknowledgement, a job counted its interaction
+    token's 15 minutes from the writing, and its delivery then tried a dead token first."""
+    url = "http://127.0.0.1:9/a.png"  # never fetched: the job is written, not put in line
+    noted = await harness.service.note(replace(order(url), interaction_token="late"))
+    assert noted.acked_at is not None
+    acked = noted.acked_at - timedelta(minutes=10)
+    job = await harness.service.record(
+        replace(noted, acked_at=acked), harness.service.estimate(noted.options)
+    )
+    assert job.token_expires_at == acked + TOKEN_LIFETIME
 
 
 async def test_recovery_settles_a_job_that_finished_without_its_ledger_entry(harness: Harness) -> None:
