@@ -37,7 +37,7 @@ class Line:
 
 class Repo:
     async def get(self, job_id: int) -> Job:
-        return cast(Job, SimpleNamespace(id=job_id, state=JobState.QUEUED))
+        return waiting(job_id)
 
 
 class Delivery:
