@@ -243,8 +243,7 @@ class FileStore:
         writing: asyncio.Future[None] | None = None
         try:
             with _disk_full_as_storage_full():
-                async for batch in _batches(_stream(session, url, max_bytes, timeout, None), CHUNK):
-                    size = sum(map(len, batch))
+                async for batch, size in _batches(_stream(session, url, max_bytes, timeout, None), CHUNK):
                     await self._claim(path, size)
                     claimed += size
                     if writing is not None:
@@ -351,18 +350,19 @@ def _disk_full_as_storage_full() -> Iterator[None]:
         raise
 
 
-async def _batches(pieces: AsyncIterator[bytes], least: int) -> AsyncIterator[list[bytes]]:
-    """The pieces in lists of at least `least` bytes, the last one whatever is left."""
+async def _batches(pieces: AsyncIterator[bytes], least: int) -> AsyncIterator[tuple[list[bytes], int]]:
+    """The pieces in lists of at least `least` bytes (the last one whatever is left), each with
+    its size."""
     batch: list[bytes] = []
     held = 0
     async for piece in pieces:
         batch.append(piece)
         held += len(piece)
         if held >= least:
-            yield batch
+            yield batch, held
             batch, held = [], 0
     if batch:
-        yield batch
+        yield batch, held
 
 
 def _write_batch(handle: BinaryIO, batch: Sequence[bytes], watch: Callable[[bytes], object] | None) -> None:
