@@ -15,7 +15,6 @@ only the newest is sent. A result or a failure drops the progress still waiting.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,6 +26,7 @@ from bot.edits import TOKEN_LIFETIME, DeliveryFailed, EditOrder, Progress, Recei
 from bot.runtime.tasks import Supervisor
 from cogs import render
 from cogs.buttons import progress_view, result_message
+from cogs.interactions import withdraw
 from storage.jobs import Job, JobState
 
 if TYPE_CHECKING:
@@ -112,24 +112,20 @@ class DiscordDelivery:
         )
 
     async def refuse(self, order: EditOrder, message: str) -> None:
-        """As `cogs.flow` answers a refusal found after the acknowledgement: a private "thinking"
-        message becomes the answer; a public one is deleted and the member told in a private
-        followup. A repeat after a crash (the message already gone) still tells them."""
+        """Answered as `cogs.flow` answers a refusal found after the acknowledgement (`withdraw`),
+        through the interaction's webhook while its token lives."""
         token, application_id, acked_at = order.interaction_token, order.application_id, order.acked_at
         expires = order.token_expires_at or (acked_at + TOKEN_LIFETIME if acked_at is not None else None)
         if token is None or application_id is None or expires is None or expires <= self._bot.clock.now():
             log.info("an edit refused at recovery cannot be answered any more: %s", message)
             return
-        webhook = self._followup(application_id, token)
-        original = cast(int, "@original")
-        text = render.refusal_text(order.prompt, message)
         try:
-            if order.options.private:
-                await webhook.edit_message(original, content=text)
-                return
-            with contextlib.suppress(discord.NotFound):  # deleted before a crash: tell them still
-                await webhook.delete_message(original)
-            await webhook.send(text, ephemeral=True, allowed_mentions=render.NO_PINGS)
+            await withdraw(
+                self._followup(application_id, token),
+                cast(int, "@original"),
+                render.refusal_text(order.prompt, message),
+                private=order.options.private,
+            )
         except discord.HTTPException as exc:
             self._count(exc)
             log.warning("an edit refused at recovery could not be told to its member (%s)", exc)

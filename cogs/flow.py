@@ -28,6 +28,7 @@ from cogs.interactions import (
     is_personal,
     role_ids,
     server_of,
+    withdraw,
 )
 from storage.jobs import Job
 
@@ -129,16 +130,7 @@ async def start_edit(
 async def _withdraw(
     interaction: Interaction, status: Status, text: str, view: discord.ui.View | None = None
 ) -> None:
-    """Replace the progress message with a private answer: a private one is simply edited; a
-    public one is deleted, so the refusal concerns only the member, who gets it privately."""
-    if status.private:
-        await interaction.followup.edit_message(status.message_id, content=text, view=view)
-        return
-    await interaction.followup.delete_message(status.message_id)
-    if view is None:
-        await interaction.followup.send(text, ephemeral=True)
-    else:
-        await interaction.followup.send(text, ephemeral=True, view=view)
+    await withdraw(interaction.followup, status.message_id, text, private=status.private, view=view)
 
 
 class ConfirmView(discord.ui.View):

@@ -8,6 +8,7 @@ must work whether or not the interaction was already acknowledged.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, TypeVar
 
 import discord
@@ -87,3 +88,25 @@ async def answer_privately(interaction: Interaction, text: str) -> None:
         await interaction.followup.send(text, ephemeral=True)
     else:
         await interaction.response.send_message(text, ephemeral=True)
+
+
+async def withdraw(
+    followup: discord.Webhook,
+    message_id: int,
+    text: str,
+    *,
+    private: bool,
+    view: discord.ui.View | None = None,
+) -> None:
+    """Replace a progress message with an answer for the member alone: a private one is simply
+    edited; a public one is deleted, so the answer concerns only the member, who gets it in a
+    private followup (also when the message is already gone: a repeat after a crash)."""
+    if private:
+        await followup.edit_message(message_id, content=text, view=view)
+        return
+    with contextlib.suppress(discord.NotFound):
+        await followup.delete_message(message_id)
+    if view is None:
+        await followup.send(text, ephemeral=True)
+    else:
+        await followup.send(text, ephemeral=True, view=view)
